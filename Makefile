@@ -1,0 +1,69 @@
+# seckill: every routine task. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+# nextest when installed (one process per test), cargo test otherwise.
+TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo "test --no-fail-fast")
+MIGRATE ?= status
+
+.DEFAULT_GOAL := help
+.PHONY: help deps deps-redis build release test lint fmt demo stack migrate topics lag deploy-render deploy-check run-gateway run-worker run-replayer clean
+OVERLAY ?= dev
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+deps: ## Install (apt) and start what the tests need: build tools, redis-server, PostgreSQL
+	@scripts/deps.sh all
+
+deps-redis: ## Install and start only what the demo needs: build tools and redis-server
+	@scripts/deps.sh redis
+
+build: ## Build every crate (debug)
+	$(CARGO) build --workspace --all-targets
+
+release: ## Build the service binaries (release)
+	$(CARGO) build --release --workspace --bins
+
+test: deps ## Run all tests against the local Redis and PostgreSQL and an embedded Kafka
+	$(CARGO) $(TEST_RUNNER) --workspace
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+demo: deps-redis ## Simulate a flash sale end to end on embedded defaults and print the verdict
+	$(CARGO) run --release -q -p flash-sim --bin seckill-sim -- demo $(ARGS)
+
+stack: deps-redis ## Run the whole pipeline on embedded defaults until Ctrl-C (prints ports and tokens)
+	$(CARGO) run --release -q -p flash-sim --bin seckill-sim -- stack
+
+migrate: ## Schema migrations: make migrate MIGRATE=up|down|status (database from the settings)
+	$(CARGO) run -q -p store --bin seckill-migrate -- $(MIGRATE)
+
+topics: ## Create the Kafka topics on the brokers of SECKILL__KAFKA__BOOTSTRAP_SERVERS
+	$(CARGO) run -q -p kafka --bin seckill-kafka -- topics
+
+lag: ## Print consumer lag per partition (worker and replayer groups)
+	$(CARGO) run -q -p kafka --bin seckill-kafka -- lag
+
+deploy-render: ## Render the Kubernetes manifests of an overlay: make deploy-render OVERLAY=dev|prod
+	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
+
+deploy-check: ## Validate deploy/ offline: kustomize, Kubernetes schemas, promtool rules, dashboard, compose
+	scripts/check-deploy.sh
+
+run-gateway: ## Run the gateway with the settings of this shell (SECKILL__* variables, config/)
+	$(CARGO) run --release -q -p gateway --bin seckill-gateway
+
+run-worker: ## Run the order worker with the settings of this shell
+	$(CARGO) run --release -q -p order-worker --bin seckill-order-worker
+
+run-replayer: ## Run the dead-letter replayer with the settings of this shell
+	$(CARGO) run --release -q -p dlq-replayer --bin seckill-dlq-replayer -- run
+
+clean: ## Remove build output and the local SQLite database
+	$(CARGO) clean
+	rm -rf var

@@ -1,0 +1,253 @@
+//! Identifier newtypes that cannot hold an invalid value ("parse, don't validate").
+//!
+//! Their character sets are narrow on purpose: identifiers end up in Redis keys and hash fields
+//! (where `:`, `|`, `{` and `}` have meaning), in Kafka keys and in URLs.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why an identifier or quantity was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The value is empty or longer than allowed.
+    #[error("{what} must be 1 to {max} characters long")]
+    Length {
+        /// Which identifier.
+        what: &'static str,
+        /// The longest allowed value.
+        max: usize,
+    },
+    /// The value holds a character outside the allowed set.
+    #[error("{what} may only contain {allowed}")]
+    Charset {
+        /// Which identifier.
+        what: &'static str,
+        /// The allowed characters, for humans.
+        allowed: &'static str,
+    },
+    /// A quantity outside `1..=MAX`.
+    #[error("quantity must be between 1 and {max}")]
+    Quantity {
+        /// The largest allowed quantity.
+        max: u32,
+    },
+    /// An order id that is not `<sku_id>.<32 hex digits>`.
+    #[error("order id must look like <sku_id>.<32 hex digits>")]
+    OrderId,
+}
+
+fn check(
+    value: &str,
+    what: &'static str,
+    max: usize,
+    allowed: &'static str,
+    ok: impl Fn(char) -> bool,
+) -> Result<(), IdError> {
+    if value.is_empty() || value.len() > max {
+        return Err(IdError::Length { what, max });
+    }
+    if !value.chars().all(ok) {
+        return Err(IdError::Charset { what, allowed });
+    }
+    Ok(())
+}
+
+fn is_slug_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $allowed:literal, $ok:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Longest accepted value, in bytes.
+            pub const MAX_LEN: usize = $max;
+
+            /// Parses and validates a value.
+            pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+                let value = value.into();
+                check(&value, $what, $max, $allowed, $ok)?;
+                Ok(Self(value))
+            }
+
+            /// The value as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(value: String) -> Result<Self, IdError> {
+                Self::parse(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A stock-keeping unit on sale, e.g. `phone-x-128`. Also the Kafka key and the Redis hash tag.
+    SkuId, "sku_id", 64, "ASCII letters, digits, '-' and '_'", is_slug_char
+);
+string_id!(
+    /// A buyer, as named by the `sub` claim of their token.
+    UserId, "user id", 128, "ASCII letters, digits, '-', '_', '.' and '@'",
+    |c: char| is_slug_char(c) || c == '.' || c == '@'
+);
+string_id!(
+    /// The client's `Idempotency-Key`: the same key from the same user always means the same order.
+    IdempotencyKey, "Idempotency-Key", 64, "visible ASCII characters",
+    |c: char| c.is_ascii_graphic()
+);
+
+/// An order's id: `<sku_id>.<32 hex digits>`.
+///
+/// It carries its SKU so that a pending order, which so far only exists as a reservation in the
+/// SKU's Redis slot, can be found from its id alone without a secondary index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OrderId(String);
+
+impl OrderId {
+    /// Builds an id from its SKU and 128 random (or time-ordered) bits.
+    pub fn new(sku: &SkuId, bits: u128) -> Self {
+        Self(format!("{sku}.{bits:032x}"))
+    }
+
+    /// Parses and validates an id.
+    pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+        let value = value.into();
+        let (sku, hex) = value.rsplit_once('.').ok_or(IdError::OrderId)?;
+        SkuId::parse(sku).map_err(|_| IdError::OrderId)?;
+        if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(IdError::OrderId);
+        }
+        Ok(Self(value))
+    }
+
+    /// The SKU this order is for.
+    pub fn sku(&self) -> SkuId {
+        let (sku, _) = self.0.rsplit_once('.').unwrap_or((&self.0, ""));
+        SkuId(sku.to_owned())
+    }
+
+    /// The value as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for OrderId {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, IdError> {
+        Self::parse(value)
+    }
+}
+
+impl From<OrderId> for String {
+    fn from(value: OrderId) -> String {
+        value.0
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How many units one order asks for: `1..=Quantity::MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u32")]
+pub struct Quantity(u32);
+
+impl Quantity {
+    /// The largest quantity a single order may ask for.
+    pub const MAX: u32 = 100;
+    /// One unit, the default of the buyer endpoint.
+    pub const ONE: Quantity = Quantity(1);
+
+    /// Validates a quantity.
+    pub fn new(value: i64) -> Result<Self, IdError> {
+        if (1..=i64::from(Self::MAX)).contains(&value) {
+            Ok(Self(value as u32))
+        } else {
+            Err(IdError::Quantity { max: Self::MAX })
+        }
+    }
+
+    /// The number of units.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Quantity {
+    type Error = IdError;
+    fn try_from(value: i64) -> Result<Self, IdError> {
+        Self::new(value)
+    }
+}
+
+impl From<Quantity> for u32 {
+    fn from(value: Quantity) -> u32 {
+        value.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_ids_refuse_characters_that_mean_something_in_redis_keys() {
+        assert!(SkuId::parse("phone-x_128").is_ok());
+        for bad in ["", "a{b}", "a:b", "a b", "ä", &"x".repeat(65)] {
+            assert!(SkuId::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn an_order_id_carries_its_sku() {
+        let sku = SkuId::parse("phone-1").unwrap();
+        let id = OrderId::new(&sku, 0xabc);
+        assert_eq!(id.as_str(), "phone-1.00000000000000000000000000000abc");
+        assert_eq!(OrderId::parse(id.as_str()).unwrap().sku(), sku);
+        assert!(OrderId::parse("phone-1.xyz").is_err());
+        assert!(OrderId::parse("phone-1").is_err());
+        assert!(OrderId::parse("ph{o}ne.00000000000000000000000000000abc").is_err());
+    }
+
+    #[test]
+    fn quantities_are_bounded() {
+        assert_eq!(Quantity::new(1).unwrap().get(), 1);
+        assert_eq!(Quantity::new(100).unwrap().get(), 100);
+        assert!(Quantity::new(0).is_err());
+        assert!(Quantity::new(-3).is_err());
+        assert!(Quantity::new(101).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii_up_to_64() {
+        assert!(IdempotencyKey::parse("a:b|c-1").is_ok());
+        assert!(IdempotencyKey::parse("has space").is_err());
+        assert!(IdempotencyKey::parse("x".repeat(64)).is_ok());
+        assert!(IdempotencyKey::parse("x".repeat(65)).is_err());
+    }
+}

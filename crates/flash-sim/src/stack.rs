@@ -1,0 +1,167 @@
+//! The all-in-one local stack: the three services in one process, on the embedded broker, the
+//! configured (or a freshly started) Redis and the configured (default: SQLite) database. The
+//! services are the very same `run` functions their binaries call.
+
+use anyhow::{bail, Context};
+use kafka::EmbeddedKafka;
+use settings::secrecy::{ExposeSecret, SecretString};
+use settings::Settings;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running stack. Dropping it without [`LocalStack::stop`] aborts the services.
+pub struct LocalStack {
+    /// The settings the services run with (bootstrap servers and Redis URL filled in).
+    pub settings: Settings,
+    /// The gateway's port on 127.0.0.1.
+    pub gateway_port: u16,
+    /// The worker's ops port.
+    pub worker_ops_port: u16,
+    /// The replayer's ops port.
+    pub replayer_ops_port: u16,
+    broker: Option<EmbeddedKafka>,
+    redis: Option<Child>,
+    shutdown: CancellationToken,
+    services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl LocalStack {
+    /// Starts the stack. Kafka: the configured brokers, or an embedded cluster. Redis: the
+    /// configured one if it answers, else a `redis-server` started on a free port.
+    pub async fn start(mut settings: Settings) -> anyhow::Result<Self> {
+        let broker = if settings.kafka.is_embedded() {
+            let broker = EmbeddedKafka::start(1).context("starting the embedded broker")?;
+            settings.kafka.bootstrap_servers = broker.bootstrap_servers().to_owned();
+            let endpoint = kafka::Endpoint::from_settings(&settings.kafka, None);
+            kafka::topics::provision(&settings.kafka, &endpoint, Some(&broker)).await?;
+            Some(broker)
+        } else {
+            let endpoint = kafka::Endpoint::from_settings(&settings.kafka, None);
+            kafka::topics::provision(&settings.kafka, &endpoint, None).await?;
+            None
+        };
+        let redis = ensure_redis(&mut settings).await?;
+        let shutdown = CancellationToken::new();
+        let bootstrap = Some(settings.kafka.bootstrap_servers.as_str());
+
+        let gateway = gateway::Application::build(
+            &settings,
+            gateway::Dependencies::connect(&settings, bootstrap).await?,
+        )?;
+        let worker = order_worker::Worker::build(
+            &settings,
+            order_worker::Dependencies::connect(&settings, bootstrap).await?,
+        )?;
+        let replayer = dlq_replayer::Replayer::build(
+            &settings,
+            dlq_replayer::Dependencies::connect(&settings, bootstrap).await?,
+        )?;
+        let gateway_port = gateway.port();
+        let worker_ops_port = worker.ops_port();
+        let replayer_ops_port = replayer.ops_port();
+        let services = vec![
+            (
+                "gateway",
+                tokio::spawn(gateway.run_until_stopped(shutdown.child_token())),
+            ),
+            (
+                "order-worker",
+                tokio::spawn(worker.run_until_stopped(shutdown.child_token())),
+            ),
+            (
+                "dlq-replayer",
+                tokio::spawn(replayer.run_until_stopped(shutdown.child_token())),
+            ),
+        ];
+        Ok(Self {
+            settings,
+            gateway_port,
+            worker_ops_port,
+            replayer_ops_port,
+            broker,
+            redis,
+            shutdown,
+            services,
+        })
+    }
+
+    /// The gateway's base URL.
+    pub fn gateway_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
+    /// Whether the broker is the embedded one.
+    pub fn embedded_broker(&self) -> Option<&EmbeddedKafka> {
+        self.broker.as_ref()
+    }
+
+    /// Stops every service gracefully, then the broker and any Redis it started.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let grace = Duration::from_secs(self.settings.shutdown.grace_secs);
+        for (name, handle) in self.services.drain(..) {
+            match tokio::time::timeout(grace, handle).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => tracing::error!(service = name, %error, "service failed"),
+                Ok(Err(error)) => tracing::error!(service = name, %error, "service panicked"),
+                Err(_) => tracing::error!(service = name, "service did not stop in time"),
+            }
+        }
+        if let Some(mut redis) = self.redis.take() {
+            let _ = redis.kill().await;
+        }
+        Ok(())
+    }
+}
+
+/// Uses the configured Redis if it answers; otherwise starts `redis-server` on a free port
+/// (nothing on disk) and points the settings at it.
+async fn ensure_redis(settings: &mut Settings) -> anyhow::Result<Option<Child>> {
+    if redis_answers(settings.redis.url.expose_secret()).await {
+        return Ok(None);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    tracing::info!(
+        port,
+        "no Redis answers at the configured URL; starting redis-server"
+    );
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context(
+            "no Redis answers and redis-server could not be started (is it installed? `make deps`)",
+        )?;
+    let url = format!("redis://127.0.0.1:{port}");
+    for _ in 0..50 {
+        if redis_answers(&url).await {
+            settings.redis.url = SecretString::from(url);
+            return Ok(Some(child));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("redis-server started but does not answer on port {port}")
+}
+
+async fn redis_answers(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let attempt = async {
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), attempt).await,
+        Ok(Some(_))
+    )
+}

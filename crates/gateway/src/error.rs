@@ -1,0 +1,181 @@
+//! The one place where errors become HTTP answers. Every answer is a JSON problem document with
+//! a stable machine `code`; a 5xx tells the client nothing internal (the log has the details).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// Everything the API can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A path or body value is invalid (400).
+    #[error("{message}")]
+    Invalid {
+        /// Stable code, e.g. `invalid_quantity`.
+        code: &'static str,
+        /// What is wrong, for humans.
+        message: String,
+    },
+    /// No or bad token (401).
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// Token valid but not allowed (403).
+    #[error("this token may not do that")]
+    Forbidden,
+    /// The sale is not open now (403).
+    #[error("the sale is not open now")]
+    SaleNotActive,
+    /// No such sale (404).
+    #[error("there is no sale for this sku")]
+    SaleNotFound,
+    /// No such order for this buyer (404).
+    #[error("there is no such order")]
+    OrderNotFound,
+    /// No such route (404).
+    #[error("no such endpoint")]
+    RouteNotFound,
+    /// Wrong method for the route (405).
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    /// Sold out (409).
+    #[error("sold out")]
+    SoldOut,
+    /// Per-user limit reached (409).
+    #[error("this order would exceed the per-user limit")]
+    LimitExceeded,
+    /// The first request with this idempotency key is still being enqueued (409).
+    #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
+    RequestInProgress,
+    /// The new stock is below what is already reserved or sold (409).
+    #[error("{0}")]
+    StockConflict(String),
+    /// Body too large (413).
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// Too many requests from this buyer (429).
+    #[error("too many requests; slow down")]
+    RateLimited,
+    /// The broker did not acknowledge the order in time; nothing stays reserved (503).
+    #[error("orders cannot be queued right now; please retry")]
+    BrokerUnavailable,
+    /// Redis cannot be reached (503).
+    #[error("stock cannot be checked right now; please retry")]
+    StockUnavailable,
+    /// The database cannot be reached (503).
+    #[error("the database cannot be reached right now; please retry")]
+    DatabaseUnavailable,
+    /// The sale exists but Redis does not hold it (lost, not yet rebuilt) (503).
+    #[error("the sale is being prepared; please retry shortly")]
+    SaleNotReady,
+    /// A bug (500).
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// A 400 with `code`.
+    pub fn invalid(code: &'static str, message: impl ToString) -> Self {
+        ApiError::Invalid {
+            code,
+            message: message.to_string(),
+        }
+    }
+
+    /// The stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { code, .. } => code,
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::SaleNotActive => "sale_not_active",
+            ApiError::SaleNotFound => "sale_not_found",
+            ApiError::OrderNotFound => "order_not_found",
+            ApiError::RouteNotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::SoldOut => "sold_out",
+            ApiError::LimitExceeded => "limit_exceeded",
+            ApiError::RequestInProgress => "request_in_progress",
+            ApiError::StockConflict(_) => "stock_conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RateLimited => "rate_limited",
+            ApiError::BrokerUnavailable => "broker_unavailable",
+            ApiError::StockUnavailable => "stock_unavailable",
+            ApiError::DatabaseUnavailable => "database_unavailable",
+            ApiError::SaleNotReady => "sale_not_ready",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    r#type: String,
+    title: String,
+    status: u16,
+    code: &'a str,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden | ApiError::SaleNotActive => StatusCode::FORBIDDEN,
+            ApiError::SaleNotFound | ApiError::OrderNotFound | ApiError::RouteNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::SoldOut
+            | ApiError::LimitExceeded
+            | ApiError::RequestInProgress
+            | ApiError::StockConflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BrokerUnavailable
+            | ApiError::StockUnavailable
+            | ApiError::DatabaseUnavailable
+            | ApiError::SaleNotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+        match self {
+            ApiError::RateLimited | ApiError::RequestInProgress => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
+        }
+        response.json(Problem {
+            r#type: format!("urn:seckill:error:{}", self.code()),
+            title: self.to_string(),
+            status: status.as_u16(),
+            code: self.code(),
+        })
+    }
+}
+
+impl From<stock::StockError> for ApiError {
+    fn from(error: stock::StockError) -> Self {
+        tracing::error!(%error, "redis call failed");
+        ApiError::StockUnavailable
+    }
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(error: store::StoreError) -> Self {
+        match error {
+            store::StoreError::BelowSold { .. } => ApiError::StockConflict(error.to_string()),
+            store::StoreError::Db(error) => {
+                tracing::error!(%error, "database call failed");
+                ApiError::DatabaseUnavailable
+            }
+        }
+    }
+}

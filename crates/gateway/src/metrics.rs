@@ -1,0 +1,109 @@
+//! The gateway's metrics, registered in an explicit registry that `/metrics` renders.
+
+use prometheus::{
+    exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
+
+/// Every metric the gateway records.
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    /// The registry they live in.
+    pub registry: Registry,
+    /// `seckill_http_requests_total{route,method,status}`
+    pub requests: IntCounterVec,
+    /// `seckill_http_request_duration_seconds{route,method}`
+    pub request_duration: HistogramVec,
+    /// `seckill_reservations_total{outcome}`
+    pub reservations: IntCounterVec,
+    /// `seckill_produce_duration_seconds{result}`
+    pub produce_duration: HistogramVec,
+    /// `seckill_produce_failures_total`
+    pub produce_failures: IntCounter,
+    /// `seckill_reservation_releases_total{outcome}`
+    pub releases: IntCounterVec,
+}
+
+/// Reservation outcomes, pre-registered so every series exists from the start.
+pub const RESERVATION_OUTCOMES: [&str; 6] = [
+    "accepted",
+    "sold_out",
+    "limit_exceeded",
+    "duplicate",
+    "not_found",
+    "not_active",
+];
+
+impl GatewayMetrics {
+    /// Creates and registers the metrics in `registry`.
+    pub fn new(registry: Registry) -> Self {
+        let latency = exponential_buckets(0.0005, 2.0, 14).expect("valid buckets");
+        let requests = IntCounterVec::new(
+            Opts::new("seckill_http_requests_total", "HTTP requests answered."),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "seckill_http_request_duration_seconds",
+                "Time to answer an HTTP request.",
+            )
+            .buckets(latency.clone()),
+            &["route", "method"],
+        )
+        .expect("valid metric");
+        let reservations = IntCounterVec::new(
+            Opts::new(
+                "seckill_reservations_total",
+                "Reservation attempts in Redis by outcome.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let produce_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "seckill_produce_duration_seconds",
+                "Time from produce to broker acknowledgement (or failure).",
+            )
+            .buckets(latency),
+            &["result"],
+        )
+        .expect("valid metric");
+        let produce_failures = IntCounter::new(
+            "seckill_produce_failures_total",
+            "Order messages the broker did not acknowledge.",
+        )
+        .expect("valid metric");
+        let releases = IntCounterVec::new(
+            Opts::new(
+                "seckill_reservation_releases_total",
+                "Reservations released after a failed produce, by outcome.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for outcome in RESERVATION_OUTCOMES {
+            reservations.with_label_values(&[outcome]);
+        }
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(reservations.clone()),
+            Box::new(produce_duration.clone()),
+            Box::new(produce_failures.clone()),
+            Box::new(releases.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric registered once");
+        }
+        Self {
+            registry,
+            requests,
+            request_duration,
+            reservations,
+            produce_duration,
+            produce_failures,
+            releases,
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The buy flow, apart from HTTP: reserve in Redis, enqueue in Kafka, and give the reservation
+//! back if the broker does not take the order.
+
+use crate::error::ApiError;
+use crate::AppState;
+use domain::{IdempotencyKey, OrderId, OrderRequested, OrderStatus, Quantity, SkuId, UserId};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use std::time::Instant;
+use stock::{ReleaseMode, ReleaseOutcome, ReservationState, ReserveOutcome};
+
+/// An order the buyer can follow.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Placed {
+    /// The order.
+    pub order_id: OrderId,
+    /// Where it is.
+    pub status: OrderStatus,
+}
+
+/// Places an order: the whole contract of `POST /v1/sales/{sku_id}/orders`.
+pub async fn place_order(
+    state: &AppState,
+    user: UserId,
+    sku: SkuId,
+    key: IdempotencyKey,
+    quantity: Quantity,
+) -> Result<Placed, ApiError> {
+    let candidate = OrderId::new(&sku, uuid::Uuid::now_v7().as_u128());
+    let now = chrono::Utc::now();
+    let outcome = state
+        .ledger
+        .reserve(&sku, &user, &key, &candidate, quantity, now)
+        .await?;
+    let label = match &outcome {
+        ReserveOutcome::Accepted(_) => "accepted",
+        ReserveOutcome::Duplicate { .. } => "duplicate",
+        ReserveOutcome::SoldOut => "sold_out",
+        ReserveOutcome::LimitExceeded => "limit_exceeded",
+        ReserveOutcome::NotFound => "not_found",
+        ReserveOutcome::NotActive => "not_active",
+    };
+    state.metrics.reservations.with_label_values(&[label]).inc();
+    match outcome {
+        ReserveOutcome::Accepted(order_id) => {
+            let order = OrderRequested {
+                v: domain::ORDER_SCHEMA_VERSION,
+                order_id,
+                user_id: user,
+                sku_id: sku,
+                quantity,
+                idempotency_key: key,
+                requested_at: now,
+            };
+            enqueue(state, order).await
+        }
+        ReserveOutcome::Duplicate { order_id, state: s } => match s {
+            ReservationState::Reserved => Err(ApiError::RequestInProgress),
+            _ => {
+                let status = match state.store.order(&order_id).await {
+                    Ok(Some(row)) => {
+                        OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Pending)
+                    }
+                    Ok(None) if s == ReservationState::Released => OrderStatus::Failed,
+                    Ok(None) => OrderStatus::Pending,
+                    Err(error) => {
+                        tracing::warn!(%error, "order status lookup failed; answering pending");
+                        OrderStatus::Pending
+                    }
+                };
+                Ok(Placed { order_id, status })
+            }
+        },
+        ReserveOutcome::SoldOut => Err(ApiError::SoldOut),
+        ReserveOutcome::LimitExceeded => Err(ApiError::LimitExceeded),
+        ReserveOutcome::NotActive => Err(ApiError::SaleNotActive),
+        ReserveOutcome::NotFound => match state.store.sale(&sku).await? {
+            Some(_) => Err(ApiError::SaleNotReady),
+            None => Err(ApiError::SaleNotFound),
+        },
+    }
+}
+
+async fn enqueue(state: &AppState, order: OrderRequested) -> Result<Placed, ApiError> {
+    let payload = order.encode();
+    let record = FutureRecord::to(&state.orders_topic)
+        .key(order.sku_id.as_str())
+        .payload(&payload);
+    let started = Instant::now();
+    let sent = state
+        .producer
+        .send(record, Timeout::After(state.produce_timeout))
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    match sent {
+        Ok(_) => {
+            state
+                .metrics
+                .produce_duration
+                .with_label_values(&["ok"])
+                .observe(elapsed);
+            if let Err(error) = state.ledger.mark_acknowledged(&order.order_id).await {
+                // The order is in the queue; the worker's claim supersedes this mark.
+                tracing::warn!(order_id = %order.order_id, %error, "could not mark acknowledged");
+            }
+            Ok(Placed {
+                order_id: order.order_id,
+                status: OrderStatus::Pending,
+            })
+        }
+        Err((error, _)) => {
+            state
+                .metrics
+                .produce_duration
+                .with_label_values(&["error"])
+                .observe(elapsed);
+            state.metrics.produce_failures.inc();
+            tracing::error!(order_id = %order.order_id, %error, "produce failed; releasing");
+            release_after_failed_produce(state, order.order_id).await
+        }
+    }
+}
+
+async fn release_after_failed_produce(
+    state: &AppState,
+    order_id: OrderId,
+) -> Result<Placed, ApiError> {
+    let outcome = state
+        .ledger
+        .release(&order_id, ReleaseMode::ProduceFailed)
+        .await;
+    let label = match &outcome {
+        Ok(ReleaseOutcome::Released) => "released",
+        Ok(ReleaseOutcome::AlreadyReleased) => "already_released",
+        Ok(ReleaseOutcome::Missing) => "missing",
+        Ok(ReleaseOutcome::Claimed) => "claimed",
+        Err(_) => "error",
+    };
+    state.metrics.releases.with_label_values(&[label]).inc();
+    match outcome {
+        // The worker already took it: the message did reach the queue.
+        Ok(ReleaseOutcome::Claimed) => Ok(Placed {
+            order_id,
+            status: OrderStatus::Pending,
+        }),
+        Ok(_) => Err(ApiError::BrokerUnavailable),
+        Err(error) => {
+            tracing::error!(%order_id, %error, "release failed: reservation left for reconcile");
+            Err(ApiError::BrokerUnavailable)
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! The gateway over real HTTP, against the machine's Redis and PostgreSQL and an embedded Kafka.
+
+use domain::SkuId;
+use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use kafka::rdkafka::Message;
+use serde_json::{json, Value};
+use std::time::Duration;
+use testkit::TestContext;
+use tokio_util::sync::CancellationToken;
+
+struct Running {
+    ctx: TestContext,
+    url: String,
+    client: reqwest::Client,
+    stop: CancellationToken,
+    app: actix_web::web::Data<gateway::AppState>,
+}
+
+impl Running {
+    async fn start() -> Self {
+        let ctx = TestContext::new().await.unwrap();
+        let deps = gateway::Dependencies::connect(&ctx.settings, None)
+            .await
+            .unwrap();
+        let app = gateway::Application::build(&ctx.settings, deps).unwrap();
+        let url = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state();
+        let stop = CancellationToken::new();
+        tokio::spawn(app.run_until_stopped(stop.clone()));
+        Self {
+            ctx,
+            url,
+            client: reqwest::Client::new(),
+            stop,
+            app: state,
+        }
+    }
+
+    fn token(&self, user: &str) -> String {
+        gateway::auth::sign(&self.ctx.secret(), user, None, 600)
+    }
+
+    fn admin(&self) -> String {
+        gateway::auth::sign(&self.ctx.secret(), "ops", Some("admin"), 600)
+    }
+
+    async fn buy(&self, sku: &str, user: &str, key: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/v1/sales/{sku}/orders", self.url))
+            .bearer_auth(self.token(user))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn remaining(&self, sku: &SkuId) -> i64 {
+        self.ctx
+            .ledger()
+            .snapshot(sku)
+            .await
+            .unwrap()
+            .unwrap()
+            .remaining
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn sku() -> SkuId {
+    SkuId::parse(testkit::unique("sku-")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_4xx_with_a_stable_code_and_reserves_nothing() {
+    let gw = Running::start().await;
+    let sku = sku();
+    gw.ctx.open_sale(&sku, 10, 2).await;
+    let url = &gw.url;
+    let buyer = gw.token("mallory");
+    let orders = format!("{url}/v1/sales/{sku}/orders");
+    let c = &gw.client;
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "no token",
+            c.post(&orders).header("Idempotency-Key", "k"),
+            401,
+            "unauthorized",
+        ),
+        (
+            "token signed with another secret",
+            c.post(&orders)
+                .bearer_auth(gateway::auth::sign(
+                    b"another-secret-of-16+",
+                    "mallory",
+                    None,
+                    60,
+                ))
+                .header("Idempotency-Key", "k"),
+            401,
+            "unauthorized",
+        ),
+        (
+            "garbage token",
+            c.post(&orders)
+                .bearer_auth("a.b.c")
+                .header("Idempotency-Key", "k"),
+            401,
+            "unauthorized",
+        ),
+        (
+            "no idempotency key",
+            c.post(&orders).bearer_auth(&buyer),
+            400,
+            "missing_idempotency_key",
+        ),
+        (
+            "idempotency key too long",
+            c.post(&orders)
+                .bearer_auth(&buyer)
+                .header("Idempotency-Key", "x".repeat(65)),
+            400,
+            "invalid_idempotency_key",
+        ),
+        (
+            "zero quantity",
+            c.post(&orders)
+                .bearer_auth(&buyer)
+                .header("Idempotency-Key", "k")
+                .body(r#"{"quantity":0}"#),
+            400,
+            "invalid_quantity",
+        ),
+        (
+            "huge quantity",
+            c.post(&orders)
+                .bearer_auth(&buyer)
+                .header("Idempotency-Key", "k")
+                .body(r#"{"quantity":1000000}"#),
+            400,
+            "invalid_quantity",
+        ),
+        (
+            "negative quantity",
+            c.post(&orders)
+                .bearer_auth(&buyer)
+                .header("Idempotency-Key", "k")
+                .body(r#"{"quantity":-1}"#),
+            400,
+            "invalid_quantity",
+        ),
+        (
+            "quantity as text",
+            c.post(&orders)
+                .bearer_auth(&buyer)
+                .header("Idempotency-Key", "k")
+                .body(r#"{"quantity":"2"}"#),
+            400,
+            "invalid_body",
+        ),
+        (
+            "not JSON",
+            c.post(&orders)
+                .bearer_auth(&buyer)
+                .header("Idempotency-Key", "k")
+                .body("quantity=1"),
+            400,
+            "invalid_body",
+        ),
+        (
+            "unknown field",
+            c.post(&orders)
+                .bearer_auth(&buyer)
+                .header("Idempotency-Key", "k")
+                .body(r#"{"qty":1}"#),
+            400,
+            "invalid_body",
+        ),
+        (
+            "body too large",
+            c.post(&orders)
+                .bearer_auth(&buyer)
+                .header("Idempotency-Key", "k")
+                .body(" ".repeat(5000)),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "sku with forbidden characters",
+            c.post(format!("{url}/v1/sales/a%7Bb%7D/orders"))
+                .bearer_auth(&buyer)
+                .header("Idempotency-Key", "k"),
+            400,
+            "invalid_sku",
+        ),
+        (
+            "sale that does not exist",
+            c.post(format!("{url}/v1/sales/nope-{sku}/orders"))
+                .bearer_auth(&buyer)
+                .header("Idempotency-Key", "k"),
+            404,
+            "sale_not_found",
+        ),
+        (
+            "wrong method",
+            c.get(&orders).bearer_auth(&buyer),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "unknown route",
+            c.get(format!("{url}/v2/whatever")),
+            404,
+            "not_found",
+        ),
+        (
+            "malformed order id",
+            c.get(format!("{url}/v1/orders/nope")).bearer_auth(&buyer),
+            400,
+            "invalid_order_id",
+        ),
+        (
+            "admin route with a buyer token",
+            c.get(format!("{url}/v1/admin/sales/{sku}"))
+                .bearer_auth(&buyer),
+            403,
+            "forbidden",
+        ),
+        (
+            "sale with its end before its start",
+            c.put(format!("{url}/v1/admin/sales/{sku}"))
+                .bearer_auth(gw.admin())
+                .json(&json!({
+                    "stock": 5, "per_user_limit": 1,
+                    "starts_at": "2030-01-02T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z"
+                })),
+            400,
+            "invalid_sale",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], code, "{what}: {body}");
+        assert!(
+            body["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{what}"
+        );
+    }
+    assert_eq!(gw.remaining(&sku).await, 10, "bad input reserved stock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_order_is_in_kafka_once_keyed_by_sku_and_a_retry_returns_the_same_order() {
+    let gw = Running::start().await;
+    let sku = sku();
+    gw.ctx.open_sale(&sku, 10, 5).await;
+    let (status, first) = gw
+        .buy(sku.as_str(), "alice", "key-1", json!({"quantity": 2}))
+        .await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["status"], "pending");
+    for _ in 0..3 {
+        let (status, again) = gw
+            .buy(sku.as_str(), "alice", "key-1", json!({"quantity": 2}))
+            .await;
+        assert_eq!(status, 202);
+        assert_eq!(again["order_id"], first["order_id"]);
+    }
+    assert_eq!(gw.remaining(&sku).await, 8);
+
+    let consumer: StreamConsumer =
+        kafka::consumer(&gw.ctx.endpoint(), &testkit::unique("probe-")).unwrap();
+    consumer
+        .subscribe(&[gw.ctx.settings.kafka.orders_topic.as_str()])
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(15), consumer.recv())
+        .await
+        .expect("the order reached the topic")
+        .unwrap()
+        .detach();
+    assert_eq!(message.key(), Some(sku.as_str().as_bytes()));
+    let order = domain::OrderRequested::decode(message.payload().unwrap()).unwrap();
+    assert_eq!(order.order_id.as_str(), first["order_id"].as_str().unwrap());
+    assert_eq!(order.quantity.get(), 2);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), consumer.recv())
+            .await
+            .is_err(),
+        "a retry produced a second message"
+    );
+
+    // The owner sees it pending; another buyer does not see it at all.
+    let path = format!("{}/v1/orders/{}", gw.url, order.order_id);
+    let mine: Value = gw
+        .client
+        .get(&path)
+        .bearer_auth(gw.token("alice"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["status"], "pending");
+    let theirs = gw
+        .client
+        .get(&path)
+        .bearer_auth(gw.token("bob"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status().as_u16(), 404);
+    let reservations = gw
+        .app
+        .metrics
+        .reservations
+        .with_label_values(&["accepted"])
+        .get();
+    assert_eq!(reservations, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_and_limit_are_409_with_their_codes() {
+    let gw = Running::start().await;
+    let sku = sku();
+    gw.ctx.open_sale(&sku, 3, 2).await;
+    assert_eq!(
+        gw.buy(sku.as_str(), "a", "1", json!({"quantity": 2}))
+            .await
+            .0,
+        202
+    );
+    let (status, body) = gw.buy(sku.as_str(), "a", "2", json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("limit_exceeded"))
+    );
+    assert_eq!(gw.buy(sku.as_str(), "b", "1", json!({})).await.0, 202);
+    let (status, body) = gw.buy(sku.as_str(), "c", "1", json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("sold_out")));
+    assert_eq!(gw.remaining(&sku).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_broker_does_not_acknowledge_the_buyer_gets_503_and_the_reservation_is_released() {
+    let gw = Running::start().await;
+    let sku = sku();
+    gw.ctx.open_sale(&sku, 5, 5).await;
+    // Warm the producer's connection so the fault hits the produce, not the bootstrap.
+    assert_eq!(gw.buy(sku.as_str(), "warm", "w", json!({})).await.0, 202);
+
+    gw.ctx.broker.mock().broker_down(1).unwrap();
+    let started = std::time::Instant::now();
+    let (status, body) = gw
+        .buy(sku.as_str(), "dave", "k", json!({"quantity": 2}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("broker_unavailable")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the 503 took {:?}",
+        started.elapsed()
+    );
+    let snapshot = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        snapshot.remaining, 4,
+        "the failed order's units were not given back"
+    );
+    assert_eq!(snapshot.released, 2);
+    assert_eq!(gw.app.metrics.produce_failures.get(), 1);
+
+    // The broker comes back; the same key is free again and goes through.
+    gw.ctx.broker.mock().broker_up(1).unwrap();
+    let (status, body) =
+        testkit::eventually(Duration::from_secs(20), "a 202 after recovery", || async {
+            let answer = gw
+                .buy(sku.as_str(), "dave", "k", json!({"quantity": 2}))
+                .await;
+            (answer.0 == 202).then_some(answer)
+        })
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(gw.remaining(&sku).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_creates_a_sale_and_sees_it_from_both_sides() {
+    let gw = Running::start().await;
+    let sku = sku();
+    let put = gw
+        .client
+        .put(format!("{}/v1/admin/sales/{sku}", gw.url))
+        .bearer_auth(gw.admin())
+        .json(&json!({
+            "stock": 7, "per_user_limit": 1,
+            "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    assert_eq!(gw.buy(sku.as_str(), "e", "1", json!({})).await.0, 202);
+    let view: Value = gw
+        .client
+        .get(format!("{}/v1/admin/sales/{sku}", gw.url))
+        .bearer_auth(gw.admin())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["database"]["initial_stock"], 7);
+    assert_eq!(
+        view["database"]["stock"], 7,
+        "nothing is confirmed without a worker"
+    );
+    assert_eq!(view["redis"]["remaining"], 6);
+    assert_eq!(view["in_flight_units"], 1);
+    let ready = gw
+        .client
+        .get(format!("{}/readyz", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_the_sale_makes_the_gateway_refuse_with_503_not_sold_out_nor_unlimited() {
+    let gw = Running::start().await;
+    let sku = sku();
+    gw.ctx.open_sale(&sku, 5, 5).await;
+    // Redis restarted empty: every key of the sale is gone, the database still has the sale.
+    gw.ctx.ledger().forget(&sku).await.unwrap();
+    for user in ["a", "b", "c"] {
+        let (status, body) = gw.buy(sku.as_str(), user, "k", json!({})).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("sale_not_ready")),
+            "{body}"
+        );
+    }
+    assert!(
+        gw.ctx.ledger().snapshot(&sku).await.unwrap().is_none(),
+        "nothing was sold or recreated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retriable_produce_errors_are_retried_and_the_order_lands_in_kafka_exactly_once() {
+    use kafka::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let gw = Running::start().await;
+    let sku = sku();
+    gw.ctx.open_sale(&sku, 5, 5).await;
+    assert_eq!(gw.buy(sku.as_str(), "warm", "w", json!({})).await.0, 202);
+    gw.ctx.broker.mock().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3],
+    );
+    let (status, body) = gw.buy(sku.as_str(), "erin", "k", json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let consumer: StreamConsumer =
+        kafka::consumer(&gw.ctx.endpoint(), &testkit::unique("probe-")).unwrap();
+    consumer
+        .subscribe(&[gw.ctx.settings.kafka.orders_topic.as_str()])
+        .unwrap();
+    let mut copies = 0;
+    while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await
+    {
+        let order = domain::OrderRequested::decode(message.payload().unwrap()).unwrap();
+        if order.order_id.as_str() == body["order_id"].as_str().unwrap() {
+            copies += 1;
+        }
+    }
+    assert_eq!(copies, 1);
+    assert_eq!(gw.app.metrics.produce_failures.get(), 0);
+    assert_eq!(gw.remaining(&sku).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_goes_false_while_the_broker_is_down_and_true_when_it_is_back() {
+    let gw = Running::start().await;
+    let ready = || async {
+        gw.client
+            .get(format!("{}/readyz", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 200);
+    gw.ctx.broker.mock().broker_down(1).unwrap();
+    testkit::eventually(Duration::from_secs(20), "readiness to go false", || async {
+        (ready().await == 503).then_some(())
+    })
+    .await;
+    gw.ctx.broker.mock().broker_up(1).unwrap();
+    testkit::eventually(
+        Duration::from_secs(30),
+        "readiness to come back",
+        || async { (ready().await == 200).then_some(()) },
+    )
+    .await;
+}

@@ -1,0 +1,92 @@
+//! Client builders with the project's defaults.
+
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
+use settings::KafkaSettings;
+
+/// Where the brokers are and how to talk to them: the bootstrap string plus the extra client
+/// properties of the settings. In embedded mode the bootstrap string is the mock cluster's.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `host:port,...`
+    pub bootstrap_servers: String,
+    /// Extra librdkafka properties (security, tuning).
+    pub extra: Vec<(String, String)>,
+    /// Producer `linger.ms`.
+    pub linger_ms: u32,
+    /// Producer `delivery.timeout.ms`.
+    pub delivery_timeout_ms: u32,
+}
+
+impl Endpoint {
+    /// The endpoint the settings describe; `bootstrap` overrides the settings' servers (used
+    /// when the embedded broker was started).
+    pub fn from_settings(settings: &KafkaSettings, bootstrap: Option<&str>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap
+                .unwrap_or(&settings.bootstrap_servers)
+                .trim()
+                .to_owned(),
+            extra: settings
+                .client
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            linger_ms: settings.linger_ms,
+            delivery_timeout_ms: settings.delivery_timeout_ms,
+        }
+    }
+
+    /// A configuration with the bootstrap servers and the extra properties.
+    pub fn base_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        config.set("socket.keepalive.enable", "true");
+        for (key, value) in &self.extra {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// The producer configuration: idempotent, `acks=all`, bounded delivery time.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut config = self.base_config();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", self.linger_ms.to_string())
+            .set("delivery.timeout.ms", self.delivery_timeout_ms.to_string())
+            .set(
+                "request.timeout.ms",
+                (self.delivery_timeout_ms / 2).max(1000).to_string(),
+            );
+        config
+    }
+
+    /// The consumer configuration for `group`: manual commits only, a new group starts from the
+    /// earliest offset, cooperative rebalancing.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.base_config();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", "300000");
+        config
+    }
+}
+
+/// An idempotent producer.
+pub fn producer(endpoint: &Endpoint) -> Result<FutureProducer, crate::KafkaError> {
+    Ok(endpoint.producer_config().create()?)
+}
+
+/// A consumer in `group`, not yet subscribed.
+pub fn consumer(endpoint: &Endpoint, group: &str) -> Result<StreamConsumer, crate::KafkaError> {
+    Ok(endpoint.consumer_config(group).create()?)
+}

@@ -1,0 +1,135 @@
+//! Consumer lag: for each partition, the log end offset minus the group's committed offset.
+//! Computed from the broker's view (committed offsets of the group, high watermarks), so it
+//! stays true when no message flows and whoever asks.
+
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::Duration;
+
+/// The lag of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// Partition number.
+    pub partition: i32,
+    /// Committed offset of the group (0 when it has committed nothing).
+    pub committed: i64,
+    /// Log end offset (high watermark).
+    pub end: i64,
+}
+
+impl PartitionLag {
+    /// Messages not yet committed by the group.
+    pub fn lag(&self) -> i64 {
+        (self.end - self.committed).max(0)
+    }
+}
+
+/// Reads the lag of every partition of `topic` for the consumer's group. Blocking: call from a
+/// blocking context. Lists are turned into plain values at once (a live list from the client can
+/// hang the consumer's drop).
+pub fn topic_lag<C: Consumer>(
+    consumer: &C,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
+    let partitions: Vec<i32> = {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect()
+    };
+    let committed: Vec<(i32, i64)> = {
+        let mut list = TopicPartitionList::new();
+        for partition in &partitions {
+            list.add_partition(topic, *partition);
+        }
+        let list = consumer.committed_offsets(list, timeout)?;
+        list.elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                (e.partition(), offset)
+            })
+            .collect()
+    };
+    let mut lags = Vec::with_capacity(partitions.len());
+    for (partition, committed) in committed {
+        let (_, end) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        lags.push(PartitionLag {
+            partition,
+            committed,
+            end,
+        });
+    }
+    lags.sort_by_key(|l| l.partition);
+    Ok(lags)
+}
+
+/// `seckill_consumer_lag_messages{topic,partition}`, the one lag gauge every consumer exports
+/// (same name and help everywhere, so Prometheus can aggregate across services and replicas).
+pub fn lag_gauge() -> prometheus::IntGaugeVec {
+    prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "seckill_consumer_lag_messages",
+            "Messages not yet committed by the consumer group: log end offset minus committed offset.",
+        ),
+        &["topic", "partition"],
+    )
+    .expect("valid metric")
+}
+
+/// The group's lag summed over the partitions of `topic` (-1 when the broker cannot tell),
+/// computed off the async threads.
+pub async fn total_lag(
+    consumer: std::sync::Arc<rdkafka::consumer::StreamConsumer>,
+    topic: &str,
+) -> i64 {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        topic_lag(&*consumer, &topic, Duration::from_secs(5))
+            .map(|lags| lags.iter().map(PartitionLag::lag).sum())
+            .unwrap_or(-1)
+    })
+    .await
+    .unwrap_or(-1)
+}
+
+/// Keeps `gauge{topic,partition}` at the group's lag of `topic`, refreshed every `every`, until
+/// `shutdown`. Runs the blocking broker calls off the async threads.
+pub async fn report_lag(
+    consumer: std::sync::Arc<rdkafka::consumer::StreamConsumer>,
+    topic: String,
+    gauge: prometheus::IntGaugeVec,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let consumer_for_call = consumer.clone();
+        let topic_for_call = topic.clone();
+        let lags = tokio::task::spawn_blocking(move || {
+            topic_lag(&*consumer_for_call, &topic_for_call, Duration::from_secs(2))
+        })
+        .await;
+        match lags {
+            Ok(Ok(lags)) => {
+                for lag in lags {
+                    gauge
+                        .with_label_values(&[topic.as_str(), &lag.partition.to_string()])
+                        .set(lag.lag());
+                }
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "lag not available"),
+            Err(error) => tracing::warn!(%error, "lag task failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}

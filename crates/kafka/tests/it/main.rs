@@ -1,0 +1,80 @@
+//! Lag and commits against an embedded broker.
+
+use kafka::rdkafka::consumer::Consumer;
+use kafka::rdkafka::Message;
+use kafka::PartitionOffsets;
+use std::sync::Arc;
+use std::time::Duration;
+use testkit::{eventually, TestContext};
+use tokio_util::sync::CancellationToken;
+
+fn lag_of(gauge: &prometheus::IntGaugeVec, topic: &str, partitions: i32) -> i64 {
+    (0..partitions)
+        .map(|p| gauge.with_label_values(&[topic, &p.to_string()]).get())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_gauge_rises_as_messages_are_produced_and_falls_as_they_are_committed() {
+    let ctx = TestContext::new().await.unwrap();
+    let topic = ctx.settings.kafka.orders_topic.clone();
+    let group = ctx.settings.kafka.worker_group.clone();
+    let partitions = ctx.settings.kafka.partitions;
+    let consumer = Arc::new(kafka::consumer(&ctx.endpoint(), &group).unwrap());
+    let gauge = kafka::lag::lag_gauge();
+    let stop = CancellationToken::new();
+    let reporter = tokio::spawn(kafka::lag::report_lag(
+        consumer.clone(),
+        topic.clone(),
+        gauge.clone(),
+        Duration::from_millis(100),
+        stop.clone(),
+    ));
+    for i in 0..7 {
+        testkit::produce(
+            &ctx.endpoint(),
+            &topic,
+            format!("sku-{i}").as_bytes(),
+            b"{}",
+        )
+        .await
+        .unwrap();
+    }
+    eventually(Duration::from_secs(20), "lag 7", || async {
+        (lag_of(&gauge, &topic, partitions) == 7).then_some(())
+    })
+    .await;
+
+    // Consume and commit four of them: the gauge follows the committed offsets, not the reads.
+    consumer.subscribe(&[topic.as_str()]).unwrap();
+    let mut offsets = PartitionOffsets::new();
+    let mut read = 0;
+    while read < 7 {
+        let message = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .detach();
+        read += 1;
+        if read <= 4 {
+            offsets.processed(message.topic(), message.partition(), message.offset());
+        }
+    }
+    let committed_partitions: Vec<i32> = offsets.iter().map(|(_, p, _)| p).collect();
+    kafka::commit_processed(&*consumer, &offsets).unwrap();
+    let expected_left = 7 - 4;
+    // Per-partition commits mark everything up to the highest committed offset of a partition.
+    let left = eventually(Duration::from_secs(20), "lag to fall", || async {
+        let lag = lag_of(&gauge, &topic, partitions);
+        (lag < 7).then_some(lag)
+    })
+    .await;
+    assert!(
+        left <= expected_left,
+        "lag {left} after committing 4 of 7 ({committed_partitions:?})"
+    );
+    assert!(left >= 0);
+    stop.cancel();
+    reporter.await.unwrap();
+    consumer.unsubscribe();
+}

@@ -1,0 +1,328 @@
+//! The worker against the machine's Redis and PostgreSQL and an embedded Kafka.
+
+mod faults;
+mod process;
+
+use domain::dead_letter::header;
+use domain::{OrderRequested, SkuId};
+use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use kafka::rdkafka::message::OwnedMessage;
+use kafka::rdkafka::Message;
+use std::time::Duration;
+use stock::{ReleaseMode, ReserveOutcome};
+use testkit::{eventually, order, TestContext};
+use tokio_util::sync::CancellationToken;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn start_worker(
+    ctx: &TestContext,
+    group: &str,
+) -> (
+    CancellationToken,
+    order_worker::metrics::WorkerMetrics,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let mut settings = ctx.settings.clone();
+    settings.kafka.worker_group = group.to_owned();
+    let deps = order_worker::Dependencies::connect(&settings, None)
+        .await
+        .unwrap();
+    let worker = order_worker::Worker::build(&settings, deps).unwrap();
+    let metrics = worker.metrics();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run_until_stopped(stop.clone()));
+    (stop, metrics, handle)
+}
+
+async fn publish(ctx: &TestContext, orders: &[OrderRequested]) {
+    for o in orders {
+        testkit::produce(
+            &ctx.endpoint(),
+            &ctx.settings.kafka.orders_topic,
+            o.sku_id.as_str().as_bytes(),
+            &o.encode(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn reserved_orders(ctx: &TestContext, sku: &SkuId, n: usize) -> Vec<OrderRequested> {
+    let ledger = ctx.ledger();
+    let mut orders = Vec::new();
+    for i in 0..n {
+        let o = order(sku, &format!("user-{i}"), "k", 1);
+        assert!(matches!(
+            testkit::reserve(&ledger, &o).await,
+            ReserveOutcome::Accepted(_)
+        ));
+        orders.push(o);
+    }
+    orders
+}
+
+async fn settled(ctx: &TestContext, sku: &SkuId, expected: usize) -> store::SaleStats {
+    let store = ctx.store().await;
+    eventually(PATIENCE, "orders to be written", || async {
+        let stats = store.sale_stats(sku).await.ok()??;
+        (stats.confirmed_orders + stats.failed_orders == expected as i64).then_some(stats)
+    })
+    .await
+}
+
+async fn dead_letters(ctx: &TestContext, n: usize) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer =
+        kafka::consumer(&ctx.endpoint(), &testkit::unique("probe-")).unwrap();
+    consumer
+        .subscribe(&[ctx.settings.kafka.dlq_topic.as_str()])
+        .unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < n {
+        let message = tokio::time::timeout(PATIENCE, consumer.recv())
+            .await
+            .expect("a dead letter")
+            .unwrap();
+        letters.push(message.detach());
+    }
+    letters
+}
+
+fn header_text(message: &OwnedMessage, name: &str) -> String {
+    String::from_utf8(
+        kafka::consume::header(message, name)
+            .unwrap_or_default()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_orders_are_confirmed_claimed_and_committed_so_the_lag_drops_to_zero() {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    ctx.open_sale(&sku, 20, 1).await;
+    let orders = reserved_orders(&ctx, &sku, 12).await;
+    publish(&ctx, &orders).await;
+    let group = ctx.settings.kafka.worker_group.clone();
+    let (stop, metrics, handle) = start_worker(&ctx, &group).await;
+    let stats = settled(&ctx, &sku, 12).await;
+    assert_eq!(
+        (stats.confirmed_orders, stats.confirmed_units, stats.stock),
+        (12, 12, 8)
+    );
+    for o in &orders {
+        let (state, _) = ctx
+            .ledger()
+            .reservation(&o.order_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state, stock::ReservationState::Claimed);
+    }
+    let lag = eventually(PATIENCE, "the lag to reach 0", || async {
+        let lag =
+            testkit::group_lag(&ctx.endpoint(), &group, &ctx.settings.kafka.orders_topic).await;
+        (lag == 0).then_some(lag)
+    })
+    .await;
+    assert_eq!(lag, 0);
+    assert_eq!(
+        metrics.persisted.with_label_values(&["confirmed"]).get(),
+        12
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_delivered_twice_and_consumed_again_by_a_new_group_writes_one_row() {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    ctx.open_sale(&sku, 10, 5).await;
+    let orders = reserved_orders(&ctx, &sku, 3).await;
+    publish(&ctx, &orders).await;
+    publish(&ctx, &orders[..1]).await; // the "written but ack lost" duplicate
+    let (stop, _, handle) = start_worker(&ctx, "first-group").await;
+    settled(&ctx, &sku, 3).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    // A new group starts from the earliest offset: every message is delivered again.
+    let (stop, metrics, handle) = start_worker(&ctx, "second-group").await;
+    eventually(PATIENCE, "the second group to catch up", || async {
+        let lag = testkit::group_lag(
+            &ctx.endpoint(),
+            "second-group",
+            &ctx.settings.kafka.orders_topic,
+        )
+        .await;
+        (lag == 0).then_some(())
+    })
+    .await;
+    let stats = ctx.store().await.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (stats.confirmed_orders, stats.confirmed_units, stats.stock),
+        (3, 3, 7)
+    );
+    assert_eq!(
+        metrics.persisted.with_label_values(&["confirmed"]).get(),
+        4,
+        "redelivered orders report their stored outcome"
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_reach_the_dead_letter_topic_with_their_reason_and_the_worker_goes_on() {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    ctx.open_sale(&sku, 10, 5).await;
+    let endpoint = ctx.endpoint();
+    let topic = &ctx.settings.kafka.orders_topic;
+    let valid = reserved_orders(&ctx, &sku, 2).await;
+    let mut wrong_version = serde_json::to_value(&valid[0]).unwrap();
+    wrong_version["v"] = 9.into();
+    let poison: Vec<(Vec<u8>, &str)> = vec![
+        (b"not json at all".to_vec(), "undecodable"),
+        (
+            serde_json::to_vec(&wrong_version).unwrap(),
+            "unsupported_version",
+        ),
+        (br#"{"v":1,"order_id":"x"}"#.to_vec(), "invalid_field"),
+        (vec![b'{'; 64 * 1024], "oversized"),
+    ];
+    testkit::produce(
+        &endpoint,
+        topic,
+        sku.as_str().as_bytes(),
+        &valid[0].encode(),
+    )
+    .await
+    .unwrap();
+    for (payload, _) in &poison {
+        testkit::produce(&endpoint, topic, sku.as_str().as_bytes(), payload)
+            .await
+            .unwrap();
+    }
+    testkit::produce(
+        &endpoint,
+        topic,
+        sku.as_str().as_bytes(),
+        &valid[1].encode(),
+    )
+    .await
+    .unwrap();
+    let (stop, metrics, handle) = start_worker(&ctx, &ctx.settings.kafka.worker_group).await;
+    let stats = settled(&ctx, &sku, 2).await;
+    assert_eq!(stats.confirmed_orders, 2);
+    let letters = dead_letters(&ctx, poison.len()).await;
+    for (letter, (payload, reason)) in letters.iter().zip(&poison) {
+        assert_eq!(header_text(letter, header::REASON), *reason);
+        assert_eq!(
+            letter.payload(),
+            Some(payload.as_slice()),
+            "the original bytes are kept"
+        );
+        assert_eq!(letter.key(), Some(sku.as_str().as_bytes()));
+        assert_eq!(header_text(letter, header::ORIGINAL_TOPIC), *topic);
+        assert!(!header_text(letter, header::ERROR).is_empty());
+    }
+    assert_eq!(
+        metrics
+            .dead_letters
+            .with_label_values(&["undecodable"])
+            .get(),
+        1
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_what_a_wrong_redis_let_through_and_the_reservation_is_given_back() {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    const DB_STOCK: i64 = 4;
+    ctx.store()
+        .await
+        .upsert_sale(&sku, &testkit::open_spec(DB_STOCK, 1))
+        .await
+        .unwrap();
+    // Redis believes there is one unit more than the database.
+    ctx.ledger()
+        .warm(&sku, &testkit::open_spec(DB_STOCK + 1, 1))
+        .await
+        .unwrap();
+    let orders = reserved_orders(&ctx, &sku, DB_STOCK as usize + 1).await;
+    publish(&ctx, &orders).await;
+    let (stop, metrics, handle) = start_worker(&ctx, &ctx.settings.kafka.worker_group).await;
+    let stats = settled(&ctx, &sku, orders.len()).await;
+    assert_eq!(
+        (stats.confirmed_units, stats.stock, stats.failed_orders),
+        (DB_STOCK, 0, 1)
+    );
+    let refused = ctx
+        .store()
+        .await
+        .order(&orders[DB_STOCK as usize].order_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (refused.status.as_str(), refused.reason.as_deref()),
+        ("failed", Some("db_out_of_stock"))
+    );
+    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!((snapshot.released, snapshot.remaining), (1, 1));
+    assert_eq!(metrics.compensations.get(), 1);
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_reservation_the_gateway_released_gets_no_row_and_takes_no_stock() {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    ctx.open_sale(&sku, 5, 5).await;
+    let orders = reserved_orders(&ctx, &sku, 1).await;
+    // The gateway gave up on the produce and released; the message arrived anyway.
+    ctx.ledger()
+        .release(&orders[0].order_id, ReleaseMode::ProduceFailed)
+        .await
+        .unwrap();
+    publish(&ctx, &orders).await;
+    // The buyer, told 503, retries with the same key and gets a new order, which must get the row.
+    let retry = order(
+        &sku,
+        orders[0].user_id.as_str(),
+        orders[0].idempotency_key.as_str(),
+        1,
+    );
+    assert!(matches!(
+        testkit::reserve(&ctx.ledger(), &retry).await,
+        ReserveOutcome::Accepted(_)
+    ));
+    publish(&ctx, std::slice::from_ref(&retry)).await;
+    let (stop, metrics, handle) = start_worker(&ctx, &ctx.settings.kafka.worker_group).await;
+    let stats = settled(&ctx, &sku, 1).await;
+    assert_eq!(
+        (stats.confirmed_orders, stats.failed_orders, stats.stock),
+        (1, 0, 4)
+    );
+    let store = ctx.store().await;
+    assert!(store.order(&orders[0].order_id).await.unwrap().is_none());
+    assert!(store.order(&retry.order_id).await.unwrap().is_some());
+    assert_eq!(metrics.persisted.with_label_values(&["released"]).get(), 1);
+    assert_eq!(
+        ctx.ledger()
+            .snapshot(&sku)
+            .await
+            .unwrap()
+            .unwrap()
+            .remaining,
+        4
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}

@@ -1,0 +1,349 @@
+//! Typed settings of every seckill service, loaded once at start-up with the `config` crate:
+//! the commented default file compiled into the binary, an optional per-environment file, then
+//! `SECKILL__SECTION__KEY` environment variables (a `.env` file is honoured). [`Settings::validate`]
+//! fails with a message that names the key at fault. Secrets are [`SecretString`]s, so they cannot
+//! end up in a log line by accident.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use secrecy;
+
+/// The default file, compiled in so that binaries need no files to start.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A file or variable could not be read or has the wrong type.
+    #[error("cannot load settings: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of its range.
+    #[error("invalid setting `{key}`: {problem}")]
+    Invalid {
+        /// The dotted key, e.g. `kafka.partitions`.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// HTTP listeners.
+    pub http: HttpSettings,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Redis stock ledger.
+    pub redis: RedisSettings,
+    /// Kafka.
+    pub kafka: KafkaSettings,
+    /// SQL database.
+    pub database: DatabaseSettings,
+    /// Token verification.
+    pub auth: AuthSettings,
+    /// Gateway behaviour.
+    pub gateway: GatewaySettings,
+    /// Order worker behaviour.
+    pub worker: WorkerSettings,
+    /// Dead-letter replayer behaviour.
+    pub replayer: ReplayerSettings,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    /// Listen address.
+    pub host: String,
+    /// Gateway port (0 = any free port).
+    pub port: u16,
+    /// actix-web workers (0 = one per core).
+    pub workers: usize,
+    /// Ops port of the worker and replayer (0 = any free port).
+    pub ops_port: u16,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShutdownSettings {
+    /// Seconds allowed between SIGTERM and exit.
+    pub grace_secs: u64,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// Output format.
+    pub format: LogFormat,
+    /// EnvFilter directives.
+    pub filter: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    Pretty,
+    /// One JSON object per line, for collectors.
+    Json,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    /// Connection URL (secret: may hold a password).
+    pub url: SecretString,
+    /// Key prefix.
+    pub key_prefix: String,
+    /// Pool size.
+    pub pool_size: usize,
+    /// Seconds to wait for a connection or reply.
+    pub timeout_secs: u64,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSettings {
+    /// Bootstrap servers; empty = embedded mock cluster.
+    pub bootstrap_servers: String,
+    /// Orders topic.
+    pub orders_topic: String,
+    /// Dead-letter topic.
+    pub dlq_topic: String,
+    /// Partitions when provisioning.
+    pub partitions: i32,
+    /// Replication factor when provisioning.
+    pub replication_factor: i32,
+    /// `min.insync.replicas` when provisioning.
+    pub min_insync_replicas: i32,
+    /// Worker consumer group.
+    pub worker_group: String,
+    /// Replayer consumer group.
+    pub replayer_group: String,
+    /// Producer `linger.ms`.
+    pub linger_ms: u32,
+    /// Producer `delivery.timeout.ms`.
+    pub delivery_timeout_ms: u32,
+    /// Extra librdkafka properties for every client.
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    /// Whether no broker is configured, so the embedded mock cluster is meant.
+    pub fn is_embedded(&self) -> bool {
+        self.bootstrap_servers.trim().is_empty()
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// Database URL (secret); empty = SQLite at `sqlite_path`.
+    pub url: SecretString,
+    /// SQLite file for the embedded default.
+    pub sqlite_path: PathBuf,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Seconds to wait for a connection.
+    pub connect_timeout_secs: u64,
+    /// Run migrations at start-up.
+    pub migrate_on_start: bool,
+}
+
+impl DatabaseSettings {
+    /// The URL to connect to: the configured one, or the embedded SQLite file.
+    pub fn effective_url(&self) -> String {
+        let url = self.url.expose_secret().trim();
+        if url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.sqlite_path.display())
+        } else {
+            url.to_owned()
+        }
+    }
+
+    /// Whether the embedded SQLite default is meant.
+    pub fn is_embedded(&self) -> bool {
+        self.url.expose_secret().trim().is_empty()
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// HS256 secret.
+    pub jwt_secret: SecretString,
+    /// Clock skew tolerance in seconds.
+    pub leeway_secs: u64,
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewaySettings {
+    /// Buy requests per second per user (0 = unlimited).
+    pub per_user_rate_per_sec: u32,
+    /// Burst allowance.
+    pub per_user_burst: u32,
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    /// Messages per transaction.
+    pub batch_max: usize,
+    /// Milliseconds to let a batch fill.
+    pub batch_wait_ms: u64,
+    /// In-place attempts for transient failures.
+    pub max_attempts: u32,
+    /// First retry delay in ms.
+    pub retry_backoff_ms: u64,
+    /// Retry delay cap in ms.
+    pub retry_backoff_max_ms: u64,
+}
+
+/// `[replayer]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReplayerSettings {
+    /// Replays before compensating.
+    pub max_replays: u32,
+    /// Seconds before a retryable letter is republished.
+    pub replay_delay_secs: u64,
+}
+
+impl Settings {
+    /// Loads settings the standard way: defaults, `config/<SECKILL_ENV>.toml`, `.env`, environment.
+    pub fn load() -> Result<Self, SettingsError> {
+        let _ = dotenvy::dotenv();
+        let dir = std::env::var("SECKILL_CONFIG_DIR").unwrap_or_else(|_| "config".into());
+        let env = std::env::var("SECKILL_ENV").unwrap_or_else(|_| "local".into());
+        Self::load_from(
+            Some(PathBuf::from(dir).join(format!("{env}.toml"))),
+            config::Environment::with_prefix("SECKILL")
+                .prefix_separator("__")
+                .separator("__"),
+        )
+    }
+
+    /// Loads the compiled-in defaults only, for tests and the dev stack to adjust in code.
+    pub fn defaults() -> Self {
+        Self::load_from(None, config::Environment::with_prefix("SECKILL_NEVER_SET"))
+            .expect("the compiled-in default settings are valid")
+    }
+
+    fn load_from(
+        overlay: Option<PathBuf>,
+        environment: config::Environment,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = overlay {
+            builder = builder.add_source(config::File::from(path).required(false));
+        }
+        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges that types cannot express.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        fn invalid(key: &'static str, problem: impl Into<String>) -> Result<(), SettingsError> {
+            Err(SettingsError::Invalid {
+                key,
+                problem: problem.into(),
+            })
+        }
+        if self.kafka.partitions < 1 {
+            return invalid("kafka.partitions", "must be at least 1");
+        }
+        if self.kafka.replication_factor < 1 {
+            return invalid("kafka.replication_factor", "must be at least 1");
+        }
+        if !(1..=self.kafka.replication_factor).contains(&self.kafka.min_insync_replicas) {
+            return invalid(
+                "kafka.min_insync_replicas",
+                "must be between 1 and kafka.replication_factor",
+            );
+        }
+        if self.kafka.orders_topic.is_empty() || self.kafka.dlq_topic.is_empty() {
+            return invalid("kafka.orders_topic", "topic names must not be empty");
+        }
+        if self.kafka.orders_topic == self.kafka.dlq_topic {
+            return invalid("kafka.dlq_topic", "must differ from kafka.orders_topic");
+        }
+        if self.kafka.delivery_timeout_ms < 1000 {
+            return invalid("kafka.delivery_timeout_ms", "must be at least 1000");
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
+            return invalid(
+                "redis.key_prefix",
+                "must be non-empty without braces or spaces",
+            );
+        }
+        if self.redis.pool_size == 0 {
+            return invalid("redis.pool_size", "must be at least 1");
+        }
+        if self.auth.jwt_secret.expose_secret().len() < 16 {
+            return invalid("auth.jwt_secret", "must be at least 16 bytes");
+        }
+        if self.worker.batch_max == 0 {
+            return invalid("worker.batch_max", "must be at least 1");
+        }
+        if self.worker.max_attempts == 0 {
+            return invalid("worker.max_attempts", "must be at least 1");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compiled_in_defaults_load_and_mean_embedded_mode() {
+        let settings = Settings::defaults();
+        assert!(settings.kafka.is_embedded());
+        assert!(settings.database.is_embedded());
+        assert!(settings.database.effective_url().starts_with("sqlite://"));
+        assert_eq!(settings.kafka.orders_topic, domain::ORDERS_TOPIC);
+        assert_eq!(settings.kafka.dlq_topic, domain::DLQ_TOPIC);
+    }
+
+    #[test]
+    fn environment_variables_win_and_bad_values_name_their_key() {
+        let env = config::Environment::default()
+            .prefix("T")
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(
+                [
+                    (
+                        "T__KAFKA__BOOTSTRAP_SERVERS".to_owned(),
+                        "k1:9092".to_owned(),
+                    ),
+                    ("T__KAFKA__PARTITIONS".to_owned(), "0".to_owned()),
+                ]
+                .into(),
+            ));
+        let err = Settings::load_from(None, env).unwrap_err();
+        assert!(err.to_string().contains("kafka.partitions"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed_by_debug() {
+        let settings = Settings::defaults();
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("local-development-secret"), "{printed}");
+    }
+}

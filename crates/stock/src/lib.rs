@@ -1,0 +1,414 @@
+//! The Redis stock ledger: the fast, first gate of a flash sale. Each operation is one Lua
+//! script over the keys of one SKU (one hash tag, so one Redis Cluster slot), which makes it
+//! atomic without locks: two buyers can never take the same last unit.
+
+use chrono::{DateTime, Utc};
+use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use domain::{IdempotencyKey, OrderId, Quantity, SaleSpec, SkuId, StockKeys, UserId};
+use redis::Script;
+use settings::secrecy::ExposeSecret;
+use settings::RedisSettings;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors of the ledger. All of them mean "Redis cannot answer now" (503 at the edge) or a
+/// reply this code does not understand (a bug).
+#[derive(Debug, thiserror::Error)]
+pub enum StockError {
+    /// No connection could be had from the pool.
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    /// A command failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The pool could not be built from the settings.
+    #[error("redis settings: {0}")]
+    Config(String),
+    /// A script answered something unexpected.
+    #[error("unexpected reply from {script}: {reply:?}")]
+    Reply {
+        /// Which script.
+        script: &'static str,
+        /// What it said.
+        reply: Vec<String>,
+    },
+}
+
+/// What a reservation attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// Stock was taken for this new order.
+    Accepted(OrderId),
+    /// The same user and key already have this order; `state` is its reservation state.
+    Duplicate {
+        /// The existing order.
+        order_id: OrderId,
+        /// Where that order's reservation is.
+        state: ReservationState,
+    },
+    /// Not enough stock left.
+    SoldOut,
+    /// The buyer would hold more than the per-user limit.
+    LimitExceeded,
+    /// Redis knows no such sale (never created, or Redis lost its data).
+    NotFound,
+    /// Before the start or after the end of the sale.
+    NotActive,
+}
+
+/// Where a reservation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationState {
+    /// Stock taken; the order is not yet known to be in the queue.
+    Reserved,
+    /// The broker acknowledged the order message.
+    Acknowledged,
+    /// The worker took the order into a batch.
+    Claimed,
+    /// Given back (produce failure or compensation).
+    Released,
+}
+
+impl ReservationState {
+    fn from_letter(letter: &str) -> Option<Self> {
+        match letter {
+            "R" => Some(Self::Reserved),
+            "A" => Some(Self::Acknowledged),
+            "C" => Some(Self::Claimed),
+            "X" => Some(Self::Released),
+            _ => None,
+        }
+    }
+}
+
+/// What releasing a reservation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// The units went back to the stock now.
+    Released,
+    /// It had been released before; nothing changed.
+    AlreadyReleased,
+    /// No such reservation (Redis lost it, or the order never reserved here).
+    Missing,
+    /// `produce_failed` mode only: the worker already claimed it, so the order is in the queue.
+    Claimed,
+}
+
+/// Why a reservation is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseMode {
+    /// The gateway could not enqueue the order.
+    ProduceFailed,
+    /// The order failed for good.
+    Compensate,
+}
+
+/// Whether the worker may go on with an order after claiming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Claimed (or claimed before).
+    Claimed,
+    /// The gateway released it: the buyer was told 503, the order must not be filled.
+    Released,
+    /// Redis has no record of it (e.g. Redis restarted); the database check decides.
+    Unknown,
+}
+
+/// What warming a sale did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmOutcome {
+    /// New in Redis with this many units left.
+    Created(i64),
+    /// Updated; this many units left.
+    Updated(i64),
+    /// Refused: the new total would leave fewer units than are already reserved.
+    BelowReserved(i64),
+}
+
+/// A sale as Redis sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerSnapshot {
+    /// Units still reservable.
+    pub remaining: i64,
+    /// Total stock of the sale.
+    pub initial: i64,
+    /// Units ever reserved.
+    pub reserved: i64,
+    /// Units given back.
+    pub released: i64,
+}
+
+struct Scripts {
+    reserve: Script,
+    release: Script,
+    advance: Script,
+    warm: Script,
+}
+
+/// The ledger: a connection pool and the scripts.
+#[derive(Clone)]
+pub struct StockLedger {
+    pool: Pool,
+    prefix: String,
+    scripts: Arc<Scripts>,
+}
+
+impl StockLedger {
+    /// Builds the pool (connections are made lazily, so this succeeds while Redis is down).
+    pub fn new(settings: &RedisSettings) -> Result<Self, StockError> {
+        let timeout = Duration::from_secs(settings.timeout_secs.max(1));
+        let mut config = Config::from_url(settings.url.expose_secret());
+        config.pool = Some(PoolConfig {
+            max_size: settings.pool_size,
+            timeouts: Timeouts {
+                wait: Some(timeout),
+                create: Some(timeout),
+                recycle: Some(timeout),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| StockError::Config(e.to_string()))?;
+        Ok(Self {
+            pool,
+            prefix: settings.key_prefix.clone(),
+            scripts: Arc::new(Scripts {
+                reserve: Script::new(include_str!("lua/reserve.lua")),
+                release: Script::new(include_str!("lua/release.lua")),
+                advance: Script::new(include_str!("lua/advance.lua")),
+                warm: Script::new(include_str!("lua/warm.lua")),
+            }),
+        })
+    }
+
+    /// The keys of `sku` under this ledger's prefix.
+    pub fn keys(&self, sku: &SkuId) -> StockKeys {
+        StockKeys::new(&self.prefix, sku)
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<(), StockError> {
+        let mut conn = self.pool.get().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Tries to reserve `quantity` units of `sku` for `user` as order `candidate`.
+    pub async fn reserve(
+        &self,
+        sku: &SkuId,
+        user: &UserId,
+        key: &IdempotencyKey,
+        candidate: &OrderId,
+        quantity: Quantity,
+        now: DateTime<Utc>,
+    ) -> Result<ReserveOutcome, StockError> {
+        let keys = self.keys(sku);
+        let mut conn = self.pool.get().await?;
+        let reply: Vec<String> = self
+            .scripts
+            .reserve
+            .key(keys.all().as_slice())
+            .arg(user.as_str())
+            .arg(key.as_str())
+            .arg(candidate.as_str())
+            .arg(quantity.get())
+            .arg(now.timestamp_millis())
+            .invoke_async(&mut conn)
+            .await?;
+        let bad = |reply: &[String]| StockError::Reply {
+            script: "reserve",
+            reply: reply.to_vec(),
+        };
+        let order = |reply: &[String]| {
+            reply
+                .get(1)
+                .and_then(|id| OrderId::parse(id.as_str()).ok())
+                .ok_or_else(|| bad(reply))
+        };
+        Ok(match reply.first().map(String::as_str) {
+            Some("accepted") => ReserveOutcome::Accepted(order(&reply)?),
+            Some("duplicate") => ReserveOutcome::Duplicate {
+                order_id: order(&reply)?,
+                state: reply
+                    .get(2)
+                    .and_then(|s| ReservationState::from_letter(s))
+                    .ok_or_else(|| bad(&reply))?,
+            },
+            Some("sold_out") => ReserveOutcome::SoldOut,
+            Some("limit_exceeded") => ReserveOutcome::LimitExceeded,
+            Some("not_found") => ReserveOutcome::NotFound,
+            Some("not_active") => ReserveOutcome::NotActive,
+            _ => return Err(bad(&reply)),
+        })
+    }
+
+    /// Releases the reservation of `order` (idempotent).
+    pub async fn release(
+        &self,
+        order: &OrderId,
+        mode: ReleaseMode,
+    ) -> Result<ReleaseOutcome, StockError> {
+        let keys = self.keys(&order.sku());
+        let mut conn = self.pool.get().await?;
+        let reply: String = self
+            .scripts
+            .release
+            .key(keys.all().as_slice())
+            .arg(order.as_str())
+            .arg(match mode {
+                ReleaseMode::ProduceFailed => "produce_failed",
+                ReleaseMode::Compensate => "compensate",
+            })
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match reply.as_str() {
+            "released" => ReleaseOutcome::Released,
+            "already" => ReleaseOutcome::AlreadyReleased,
+            "missing" => ReleaseOutcome::Missing,
+            "claimed" => ReleaseOutcome::Claimed,
+            _ => {
+                return Err(StockError::Reply {
+                    script: "release",
+                    reply: vec![reply],
+                })
+            }
+        })
+    }
+
+    /// Marks an order's message as acknowledged by the broker.
+    pub async fn mark_acknowledged(&self, order: &OrderId) -> Result<ClaimOutcome, StockError> {
+        let mut outcomes = self
+            .advance(&order.sku(), "A", std::slice::from_ref(order))
+            .await?;
+        Ok(outcomes.pop().unwrap_or(ClaimOutcome::Unknown))
+    }
+
+    /// Claims the orders of one SKU for the worker; one outcome per order, in order.
+    pub async fn claim(
+        &self,
+        sku: &SkuId,
+        orders: &[OrderId],
+    ) -> Result<Vec<ClaimOutcome>, StockError> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.advance(sku, "C", orders).await
+    }
+
+    async fn advance(
+        &self,
+        sku: &SkuId,
+        target: &str,
+        orders: &[OrderId],
+    ) -> Result<Vec<ClaimOutcome>, StockError> {
+        let keys = self.keys(sku);
+        let mut conn = self.pool.get().await?;
+        let mut invocation = self.scripts.advance.key(&keys.resv);
+        invocation.arg(target);
+        for order in orders {
+            invocation.arg(order.as_str());
+        }
+        let reply: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        if reply.len() != orders.len() {
+            return Err(StockError::Reply {
+                script: "advance",
+                reply,
+            });
+        }
+        reply
+            .iter()
+            .map(|word| match word.as_str() {
+                "ok" => Ok(ClaimOutcome::Claimed),
+                "released" => Ok(ClaimOutcome::Released),
+                "unknown" => Ok(ClaimOutcome::Unknown),
+                _ => Err(StockError::Reply {
+                    script: "advance",
+                    reply: reply.clone(),
+                }),
+            })
+            .collect()
+    }
+
+    /// Creates or updates the sale of `sku` in Redis (see `warm.lua`).
+    pub async fn warm(&self, sku: &SkuId, spec: &SaleSpec) -> Result<WarmOutcome, StockError> {
+        let keys = self.keys(sku);
+        let mut conn = self.pool.get().await?;
+        let reply: (String, i64) = self
+            .scripts
+            .warm
+            .key(&keys.sale)
+            .key(&keys.stock)
+            .arg(spec.stock)
+            .arg(spec.window.starts_at.timestamp_millis())
+            .arg(spec.window.ends_at.timestamp_millis())
+            .arg(spec.per_user_limit)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match reply.0.as_str() {
+            "created" => WarmOutcome::Created(reply.1),
+            "updated" => WarmOutcome::Updated(reply.1),
+            "below_reserved" => WarmOutcome::BelowReserved(reply.1),
+            _ => {
+                return Err(StockError::Reply {
+                    script: "warm",
+                    reply: vec![reply.0],
+                })
+            }
+        })
+    }
+
+    /// The sale as Redis sees it; `None` when Redis has no such sale.
+    pub async fn snapshot(&self, sku: &SkuId) -> Result<Option<LedgerSnapshot>, StockError> {
+        let keys = self.keys(sku);
+        let mut conn = self.pool.get().await?;
+        let (remaining, counters): (Option<i64>, (Option<i64>, Option<i64>, Option<i64>)) =
+            redis::pipe()
+                .get(&keys.stock)
+                .hmget(&keys.sale, &["initial", "reserved", "released"])
+                .query_async(&mut conn)
+                .await?;
+        Ok(match (remaining, counters) {
+            (Some(remaining), (Some(initial), reserved, released)) => Some(LedgerSnapshot {
+                remaining,
+                initial,
+                reserved: reserved.unwrap_or(0),
+                released: released.unwrap_or(0),
+            }),
+            _ => None,
+        })
+    }
+
+    /// The reservation of `order`: its state and its buyer, if Redis has it.
+    pub async fn reservation(
+        &self,
+        order: &OrderId,
+    ) -> Result<Option<(ReservationState, UserId)>, StockError> {
+        let keys = self.keys(&order.sku());
+        let mut conn = self.pool.get().await?;
+        let record: Option<String> = redis::cmd("HGET")
+            .arg(&keys.resv)
+            .arg(order.as_str())
+            .query_async(&mut conn)
+            .await?;
+        Ok(record.and_then(|r| {
+            let mut parts = r.splitn(4, '|');
+            let state = ReservationState::from_letter(parts.next()?)?;
+            let _qty = parts.next()?;
+            let user = UserId::parse(parts.next()?).ok()?;
+            Some((state, user))
+        }))
+    }
+
+    /// Deletes every key of `sku` (tests and `make demo` reset; never called by services).
+    pub async fn forget(&self, sku: &SkuId) -> Result<(), StockError> {
+        let keys = self.keys(sku);
+        let mut conn = self.pool.get().await?;
+        redis::cmd("DEL")
+            .arg(keys.all().as_slice())
+            .query_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}

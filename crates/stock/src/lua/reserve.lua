@@ -1,0 +1,37 @@
+-- Reserve stock for one order, atomically.
+-- KEYS: sale, stock, buyers, idem, resv (all of one SKU, one hash tag)
+-- ARGV: user, idempotency key, candidate order id, quantity, now (ms since epoch)
+-- Reservation record: "<state>|<qty>|<user>|<idempotency key>", state R reserved,
+-- A acknowledged by the broker, C claimed by the worker, X released.
+local idem_field = ARGV[1] .. '|' .. ARGV[2]
+local existing = redis.call('HGET', KEYS[4], idem_field)
+if existing then
+  local record = redis.call('HGET', KEYS[5], existing)
+  return {'duplicate', existing, record and string.sub(record, 1, 1) or 'X'}
+end
+local sale = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'per_user_limit')
+if not sale[1] then
+  return {'not_found'}
+end
+local now = tonumber(ARGV[5])
+if now < tonumber(sale[1]) or now >= tonumber(sale[2]) then
+  return {'not_active'}
+end
+local stock = redis.call('GET', KEYS[2])
+if not stock then
+  return {'not_found'}
+end
+local qty = tonumber(ARGV[4])
+if tonumber(stock) < qty then
+  return {'sold_out'}
+end
+local held = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+if held + qty > tonumber(sale[3]) then
+  return {'limit_exceeded'}
+end
+redis.call('DECRBY', KEYS[2], qty)
+redis.call('HINCRBY', KEYS[3], ARGV[1], qty)
+redis.call('HSET', KEYS[4], idem_field, ARGV[3])
+redis.call('HSET', KEYS[5], ARGV[3], 'R|' .. ARGV[4] .. '|' .. ARGV[1] .. '|' .. ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'reserved', qty)
+return {'accepted', ARGV[3]}

@@ -1,0 +1,24 @@
+-- Create a sale in Redis, or update it. An update applies the change of the total stock as a
+-- delta to what is left, so units already reserved are never handed out twice.
+-- KEYS: sale, stock
+-- ARGV: total stock, starts_at (ms), ends_at (ms), per-user limit
+-- Returns: {"created", left} | {"updated", left} | {"below_reserved", left}
+local total = tonumber(ARGV[1])
+local old = redis.call('HGET', KEYS[1], 'initial')
+local left
+if not old then
+  left = total
+  redis.call('SET', KEYS[2], left)
+  redis.call('HSET', KEYS[1], 'initial', total, 'reserved', 0, 'released', 0)
+  redis.call('HSET', KEYS[1], 'starts_at', ARGV[2], 'ends_at', ARGV[3], 'per_user_limit', ARGV[4])
+  return {'created', left}
+end
+left = tonumber(redis.call('GET', KEYS[2]) or '0')
+local delta = total - tonumber(old)
+if left + delta < 0 then
+  return {'below_reserved', left}
+end
+left = redis.call('INCRBY', KEYS[2], delta)
+redis.call('HSET', KEYS[1], 'initial', total)
+redis.call('HSET', KEYS[1], 'starts_at', ARGV[2], 'ends_at', ARGV[3], 'per_user_limit', ARGV[4])
+return {'updated', left}

@@ -1,0 +1,244 @@
+//! The Redis ledger against the machine's real Redis.
+
+use chrono::{Duration, Utc};
+use domain::{IdempotencyKey, OrderId, Quantity, SkuId, UserId};
+use stock::{
+    ClaimOutcome, ReleaseMode, ReleaseOutcome, ReservationState, ReserveOutcome, StockLedger,
+};
+use testkit::{fresh_ledger, open_spec};
+
+fn sku() -> SkuId {
+    SkuId::parse(testkit::unique("sku-")).unwrap()
+}
+
+fn new_order(sku: &SkuId) -> OrderId {
+    OrderId::new(sku, uuid::Uuid::now_v7().as_u128())
+}
+
+async fn reserve(
+    ledger: &StockLedger,
+    sku: &SkuId,
+    user: &str,
+    key: &str,
+    quantity: i64,
+) -> ReserveOutcome {
+    ledger
+        .reserve(
+            sku,
+            &UserId::parse(user).unwrap(),
+            &IdempotencyKey::parse(key).unwrap(),
+            &new_order(sku),
+            Quantity::new(quantity).unwrap(),
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_the_stock_is_reserved_when_many_buyers_race_for_it() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    const STOCK: i64 = 50;
+    const BUYERS: usize = 400;
+    ledger.warm(&sku, &open_spec(STOCK, 1)).await.unwrap();
+    let attempts = (0..BUYERS).map(|i| {
+        let ledger = ledger.clone();
+        let sku = sku.clone();
+        tokio::spawn(async move { reserve(&ledger, &sku, &format!("u{i}"), "k", 1).await })
+    });
+    let outcomes: Vec<ReserveOutcome> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let accepted = outcomes
+        .iter()
+        .filter(|o| matches!(o, ReserveOutcome::Accepted(_)))
+        .count();
+    let sold_out = outcomes
+        .iter()
+        .filter(|o| **o == ReserveOutcome::SoldOut)
+        .count();
+    assert_eq!(accepted, STOCK as usize);
+    assert_eq!(sold_out, BUYERS - STOCK as usize);
+    let snapshot = ledger.snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(snapshot.remaining, 0);
+    assert_eq!(snapshot.reserved, STOCK);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_same_order_and_reserves_once() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(10, 5)).await.unwrap();
+    let ReserveOutcome::Accepted(first) = reserve(&ledger, &sku, "alice", "k1", 2).await else {
+        panic!("first reservation refused");
+    };
+    for _ in 0..3 {
+        match reserve(&ledger, &sku, "alice", "k1", 2).await {
+            ReserveOutcome::Duplicate { order_id, state } => {
+                assert_eq!(order_id, first);
+                assert_eq!(state, ReservationState::Reserved);
+            }
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
+    }
+    // The same key from another buyer is another order.
+    assert!(matches!(
+        reserve(&ledger, &sku, "bob", "k1", 1).await,
+        ReserveOutcome::Accepted(_)
+    ));
+    assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().remaining, 7);
+}
+
+#[tokio::test]
+async fn a_buyer_cannot_hold_more_than_the_per_user_limit() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(100, 3)).await.unwrap();
+    assert!(matches!(
+        reserve(&ledger, &sku, "carol", "a", 2).await,
+        ReserveOutcome::Accepted(_)
+    ));
+    assert_eq!(
+        reserve(&ledger, &sku, "carol", "b", 2).await,
+        ReserveOutcome::LimitExceeded
+    );
+    assert!(matches!(
+        reserve(&ledger, &sku, "carol", "c", 1).await,
+        ReserveOutcome::Accepted(_)
+    ));
+    assert_eq!(
+        reserve(&ledger, &sku, "carol", "d", 1).await,
+        ReserveOutcome::LimitExceeded
+    );
+    assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().remaining, 97);
+}
+
+#[tokio::test]
+async fn a_sale_outside_its_window_or_unknown_to_redis_sells_nothing() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    assert_eq!(
+        reserve(&ledger, &sku, "dan", "k", 1).await,
+        ReserveOutcome::NotFound
+    );
+    let now = Utc::now();
+    let later =
+        domain::SaleSpec::new(5, 1, now + Duration::hours(1), now + Duration::hours(2)).unwrap();
+    ledger.warm(&sku, &later).await.unwrap();
+    assert_eq!(
+        reserve(&ledger, &sku, "dan", "k", 1).await,
+        ReserveOutcome::NotActive
+    );
+    assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().remaining, 5);
+}
+
+#[tokio::test]
+async fn releasing_twice_gives_the_stock_back_once() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(10, 5)).await.unwrap();
+    let ReserveOutcome::Accepted(order) = reserve(&ledger, &sku, "erin", "k", 3).await else {
+        panic!("refused");
+    };
+    assert_eq!(
+        ledger
+            .release(&order, ReleaseMode::Compensate)
+            .await
+            .unwrap(),
+        ReleaseOutcome::Released
+    );
+    assert_eq!(
+        ledger
+            .release(&order, ReleaseMode::Compensate)
+            .await
+            .unwrap(),
+        ReleaseOutcome::AlreadyReleased
+    );
+    let snapshot = ledger.snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(snapshot.remaining, 10);
+    assert_eq!(snapshot.released, 3);
+    // Compensation keeps the key: the buyer's retry shows the same (released) order.
+    assert_eq!(
+        reserve(&ledger, &sku, "erin", "k", 3).await,
+        ReserveOutcome::Duplicate {
+            order_id: order,
+            state: ReservationState::Released
+        }
+    );
+    // ...and the units held by the buyer were given back too.
+    assert!(matches!(
+        reserve(&ledger, &sku, "erin", "k2", 5).await,
+        ReserveOutcome::Accepted(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_failed_produce_releases_only_what_the_worker_has_not_claimed() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(10, 5)).await.unwrap();
+    let ReserveOutcome::Accepted(unclaimed) = reserve(&ledger, &sku, "fay", "k1", 1).await else {
+        panic!("refused");
+    };
+    let ReserveOutcome::Accepted(claimed) = reserve(&ledger, &sku, "fay", "k2", 1).await else {
+        panic!("refused");
+    };
+    assert_eq!(
+        ledger
+            .claim(&sku, std::slice::from_ref(&claimed))
+            .await
+            .unwrap(),
+        vec![ClaimOutcome::Claimed]
+    );
+    assert_eq!(
+        ledger
+            .release(&claimed, ReleaseMode::ProduceFailed)
+            .await
+            .unwrap(),
+        ReleaseOutcome::Claimed
+    );
+    assert_eq!(
+        ledger
+            .release(&unclaimed, ReleaseMode::ProduceFailed)
+            .await
+            .unwrap(),
+        ReleaseOutcome::Released
+    );
+    // A released reservation cannot be claimed: the worker will fail that order.
+    assert_eq!(
+        ledger
+            .claim(&sku, std::slice::from_ref(&unclaimed))
+            .await
+            .unwrap(),
+        vec![ClaimOutcome::Released]
+    );
+    // After a failed produce the key is free again: the buyer's retry gets a new order.
+    match reserve(&ledger, &sku, "fay", "k1", 1).await {
+        ReserveOutcome::Accepted(again) => assert_ne!(again, unclaimed),
+        other => panic!("expected a new order, got {other:?}"),
+    }
+    assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().remaining, 8);
+}
+
+#[tokio::test]
+async fn changing_the_stock_of_a_live_sale_applies_the_delta_and_never_hands_out_reserved_units() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(10, 10)).await.unwrap();
+    assert!(matches!(
+        reserve(&ledger, &sku, "gus", "k", 6).await,
+        ReserveOutcome::Accepted(_)
+    ));
+    assert_eq!(
+        ledger.warm(&sku, &open_spec(15, 10)).await.unwrap(),
+        stock::WarmOutcome::Updated(9)
+    );
+    assert_eq!(
+        ledger.warm(&sku, &open_spec(5, 10)).await.unwrap(),
+        stock::WarmOutcome::BelowReserved(9)
+    );
+    assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().remaining, 9);
+}

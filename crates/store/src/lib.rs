@@ -1,0 +1,518 @@
+//! The SQL store: the authoritative second check of a flash sale. Orders are written here by the
+//! worker, idempotently, in batches, each batch taking its stock with a guarded update in the same
+//! transaction. PostgreSQL in production and tests, SQLite as the embedded default; all SQL is
+//! built with sea-query so both speak the same statements.
+
+pub mod entity;
+
+use chrono::{DateTime, Utc};
+use domain::{OrderId, OrderRequested, OrderStatus, ReasonCode, SaleSpec, SkuId};
+use entity::{orders, sales};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
+use sea_orm::{ColumnTrait, Condition};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, QueryFilter, QuerySelect, Statement, TransactionTrait,
+};
+use settings::DatabaseSettings;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+pub use sea_orm;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or cannot be reached; worth retrying.
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    /// The change would leave fewer units than are already sold.
+    #[error("stock of {sku} cannot go below the {sold} units already sold")]
+    BelowSold {
+        /// The SKU.
+        sku: String,
+        /// Units sold.
+        sold: i64,
+    },
+}
+
+/// The store: a pooled connection.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+/// One order for [`Store::persist_batch`]: the message, and a failure already decided before the
+/// database (e.g. the gateway released the reservation).
+#[derive(Debug, Clone)]
+pub struct OrderWrite {
+    /// The order.
+    pub order: OrderRequested,
+    /// Write it as failed with this reason, taking no stock.
+    pub preset_failure: Option<ReasonCode>,
+}
+
+/// How an order stands after a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Stock taken, row confirmed (now or by an earlier delivery).
+    Confirmed,
+    /// Row failed with this reason (now or earlier).
+    Failed(ReasonCode),
+    /// Another order of the same buyer, SKU and idempotency key holds the row.
+    KeyConflict,
+}
+
+/// A sale with its figures, as the database sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SaleStats {
+    /// Total units.
+    pub initial_stock: i64,
+    /// Units not taken by confirmed orders.
+    pub stock: i64,
+    /// Confirmed orders.
+    pub confirmed_orders: i64,
+    /// Units of confirmed orders.
+    pub confirmed_units: i64,
+    /// Failed orders.
+    pub failed_orders: i64,
+    /// Units of failed orders.
+    pub failed_units: i64,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct StatusTotals {
+    status: String,
+    orders: i64,
+    units: Option<i64>,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct StoredStatus {
+    order_id: String,
+    status: String,
+    reason: Option<String>,
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its directory in embedded mode) and, if the
+    /// settings say so, applies pending migrations.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, StoreError> {
+        if settings.is_embedded() {
+            if let Some(dir) = settings.sqlite_path.parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        DbErr::Custom(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+            }
+        }
+        let mut options = ConnectOptions::new(settings.effective_url());
+        options
+            .max_connections(settings.max_connections)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(settings.connect_timeout_secs))
+            .acquire_timeout(Duration::from_secs(settings.connect_timeout_secs))
+            .sqlx_logging(false);
+        let db = Database::connect(options).await?;
+        if db.get_database_backend() == DbBackend::Sqlite {
+            // WAL lets the gateway read while the worker writes; busy_timeout queues writers.
+            db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
+                .await?;
+        }
+        let store = Self { db };
+        if settings.migrate_on_start {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Wraps an existing connection.
+    pub fn from_connection(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// The underlying connection (migrations, tests).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The sale of `sku`, if any.
+    pub async fn sale(&self, sku: &SkuId) -> Result<Option<sales::Model>, StoreError> {
+        Ok(sales::Entity::find_by_id(sku.as_str())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Creates the sale or changes it. A change of the total is applied as a delta to the
+    /// remaining stock, refused if it would go below what is sold.
+    pub async fn upsert_sale(&self, sku: &SkuId, spec: &SaleSpec) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let mut find = sales::Entity::find_by_id(sku.as_str());
+        if self.backend() == DbBackend::Postgres {
+            find = find.lock_exclusive();
+        }
+        let existing = find.one(&txn).await?;
+        match existing {
+            None => {
+                let insert = Query::insert()
+                    .into_table(sales::Entity)
+                    .columns([
+                        sales::Column::SkuId,
+                        sales::Column::InitialStock,
+                        sales::Column::Stock,
+                        sales::Column::PerUserLimit,
+                        sales::Column::StartsAt,
+                        sales::Column::EndsAt,
+                        sales::Column::CreatedAt,
+                        sales::Column::UpdatedAt,
+                    ])
+                    .values_panic([
+                        sku.as_str().into(),
+                        spec.stock.into(),
+                        spec.stock.into(),
+                        (spec.per_user_limit as i32).into(),
+                        spec.window.starts_at.into(),
+                        spec.window.ends_at.into(),
+                        now.into(),
+                        now.into(),
+                    ])
+                    .to_owned();
+                txn.execute(self.backend().build(&insert)).await?;
+            }
+            Some(sale) => {
+                let sold = sale.initial_stock - sale.stock;
+                if spec.stock < sold {
+                    return Err(StoreError::BelowSold {
+                        sku: sku.to_string(),
+                        sold,
+                    });
+                }
+                let update = Query::update()
+                    .table(sales::Entity)
+                    .value(sales::Column::InitialStock, spec.stock)
+                    .value(
+                        sales::Column::Stock,
+                        Expr::col(sales::Column::Stock).add(spec.stock - sale.initial_stock),
+                    )
+                    .value(sales::Column::PerUserLimit, spec.per_user_limit as i32)
+                    .value(sales::Column::StartsAt, spec.window.starts_at)
+                    .value(sales::Column::EndsAt, spec.window.ends_at)
+                    .value(sales::Column::UpdatedAt, now)
+                    .and_where(Expr::col(sales::Column::SkuId).eq(sku.as_str()))
+                    .to_owned();
+                txn.execute(self.backend().build(&update)).await?;
+            }
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Writes a batch of orders in one transaction and returns how each order stands.
+    ///
+    /// Orders are inserted (`ON CONFLICT DO NOTHING`, so a redelivered order is written once);
+    /// the stock of the newly inserted ones is taken per SKU with one guarded update
+    /// (`stock >= sum`). When the sum does not fit, each order is tried on its own, in message
+    /// order, and the ones the stock cannot cover are marked failed (`db_out_of_stock`).
+    pub async fn persist_batch(
+        &self,
+        writes: &[OrderWrite],
+    ) -> Result<Vec<(OrderId, Written)>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let mut insert = Query::insert();
+        insert
+            .into_table(orders::Entity)
+            .columns([
+                orders::Column::OrderId,
+                orders::Column::UserId,
+                orders::Column::SkuId,
+                orders::Column::Quantity,
+                orders::Column::IdempotencyKey,
+                orders::Column::Status,
+                orders::Column::Reason,
+                orders::Column::RequestedAt,
+                orders::Column::CreatedAt,
+                orders::Column::UpdatedAt,
+            ])
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .returning_col(orders::Column::OrderId);
+        let mut seen = HashSet::new();
+        for write in writes {
+            let o = &write.order;
+            if !seen.insert(o.order_id.clone()) {
+                continue;
+            }
+            let (status, reason) = match write.preset_failure {
+                Some(reason) => (OrderStatus::Failed, Some(reason.as_str())),
+                None => (OrderStatus::Confirmed, None),
+            };
+            insert.values_panic([
+                o.order_id.as_str().into(),
+                o.user_id.as_str().into(),
+                o.sku_id.as_str().into(),
+                (o.quantity.get() as i32).into(),
+                o.idempotency_key.as_str().into(),
+                status.as_str().into(),
+                reason.into(),
+                o.requested_at.into(),
+                now.into(),
+                now.into(),
+            ]);
+        }
+        let inserted: HashSet<String> = txn
+            .query_all(self.backend().build(&insert))
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String>("", "order_id"))
+            .collect::<Result<_, _>>()?;
+
+        // Stock for the orders this batch inserted as confirmed, SKU by SKU, in message order.
+        // `inserted` holds each id once even when the batch carries the same message twice.
+        let mut by_sku: BTreeMap<&SkuId, Vec<&OrderRequested>> = BTreeMap::new();
+        let mut taken: HashSet<&str> = HashSet::new();
+        for write in writes {
+            let id = write.order.order_id.as_str();
+            if write.preset_failure.is_none() && inserted.contains(id) && taken.insert(id) {
+                by_sku
+                    .entry(&write.order.sku_id)
+                    .or_default()
+                    .push(&write.order);
+            }
+        }
+        let mut refused: Vec<(&OrderId, ReasonCode)> = Vec::new();
+        for (sku, orders) in by_sku {
+            let total: i64 = orders.iter().map(|o| i64::from(o.quantity.get())).sum();
+            if self.take_stock(&txn, sku, total).await? {
+                continue;
+            }
+            let exists = sales::Entity::find_by_id(sku.as_str())
+                .select_only()
+                .column(sales::Column::SkuId)
+                .into_tuple::<String>()
+                .one(&txn)
+                .await?
+                .is_some();
+            for order in orders {
+                if !exists {
+                    refused.push((&order.order_id, ReasonCode::UnknownSku));
+                } else if !self
+                    .take_stock(&txn, sku, i64::from(order.quantity.get()))
+                    .await?
+                {
+                    refused.push((&order.order_id, ReasonCode::DbOutOfStock));
+                }
+            }
+        }
+        for (order_id, reason) in &refused {
+            let update = Query::update()
+                .table(orders::Entity)
+                .value(orders::Column::Status, OrderStatus::Failed.as_str())
+                .value(orders::Column::Reason, reason.as_str())
+                .value(orders::Column::UpdatedAt, now)
+                .and_where(Expr::col(orders::Column::OrderId).eq(order_id.as_str()))
+                .to_owned();
+            txn.execute(self.backend().build(&update)).await?;
+        }
+
+        let ids: Vec<&str> = writes.iter().map(|w| w.order.order_id.as_str()).collect();
+        let stored: HashMap<String, (String, Option<String>)> = StoredStatus::find_by_statement(
+            self.backend().build(
+                Query::select()
+                    .columns([
+                        orders::Column::OrderId,
+                        orders::Column::Status,
+                        orders::Column::Reason,
+                    ])
+                    .from(orders::Entity)
+                    .and_where(Expr::col(orders::Column::OrderId).is_in(ids)),
+            ),
+        )
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|s| (s.order_id, (s.status, s.reason)))
+        .collect();
+        txn.commit().await?;
+
+        let mut outcome = Vec::with_capacity(writes.len());
+        for write in writes {
+            let id = &write.order.order_id;
+            let written = match stored.get(id.as_str()) {
+                None => Written::KeyConflict,
+                Some((status, reason)) => match OrderStatus::parse(status) {
+                    Some(OrderStatus::Failed) => Written::Failed(
+                        reason
+                            .as_deref()
+                            .and_then(ReasonCode::parse)
+                            .unwrap_or(ReasonCode::DbOutOfStock),
+                    ),
+                    _ => Written::Confirmed,
+                },
+            };
+            outcome.push((id.clone(), written));
+        }
+        Ok(outcome)
+    }
+
+    async fn take_stock(
+        &self,
+        txn: &impl ConnectionTrait,
+        sku: &SkuId,
+        units: i64,
+    ) -> Result<bool, StoreError> {
+        let update = Query::update()
+            .table(sales::Entity)
+            .value(
+                sales::Column::Stock,
+                Expr::col(sales::Column::Stock).sub(units),
+            )
+            .and_where(Expr::col(sales::Column::SkuId).eq(sku.as_str()))
+            .and_where(Expr::col(sales::Column::Stock).gte(units))
+            .to_owned();
+        Ok(txn
+            .execute(self.backend().build(&update))
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    /// Records `order` as failed with `reason`, unless it is confirmed. Returns the status it
+    /// ends with: `Failed` means the caller should release its reservation (idempotently);
+    /// `Confirmed` means the order went through after all and nothing must be given back.
+    pub async fn mark_failed(
+        &self,
+        order: &OrderRequested,
+        reason: ReasonCode,
+    ) -> Result<OrderStatus, StoreError> {
+        let now = Utc::now();
+        let insert = Query::insert()
+            .into_table(orders::Entity)
+            .columns([
+                orders::Column::OrderId,
+                orders::Column::UserId,
+                orders::Column::SkuId,
+                orders::Column::Quantity,
+                orders::Column::IdempotencyKey,
+                orders::Column::Status,
+                orders::Column::Reason,
+                orders::Column::RequestedAt,
+                orders::Column::CreatedAt,
+                orders::Column::UpdatedAt,
+            ])
+            .values_panic([
+                order.order_id.as_str().into(),
+                order.user_id.as_str().into(),
+                order.sku_id.as_str().into(),
+                (order.quantity.get() as i32).into(),
+                order.idempotency_key.as_str().into(),
+                OrderStatus::Failed.as_str().into(),
+                reason.as_str().into(),
+                order.requested_at.into(),
+                now.into(),
+                now.into(),
+            ])
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .to_owned();
+        self.db.execute(self.backend().build(&insert)).await?;
+        let stored = orders::Entity::find_by_id(order.order_id.as_str())
+            .one(&self.db)
+            .await?;
+        Ok(match stored {
+            Some(row) if row.status == OrderStatus::Confirmed.as_str() => OrderStatus::Confirmed,
+            _ => OrderStatus::Failed,
+        })
+    }
+
+    /// One order.
+    pub async fn order(&self, id: &OrderId) -> Result<Option<orders::Model>, StoreError> {
+        Ok(orders::Entity::find_by_id(id.as_str())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Orders of `sku` (verdicts and tests).
+    pub async fn orders_of(&self, sku: &SkuId) -> Result<Vec<orders::Model>, StoreError> {
+        Ok(orders::Entity::find()
+            .filter(Condition::all().add(orders::Column::SkuId.eq(sku.as_str())))
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The sale's figures, `None` if there is no such sale.
+    pub async fn sale_stats(&self, sku: &SkuId) -> Result<Option<SaleStats>, StoreError> {
+        let Some(sale) = self.sale(sku).await? else {
+            return Ok(None);
+        };
+        let totals = StatusTotals::find_by_statement(
+            self.backend().build(
+                Query::select()
+                    .column(orders::Column::Status)
+                    .expr_as(
+                        Expr::col(orders::Column::OrderId).count(),
+                        Alias::new("orders"),
+                    )
+                    .expr_as(
+                        Expr::cust("CAST(SUM(quantity) AS BIGINT)"),
+                        Alias::new("units"),
+                    )
+                    .from(orders::Entity)
+                    .and_where(Expr::col(orders::Column::SkuId).eq(sku.as_str()))
+                    .group_by_col(orders::Column::Status),
+            ),
+        )
+        .all(&self.db)
+        .await?;
+        let mut stats = SaleStats {
+            initial_stock: sale.initial_stock,
+            stock: sale.stock,
+            confirmed_orders: 0,
+            confirmed_units: 0,
+            failed_orders: 0,
+            failed_units: 0,
+        };
+        for row in totals {
+            match OrderStatus::parse(&row.status) {
+                Some(OrderStatus::Confirmed) => {
+                    stats.confirmed_orders = row.orders;
+                    stats.confirmed_units = row.units.unwrap_or(0);
+                }
+                Some(OrderStatus::Failed) => {
+                    stats.failed_orders = row.orders;
+                    stats.failed_units = row.units.unwrap_or(0);
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(stats))
+    }
+}
+
+/// Builds a statement for the store's backend (tests that need raw SQL).
+pub fn statement(backend: DbBackend, sql: &str) -> Statement {
+    Statement::from_string(backend, sql.to_owned())
+}
+
+/// When a timestamp from the store was written, in UTC (sea-orm's `DateTimeUtc`).
+pub type Timestamp = DateTime<Utc>;

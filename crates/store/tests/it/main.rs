@@ -1,0 +1,171 @@
+//! The order repository against the machine's real PostgreSQL (one database per test).
+
+use domain::{OrderStatus, ReasonCode, SkuId};
+use store::{OrderWrite, Store, Written};
+use testkit::{fresh_database, open_spec, order};
+
+async fn store() -> Store {
+    let (url, _) = fresh_database().await.unwrap();
+    let mut settings = settings::Settings::defaults().database;
+    settings.url = settings::secrecy::SecretString::from(url);
+    Store::connect(&settings).await.unwrap()
+}
+
+fn writes(orders: &[domain::OrderRequested]) -> Vec<OrderWrite> {
+    orders
+        .iter()
+        .map(|o| OrderWrite {
+            order: o.clone(),
+            preset_failure: None,
+        })
+        .collect()
+}
+
+fn sku() -> SkuId {
+    SkuId::parse(testkit::unique("sku-")).unwrap()
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_writes_each_order_once_and_takes_its_stock_once() {
+    let store = store().await;
+    let sku = sku();
+    store.upsert_sale(&sku, &open_spec(10, 5)).await.unwrap();
+    let batch: Vec<_> = (0..4)
+        .map(|i| order(&sku, &format!("u{i}"), "k", 2))
+        .collect();
+    for _ in 0..3 {
+        let outcome = store.persist_batch(&writes(&batch)).await.unwrap();
+        assert!(
+            outcome.iter().all(|(_, w)| *w == Written::Confirmed),
+            "{outcome:?}"
+        );
+    }
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!(stats.confirmed_orders, 4);
+    assert_eq!(stats.confirmed_units, 8);
+    assert_eq!(stats.stock, 2);
+}
+
+#[tokio::test]
+async fn the_database_refuses_the_order_beyond_its_stock_even_if_redis_let_it_through() {
+    let store = store().await;
+    let sku = sku();
+    const STOCK: i64 = 5;
+    store.upsert_sale(&sku, &open_spec(STOCK, 5)).await.unwrap();
+    let batch: Vec<_> = (0..=STOCK)
+        .map(|i| order(&sku, &format!("u{i}"), "k", 1))
+        .collect();
+    let outcome = store.persist_batch(&writes(&batch)).await.unwrap();
+    let refused: Vec<_> = outcome
+        .iter()
+        .filter(|(_, w)| *w == Written::Failed(ReasonCode::DbOutOfStock))
+        .collect();
+    assert_eq!(refused.len(), 1);
+    // Message order decides: the last one is the one that does not fit.
+    assert_eq!(refused[0].0, batch[STOCK as usize].order_id);
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!(stats.stock, 0);
+    assert_eq!(stats.confirmed_units, STOCK);
+    assert_eq!(stats.failed_orders, 1);
+    // A second batch against an empty stock is refused as a whole.
+    let late = order(&sku, "late", "k", 1);
+    let outcome = store.persist_batch(&writes(&[late])).await.unwrap();
+    assert_eq!(outcome[0].1, Written::Failed(ReasonCode::DbOutOfStock));
+}
+
+#[tokio::test]
+async fn an_order_for_a_sku_without_a_sale_is_recorded_as_failed() {
+    let store = store().await;
+    let ghost = order(&sku(), "u", "k", 1);
+    let outcome = store
+        .persist_batch(&writes(std::slice::from_ref(&ghost)))
+        .await
+        .unwrap();
+    assert_eq!(outcome[0].1, Written::Failed(ReasonCode::UnknownSku));
+    let row = store.order(&ghost.order_id).await.unwrap().unwrap();
+    assert_eq!(row.status, "failed");
+    assert_eq!(row.reason.as_deref(), Some("unknown_sku"));
+}
+
+#[tokio::test]
+async fn marking_failed_never_overrides_a_confirmed_order_and_is_idempotent() {
+    let store = store().await;
+    let sku = sku();
+    store.upsert_sale(&sku, &open_spec(3, 3)).await.unwrap();
+    let confirmed = order(&sku, "a", "k", 1);
+    store
+        .persist_batch(&writes(std::slice::from_ref(&confirmed)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .mark_failed(&confirmed, ReasonCode::RetriesExhausted)
+            .await
+            .unwrap(),
+        OrderStatus::Confirmed
+    );
+    let lost_in_queue = order(&sku, "b", "k", 1);
+    for _ in 0..2 {
+        assert_eq!(
+            store
+                .mark_failed(&lost_in_queue, ReasonCode::ReplayAttemptsExhausted)
+                .await
+                .unwrap(),
+            OrderStatus::Failed
+        );
+    }
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (stats.confirmed_orders, stats.failed_orders, stats.stock),
+        (1, 1, 2)
+    );
+}
+
+#[tokio::test]
+async fn a_second_order_under_the_same_buyer_key_is_reported_as_a_conflict() {
+    let store = store().await;
+    let sku = sku();
+    store.upsert_sale(&sku, &open_spec(3, 3)).await.unwrap();
+    let first = order(&sku, "a", "same-key", 1);
+    let second = order(&sku, "a", "same-key", 1);
+    let outcome = store
+        .persist_batch(&writes(&[first, second]))
+        .await
+        .unwrap();
+    assert_eq!(outcome[0].1, Written::Confirmed);
+    assert_eq!(outcome[1].1, Written::KeyConflict);
+    assert_eq!(store.sale_stats(&sku).await.unwrap().unwrap().stock, 2);
+}
+
+#[tokio::test]
+async fn shrinking_a_sale_below_what_is_sold_is_refused() {
+    let store = store().await;
+    let sku = sku();
+    store.upsert_sale(&sku, &open_spec(5, 5)).await.unwrap();
+    let batch: Vec<_> = (0..3)
+        .map(|i| order(&sku, &format!("u{i}"), "k", 1))
+        .collect();
+    store.persist_batch(&writes(&batch)).await.unwrap();
+    assert!(matches!(
+        store.upsert_sale(&sku, &open_spec(2, 5)).await,
+        Err(store::StoreError::BelowSold { sold: 3, .. })
+    ));
+    store.upsert_sale(&sku, &open_spec(8, 5)).await.unwrap();
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!((stats.initial_stock, stats.stock), (8, 5));
+}
+
+#[tokio::test]
+async fn the_same_order_twice_in_one_batch_takes_its_stock_once() {
+    let store = store().await;
+    let sku = sku();
+    store.upsert_sale(&sku, &open_spec(10, 5)).await.unwrap();
+    let once = order(&sku, "u", "k", 3);
+    let outcome = store
+        .persist_batch(&writes(&[once.clone(), once]))
+        .await
+        .unwrap();
+    assert_eq!(outcome.len(), 2);
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!((stats.confirmed_orders, stats.stock), (1, 7));
+}

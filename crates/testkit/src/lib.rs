@@ -1,0 +1,316 @@
+//! Test support: every integration test gets its own PostgreSQL database, Redis key prefix,
+//! Kafka topics and consumer groups (on its own embedded broker), so tests run in parallel on
+//! the machine's real Redis and PostgreSQL without stepping on each other.
+//!
+//! `SECKILL_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) names the
+//! server used to create the per-test databases; `SECKILL_TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`) the Redis.
+
+use anyhow::Context;
+use chrono::{Duration as ChronoDuration, Utc};
+use domain::{IdempotencyKey, OrderId, OrderRequested, Quantity, SaleSpec, SkuId, UserId};
+use kafka::EmbeddedKafka;
+use sea_orm::{ConnectionTrait, Database};
+use settings::secrecy::{ExposeSecret, SecretString};
+use settings::Settings;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use kafka;
+
+pub mod process;
+
+/// One test's private world.
+pub struct TestContext {
+    /// Settings pointing at this test's database, prefix, topics and broker.
+    pub settings: Settings,
+    /// The test's embedded broker.
+    pub broker: EmbeddedKafka,
+    /// The test's database name.
+    pub database: String,
+}
+
+/// A short unique name: `<prefix><12 hex digits>`.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("SECKILL_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates a fresh PostgreSQL database and returns its URL. Databases of earlier runs older
+/// than an hour are dropped on the way (their names carry their creation time).
+pub async fn fresh_database() -> anyhow::Result<(String, String)> {
+    let admin_url = pg_admin_url();
+    let admin = Database::connect(&admin_url).await.with_context(|| {
+        format!("connecting to {admin_url} (is PostgreSQL running? `make deps`)")
+    })?;
+    let now = Utc::now().timestamp();
+    let name = format!("seckill_t_{now}_{}", unique(""));
+    let stale = admin
+        .query_all(sea_orm::Statement::from_string(
+            admin.get_database_backend(),
+            "SELECT datname FROM pg_database WHERE datname LIKE 'seckill_t_%'",
+        ))
+        .await?;
+    for row in stale {
+        let old: String = row.try_get("", "datname")?;
+        let created: i64 = old
+            .split('_')
+            .nth(2)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(now);
+        if now - created > 3600 {
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{old}\" WITH (FORCE)"))
+                .await;
+        }
+    }
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(base, _)| base.to_owned())
+        .unwrap_or(admin_url);
+    Ok((format!("{base}/{name}"), name))
+}
+
+impl TestContext {
+    /// A fresh world: embedded broker with the test's topics, a new database (migrated by the
+    /// first service that connects), a unique Redis prefix and consumer groups.
+    pub async fn new() -> anyhow::Result<Self> {
+        let broker = EmbeddedKafka::start(1)?;
+        let (url, database) = fresh_database().await?;
+        let mut settings = Settings::defaults();
+        settings.http.port = 0;
+        settings.http.ops_port = 0;
+        settings.shutdown.grace_secs = 10;
+        settings.kafka.bootstrap_servers = broker.bootstrap_servers().to_owned();
+        settings.kafka.orders_topic = unique("orders-");
+        settings.kafka.dlq_topic = unique("dlq-");
+        settings.kafka.worker_group = unique("worker-");
+        settings.kafka.replayer_group = unique("replayer-");
+        settings.kafka.partitions = 3;
+        settings.kafka.delivery_timeout_ms = 2000;
+        settings.database.url = SecretString::from(url);
+        settings.database.max_connections = 5;
+        settings.redis.url = SecretString::from(
+            std::env::var("SECKILL_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        );
+        settings.redis.key_prefix = unique("t");
+        settings.worker.retry_backoff_ms = 20;
+        settings.worker.retry_backoff_max_ms = 200;
+        settings.replayer.replay_delay_secs = 0;
+        let endpoint = kafka::Endpoint::from_settings(&settings.kafka, None);
+        kafka::topics::provision(&settings.kafka, &endpoint, Some(&broker)).await?;
+        Ok(Self {
+            settings,
+            broker,
+            database,
+        })
+    }
+
+    /// The Kafka endpoint of the test's broker.
+    pub fn endpoint(&self) -> kafka::Endpoint {
+        kafka::Endpoint::from_settings(&self.settings.kafka, None)
+    }
+
+    /// A ledger on the test's Redis prefix.
+    pub fn ledger(&self) -> stock::StockLedger {
+        stock::StockLedger::new(&self.settings.redis).expect("redis settings are valid")
+    }
+
+    /// The test's database, migrated.
+    pub async fn store(&self) -> store::Store {
+        store::Store::connect(&self.settings.database)
+            .await
+            .expect("the test database is reachable")
+    }
+
+    /// The HS256 secret.
+    pub fn secret(&self) -> Vec<u8> {
+        self.settings
+            .auth
+            .jwt_secret
+            .expose_secret()
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// Puts `sku` on sale in both the database and Redis, open now for an hour.
+    pub async fn open_sale(&self, sku: &SkuId, stock: i64, per_user_limit: i64) -> SaleSpec {
+        let spec = open_spec(stock, per_user_limit);
+        self.store()
+            .await
+            .upsert_sale(sku, &spec)
+            .await
+            .expect("sale saved");
+        self.ledger().warm(sku, &spec).await.expect("sale warmed");
+        spec
+    }
+}
+
+/// A sale open from a second ago for an hour.
+pub fn open_spec(stock: i64, per_user_limit: i64) -> SaleSpec {
+    let now = Utc::now();
+    SaleSpec::new(
+        stock,
+        per_user_limit,
+        now - ChronoDuration::seconds(1),
+        now + ChronoDuration::hours(1),
+    )
+    .expect("valid sale")
+}
+
+/// A valid order message for `user` buying `quantity` of `sku`.
+pub fn order(sku: &SkuId, user: &str, key: &str, quantity: i64) -> OrderRequested {
+    OrderRequested {
+        v: domain::ORDER_SCHEMA_VERSION,
+        order_id: OrderId::new(sku, uuid::Uuid::now_v7().as_u128()),
+        user_id: UserId::parse(user).expect("valid user"),
+        sku_id: sku.clone(),
+        quantity: Quantity::new(quantity).expect("valid quantity"),
+        idempotency_key: IdempotencyKey::parse(key).expect("valid key"),
+        requested_at: Utc::now(),
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A ledger on the machine's Redis under a fresh key prefix (tests that need only Redis).
+pub fn fresh_ledger() -> stock::StockLedger {
+    let mut settings = Settings::defaults().redis;
+    settings.url = SecretString::from(
+        std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+    );
+    settings.key_prefix = unique("t");
+    stock::StockLedger::new(&settings).expect("redis settings are valid")
+}
+
+/// Produces `payload` with `key` to `topic` and waits for the acknowledgement.
+pub async fn produce(
+    endpoint: &kafka::Endpoint,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    use kafka::rdkafka::producer::FutureRecord;
+    let producer = kafka::producer(endpoint)?;
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            kafka::rdkafka::util::Timeout::After(Duration::from_secs(10)),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+/// Reserves `order` in Redis the way the gateway does (so the worker finds its reservation).
+pub async fn reserve(ledger: &stock::StockLedger, order: &OrderRequested) -> stock::ReserveOutcome {
+    ledger
+        .reserve(
+            &order.sku_id,
+            &order.user_id,
+            &order.idempotency_key,
+            &order.order_id,
+            order.quantity,
+            Utc::now(),
+        )
+        .await
+        .expect("redis answers")
+}
+
+/// Total lag of `group` on `topic`.
+pub async fn group_lag(endpoint: &kafka::Endpoint, group: &str, topic: &str) -> i64 {
+    let consumer = std::sync::Arc::new(kafka::consumer(endpoint, group).expect("consumer"));
+    kafka::lag::total_lag(consumer, topic).await
+}
+
+/// The environment variables that make a service binary run with `settings` (for tests that
+/// start services as separate processes, e.g. to SIGKILL or SIGTERM them).
+pub fn service_env(settings: &Settings) -> Vec<(String, String)> {
+    let k = &settings.kafka;
+    [
+        (
+            "SECKILL__KAFKA__BOOTSTRAP_SERVERS",
+            k.bootstrap_servers.clone(),
+        ),
+        ("SECKILL__KAFKA__ORDERS_TOPIC", k.orders_topic.clone()),
+        ("SECKILL__KAFKA__DLQ_TOPIC", k.dlq_topic.clone()),
+        ("SECKILL__KAFKA__WORKER_GROUP", k.worker_group.clone()),
+        ("SECKILL__KAFKA__REPLAYER_GROUP", k.replayer_group.clone()),
+        ("SECKILL__KAFKA__PARTITIONS", k.partitions.to_string()),
+        (
+            "SECKILL__DATABASE__URL",
+            settings.database.url.expose_secret().to_owned(),
+        ),
+        (
+            "SECKILL__REDIS__URL",
+            settings.redis.url.expose_secret().to_owned(),
+        ),
+        (
+            "SECKILL__REDIS__KEY_PREFIX",
+            settings.redis.key_prefix.clone(),
+        ),
+        ("SECKILL__HTTP__PORT", "0".to_owned()),
+        ("SECKILL__HTTP__OPS_PORT", "0".to_owned()),
+        (
+            "SECKILL__SHUTDOWN__GRACE_SECS",
+            settings.shutdown.grace_secs.to_string(),
+        ),
+        (
+            "SECKILL__WORKER__BATCH_MAX",
+            settings.worker.batch_max.to_string(),
+        ),
+        ("SECKILL__LOG__FILTER", "warn".to_owned()),
+        ("SECKILL_CONFIG_DIR", "/nonexistent".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Makes this test's database refuse connections and drops the open ones (`up = false`), or
+/// lets connections in again (`up = true`): the database "going down" and "coming back".
+pub async fn set_database_up(database: &str, up: bool) -> anyhow::Result<()> {
+    let admin = Database::connect(&pg_admin_url()).await?;
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {}",
+            if up { "true" } else { "false" }
+        ))
+        .await?;
+    if !up {
+        admin
+            .execute_unprepared(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+            ))
+            .await?;
+    }
+    Ok(())
+}

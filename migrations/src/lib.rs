@@ -1,0 +1,18 @@
+//! The seckill schema, one migration per change, applied by the services at start-up
+//! (`database.migrate_on_start`), by `make migrate` and by the Kubernetes migration Job.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_sales_and_orders;
+
+/// All migrations, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(
+            m20261125_000001_create_sales_and_orders::Migration,
+        )]
+    }
+}
