@@ -24,7 +24,7 @@ build: ## Build every crate (debug)
 release: ## Build the service binaries (release)
 	$(CARGO) build --release --workspace --bins
 
-test: deps ## Run all tests against the local Redis and PostgreSQL and an embedded Kafka
+test: deps deploy-check ## Run all tests (local Redis and PostgreSQL, embedded Kafka) and the deploy/ checks
 	$(CARGO) $(TEST_RUNNER) --workspace
 
 lint: ## rustfmt check and clippy with warnings as errors

@@ -44,12 +44,14 @@ pub struct Scenario {
 /// Runs a whole flash sale against a fresh local stack and returns its verdict.
 pub async fn demo(settings: Settings, scenario: &Scenario) -> anyhow::Result<Verdict> {
     let stack = LocalStack::start(settings).await?;
-    let result = sale(&stack, scenario).await;
+    let result = run_sale(&stack, scenario).await;
     stack.stop().await?;
     result
 }
 
-async fn sale(stack: &LocalStack, scenario: &Scenario) -> anyhow::Result<Verdict> {
+/// Runs a flash sale against a running stack: creates a fresh SKU, sends the crowd, waits for
+/// the pipeline to drain and judges the invariants.
+pub async fn run_sale(stack: &LocalStack, scenario: &Scenario) -> anyhow::Result<Verdict> {
     let settings = &stack.settings;
     let sku = SkuId::parse(format!("demo-{}", chrono::Utc::now().timestamp_millis()))?;
     let secret = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();

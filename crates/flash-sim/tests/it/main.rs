@@ -47,3 +47,136 @@ async fn a_flash_sale_sells_exactly_its_stock_and_loses_nothing() {
     assert!(sold_out > 0, "{:?}", verdict.rejected);
     assert!(verdict.holds());
 }
+
+/// promtool from `PROMTOOL`, the PATH, or where `scripts/check-deploy.sh` (run by `make test`)
+/// unpacks it. Missing promtool fails the test: the check is part of the contract.
+fn promtool() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("PROMTOOL") {
+        return path.into();
+    }
+    let unpacked = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/deploy-tools/usr/bin/promtool");
+    if unpacked.exists() {
+        return unpacked;
+    }
+    let on_path = std::process::Command::new("promtool")
+        .arg("--version")
+        .output();
+    assert!(
+        on_path.is_ok(),
+        "promtool not found: run scripts/check-deploy.sh (make test does) or set PROMTOOL"
+    );
+    "promtool".into()
+}
+
+fn promtool_check_metrics(service: &str, exposition: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics on the {service}'s /metrics:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The value of the sample `name{labels}` (labels as rendered, e.g. `outcome="accepted"`).
+fn sample(exposition: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_exports_metrics_promtool_accepts_and_they_add_up() {
+    let ctx = TestContext::new().await.unwrap();
+    let mut settings = ctx.settings.clone();
+    settings.kafka.bootstrap_servers.clear();
+    settings.gateway.per_user_rate_per_sec = 0;
+    let stack = flash_sim::stack::LocalStack::start(settings).await.unwrap();
+    let scenario = Scenario {
+        stock: 20,
+        per_user_limit: 1,
+        users: 100,
+        requests: 200,
+        concurrency: 16,
+        seed: 11,
+        drain_timeout: Duration::from_secs(60),
+        progress: false,
+    };
+    let verdict = flash_sim::run_sale(&stack, &scenario).await.unwrap();
+    assert!(verdict.holds(), "{}", verdict.render());
+    let get = |port: u16| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let gateway = get(stack.gateway_port).await;
+    // The worker's lag gauge is refreshed on a timer; wait for it to show the drained queue.
+    let orders_topic = format!("topic=\"{}\"", stack.settings.kafka.orders_topic);
+    let worker = testkit::eventually(Duration::from_secs(30), "the lag gauge at 0", || {
+        let orders_topic = orders_topic.clone();
+        async move {
+            let text = get(stack.worker_ops_port).await;
+            let lags: Vec<f64> = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("seckill_consumer_lag_messages{") && l.contains(&orders_topic)
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .collect();
+            (lags.len() == stack.settings.kafka.partitions as usize
+                && lags.iter().all(|l| *l == 0.0))
+            .then_some(text)
+        }
+    })
+    .await;
+    let replayer = get(stack.replayer_ops_port).await;
+    for (service, text) in [
+        ("gateway", &gateway),
+        ("order worker", &worker),
+        ("dlq replayer", &replayer),
+    ] {
+        promtool_check_metrics(service, text);
+    }
+    // The counters tell the same story as the verdict.
+    let accepted = verdict.accepted_orders as f64;
+    assert_eq!(
+        sample(
+            &gateway,
+            "seckill_reservations_total",
+            &["outcome=\"accepted\""]
+        ),
+        Some(accepted),
+        "gateway reservations accepted"
+    );
+    assert_eq!(
+        sample(
+            &worker,
+            "seckill_orders_persisted_total",
+            &["outcome=\"confirmed\""]
+        ),
+        Some(accepted),
+        "worker orders confirmed"
+    );
+    stack.stop().await.unwrap();
+}
