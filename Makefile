@@ -6,7 +6,7 @@ TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nexte
 MIGRATE ?= status
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-redis build release test lint fmt demo stack migrate topics lag deploy-render deploy-check run-gateway run-worker run-replayer clean
+.PHONY: help deps deps-redis build release test lint fmt demo stack migrate topics lag reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
 OVERLAY ?= dev
 
 help: ## List the targets
@@ -48,6 +48,9 @@ topics: ## Create the Kafka topics on the brokers of SECKILL__KAFKA__BOOTSTRAP_S
 
 lag: ## Print consumer lag per partition (worker and replayer groups)
 	$(CARGO) run -q -p kafka --bin seckill-kafka -- lag
+
+reconcile: ## Rebuild in Redis the sales Redis lost, from the database (after a Redis restart): make reconcile [SKU=...]
+	$(CARGO) run --release -q -p gateway --bin seckill-gateway -- reconcile $(if $(SKU),--sku $(SKU))
 
 deploy-render: ## Render the Kubernetes manifests of an overlay: make deploy-render OVERLAY=dev|prod
 	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)

@@ -49,6 +49,10 @@ pub enum ApiError {
     /// The new stock is below what is already reserved or sold (409).
     #[error("{0}")]
     StockConflict(String),
+    /// The database has the sale but Redis has lost it; `reconcile` must rebuild it before it
+    /// can be changed (409).
+    #[error("Redis has lost this sale; rebuild it with `seckill-gateway reconcile` (make reconcile) first")]
+    SaleNeedsReconcile,
     /// Body too large (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -96,6 +100,7 @@ impl ApiError {
             ApiError::LimitExceeded => "limit_exceeded",
             ApiError::RequestInProgress => "request_in_progress",
             ApiError::StockConflict(_) => "stock_conflict",
+            ApiError::SaleNeedsReconcile => "sale_needs_reconcile",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RateLimited => "rate_limited",
             ApiError::BrokerUnavailable => "broker_unavailable",
@@ -128,7 +133,8 @@ impl ResponseError for ApiError {
             ApiError::SoldOut
             | ApiError::LimitExceeded
             | ApiError::RequestInProgress
-            | ApiError::StockConflict(_) => StatusCode::CONFLICT,
+            | ApiError::StockConflict(_)
+            | ApiError::SaleNeedsReconcile => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BrokerUnavailable

@@ -100,6 +100,45 @@ pub async fn total_lag(
     .unwrap_or(-1)
 }
 
+/// Waits until the group has committed, on every partition of `topic`, everything that was in
+/// the partition when the wait began (the group caught up with "now", even while new messages
+/// keep coming). `progress` is told the messages still to go after each look. Errors when the
+/// broker cannot tell or `timeout` passes first.
+pub async fn wait_caught_up(
+    consumer: std::sync::Arc<rdkafka::consumer::StreamConsumer>,
+    topic: &str,
+    timeout: Duration,
+    mut progress: impl FnMut(i64),
+) -> anyhow::Result<()> {
+    let look = |consumer: std::sync::Arc<rdkafka::consumer::StreamConsumer>, topic: String| {
+        tokio::task::spawn_blocking(move || topic_lag(&*consumer, &topic, Duration::from_secs(5)))
+    };
+    let started = std::time::Instant::now();
+    let marks = look(consumer.clone(), topic.to_owned()).await??;
+    loop {
+        let now = look(consumer.clone(), topic.to_owned()).await??;
+        let to_go: i64 = marks
+            .iter()
+            .map(|mark| {
+                let committed = now
+                    .iter()
+                    .find(|l| l.partition == mark.partition)
+                    .map_or(0, |l| l.committed);
+                (mark.end - committed).max(0)
+            })
+            .sum();
+        progress(to_go);
+        if to_go == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "the group has not caught up with {topic} within {timeout:?}: {to_go} messages to go"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Keeps `gauge{topic,partition}` at the group's lag of `topic`, refreshed every `every`, until
 /// `shutdown`. Runs the blocking broker calls off the async threads.
 pub async fn report_lag(

@@ -125,6 +125,30 @@ pub enum WarmOutcome {
     BelowReserved(i64),
 }
 
+/// An order of the database, as `restore` writes it back into Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredOrder {
+    /// The order.
+    pub order_id: OrderId,
+    /// Its buyer.
+    pub user: UserId,
+    /// The buyer's idempotency key.
+    pub key: IdempotencyKey,
+    /// Units.
+    pub quantity: i64,
+    /// Confirmed (its units stay taken) or failed (its units were given back).
+    pub confirmed: bool,
+}
+
+/// What restoring a sale did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    /// Re-created with this many units left.
+    Restored(i64),
+    /// Redis still has the sale (this many units left); nothing was written.
+    AlreadyPresent(i64),
+}
+
 /// A sale as Redis sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct LedgerSnapshot {
@@ -143,6 +167,7 @@ struct Scripts {
     release: Script,
     advance: Script,
     warm: Script,
+    restore: Script,
 }
 
 /// The ledger: a connection pool and the scripts.
@@ -178,6 +203,7 @@ impl StockLedger {
                 release: Script::new(include_str!("lua/release.lua")),
                 advance: Script::new(include_str!("lua/advance.lua")),
                 warm: Script::new(include_str!("lua/warm.lua")),
+                restore: Script::new(include_str!("lua/restore.lua")),
             }),
         })
     }
@@ -359,16 +385,109 @@ impl StockLedger {
         })
     }
 
+    /// Re-creates a sale Redis has lost (see `restore.lua`): `spec.stock` is the sale's total,
+    /// `remaining` the units the database has not given to an order, `orders` every order the
+    /// database has of the SKU. Buyers' holdings, idempotency keys and reservations (confirmed
+    /// as claimed, failed as released) are written first, the sale itself last, so the gateway
+    /// sells nothing until the per-user limits and idempotency keys are back. Does nothing when
+    /// Redis still has the sale.
+    pub async fn restore(
+        &self,
+        sku: &SkuId,
+        spec: &SaleSpec,
+        remaining: i64,
+        orders: &[RestoredOrder],
+    ) -> Result<RestoreOutcome, StockError> {
+        const CHUNK: usize = 500;
+        let keys = self.keys(sku);
+        let mut conn = self.pool.get().await?;
+        let present: Option<i64> = redis::cmd("HGET")
+            .arg(&keys.sale)
+            .arg("initial")
+            .query_async(&mut conn)
+            .await?;
+        if present.is_some() {
+            let left: Option<i64> = redis::cmd("GET")
+                .arg(&keys.stock)
+                .query_async(&mut conn)
+                .await?;
+            return Ok(RestoreOutcome::AlreadyPresent(left.unwrap_or(0)));
+        }
+        let mut held: std::collections::BTreeMap<&str, i64> = Default::default();
+        let (mut confirmed_units, mut failed_units) = (0, 0);
+        for order in orders {
+            if order.confirmed {
+                *held.entry(order.user.as_str()).or_default() += order.quantity;
+                confirmed_units += order.quantity;
+            } else {
+                failed_units += order.quantity;
+            }
+        }
+        for chunk in held.iter().collect::<Vec<_>>().chunks(CHUNK) {
+            let mut pipe = redis::pipe();
+            for (user, units) in chunk {
+                pipe.hset(&keys.buyers, **user, **units).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        for chunk in orders.chunks(CHUNK) {
+            let mut pipe = redis::pipe();
+            for order in chunk {
+                let state = if order.confirmed { 'C' } else { 'X' };
+                pipe.hset(
+                    &keys.idem,
+                    format!("{}|{}", order.user.as_str(), order.key.as_str()),
+                    order.order_id.as_str(),
+                )
+                .ignore()
+                .hset(
+                    &keys.resv,
+                    order.order_id.as_str(),
+                    format!(
+                        "{state}|{}|{}|{}",
+                        order.quantity,
+                        order.user.as_str(),
+                        order.key.as_str()
+                    ),
+                )
+                .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        let reply: (String, i64) = self
+            .scripts
+            .restore
+            .key(&keys.sale)
+            .key(&keys.stock)
+            .arg(spec.stock)
+            .arg(remaining)
+            .arg(spec.window.starts_at.timestamp_millis())
+            .arg(spec.window.ends_at.timestamp_millis())
+            .arg(spec.per_user_limit)
+            .arg(confirmed_units + failed_units)
+            .arg(failed_units)
+            .invoke_async(&mut conn)
+            .await?;
+        match reply.0.as_str() {
+            "restored" => Ok(RestoreOutcome::Restored(reply.1)),
+            "exists" => Ok(RestoreOutcome::AlreadyPresent(reply.1)),
+            _ => Err(StockError::Reply {
+                script: "restore",
+                reply: vec![reply.0],
+            }),
+        }
+    }
+
     /// The sale as Redis sees it; `None` when Redis has no such sale.
     pub async fn snapshot(&self, sku: &SkuId) -> Result<Option<LedgerSnapshot>, StockError> {
         let keys = self.keys(sku);
         let mut conn = self.pool.get().await?;
-        let (remaining, counters): (Option<i64>, (Option<i64>, Option<i64>, Option<i64>)) =
-            redis::pipe()
-                .get(&keys.stock)
-                .hmget(&keys.sale, &["initial", "reserved", "released"])
-                .query_async(&mut conn)
-                .await?;
+        type Counters = (Option<i64>, Option<i64>, Option<i64>);
+        let (remaining, counters): (Option<i64>, Counters) = redis::pipe()
+            .get(&keys.stock)
+            .hmget(&keys.sale, &["initial", "reserved", "released"])
+            .query_async(&mut conn)
+            .await?;
         Ok(match (remaining, counters) {
             (Some(remaining), (Some(initial), reserved, released)) => Some(LedgerSnapshot {
                 remaining,

@@ -13,7 +13,7 @@ use sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use sea_orm::{ColumnTrait, Condition};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, QueryFilter, QuerySelect, Statement, TransactionTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use settings::DatabaseSettings;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -158,6 +158,14 @@ impl Store {
     pub async fn sale(&self, sku: &SkuId) -> Result<Option<sales::Model>, StoreError> {
         Ok(sales::Entity::find_by_id(sku.as_str())
             .one(&self.db)
+            .await?)
+    }
+
+    /// Every sale, by SKU.
+    pub async fn sales(&self) -> Result<Vec<sales::Model>, StoreError> {
+        Ok(sales::Entity::find()
+            .order_by_asc(sales::Column::SkuId)
+            .all(&self.db)
             .await?)
     }
 

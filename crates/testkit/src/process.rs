@@ -41,7 +41,7 @@ impl ServiceProcess {
         let mut service = ServiceProcess { child, ops_port };
         let started = Instant::now();
         while http_status(ops_port, "/healthz") != Some(200) {
-            if let Some(status) = service.child.try_wait().unwrap() {
+            if let Some(status) = service.child.try_wait().expect("the child can be polled") {
                 panic!(
                     "{name} exited with {status} before it was up; see {}",
                     log.display()
@@ -70,7 +70,7 @@ impl ServiceProcess {
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let started = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().expect("the child can be polled") {
                 return status;
             }
             assert!(

@@ -1,5 +1,8 @@
 //! The replayer against the machine's Redis and PostgreSQL and an embedded Kafka.
 
+// Test helpers panic to report, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use dlq_replayer::{Settled, Settler};
 use domain::dead_letter::header;
 use domain::{DeadLetter, OrderRequested, ReasonCode, SkuId};

@@ -1,6 +1,9 @@
 //! The whole pipeline, as `make demo` runs it, but on PostgreSQL: a flash sale end to end with
 //! every invariant checked on real numbers.
 
+// Test helpers panic to report, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use flash_sim::Scenario;
 use std::time::Duration;
 use testkit::TestContext;
@@ -77,14 +80,14 @@ fn promtool_check_metrics(service: &str, exposition: &str) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .expect("promtool starts");
     child
         .stdin
         .take()
-        .unwrap()
+        .expect("stdin is piped")
         .write_all(exposition.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+        .expect("promtool reads its input");
+    let output = child.wait_with_output().expect("promtool finishes");
     assert!(
         output.status.success(),
         "promtool check metrics on the {service}'s /metrics:\n{}{}",

@@ -49,6 +49,10 @@ pub async fn put_sale(
     )
     .map_err(|e| ApiError::invalid("invalid_sale", e))?;
     let previous = state.store.sale(&sku).await?;
+    // Warming a sale Redis has lost would hand out its sold units again.
+    if previous.is_some() && state.ledger.snapshot(&sku).await?.is_none() {
+        return Err(ApiError::SaleNeedsReconcile);
+    }
     let remaining = match state.ledger.warm(&sku, &spec).await? {
         WarmOutcome::Created(left) | WarmOutcome::Updated(left) => left,
         WarmOutcome::BelowReserved(left) => {

@@ -1,5 +1,10 @@
 //! The gateway over real HTTP, against the machine's Redis and PostgreSQL and an embedded Kafka.
 
+// Test helpers panic to report, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
+mod reconcile;
+
 use domain::SkuId;
 use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use kafka::rdkafka::Message;

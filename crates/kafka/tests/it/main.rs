@@ -1,5 +1,8 @@
 //! Lag and commits against an embedded broker.
 
+// Test helpers panic to report, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use kafka::rdkafka::consumer::Consumer;
 use kafka::rdkafka::Message;
 use kafka::PartitionOffsets;

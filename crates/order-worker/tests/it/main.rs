@@ -1,5 +1,8 @@
 //! The worker against the machine's Redis and PostgreSQL and an embedded Kafka.
 
+// Test helpers panic to report, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod faults;
 mod process;
 

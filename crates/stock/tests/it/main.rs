@@ -1,5 +1,8 @@
 //! The Redis ledger against the machine's real Redis.
 
+// Test helpers panic to report, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use chrono::{Duration, Utc};
 use domain::{IdempotencyKey, OrderId, Quantity, SkuId, UserId};
 use stock::{

@@ -1,5 +1,8 @@
 //! The order repository against the machine's real PostgreSQL (one database per test).
 
+// Test helpers panic to report, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use domain::{OrderStatus, ReasonCode, SkuId};
 use store::{OrderWrite, Store, Written};
 use testkit::{fresh_database, open_spec, order};

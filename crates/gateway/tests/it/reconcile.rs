@@ -1,0 +1,140 @@
+//! Scenario 7 of the fault suite: Redis restarts empty in the middle of a sale. The gateway
+//! refuses to sell (neither "sold out" nor "unlimited"), the queued orders still reach the
+//! database, and `reconcile` rebuilds Redis from the database so that the sale ends with exactly
+//! its stock sold: no oversell, per-user limits and idempotency keys intact.
+
+use super::{sku, Running};
+use serde_json::json;
+use std::time::Duration;
+use stock::RestoreOutcome;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without_oversell() {
+    let gw = Running::start().await;
+    let sku = sku();
+    const STOCK: i64 = 10;
+    gw.ctx.open_sale(&sku, STOCK, 2).await;
+    // Four units queued before the loss; no worker runs yet, so they are pending in Kafka.
+    let mut first_orders = Vec::new();
+    for (user, quantity) in [("alice", 2), ("bob", 1), ("carol", 1)] {
+        let (status, body) = gw
+            .buy(sku.as_str(), user, "k1", json!({ "quantity": quantity }))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        first_orders.push((user, body["order_id"].as_str().unwrap().to_owned()));
+    }
+    // Redis restarts empty: every key of the sale is gone.
+    gw.ctx.ledger().forget(&sku).await.unwrap();
+    let (status, body) = gw.buy(sku.as_str(), "dave", "k1", json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("sale_not_ready"))
+    );
+    // Re-saving the sale through the admin API would hand out the four units again: refused.
+    let now = chrono::Utc::now();
+    let response = gw
+        .client
+        .put(format!("{}/v1/admin/sales/{sku}", gw.url))
+        .bearer_auth(gw.admin())
+        .json(&json!({
+            "stock": STOCK, "per_user_limit": 2,
+            "starts_at": now - chrono::Duration::minutes(1),
+            "ends_at": now + chrono::Duration::hours(1),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "sale_needs_reconcile");
+    assert!(gw.ctx.ledger().snapshot(&sku).await.unwrap().is_none());
+
+    // The worker drains the queue; Redis knows none of these orders, the database decides.
+    let stop = CancellationToken::new();
+    let deps = order_worker::Dependencies::connect(&gw.ctx.settings, None)
+        .await
+        .unwrap();
+    let worker = order_worker::Worker::build(&gw.ctx.settings, deps).unwrap();
+    let worker = tokio::spawn(worker.run_until_stopped(stop.clone()));
+
+    let options = gateway::reconcile::Options {
+        skus: vec![sku.clone()],
+        drain_timeout: Duration::from_secs(60),
+    };
+    let store = gw.ctx.store().await;
+    let reconcile = || async {
+        gateway::reconcile::reconcile(
+            &gw.ctx.ledger(),
+            &store,
+            &gw.ctx.endpoint(),
+            &gw.ctx.settings.kafka,
+            &options,
+        )
+        .await
+        .unwrap()
+    };
+    let reports = reconcile().await;
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].outcome, RestoreOutcome::Restored(STOCK - 4));
+    assert_eq!(reports[0].orders, 3);
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!((stats.confirmed_units, stats.stock), (4, STOCK - 4));
+    let snapshot = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(snapshot.remaining, STOCK - 4);
+    assert_eq!(snapshot.initial, STOCK);
+    assert_eq!(snapshot.reserved - snapshot.released, 4);
+
+    // Idempotency keys survived: a retry gets its order back and takes nothing.
+    for (user, order_id) in &first_orders {
+        let (status, body) = gw.buy(sku.as_str(), user, "k1", json!({})).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["order_id"].as_str(), Some(order_id.as_str()));
+    }
+    // Per-user limits survived: alice holds 2 of 2.
+    let (status, body) = gw.buy(sku.as_str(), "alice", "k2", json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("limit_exceeded"))
+    );
+    // Running it again, on a Redis that has the sale, changes nothing.
+    assert_eq!(
+        reconcile().await[0].outcome,
+        RestoreOutcome::AlreadyPresent(STOCK - 4)
+    );
+
+    // The rest sells, exactly.
+    let mut accepted = 0;
+    for i in 0..10 {
+        let (status, body) = gw
+            .buy(sku.as_str(), &format!("late-{i}"), "k1", json!({}))
+            .await;
+        match status {
+            202 => accepted += 1,
+            409 => assert_eq!(body["code"], "sold_out"),
+            _ => panic!("unexpected {status}: {body}"),
+        }
+    }
+    assert_eq!(accepted, STOCK - 4);
+    let stats = testkit::eventually(
+        Duration::from_secs(30),
+        "the last orders written",
+        || async {
+            let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+            (stats.confirmed_orders == 3 + (STOCK - 4)).then_some(stats)
+        },
+    )
+    .await;
+    // No oversell, no loss, conservation on both sides.
+    assert_eq!(stats.confirmed_units, STOCK);
+    assert_eq!(stats.stock, 0);
+    assert_eq!(stats.failed_orders, 0);
+    let snapshot = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(snapshot.remaining, 0);
+    assert_eq!(snapshot.reserved - snapshot.released, STOCK);
+    let rows = store.orders_of(&sku).await.unwrap();
+    let distinct: std::collections::HashSet<_> = rows.iter().map(|r| &r.order_id).collect();
+    assert_eq!(distinct.len(), rows.len());
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+}
