@@ -6,7 +6,7 @@ TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nexte
 MIGRATE ?= status
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-redis build release test lint fmt demo stack migrate topics lag reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
+.PHONY: help deps deps-redis build release test lint fmt demo stack migrate topics lag dlq-inspect dlq-replay reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
 OVERLAY ?= dev
 
 help: ## List the targets
@@ -48,6 +48,13 @@ topics: ## Create the Kafka topics on the brokers of SECKILL__KAFKA__BOOTSTRAP_S
 
 lag: ## Print consumer lag per partition (worker and replayer groups)
 	$(CARGO) run -q -p kafka --bin seckill-kafka -- lag
+
+dlq-inspect: ## List the dead letters not yet settled (reason, age, order, attempts)
+	$(CARGO) run --release -q -p dlq-replayer --bin seckill-dlq-replayer -- inspect
+
+dlq-replay: ## Republish unsettled dead letters of one reason: make dlq-replay REASON=retries_exhausted [DRY_RUN=1]
+	@test -n "$(REASON)" || { echo "usage: make dlq-replay REASON=<reason code> [DRY_RUN=1] (reasons: make dlq-inspect)"; exit 2; }
+	$(CARGO) run --release -q -p dlq-replayer --bin seckill-dlq-replayer -- replay --reason $(REASON) $(if $(DRY_RUN),--dry-run)
 
 reconcile: ## Rebuild in Redis the sales Redis lost, from the database (after a Redis restart): make reconcile [SKU=...]
 	$(CARGO) run --release -q -p gateway --bin seckill-gateway -- reconcile $(if $(SKU),--sku $(SKU))

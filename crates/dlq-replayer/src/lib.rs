@@ -12,6 +12,7 @@
 //!
 //! Offsets are committed only after the letter's effect is durable.
 
+pub mod letters;
 pub mod metrics;
 
 use anyhow::Context;

@@ -167,3 +167,142 @@ async fn the_replayer_retries_what_is_retryable_compensates_the_rest_and_commits
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_committing_nothing()
+{
+    use dlq_replayer::letters;
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    ctx.open_sale(&sku, 10, 5).await;
+    let settled_before = reserved(&ctx, &sku, "s", 1).await;
+    let permanent = reserved(&ctx, &sku, "p", 1).await;
+    let retry_a = reserved(&ctx, &sku, "a", 1).await;
+    let retry_b = reserved(&ctx, &sku, "b", 1).await;
+    send_letter(
+        &ctx,
+        &settled_before.encode(),
+        ReasonCode::RetriesExhausted,
+        1,
+    )
+    .await;
+    send_letter(&ctx, &permanent.encode(), ReasonCode::UnknownSku, 1).await;
+    send_letter(&ctx, &retry_a.encode(), ReasonCode::RetriesExhausted, 1).await;
+    send_letter(&ctx, b"garbage", ReasonCode::Undecodable, 1).await;
+    send_letter(&ctx, &retry_b.encode(), ReasonCode::RetriesExhausted, 2).await;
+    let endpoint = ctx.endpoint();
+    let kafka_settings = &ctx.settings.kafka;
+    let all = letters::pending(&endpoint, kafka_settings).await.unwrap();
+    assert_eq!(all.len(), 5);
+    // The replayer has settled the first letter: it is no longer listed.
+    let replayer_group: StreamConsumer =
+        kafka::consumer(&endpoint, &kafka_settings.replayer_group).unwrap();
+    let mut offsets = kafka::PartitionOffsets::new();
+    offsets.processed(&kafka_settings.dlq_topic, all[0].partition, all[0].offset);
+    kafka::commit_processed(&replayer_group, &offsets).unwrap();
+    let pending = letters::pending(&endpoint, kafka_settings).await.unwrap();
+    let orders: Vec<Option<String>> = pending
+        .iter()
+        .map(|l| l.order.as_ref().map(|o| o.order_id.to_string()))
+        .collect();
+    assert_eq!(
+        orders,
+        vec![
+            Some(permanent.order_id.to_string()),
+            Some(retry_a.order_id.to_string()),
+            None,
+            Some(retry_b.order_id.to_string()),
+        ]
+    );
+    let table = letters::table(&pending, chrono::Utc::now());
+    assert!(table.contains(permanent.order_id.as_str()), "{table}");
+    assert!(table.contains("(not an order)"), "{table}");
+    assert!(
+        table.contains(
+            "4 dead letters not yet settled: retries_exhausted 2, undecodable 1, unknown_sku 1"
+        ),
+        "{table}"
+    );
+
+    let in_orders_topic = || async {
+        testkit::group_lag(
+            &endpoint,
+            &testkit::unique("count-"),
+            &kafka_settings.orders_topic,
+        )
+        .await
+    };
+    let producer = kafka::producer(&endpoint).unwrap();
+    let orders_topic = &kafka_settings.orders_topic;
+    let dry = letters::replay(
+        &pending,
+        ReasonCode::RetriesExhausted,
+        &producer,
+        orders_topic,
+        true,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((dry.replayed, dry.skipped), (2, 0));
+    assert_eq!(in_orders_topic().await, 0, "a dry run publishes nothing");
+    let done = letters::replay(
+        &pending,
+        ReasonCode::RetriesExhausted,
+        &producer,
+        orders_topic,
+        false,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((done.replayed, done.skipped), (2, 0));
+    assert_eq!(in_orders_topic().await, 2);
+    let garbage = letters::replay(
+        &pending,
+        ReasonCode::Undecodable,
+        &producer,
+        orders_topic,
+        false,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((garbage.replayed, garbage.skipped), (0, 1));
+    assert_eq!(
+        in_orders_topic().await,
+        2,
+        "what is not an order is never replayed"
+    );
+
+    let consumer: StreamConsumer = kafka::consumer(&endpoint, &testkit::unique("probe-")).unwrap();
+    consumer.subscribe(&[orders_topic.as_str()]).unwrap();
+    let mut replayed = Vec::new();
+    for _ in 0..2 {
+        let message = tokio::time::timeout(PATIENCE, consumer.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .detach();
+        let order = OrderRequested::decode(message.payload().unwrap()).unwrap();
+        let replays = kafka::consume::header(&message, header::REPLAYS).map(<[u8]>::to_vec);
+        replayed.push((order.order_id.to_string(), replays));
+    }
+    replayed.sort();
+    let mut expected = vec![
+        (retry_a.order_id.to_string(), Some(b"1".to_vec())),
+        (retry_b.order_id.to_string(), Some(b"2".to_vec())),
+    ];
+    expected.sort();
+    assert_eq!(replayed, expected);
+    // Nothing was committed for the replayer: it still has the four letters to settle.
+    assert_eq!(
+        testkit::group_lag(
+            &endpoint,
+            &kafka_settings.replayer_group,
+            &kafka_settings.dlq_topic
+        )
+        .await,
+        4
+    );
+}
