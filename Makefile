@@ -6,7 +6,7 @@ TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nexte
 MIGRATE ?= status
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-redis build release test lint fmt demo stack migrate topics lag dlq-inspect dlq-replay reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
+.PHONY: help deps deps-redis build release test lint fmt demo bench stack migrate topics lag dlq-inspect dlq-replay reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
 OVERLAY ?= dev
 
 help: ## List the targets
@@ -36,6 +36,9 @@ fmt: ## Format the code
 
 demo: deps-redis ## Simulate a flash sale end to end on embedded defaults and print the verdict
 	$(CARGO) run --release -q -p flash-sim --bin seckill-sim -- demo $(ARGS)
+
+bench: deps-redis ## Benchmark: the demo 3 times (release) with medians, next to a Redis ceiling measured in the same run
+	scripts/bench.sh
 
 stack: deps-redis ## Run the whole pipeline on embedded defaults until Ctrl-C (prints ports and tokens)
 	$(CARGO) run --release -q -p flash-sim --bin seckill-sim -- stack

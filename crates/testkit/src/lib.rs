@@ -287,6 +287,22 @@ pub fn service_env(settings: &Settings) -> Vec<(String, String)> {
             "SECKILL__WORKER__BATCH_MAX",
             settings.worker.batch_max.to_string(),
         ),
+        (
+            "SECKILL__WORKER__RETRY_BACKOFF_MS",
+            settings.worker.retry_backoff_ms.to_string(),
+        ),
+        (
+            "SECKILL__WORKER__RETRY_BACKOFF_MAX_MS",
+            settings.worker.retry_backoff_max_ms.to_string(),
+        ),
+        (
+            "SECKILL__REPLAYER__REPLAY_DELAY_SECS",
+            settings.replayer.replay_delay_secs.to_string(),
+        ),
+        (
+            "SECKILL__REPLAYER__MAX_REPLAYS",
+            settings.replayer.max_replays.to_string(),
+        ),
         ("SECKILL__LOG__FILTER", "warn".to_owned()),
         ("SECKILL_CONFIG_DIR", "/nonexistent".to_owned()),
     ]
@@ -313,4 +329,28 @@ pub async fn set_database_up(database: &str, up: bool) -> anyhow::Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// A row lock on a sale, held by an open transaction: whoever writes that sale's stock waits
+/// until it is released (a worker "stuck mid-batch", deterministically).
+pub struct SaleLock(sea_orm::DatabaseTransaction);
+
+impl SaleLock {
+    /// Locks the `sales` row of `sku` in the database of `settings`.
+    pub async fn hold(settings: &Settings, sku: &SkuId) -> anyhow::Result<SaleLock> {
+        use sea_orm::TransactionTrait;
+        let db = Database::connect(settings.database.url.expose_secret()).await?;
+        let txn = db.begin().await?;
+        txn.execute_unprepared(&format!(
+            "SELECT stock FROM sales WHERE sku_id = '{}' FOR UPDATE",
+            sku.as_str()
+        ))
+        .await?;
+        Ok(SaleLock(txn))
+    }
+
+    /// Lets the waiting writers go on.
+    pub async fn release(self) -> anyhow::Result<()> {
+        Ok(self.0.rollback().await?)
+    }
 }

@@ -3,6 +3,8 @@
 // Test helpers panic to report, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod process;
+
 use dlq_replayer::{Settled, Settler};
 use domain::dead_letter::header;
 use domain::{DeadLetter, OrderRequested, ReasonCode, SkuId};
@@ -27,34 +29,47 @@ async fn reserved(ctx: &TestContext, sku: &SkuId, user: &str, quantity: i64) -> 
 }
 
 async fn send_letter(ctx: &TestContext, payload: &[u8], reason: ReasonCode, attempts: u32) {
-    let letter = DeadLetter {
-        reason,
-        error: "test".into(),
-        attempts,
-        original_topic: ctx.settings.kafka.orders_topic.clone(),
-        original_partition: 0,
-        original_offset: 0,
-        failed_at: chrono::Utc::now(),
-    };
-    let mut headers = OwnedHeaders::new();
-    for (name, value) in letter.to_headers() {
-        headers = headers.insert(Header {
-            key: name,
-            value: Some(value.as_bytes()),
-        });
+    send_letters(ctx, &[(payload.to_vec(), reason, attempts)]).await;
+}
+
+/// Produces dead letters (payload, reason, attempts) with one producer, all in flight at once.
+async fn send_letters(ctx: &TestContext, letters: &[(Vec<u8>, ReasonCode, u32)]) {
+    let producer = kafka::producer(&ctx.endpoint()).unwrap();
+    let sends = letters.iter().map(|(payload, reason, attempts)| {
+        let letter = DeadLetter {
+            reason: *reason,
+            error: "test".into(),
+            attempts: *attempts,
+            original_topic: ctx.settings.kafka.orders_topic.clone(),
+            original_partition: 0,
+            original_offset: 0,
+            failed_at: chrono::Utc::now(),
+        };
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in letter.to_headers() {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let producer = producer.clone();
+        let topic = ctx.settings.kafka.dlq_topic.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic)
+                        .key("k")
+                        .payload(payload.as_slice())
+                        .headers(headers),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+        }
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
     }
-    kafka::producer(&ctx.endpoint())
-        .unwrap()
-        .send(
-            FutureRecord::to(&ctx.settings.kafka.dlq_topic)
-                .key("k")
-                .payload(payload)
-                .headers(headers),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,6 +142,32 @@ async fn refused_offset_commits_cause_redelivery_that_changes_nothing() {
         RDKafkaApiKey::OffsetCommit,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 4],
     );
+    drain(&ctx).await;
+    assert_invariants(&ctx, &sku, STOCK, &orders).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_errors_delay_the_worker_but_lose_and_double_nothing() {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    const STOCK: i64 = 40;
+    ctx.open_sale(&sku, STOCK, 1).await;
+    let orders = reserve_and_queue(&ctx, &sku, 25).await;
+    ctx.broker.mock().request_errors(
+        RDKafkaApiKey::Fetch,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        ],
+    );
+    drain(&ctx).await;
+    assert_invariants(&ctx, &sku, STOCK, &orders).await;
+}
+
+/// Runs a worker until the group has committed the whole orders topic, then stops it cleanly.
+async fn drain(ctx: &TestContext) {
     let worker = order_worker::Worker::build(
         &ctx.settings,
         order_worker::Dependencies::connect(&ctx.settings, None)
@@ -162,7 +188,6 @@ async fn refused_offset_commits_cause_redelivery_that_changes_nothing() {
         },
     )
     .await;
-    assert_invariants(&ctx, &sku, STOCK, &orders).await;
     stop.cancel();
     handle.await.unwrap().unwrap();
 }

@@ -186,6 +186,10 @@ async fn poison_messages_reach_the_dead_letter_topic_with_their_reason_and_the_w
     let valid = reserved_orders(&ctx, &sku, 2).await;
     let mut wrong_version = serde_json::to_value(&valid[0]).unwrap();
     wrong_version["v"] = 9.into();
+    let mut negative = serde_json::to_value(&valid[0]).unwrap();
+    negative["quantity"] = (-3).into();
+    let no_sale = SkuId::parse(testkit::unique("nosale-")).unwrap();
+    let unknown_sku = order(&no_sale, "mallory", "k", 1);
     let poison: Vec<(Vec<u8>, &str)> = vec![
         (b"not json at all".to_vec(), "undecodable"),
         (
@@ -193,7 +197,10 @@ async fn poison_messages_reach_the_dead_letter_topic_with_their_reason_and_the_w
             "unsupported_version",
         ),
         (br#"{"v":1,"order_id":"x"}"#.to_vec(), "invalid_field"),
+        (serde_json::to_vec(&negative).unwrap(), "invalid_field"),
         (vec![b'{'; 64 * 1024], "oversized"),
+        // Well-formed, but no sale in the database: found out at the write, after the others.
+        (unknown_sku.encode(), "unknown_sku"),
     ];
     testkit::produce(
         &endpoint,

@@ -153,3 +153,85 @@ async fn a_worker_killed_mid_batch_is_replaced_and_nothing_is_lost_or_doubled() 
     .await;
     assert_eq!(lag, 0);
 }
+
+/// Scenario 2: two workers share the group (cooperative-sticky assignment); the first one is
+/// SIGKILLed in the middle of a batch (held there by a row lock on one sale) right after the
+/// second has joined, so the group rebalances twice around a crash. Every
+/// partition's orders end up written exactly once: none skipped, none written twice, the stock
+/// taken once per order on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_crashing_while_a_second_joins_the_group_loses_and_doubles_nothing() {
+    let mut ctx = TestContext::new().await.unwrap();
+    ctx.settings.worker.batch_max = 25;
+    const SKUS: usize = 6;
+    const PER_SKU: i64 = 150;
+    let skus: Vec<SkuId> = (0..SKUS)
+        .map(|_| SkuId::parse(testkit::unique("sku-")).unwrap())
+        .collect();
+    let mut orders = Vec::new();
+    for sku in &skus {
+        ctx.open_sale(sku, PER_SKU, 1).await;
+        orders.extend(queue(&ctx, sku, PER_SKU as usize).await);
+    }
+    let total = || async {
+        let mut sum = 0;
+        for sku in &skus {
+            sum += confirmed(&ctx, sku).await;
+        }
+        sum
+    };
+    let mut first = start_worker(&ctx);
+    eventually(
+        Duration::from_secs(60),
+        "the first worker writing",
+        || async { (total().await > 0).then_some(()) },
+    )
+    .await;
+    let mut second = start_worker(&ctx);
+    // The second has joined (its ops port answers) and the group is rebalancing: crash the first.
+    first.signal("-KILL");
+    first.wait_exit(Duration::from_secs(5));
+    let at_crash = total().await;
+    // Done means written and committed: a partition the crashed worker wrote but did not commit
+    // is redelivered to the survivor once the group hands it over.
+    let endpoint = ctx.endpoint();
+    let lag = || {
+        testkit::group_lag(
+            &endpoint,
+            &ctx.settings.kafka.worker_group,
+            &ctx.settings.kafka.orders_topic,
+        )
+    };
+    eventually(
+        Duration::from_secs(120),
+        "the survivor to finish and commit every partition",
+        || async { (total().await == SKUS as i64 * PER_SKU && lag().await == 0).then_some(()) },
+    )
+    .await;
+    assert!(second.terminate(grace(&ctx)).success());
+
+    let store = ctx.store().await;
+    let ledger = ctx.ledger();
+    let mut written = std::collections::HashSet::new();
+    for sku in &skus {
+        let stats = store.sale_stats(sku).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                stats.confirmed_orders,
+                stats.confirmed_units,
+                stats.stock,
+                stats.failed_orders
+            ),
+            (PER_SKU, PER_SKU, 0, 0),
+            "{sku} (crash after {at_crash} rows)"
+        );
+        let snapshot = ledger.snapshot(sku).await.unwrap().unwrap();
+        assert_eq!(snapshot.remaining, 0);
+        assert_eq!(snapshot.reserved - snapshot.released, stats.confirmed_units);
+        for row in store.orders_of(sku).await.unwrap() {
+            assert!(written.insert(row.order_id), "an order was written twice");
+        }
+    }
+    assert!(orders.iter().all(|o| written.contains(o.order_id.as_str())));
+    assert_eq!(written.len(), orders.len());
+}

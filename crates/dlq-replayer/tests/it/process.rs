@@ -1,0 +1,106 @@
+//! Scenario 9 of the fault suite: the replayer, as a separate process, is SIGKILLed in the middle
+//! of draining a full dead-letter topic and a new one takes over. Every letter is handled once in
+//! effect: each compensated order is failed once and its units come back once; each retryable
+//! order is back on the orders topic (a letter settled but not committed before the kill is
+//! republished again, which the worker's idempotent write absorbs).
+
+use super::{reserved, send_letters, PATIENCE};
+use domain::{ReasonCode, SkuId};
+use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use kafka::rdkafka::Message;
+use std::collections::HashSet;
+use std::time::Duration;
+use testkit::process::ServiceProcess;
+use testkit::{eventually, TestContext};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayer_killed_mid_drain_is_replaced_and_each_letter_has_one_effect() {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    const PERMANENT: usize = 240;
+    const RETRYABLE: usize = 60;
+    const STOCK: i64 = (PERMANENT + RETRYABLE) as i64;
+    ctx.open_sale(&sku, STOCK, 1).await;
+    let mut compensated = Vec::new();
+    let mut retried = HashSet::new();
+    let mut letters = Vec::new();
+    for i in 0..PERMANENT + RETRYABLE {
+        let o = reserved(&ctx, &sku, &format!("buyer-{i}"), 1).await;
+        if i % 5 == 4 {
+            letters.push((o.encode(), ReasonCode::RetriesExhausted, 1));
+            retried.insert(o.order_id.to_string());
+        } else {
+            letters.push((o.encode(), ReasonCode::UnknownSku, 1));
+            compensated.push(o);
+        }
+    }
+    send_letters(&ctx, &letters).await;
+    let store = ctx.store().await;
+    let failed = || async {
+        store
+            .sale_stats(&sku)
+            .await
+            .unwrap()
+            .map_or(0, |s| s.failed_orders)
+    };
+    let binary = env!("CARGO_BIN_EXE_seckill-dlq-replayer");
+    let mut doomed = ServiceProcess::start(binary, &["run"], &ctx.settings);
+    eventually(PATIENCE, "the replayer to be mid-drain", || async {
+        (failed().await > 0).then_some(())
+    })
+    .await;
+    doomed.signal("-KILL");
+    doomed.wait_exit(Duration::from_secs(5));
+    let at_kill = failed().await;
+    let mut successor = ServiceProcess::start(binary, &["run"], &ctx.settings);
+    let dlq = &ctx.settings.kafka.dlq_topic;
+    let group = &ctx.settings.kafka.replayer_group;
+    eventually(
+        Duration::from_secs(90),
+        "the dead-letter topic drained",
+        || async { (testkit::group_lag(&ctx.endpoint(), group, dlq).await == 0).then_some(()) },
+    )
+    .await;
+    assert!(successor
+        .terminate(Duration::from_secs(ctx.settings.shutdown.grace_secs))
+        .success());
+
+    // Compensations: once each, whatever the kill interrupted.
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        stats.failed_orders, PERMANENT as i64,
+        "killed after {at_kill} compensations"
+    );
+    assert_eq!(stats.confirmed_orders, 0);
+    assert_eq!(stats.stock, STOCK, "the database stock is untouched");
+    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        snapshot.released, PERMANENT as i64,
+        "each compensated order's unit came back exactly once"
+    );
+    assert_eq!(snapshot.remaining, PERMANENT as i64);
+    assert_eq!(snapshot.reserved, STOCK);
+    for o in &compensated {
+        let row = store.order(&o.order_id).await.unwrap().unwrap();
+        assert_eq!(row.reason.as_deref(), Some("unknown_sku"));
+    }
+    // Retries: every retryable order is back on the orders topic, none lost.
+    let consumer: StreamConsumer =
+        kafka::consumer(&ctx.endpoint(), &testkit::unique("probe-")).unwrap();
+    consumer
+        .subscribe(&[ctx.settings.kafka.orders_topic.as_str()])
+        .unwrap();
+    let (mut seen, mut copies) = (HashSet::new(), 0);
+    while seen.len() < RETRYABLE {
+        let message = tokio::time::timeout(PATIENCE, consumer.recv())
+            .await
+            .expect("every retryable order is republished")
+            .unwrap()
+            .detach();
+        let order = domain::OrderRequested::decode(message.payload().unwrap()).unwrap();
+        copies += 1;
+        seen.insert(order.order_id.to_string());
+    }
+    assert_eq!(seen, retried);
+    assert!(copies >= RETRYABLE);
+}
