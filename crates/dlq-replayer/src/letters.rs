@@ -9,14 +9,12 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use domain::dead_letter::header;
 use domain::{DeadLetter, OrderRequested, ReasonCode};
 use indicatif::{ProgressBar, ProgressStyle};
 use kafka::consume::header as message_header;
 use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
-use kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use kafka::rdkafka::producer::{FutureProducer, FutureRecord};
-use kafka::rdkafka::util::Timeout;
+use kafka::rdkafka::message::OwnedMessage;
+use kafka::rdkafka::producer::FutureProducer;
 use kafka::rdkafka::{Message, Offset, TopicPartitionList};
 use settings::KafkaSettings;
 use std::time::Duration;
@@ -204,28 +202,10 @@ pub async fn replay(
             continue;
         };
         if !dry_run {
-            let count = letter
-                .letter
-                .as_ref()
-                .map_or(1, |l| l.attempts.max(1))
-                .to_string();
-            let headers = OwnedHeaders::new().insert(Header {
-                key: header::REPLAYS,
-                value: Some(count.as_bytes()),
-            });
-            // The original bytes, as the replayer's own retries do.
-            let payload = letter.message.payload().unwrap_or_default();
-            producer
-                .send(
-                    FutureRecord::to(orders_topic)
-                        .key(order.sku_id.as_str())
-                        .payload(payload)
-                        .headers(headers),
-                    Timeout::Never,
-                )
+            let replays = letter.letter.as_ref().map_or(1, |l| l.attempts.max(1));
+            crate::republish(producer, orders_topic, &letter.message, replays)
                 .await
-                .map_err(|(error, _)| error)
-                .with_context(|| format!("republishing {}", order.order_id))?;
+                .with_context(|| format!("replaying {}", order.order_id))?;
             tracing::info!(order_id = %order.order_id, %reason, "order replayed by an operator");
         }
         report.replayed += 1;

@@ -243,7 +243,7 @@ impl Settler {
                 _ = shutdown.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(wait) => {}
             }
-            self.republish(message, attempts).await?;
+            republish(&self.producer, &self.orders_topic, message, attempts).await?;
             tracing::info!(order_id = %order.order_id, replay = attempts, "order republished");
             return Ok(Some(Settled::Retried));
         }
@@ -273,26 +273,32 @@ impl Settler {
             }
         }
     }
+}
 
-    async fn republish(&self, message: &OwnedMessage, replays: u32) -> anyhow::Result<()> {
-        let count = replays.to_string();
-        let headers = OwnedHeaders::new().insert(Header {
-            key: header::REPLAYS,
-            value: Some(count.as_bytes()),
-        });
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.orders_topic).headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        self.producer
-            .send(record, Timeout::Never)
-            .await
-            .map_err(|(error, _)| error)
-            .context("republishing an order")?;
-        Ok(())
+/// Republishes a dead letter's order (its original key and bytes) to `orders_topic`, carrying
+/// its replay count. Used by the replayer's retries and by the operator's `replay`.
+pub async fn republish(
+    producer: &FutureProducer,
+    orders_topic: &str,
+    message: &OwnedMessage,
+    replays: u32,
+) -> anyhow::Result<()> {
+    let count = replays.to_string();
+    let headers = OwnedHeaders::new().insert(Header {
+        key: header::REPLAYS,
+        value: Some(count.as_bytes()),
+    });
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(orders_topic).headers(headers);
+    if let Some(key) = message.key() {
+        record = record.key(key);
     }
+    if let Some(payload) = message.payload() {
+        record = record.payload(payload);
+    }
+    producer
+        .send(record, Timeout::Never)
+        .await
+        .map_err(|(error, _)| error)
+        .context("republishing an order")?;
+    Ok(())
 }

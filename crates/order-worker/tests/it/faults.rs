@@ -133,27 +133,16 @@ async fn while_the_database_is_down_the_worker_retries_dead_letters_as_retryable
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_offset_commits_cause_redelivery_that_changes_nothing() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    const STOCK: i64 = 40;
-    ctx.open_sale(&sku, STOCK, 1).await;
-    let orders = reserve_and_queue(&ctx, &sku, 25).await;
-    ctx.broker.mock().request_errors(
+    drain_through_broker_errors(
         RDKafkaApiKey::OffsetCommit,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 4],
-    );
-    drain(&ctx).await;
-    assert_invariants(&ctx, &sku, STOCK, &orders).await;
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_errors_delay_the_worker_but_lose_and_double_nothing() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    const STOCK: i64 = 40;
-    ctx.open_sale(&sku, STOCK, 1).await;
-    let orders = reserve_and_queue(&ctx, &sku, 25).await;
-    ctx.broker.mock().request_errors(
+    drain_through_broker_errors(
         RDKafkaApiKey::Fetch,
         &[
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
@@ -161,7 +150,19 @@ async fn fetch_errors_delay_the_worker_but_lose_and_double_nothing() {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
         ],
-    );
+    )
+    .await;
+}
+
+/// Queues 25 orders, makes the broker answer `errors` to the next `api` requests, drains with a
+/// worker and checks the invariants.
+async fn drain_through_broker_errors(api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    const STOCK: i64 = 40;
+    ctx.open_sale(&sku, STOCK, 1).await;
+    let orders = reserve_and_queue(&ctx, &sku, 25).await;
+    ctx.broker.mock().request_errors(api, errors);
     drain(&ctx).await;
     assert_invariants(&ctx, &sku, STOCK, &orders).await;
 }
