@@ -32,6 +32,16 @@ async fn send_letter(ctx: &TestContext, payload: &[u8], reason: ReasonCode, atte
     send_letters(ctx, &[(payload.to_vec(), reason, attempts)]).await;
 }
 
+/// A consumer of the test's orders topic from the start, in a group of its own.
+fn orders_probe(ctx: &TestContext) -> StreamConsumer {
+    let consumer: StreamConsumer =
+        kafka::consumer(&ctx.endpoint(), &testkit::unique("probe-")).unwrap();
+    consumer
+        .subscribe(&[ctx.settings.kafka.orders_topic.as_str()])
+        .unwrap();
+    consumer
+}
+
 /// Produces dead letters (payload, reason, attempts) with one producer, all in flight at once.
 async fn send_letters(ctx: &TestContext, letters: &[(Vec<u8>, ReasonCode, u32)]) {
     let producer = kafka::producer(&ctx.endpoint()).unwrap();
@@ -159,11 +169,7 @@ async fn the_replayer_retries_what_is_retryable_compensates_the_rest_and_commits
     assert_eq!(row.reason.as_deref(), Some("replay_attempts_exhausted"));
 
     // The retryable order is back on the orders topic with its replay count.
-    let consumer: StreamConsumer =
-        kafka::consumer(&ctx.endpoint(), &testkit::unique("probe-")).unwrap();
-    consumer
-        .subscribe(&[ctx.settings.kafka.orders_topic.as_str()])
-        .unwrap();
+    let consumer = orders_probe(&ctx);
     let message = tokio::time::timeout(PATIENCE, consumer.recv())
         .await
         .unwrap()
@@ -249,40 +255,16 @@ async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_c
     };
     let producer = kafka::producer(&endpoint).unwrap();
     let orders_topic = &kafka_settings.orders_topic;
-    let dry = letters::replay(
-        &pending,
-        ReasonCode::RetriesExhausted,
-        &producer,
-        orders_topic,
-        true,
-        false,
-    )
-    .await
-    .unwrap();
+    let replay = |reason, dry_run| {
+        letters::replay(&pending, reason, &producer, orders_topic, dry_run, false)
+    };
+    let dry = replay(ReasonCode::RetriesExhausted, true).await.unwrap();
     assert_eq!((dry.replayed, dry.skipped), (2, 0));
     assert_eq!(in_orders_topic().await, 0, "a dry run publishes nothing");
-    let done = letters::replay(
-        &pending,
-        ReasonCode::RetriesExhausted,
-        &producer,
-        orders_topic,
-        false,
-        false,
-    )
-    .await
-    .unwrap();
+    let done = replay(ReasonCode::RetriesExhausted, false).await.unwrap();
     assert_eq!((done.replayed, done.skipped), (2, 0));
     assert_eq!(in_orders_topic().await, 2);
-    let garbage = letters::replay(
-        &pending,
-        ReasonCode::Undecodable,
-        &producer,
-        orders_topic,
-        false,
-        false,
-    )
-    .await
-    .unwrap();
+    let garbage = replay(ReasonCode::Undecodable, false).await.unwrap();
     assert_eq!((garbage.replayed, garbage.skipped), (0, 1));
     assert_eq!(
         in_orders_topic().await,
@@ -290,8 +272,7 @@ async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_c
         "what is not an order is never replayed"
     );
 
-    let consumer: StreamConsumer = kafka::consumer(&endpoint, &testkit::unique("probe-")).unwrap();
-    consumer.subscribe(&[orders_topic.as_str()]).unwrap();
+    let consumer = orders_probe(&ctx);
     let mut replayed = Vec::new();
     for _ in 0..2 {
         let message = tokio::time::timeout(PATIENCE, consumer.recv())

@@ -4,9 +4,8 @@
 //! order is back on the orders topic (a letter settled but not committed before the kill is
 //! republished again, which the worker's idempotent write absorbs).
 
-use super::{reserved, send_letters, PATIENCE};
+use super::{orders_probe, reserved, send_letters, PATIENCE};
 use domain::{ReasonCode, SkuId};
-use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use kafka::rdkafka::Message;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -85,11 +84,7 @@ async fn a_replayer_killed_mid_drain_is_replaced_and_each_letter_has_one_effect(
         assert_eq!(row.reason.as_deref(), Some("unknown_sku"));
     }
     // Retries: every retryable order is back on the orders topic, none lost.
-    let consumer: StreamConsumer =
-        kafka::consumer(&ctx.endpoint(), &testkit::unique("probe-")).unwrap();
-    consumer
-        .subscribe(&[ctx.settings.kafka.orders_topic.as_str()])
-        .unwrap();
+    let consumer = orders_probe(&ctx);
     let (mut seen, mut copies) = (HashSet::new(), 0);
     while seen.len() < RETRYABLE {
         let message = tokio::time::timeout(PATIENCE, consumer.recv())
