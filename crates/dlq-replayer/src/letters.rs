@@ -18,6 +18,7 @@ use kafka::rdkafka::producer::FutureProducer;
 use kafka::rdkafka::{Message, Offset, TopicPartitionList};
 use settings::KafkaSettings;
 use std::time::Duration;
+use telemetry::TraceContext;
 
 /// One dead letter not yet settled by the replayer group.
 #[derive(Debug, Clone)]
@@ -30,6 +31,9 @@ pub struct PendingLetter {
     pub letter: Result<DeadLetter, String>,
     /// The order, when the bytes are one.
     pub order: Option<OrderRequested>,
+    /// The trace the letter carries (the order's, from the buy request on), to find every
+    /// service's log lines of the order.
+    pub trace: Option<TraceContext>,
     message: OwnedMessage,
 }
 
@@ -38,11 +42,15 @@ impl PendingLetter {
         let letter = DeadLetter::from_headers(|name| message_header(&message, name))
             .map_err(|e| e.to_string());
         let order = OrderRequested::decode(message.payload().unwrap_or_default()).ok();
+        let trace = TraceContext::from_headers(|name| {
+            message_header(&message, name).and_then(|v| std::str::from_utf8(v).ok())
+        });
         Self {
             partition: message.partition(),
             offset: message.offset(),
             letter,
             order,
+            trace,
             message,
         }
     }
@@ -110,14 +118,14 @@ pub async fn pending(
     Ok(letters)
 }
 
-/// The letters as a table: partition/offset, age, reason, order, attempts, error.
+/// The letters as a table: partition/offset, age, reason, order, attempts, trace id, error.
 pub fn table(letters: &[PendingLetter], now: DateTime<Utc>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<12} {:>8}  {:<26} {:<48} {:>8}  error",
-        "where", "age", "reason", "order", "attempts"
+        "{:<12} {:>8}  {:<26} {:<48} {:>8}  {:<32}  error",
+        "where", "age", "reason", "order", "attempts", "trace"
     );
     for l in letters {
         let age = l.age(now).map_or("?".to_owned(), human);
@@ -130,9 +138,10 @@ pub fn table(letters: &[PendingLetter], now: DateTime<Utc>) -> String {
             Ok(letter) => (letter.attempts.to_string(), letter.error.clone()),
             Err(problem) => ("?".to_owned(), problem.clone()),
         };
+        let trace = l.trace.as_ref().map_or("-".to_owned(), |t| t.trace_id());
         let _ = writeln!(
             out,
-            "{:<12} {age:>8}  {reason:<26} {order:<48} {attempts:>8}  {}",
+            "{:<12} {age:>8}  {reason:<26} {order:<48} {attempts:>8}  {trace:<32}  {}",
             format!("{}/{}", l.partition, l.offset),
             error.chars().take(80).collect::<String>()
         );
@@ -203,10 +212,16 @@ pub async fn replay(
         };
         if !dry_run {
             let replays = letter.letter.as_ref().map_or(1, |l| l.attempts.max(1));
-            crate::republish(producer, orders_topic, &letter.message, replays)
+            let trace = kafka::trace::continued(&letter.message);
+            crate::republish(producer, orders_topic, &letter.message, replays, &trace)
                 .await
                 .with_context(|| format!("replaying {}", order.order_id))?;
-            tracing::info!(order_id = %order.order_id, %reason, "order replayed by an operator");
+            tracing::info!(
+                order_id = %order.order_id,
+                trace_id = %trace.trace_id(),
+                %reason,
+                "order replayed by an operator"
+            );
         }
         report.replayed += 1;
         bar.inc(1);

@@ -10,7 +10,8 @@
 //! - A letter whose bytes are not an order has nothing to compensate: the gateway only ever
 //!   produces valid orders, so no reservation stands behind it. It is counted and skipped.
 //!
-//! Offsets are committed only after the letter's effect is durable.
+//! Offsets are committed only after the letter's effect is durable. Each letter is settled in
+//! a `letter` log span with the order's trace id, and a republished order carries the trace on.
 
 pub mod letters;
 pub mod metrics;
@@ -32,7 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use stock::{ReleaseMode, StockLedger};
 use store::Store;
+use telemetry::TraceContext;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// The outside systems the replayer needs, connected.
 pub struct Dependencies {
@@ -215,9 +218,30 @@ pub struct Settler {
 
 impl Settler {
     /// Settles one letter. `Ok(None)` when shutdown came while waiting for a replay delay.
+    /// Its log lines run in a `letter` span with the trace id the letter's headers carried.
     pub async fn settle(
         &self,
         message: &OwnedMessage,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Option<Settled>> {
+        let trace = kafka::trace::continued(message);
+        let span = tracing::info_span!(
+            "letter",
+            partition = message.partition(),
+            offset = message.offset(),
+            trace_id = %trace.trace_id(),
+            span_id = %trace.span_id(),
+            order_id = tracing::field::Empty,
+        );
+        self.settle_traced(message, &trace, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    async fn settle_traced(
+        &self,
+        message: &OwnedMessage,
+        trace: &TraceContext,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Option<Settled>> {
         let letter = DeadLetter::from_headers(|name| message_header(message, name));
@@ -229,10 +253,11 @@ impl Settler {
             );
             return Ok(Some(Settled::Unrecoverable));
         };
+        tracing::Span::current().record("order_id", tracing::field::display(&order.order_id));
         let (reason, attempts, failed_at) = match &letter {
             Ok(l) => (l.reason, l.attempts, l.failed_at),
             Err(error) => {
-                tracing::warn!(%error, order_id = %order.order_id, "dead letter without readable headers; compensating");
+                tracing::warn!(%error, "dead letter without readable headers; compensating");
                 (ReasonCode::InvalidField, u32::MAX, chrono::Utc::now())
             }
         };
@@ -243,8 +268,8 @@ impl Settler {
                 _ = shutdown.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(wait) => {}
             }
-            republish(&self.producer, &self.orders_topic, message, attempts).await?;
-            tracing::info!(order_id = %order.order_id, replay = attempts, "order republished");
+            republish(&self.producer, &self.orders_topic, message, attempts, trace).await?;
+            tracing::info!(replay = attempts, "order republished");
             return Ok(Some(Settled::Retried));
         }
         let reason = if reason.is_retryable() {
@@ -276,18 +301,21 @@ impl Settler {
 }
 
 /// Republishes a dead letter's order (its original key and bytes) to `orders_topic`, carrying
-/// its replay count. Used by the replayer's retries and by the operator's `replay`.
+/// its replay count and the republisher's `trace` (the order's trace, continued). Used by the
+/// replayer's retries and by the operator's `replay`.
 pub async fn republish(
     producer: &FutureProducer,
     orders_topic: &str,
     message: &OwnedMessage,
     replays: u32,
+    trace: &TraceContext,
 ) -> anyhow::Result<()> {
     let count = replays.to_string();
     let headers = OwnedHeaders::new().insert(Header {
         key: header::REPLAYS,
         value: Some(count.as_bytes()),
     });
+    let headers = kafka::trace::with_trace(headers, trace);
     let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(orders_topic).headers(headers);
     if let Some(key) = message.key() {
         record = record.key(key);

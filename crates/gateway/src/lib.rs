@@ -3,6 +3,9 @@
 //! A buy request is answered from Redis and Kafka alone: the reserve script takes the stock,
 //! the order message is produced with `acks=all`, and only the broker's acknowledgement earns a
 //! 202. The database is only read (order status, admin), never written on the hot path.
+//!
+//! Every request runs in a `request` log span with its W3C trace context: the caller's
+//! `traceparent` continued, or a new trace. The order message carries it on to the worker.
 
 pub mod auth;
 pub mod error;
@@ -12,6 +15,8 @@ pub mod routes;
 pub mod service;
 
 use actix_web::dev::Service;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::HttpMessage;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use domain::UserId;
@@ -26,7 +31,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stock::StockLedger;
 use store::Store;
+use telemetry::TraceContext;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// The response header naming the request's trace and the gateway's span in it (W3C Trace
+/// Context Level 2), so a buyer's client or a support ticket can quote the trace id.
+pub const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 
 /// What every request handler shares.
 pub struct AppState {
@@ -167,9 +178,25 @@ impl Application {
                     let method = req.method().as_str().to_owned();
                     let started = Instant::now();
                     let metrics = metrics.clone();
-                    let response = srv.call(req);
+                    let trace = TraceContext::continued(|name| {
+                        req.headers().get(name).and_then(|v| v.to_str().ok())
+                    });
+                    let span = tracing::info_span!(
+                        "request",
+                        %method,
+                        %route,
+                        trace_id = %trace.trace_id(),
+                        span_id = %trace.span_id(),
+                        order_id = tracing::field::Empty,
+                    );
+                    let traceresponse = HeaderValue::from_str(&trace.traceparent());
+                    req.extensions_mut().insert(trace);
+                    let response = srv.call(req).instrument(span);
                     async move {
-                        let response = response.await?;
+                        let mut response = response.await?;
+                        if let Ok(value) = traceresponse {
+                            response.headers_mut().insert(TRACERESPONSE, value);
+                        }
                         let status = response.status().as_u16().to_string();
                         metrics
                             .requests

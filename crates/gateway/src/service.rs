@@ -4,10 +4,12 @@
 use crate::error::ApiError;
 use crate::AppState;
 use domain::{IdempotencyKey, OrderId, OrderRequested, OrderStatus, Quantity, SkuId, UserId};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use std::time::Instant;
 use stock::{ReleaseMode, ReleaseOutcome, ReservationState, ReserveOutcome};
+use telemetry::TraceContext;
 
 /// An order the buyer can follow.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -18,13 +20,15 @@ pub struct Placed {
     pub status: OrderStatus,
 }
 
-/// Places an order: the whole contract of `POST /v1/sales/{sku_id}/orders`.
+/// Places an order: the whole contract of `POST /v1/sales/{sku_id}/orders`. The order message
+/// carries `trace`, the request's context, to the worker.
 pub async fn place_order(
     state: &AppState,
     user: UserId,
     sku: SkuId,
     key: IdempotencyKey,
     quantity: Quantity,
+    trace: &TraceContext,
 ) -> Result<Placed, ApiError> {
     let candidate = OrderId::new(&sku, uuid::Uuid::now_v7().as_u128());
     let now = chrono::Utc::now();
@@ -43,6 +47,7 @@ pub async fn place_order(
     state.metrics.reservations.with_label_values(&[label]).inc();
     match outcome {
         ReserveOutcome::Accepted(order_id) => {
+            tracing::Span::current().record("order_id", tracing::field::display(&order_id));
             let order = OrderRequested {
                 v: domain::ORDER_SCHEMA_VERSION,
                 order_id,
@@ -52,11 +57,12 @@ pub async fn place_order(
                 idempotency_key: key,
                 requested_at: now,
             };
-            enqueue(state, order).await
+            enqueue(state, order, trace).await
         }
         ReserveOutcome::Duplicate { order_id, state: s } => match s {
             ReservationState::Reserved => Err(ApiError::RequestInProgress),
             _ => {
+                tracing::Span::current().record("order_id", tracing::field::display(&order_id));
                 let status = match state.store.order(&order_id).await {
                     Ok(Some(row)) => {
                         OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Pending)
@@ -81,11 +87,16 @@ pub async fn place_order(
     }
 }
 
-async fn enqueue(state: &AppState, order: OrderRequested) -> Result<Placed, ApiError> {
+async fn enqueue(
+    state: &AppState,
+    order: OrderRequested,
+    trace: &TraceContext,
+) -> Result<Placed, ApiError> {
     let payload = order.encode();
     let record = FutureRecord::to(&state.orders_topic)
         .key(order.sku_id.as_str())
-        .payload(&payload);
+        .payload(&payload)
+        .headers(kafka::trace::with_trace(OwnedHeaders::new(), trace));
     let started = Instant::now();
     let sent = state
         .producer
@@ -99,6 +110,7 @@ async fn enqueue(state: &AppState, order: OrderRequested) -> Result<Placed, ApiE
                 .produce_duration
                 .with_label_values(&["ok"])
                 .observe(elapsed);
+            tracing::debug!("order queued");
             if let Err(error) = state.ledger.mark_acknowledged(&order.order_id).await {
                 // The order is in the queue; the worker's claim supersedes this mark.
                 tracing::warn!(order_id = %order.order_id, %error, "could not mark acknowledged");

@@ -43,7 +43,7 @@ pub async fn next_batch(
     Some(batch)
 }
 
-/// A header of `message` as UTF-8 text.
+/// The value of the header `name` of `message`, if it has one.
 pub fn header<'m>(message: &'m OwnedMessage, name: &str) -> Option<&'m [u8]> {
     message
         .headers()?

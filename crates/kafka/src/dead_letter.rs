@@ -1,11 +1,12 @@
-//! Publishing dead letters: the original key and bytes, the reason in headers, acknowledged by
-//! the broker before the caller commits the original offset.
+//! Publishing dead letters: the original key and bytes, the reason and the trace context in
+//! headers, acknowledged by the broker before the caller commits the original offset.
 
 use crate::KafkaError;
 use domain::DeadLetter;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use telemetry::TraceContext;
 
 /// Writes dead letters to one topic.
 #[derive(Clone)]
@@ -28,14 +29,16 @@ impl DeadLetterPublisher {
         &self.topic
     }
 
-    /// Publishes one letter and waits for the broker's acknowledgement.
+    /// Publishes one letter and waits for the broker's acknowledgement. `trace` is the
+    /// publisher's own context, so the letter stays in the order's trace.
     pub async fn publish(
         &self,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         letter: &DeadLetter,
+        trace: &TraceContext,
     ) -> Result<(), KafkaError> {
-        let mut headers = OwnedHeaders::new();
+        let mut headers = crate::trace::with_trace(OwnedHeaders::new(), trace);
         for (name, value) in letter.to_headers() {
             headers = headers.insert(Header {
                 key: name,

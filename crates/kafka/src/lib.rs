@@ -1,7 +1,8 @@
 //! Kafka for seckill. Every client is built here with the project's safe defaults (idempotent
 //! producer with `acks=all`; consumers that never auto-commit and never skip a new group's
 //! backlog), so a service cannot get them wrong. Also: the embedded broker for one-machine runs,
-//! topic provisioning, the one way offsets are committed, dead-letter publishing and lag.
+//! topic provisioning, the one way offsets are committed, dead-letter publishing, lag, and the
+//! trace context carried in message headers.
 
 pub mod client;
 pub mod commit;
@@ -10,6 +11,7 @@ pub mod dead_letter;
 pub mod embedded;
 pub mod lag;
 pub mod topics;
+pub mod trace;
 
 pub use client::{consumer, producer, Endpoint};
 pub use commit::{commit_processed, PartitionOffsets};

@@ -7,6 +7,9 @@
 //! partition's offset. A redelivered batch changes nothing (every step is idempotent); a
 //! transient failure is retried in place with bounded backoff while the partition waits; when
 //! the retries run out the orders go to the dead-letter topic as retryable.
+//!
+//! Each order's log lines run in an `order` span with its order id and the trace id its message
+//! header carried from the gateway; its dead letter carries the trace on.
 
 pub mod metrics;
 
@@ -25,7 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stock::{ClaimOutcome, ReleaseMode, StockLedger};
 use store::{OrderWrite, Store, Written};
+use telemetry::TraceContext;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// The outside systems the worker needs, connected.
 pub struct Dependencies {
@@ -215,10 +220,23 @@ struct Processor {
     metrics: WorkerMetrics,
 }
 
-/// A decoded order and where it came from.
+/// A decoded order, where it came from, and the worker's hop of its trace.
 struct Incoming<'m> {
     order: OrderRequested,
     message: &'m OwnedMessage,
+    trace: TraceContext,
+}
+
+impl Incoming<'_> {
+    /// The log span of everything the worker does to this order alone.
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "order",
+            order_id = %self.order.order_id,
+            trace_id = %self.trace.trace_id(),
+            span_id = %self.trace.span_id(),
+        )
+    }
 }
 
 impl Processor {
@@ -231,17 +249,31 @@ impl Processor {
         let mut offsets = PartitionOffsets::new();
         let mut orders = Vec::with_capacity(run.len());
         for message in run {
+            let trace = kafka::trace::continued(message);
             match OrderRequested::decode(message.payload().unwrap_or_default()) {
-                Ok(order) => orders.push(Incoming { order, message }),
+                Ok(order) => orders.push(Incoming {
+                    order,
+                    message,
+                    trace,
+                }),
                 Err(error) => {
-                    tracing::warn!(
+                    let span = tracing::info_span!(
+                        "message",
                         partition = message.partition(),
                         offset = message.offset(),
-                        %error,
-                        "poison message"
+                        trace_id = %trace.trace_id(),
+                        span_id = %trace.span_id(),
                     );
-                    self.dead_letter(message, error.reason(), &error.to_string(), shutdown)
-                        .await?;
+                    span.in_scope(|| tracing::warn!(%error, "poison message"));
+                    self.dead_letter(
+                        message,
+                        error.reason(),
+                        &error.to_string(),
+                        &trace,
+                        shutdown,
+                    )
+                    .instrument(span)
+                    .await?;
                 }
             }
         }
@@ -266,8 +298,10 @@ impl Processor {
                             incoming.message,
                             ReasonCode::RetriesExhausted,
                             &error.to_string(),
+                            &incoming.trace,
                             shutdown,
                         )
+                        .instrument(incoming.span())
                         .await?;
                     }
                     break;
@@ -316,7 +350,9 @@ impl Processor {
         // stands behind them: they get no row, which leaves the buyer's idempotency key free for
         // the retry that may follow.
         for &i in released.iter().rev() {
-            tracing::info!(order_id = %writes[i].order.order_id, "skipping an order whose reservation was released");
+            orders[i].span().in_scope(|| {
+                tracing::info!("skipping an order whose reservation was released");
+            });
             writes.remove(i);
             self.metrics
                 .persisted
@@ -335,22 +371,36 @@ impl Processor {
                         .persisted
                         .with_label_values(&["confirmed"])
                         .inc();
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        incoming
+                            .span()
+                            .in_scope(|| tracing::debug!("order confirmed"));
+                    }
                 }
                 Written::Failed(reason) => {
                     self.metrics.persisted.with_label_values(&["failed"]).inc();
+                    let span = incoming.span();
+                    span.in_scope(|| tracing::info!(%reason, "order failed"));
                     match reason {
                         // The database is the authority on stock: give the units back to Redis.
                         ReasonCode::DbOutOfStock => {
                             self.ledger
                                 .release(order_id, ReleaseMode::Compensate)
+                                .instrument(span)
                                 .await?;
                             self.metrics.compensations.inc();
                         }
                         // Anomalies go to the dead-letter topic, where an operator sees them
                         // and the replayer compensates.
                         ReasonCode::UnknownSku => {
-                            self.publish(incoming.message, *reason, "no sale for this sku")
-                                .await?;
+                            self.publish(
+                                incoming.message,
+                                *reason,
+                                "no sale for this sku",
+                                &incoming.trace,
+                            )
+                            .instrument(span)
+                            .await?;
                         }
                         _ => {}
                     }
@@ -360,11 +410,15 @@ impl Processor {
                         .persisted
                         .with_label_values(&["key_conflict"])
                         .inc();
+                    let span = incoming.span();
+                    span.in_scope(|| tracing::warn!("idempotency key held by another order"));
                     self.publish(
                         incoming.message,
                         ReasonCode::IdempotencyConflict,
                         "another order holds this user, sku and idempotency key",
+                        &incoming.trace,
                     )
+                    .instrument(span)
                     .await?;
                 }
             }
@@ -378,12 +432,13 @@ impl Processor {
         message: &OwnedMessage,
         reason: ReasonCode,
         error: &str,
+        trace: &TraceContext,
         shutdown: &CancellationToken,
     ) -> Result<(), Halt> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.publish(message, reason, error).await {
+            match self.publish(message, reason, error, trace).await {
                 Ok(()) => return Ok(()),
                 Err(publish_error) => {
                     let delay = self.backoff.delay(attempt);
@@ -402,6 +457,7 @@ impl Processor {
         message: &OwnedMessage,
         reason: ReasonCode,
         error: &str,
+        trace: &TraceContext,
     ) -> Result<(), Transient> {
         let replays: u32 = message_header(message, header::REPLAYS)
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -417,7 +473,7 @@ impl Processor {
             failed_at: chrono::Utc::now(),
         };
         self.dead_letters
-            .publish(message.key(), message.payload(), &letter)
+            .publish(message.key(), message.payload(), &letter, trace)
             .await?;
         self.metrics
             .dead_letters

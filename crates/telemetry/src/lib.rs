@@ -2,27 +2,45 @@
 //! (`/healthz`, `/readyz`, `/metrics`) that the worker and the replayer expose beside their loops.
 
 pub mod ops;
+pub mod trace;
 
 use prometheus::{Encoder, Registry, TextEncoder};
 use settings::{LogFormat, LogSettings};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::{fmt, EnvFilter};
 
 pub use prometheus;
+pub use trace::TraceContext;
 
-/// Installs the global tracing subscriber. `RUST_LOG` wins over the settings' filter. Safe to
-/// call twice (tests, the dev stack): the second call is a no-op.
+/// Installs the global tracing subscriber, writing to stdout. `RUST_LOG` wins over the settings'
+/// filter. Safe to call twice (tests, the dev stack): the second call is a no-op.
 pub fn init_tracing(log: &LogSettings) {
+    let _ = try_init_tracing(log, std::io::stdout);
+}
+
+/// Installs the global tracing subscriber, writing to `writer` (a test captures the log this
+/// way). Fails when a global subscriber is already installed.
+pub fn try_init_tracing<W>(log: &LogSettings, writer: W) -> Result<(), TryInitError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
-    let builder = fmt().with_env_filter(filter).with_target(true);
-    let _ = match log.format {
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_writer(writer);
+    match log.format {
         LogFormat::Pretty => builder.compact().try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .try_init(),
-    };
+    }
 }
+
+/// Why the tracing subscriber could not be installed.
+pub type TryInitError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A registry with the process collector (CPU, memory, file descriptors) already in it.
 pub fn new_registry() -> Registry {

@@ -218,11 +218,33 @@ pub async fn produce(
     key: &[u8],
     payload: &[u8],
 ) -> anyhow::Result<()> {
+    produce_with_headers(endpoint, topic, key, payload, &[]).await
+}
+
+/// Like [`produce`], with `headers` (name, value) on the message.
+pub async fn produce_with_headers(
+    endpoint: &kafka::Endpoint,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    use kafka::rdkafka::message::{Header, OwnedHeaders};
     use kafka::rdkafka::producer::FutureRecord;
     let producer = kafka::producer(endpoint)?;
+    let mut owned = OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(Header {
+            key: name,
+            value: Some(value.as_bytes()),
+        });
+    }
     producer
         .send(
-            FutureRecord::to(topic).key(key).payload(payload),
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(owned),
             kafka::rdkafka::util::Timeout::After(Duration::from_secs(10)),
         )
         .await

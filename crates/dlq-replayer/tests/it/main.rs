@@ -9,15 +9,27 @@ use dlq_replayer::{Settled, Settler};
 use domain::dead_letter::header;
 use domain::{DeadLetter, OrderRequested, ReasonCode, SkuId};
 use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
-use kafka::rdkafka::message::{Header, OwnedHeaders};
+use kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use kafka::rdkafka::producer::FutureRecord;
 use kafka::rdkafka::Message;
 use std::time::Duration;
 use stock::ReserveOutcome;
+use telemetry::trace::TRACEPARENT;
+use telemetry::TraceContext;
 use testkit::{eventually, order, TestContext};
 use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(30);
+/// The trace context every test letter carries, as the worker's dead letters do.
+const LETTER_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// The trace context `message` carries.
+fn trace_of(message: &OwnedMessage) -> TraceContext {
+    TraceContext::from_headers(|name| {
+        kafka::consume::header(message, name).and_then(|v| std::str::from_utf8(v).ok())
+    })
+    .expect("the message carries a valid traceparent")
+}
 
 async fn reserved(ctx: &TestContext, sku: &SkuId, user: &str, quantity: i64) -> OrderRequested {
     let o = order(sku, user, "k", quantity);
@@ -42,7 +54,8 @@ fn orders_probe(ctx: &TestContext) -> StreamConsumer {
     consumer
 }
 
-/// Produces dead letters (payload, reason, attempts) with one producer, all in flight at once.
+/// Produces dead letters (payload, reason, attempts) with one producer, all in flight at once,
+/// each with [`LETTER_TRACEPARENT`].
 async fn send_letters(ctx: &TestContext, letters: &[(Vec<u8>, ReasonCode, u32)]) {
     let producer = kafka::producer(&ctx.endpoint()).unwrap();
     let sends = letters.iter().map(|(payload, reason, attempts)| {
@@ -55,7 +68,10 @@ async fn send_letters(ctx: &TestContext, letters: &[(Vec<u8>, ReasonCode, u32)])
             original_offset: 0,
             failed_at: chrono::Utc::now(),
         };
-        let mut headers = OwnedHeaders::new();
+        let mut headers = OwnedHeaders::new().insert(Header {
+            key: TRACEPARENT,
+            value: Some(LETTER_TRACEPARENT.as_bytes()),
+        });
         for (name, value) in letter.to_headers() {
             headers = headers.insert(Header {
                 key: name,
@@ -168,7 +184,8 @@ async fn the_replayer_retries_what_is_retryable_compensates_the_rest_and_commits
     let row = store.order(&exhausted.order_id).await.unwrap().unwrap();
     assert_eq!(row.reason.as_deref(), Some("replay_attempts_exhausted"));
 
-    // The retryable order is back on the orders topic with its replay count.
+    // The retryable order is back on the orders topic with its replay count, in its trace
+    // under the replayer's span.
     let consumer = orders_probe(&ctx);
     let message = tokio::time::timeout(PATIENCE, consumer.recv())
         .await
@@ -185,6 +202,9 @@ async fn the_replayer_retries_what_is_retryable_compensates_the_rest_and_commits
         kafka::consume::header(&message, header::REPLAYS),
         Some(b"1".as_slice())
     );
+    let replayed = trace_of(&message);
+    assert_eq!(replayed.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(replayed.traceparent(), LETTER_TRACEPARENT);
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
@@ -238,6 +258,11 @@ async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_c
     let table = letters::table(&pending, chrono::Utc::now());
     assert!(table.contains(permanent.order_id.as_str()), "{table}");
     assert!(table.contains("(not an order)"), "{table}");
+    assert_eq!(
+        table.matches("4bf92f3577b34da6a3ce929d0e0e4736").count(),
+        4,
+        "each letter's trace id: {table}"
+    );
     assert!(
         table.contains(
             "4 dead letters not yet settled: retries_exhausted 2, undecodable 1, unknown_sku 1"
@@ -282,6 +307,11 @@ async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_c
             .detach();
         let order = OrderRequested::decode(message.payload().unwrap()).unwrap();
         let replays = kafka::consume::header(&message, header::REPLAYS).map(<[u8]>::to_vec);
+        assert_eq!(
+            trace_of(&message).trace_id(),
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "an operator's replay stays in the order's trace"
+        );
         replayed.push((order.order_id.to_string(), replays));
     }
     replayed.sort();

@@ -4,6 +4,8 @@
 // Test helpers panic to report, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod trace;
+
 use flash_sim::Scenario;
 use std::time::Duration;
 use testkit::TestContext;

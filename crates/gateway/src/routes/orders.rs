@@ -5,10 +5,11 @@ use crate::auth::Buyer;
 use crate::error::ApiError;
 use crate::service::{place_order, Placed};
 use crate::AppState;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use domain::{IdempotencyKey, OrderId, OrderStatus, Quantity, SkuId};
 use serde::{Deserialize, Serialize};
 use stock::ReservationState;
+use telemetry::TraceContext;
 
 const MAX_BODY: usize = 1024;
 
@@ -53,7 +54,10 @@ pub async fn buy(
     if !state.allow(&buyer.0) {
         return Err(ApiError::RateLimited);
     }
-    let placed: Placed = place_order(&state, buyer.0, sku, key, quantity).await?;
+    // The request middleware always puts one there; a new trace is the harmless fallback.
+    let trace = req.extensions().get::<TraceContext>().cloned();
+    let trace = trace.unwrap_or_else(TraceContext::start);
+    let placed: Placed = place_order(&state, buyer.0, sku, key, quantity, &trace).await?;
     Ok(HttpResponse::Accepted().json(placed))
 }
 
