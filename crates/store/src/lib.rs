@@ -13,7 +13,8 @@ use sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use sea_orm::{ColumnTrait, Condition};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    FromQueryResult, IsolationLevel, QueryFilter, QueryOrder, QuerySelect, Statement,
+    TransactionTrait,
 };
 use settings::DatabaseSettings;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -468,9 +469,15 @@ impl Store {
             .await?)
     }
 
-    /// The sale's figures, `None` if there is no such sale.
+    /// The sale's figures, `None` if there is no such sale. Stock and order totals come from
+    /// one snapshot (a repeatable-read transaction on PostgreSQL; SQLite's read transaction is
+    /// one), so a batch committed between the two reads cannot show its orders without the
+    /// stock they took.
     pub async fn sale_stats(&self, sku: &SkuId) -> Result<Option<SaleStats>, StoreError> {
-        let Some(sale) = self.sale(sku).await? else {
+        let isolation =
+            (self.backend() == DbBackend::Postgres).then_some(IsolationLevel::RepeatableRead);
+        let txn = self.db.begin_with_config(isolation, None).await?;
+        let Some(sale) = sales::Entity::find_by_id(sku.as_str()).one(&txn).await? else {
             return Ok(None);
         };
         let totals = StatusTotals::find_by_statement(
@@ -490,8 +497,9 @@ impl Store {
                     .group_by_col(orders::Column::Status),
             ),
         )
-        .all(&self.db)
+        .all(&txn)
         .await?;
+        txn.commit().await?;
         let mut stats = SaleStats {
             initial_stock: sale.initial_stock,
             stock: sale.stock,

@@ -172,3 +172,35 @@ async fn the_same_order_twice_in_one_batch_takes_its_stock_once() {
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!((stats.confirmed_orders, stats.stock), (1, 7));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sale_figures_read_while_batches_commit_always_add_up() {
+    let store = store().await;
+    let sku = sku();
+    const STOCK: i64 = 200;
+    store.upsert_sale(&sku, &open_spec(STOCK, 1)).await.unwrap();
+    let writer = {
+        let store = store.clone();
+        let sku = sku.clone();
+        tokio::spawn(async move {
+            for i in 0..STOCK {
+                let one = [order(&sku, &format!("u{i}"), "k", 1)];
+                store.persist_batch(&writes(&one)).await.unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+        assert_eq!(
+            stats.stock + stats.confirmed_units,
+            STOCK,
+            "a read mid-commit: {stats:?}"
+        );
+        reads += 1;
+    }
+    writer.await.unwrap();
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!((stats.stock, stats.confirmed_units), (0, STOCK));
+    assert!(reads > 10, "only {reads} reads overlapped the writes");
+}
