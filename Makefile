@@ -37,7 +37,8 @@ fmt: ## Format the code
 demo: deps-redis ## Simulate a flash sale end to end on embedded defaults and print the verdict
 	$(CARGO) run --release -q -p flash-sim --bin seckill-sim -- demo $(ARGS)
 
-bench: deps-redis ## Benchmark: the demo 3 times (release) with medians, next to a Redis ceiling measured in the same run
+bench: ## Benchmark: the demo 3 times (release) with medians, next to Redis and HTTP ceilings measured in the same run
+	@scripts/deps.sh bench
 	scripts/bench.sh
 
 stack: deps-redis ## Run the whole pipeline on embedded defaults until Ctrl-C (prints ports and tokens)

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # `make bench`: the end-to-end demo, RUNS times (default 3) on the release build, with the median
-# of its throughput and latency, next to a ceiling measured in the same run on the same machine:
-# redis-benchmark running a trivial Lua script (EVAL "return 1" 0) against the local Redis, which
-# is the most any reserve-per-request path could reach here. Prints a Markdown table row per run
-# and the medians, for docs/benchmarks.md.
+# of its throughput and latency, next to two ceilings measured in the same run on the same
+# machine:
+# - Redis: redis-benchmark running a trivial Lua script (EVAL "return 1" 0) against the local
+#   Redis, the most any reserve-per-request path could reach here;
+# - HTTP: wrk (128 connections, like the demo's crowd) against the gateway's trivial `/healthz`
+#   (same actix server and middleware, no Redis, no Kafka), the most the gateway's HTTP layer
+#   answers here while sharing the cores with its load generator.
+# Prints a Markdown table row per run and the medians, for docs/benchmarks.md.
 #
 # Usage: scripts/bench.sh            RUNS=5 scripts/bench.sh            ARGS="--requests 50000" scripts/bench.sh
 set -euo pipefail
@@ -19,6 +23,25 @@ echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; $(date
 echo
 echo "== ceiling: redis-benchmark EVAL \"return 1\" 0 (50 clients, 200k calls), same run"
 redis-benchmark -q -n 200000 -c 50 EVAL "return 1" 0 | tr "\r" "\n" | grep -v "^ *$" | tail -n 1 | tee "$out/redis-ceiling.txt"
+
+echo
+echo "== ceiling: wrk -t2 -c128 -d10s against the gateway's /healthz (seckill-sim stack), same run"
+target/release/seckill-sim stack > "$out/stack.txt" 2>&1 &
+stack=$!
+trap 'kill "$stack" 2>/dev/null || true' EXIT
+gateway=""
+for _ in $(seq 300); do
+  gateway=$(awk '/^gateway / {print $2}' "$out/stack.txt")
+  [ -n "$gateway" ] && break
+  sleep 0.1
+done
+[ -n "$gateway" ] || { echo "the stack did not start:"; cat "$out/stack.txt"; exit 1; }
+wrk -t2 -c128 -d10s --latency "$gateway/healthz" > "$out/http-ceiling.txt"
+awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
+     END {printf "GET /healthz: %s requests per second, p50=%s, p99=%s\n", rps, p50, p99}' "$out/http-ceiling.txt"
+kill -TERM "$stack"
+wait "$stack" || true
+trap - EXIT
 
 echo
 echo "== end to end: seckill-sim demo $ARGS, $RUNS runs"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (Debian/Ubuntu, apt) and starts what seckill's demo and tests need on this machine:
 # build tools for librdkafka, redis-server and PostgreSQL. Idempotent: does nothing that is
-# already done. Usage: scripts/deps.sh [redis|all]   (redis = only what `make demo` needs)
+# already done. Usage: scripts/deps.sh [redis|bench|all]   (redis = only what `make demo` needs;
+# bench = that and wrk, for `make bench`)
 set -euo pipefail
 want=${1:-all}
 say() { printf '[deps] %s\n' "$*"; }
@@ -13,6 +14,9 @@ missing=()
 for tool in gcc g++ make pkg-config; do command -v "$tool" >/dev/null || missing+=(build-essential pkg-config); done
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
 command -v redis-server >/dev/null || missing+=(redis-server)
+if [ "$want" = bench ]; then
+  command -v wrk >/dev/null || missing+=(wrk)
+fi
 if [ "$want" = all ]; then
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 fi
