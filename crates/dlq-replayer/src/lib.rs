@@ -144,6 +144,7 @@ impl Replayer {
             consumer.clone(),
             self.dlq_topic.clone(),
             self.metrics.lag.clone(),
+            None,
             Duration::from_secs(5),
             shutdown.clone(),
         ));

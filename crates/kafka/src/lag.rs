@@ -139,16 +139,24 @@ pub async fn wait_caught_up(
     }
 }
 
-/// Keeps `gauge{topic,partition}` at the group's lag of `topic`, refreshed every `every`, until
-/// `shutdown`. Runs the blocking broker calls off the async threads.
+/// Keeps `gauge{topic,partition}` at the group's lag of `topic`, and `assigned` (when given) at
+/// the number of partitions assigned to this member, refreshed every `every` until `shutdown`,
+/// whether messages flow or not. Runs the blocking broker calls off the async threads.
 pub async fn report_lag(
     consumer: std::sync::Arc<rdkafka::consumer::StreamConsumer>,
     topic: String,
     gauge: prometheus::IntGaugeVec,
+    assigned: Option<prometheus::IntGauge>,
     every: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     loop {
+        if let Some(assigned) = &assigned {
+            match consumer.assignment() {
+                Ok(assignment) => assigned.set(assignment.count() as i64),
+                Err(error) => tracing::debug!(%error, "assignment not available"),
+            }
+        }
         let consumer_for_call = consumer.clone();
         let topic_for_call = topic.clone();
         let lags = tokio::task::spawn_blocking(move || {

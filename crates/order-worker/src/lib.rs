@@ -126,6 +126,7 @@ impl Worker {
             consumer.clone(),
             topic.clone(),
             metrics.lag.clone(),
+            Some(metrics.assigned.clone()),
             Duration::from_secs(5),
             shutdown.clone(),
         ));
@@ -161,9 +162,6 @@ impl Worker {
                 metrics
                     .batch_duration
                     .observe(started.elapsed().as_secs_f64());
-            }
-            if let Ok(assignment) = consumer.assignment() {
-                metrics.assigned.set(assignment.count() as i64);
             }
         }
         tracing::info!("order worker leaving its group");
