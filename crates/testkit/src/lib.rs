@@ -288,6 +288,14 @@ pub fn service_env(settings: &Settings) -> Vec<(String, String)> {
         ("SECKILL__KAFKA__REPLAYER_GROUP", k.replayer_group.clone()),
         ("SECKILL__KAFKA__PARTITIONS", k.partitions.to_string()),
         (
+            "SECKILL__KAFKA__DELIVERY_TIMEOUT_MS",
+            k.delivery_timeout_ms.to_string(),
+        ),
+        (
+            "SECKILL__AUTH__JWT_SECRET",
+            settings.auth.jwt_secret.expose_secret().to_owned(),
+        ),
+        (
             "SECKILL__DATABASE__URL",
             settings.database.url.expose_secret().to_owned(),
         ),

@@ -6,10 +6,11 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running service process and the ops port it serves `/healthz` on.
+/// A running service process and the port it serves `/healthz` on.
 pub struct ServiceProcess {
     child: Child,
-    /// The port of `/metrics`, `/healthz`, `/readyz`.
+    /// The port of `/metrics`, `/healthz`, `/readyz`: the ops port of the worker and the
+    /// replayer, the one port of the gateway (its API too).
     pub ops_port: u16,
 }
 
@@ -29,6 +30,7 @@ impl ServiceProcess {
             .args(args)
             .envs(crate::service_env(settings))
             .env("SECKILL__HTTP__OPS_PORT", ops_port.to_string())
+            .env("SECKILL__HTTP__PORT", ops_port.to_string())
             .env("SECKILL__LOG__FILTER", "info,rdkafka=warn,sqlx=warn")
             .stdout(Stdio::null())
             .stderr(
