@@ -53,7 +53,7 @@ topics: ## Create the Kafka topics on the brokers of SECKILL__KAFKA__BOOTSTRAP_S
 lag: ## Print consumer lag per partition (worker and replayer groups)
 	$(CARGO) run -q -p kafka --bin seckill-kafka -- lag
 
-dlq-inspect: ## List the dead letters not yet settled (reason, age, order, attempts)
+dlq-inspect: ## List the dead letters not yet settled (reason, age, order, attempts, trace id)
 	$(CARGO) run --release -q -p dlq-replayer --bin seckill-dlq-replayer -- inspect
 
 dlq-replay: ## Republish unsettled dead letters of one reason: make dlq-replay REASON=retries_exhausted [DRY_RUN=1]

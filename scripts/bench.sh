@@ -26,21 +26,30 @@ redis-benchmark -q -n 200000 -c 50 EVAL "return 1" 0 | tr "\r" "\n" | grep -v "^
 
 echo
 echo "== ceiling: wrk -t2 -c128 -d10s against the gateway's /healthz (seckill-sim stack), same run"
+command -v wrk >/dev/null || { echo "wrk is missing: run 'make bench' or 'scripts/deps.sh bench'"; exit 1; }
+: > "$out/stack.txt"
 target/release/seckill-sim stack > "$out/stack.txt" 2>&1 &
 stack=$!
 trap 'kill "$stack" 2>/dev/null || true' EXIT
 gateway=""
 for _ in $(seq 300); do
-  gateway=$(awk '/^gateway / {print $2}' "$out/stack.txt")
+  gateway=$(awk '/^gateway / {print $2}' "$out/stack.txt" || true)
   [ -n "$gateway" ] && break
   sleep 0.1
 done
 [ -n "$gateway" ] || { echo "the stack did not start:"; cat "$out/stack.txt"; exit 1; }
 wrk -t2 -c128 -d10s --latency "$gateway/healthz" > "$out/http-ceiling.txt"
+# Socket errors or non-2xx answers would make the ceiling meaningless: show them.
+grep -E "Socket errors|Non-2xx" "$out/http-ceiling.txt" || true
 awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
-     END {printf "GET /healthz: %s requests per second, p50=%s, p99=%s\n", rps, p50, p99}' "$out/http-ceiling.txt"
+     END {if (rps == "") exit 1
+          printf "GET /healthz: %s requests per second, p50=%s, p99=%s\n", rps, p50, p99}' "$out/http-ceiling.txt" \
+  || { echo "wrk gave no figures:"; cat "$out/http-ceiling.txt"; exit 1; }
 kill -TERM "$stack"
-wait "$stack" || true
+# The stack stops within its grace period (20 s by default); do not wait forever.
+for _ in $(seq 300); do kill -0 "$stack" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$stack" 2>/dev/null || true
+wait "$stack" 2>/dev/null || true
 trap - EXIT
 
 echo

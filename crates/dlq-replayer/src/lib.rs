@@ -162,10 +162,13 @@ impl Replayer {
             for run in by_partition(batch) {
                 let mut offsets = PartitionOffsets::new();
                 for message in &run {
+                    let trace = kafka::trace::continued(message);
+                    let span = letter_span(message, &trace);
                     let mut attempt = 0;
                     let settled = loop {
                         attempt += 1;
-                        match settler.settle(message, &shutdown).await {
+                        let settling = settler.settle(message, &trace, &shutdown);
+                        match settling.instrument(span.clone()).await {
                             Ok(Some(settled)) => break settled,
                             Ok(None) => {
                                 let _ = commit_processed(&*consumer, &offsets);
@@ -173,7 +176,9 @@ impl Replayer {
                             }
                             Err(error) => {
                                 let delay = self.backoff.delay(attempt);
-                                tracing::warn!(%error, ?delay, "settling a dead letter failed; retrying");
+                                span.in_scope(|| {
+                                    tracing::warn!(%error, ?delay, "settling a dead letter failed; retrying");
+                                });
                                 tokio::select! {
                                     _ = shutdown.cancelled() => {
                                         let _ = commit_processed(&*consumer, &offsets);
@@ -218,28 +223,10 @@ pub struct Settler {
 }
 
 impl Settler {
-    /// Settles one letter. `Ok(None)` when shutdown came while waiting for a replay delay.
-    /// Its log lines run in a `letter` span with the trace id the letter's headers carried.
+    /// Settles one letter; `trace` is the replayer's hop of the letter's trace, passed on to a
+    /// republished order. Run it in the letter's [`letter_span`], which it completes with the
+    /// order id. `Ok(None)` when shutdown came while waiting for a replay delay.
     pub async fn settle(
-        &self,
-        message: &OwnedMessage,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<Option<Settled>> {
-        let trace = kafka::trace::continued(message);
-        let span = tracing::info_span!(
-            "letter",
-            partition = message.partition(),
-            offset = message.offset(),
-            trace_id = %trace.trace_id(),
-            span_id = %trace.span_id(),
-            order_id = tracing::field::Empty,
-        );
-        self.settle_traced(message, &trace, shutdown)
-            .instrument(span)
-            .await
-    }
-
-    async fn settle_traced(
         &self,
         message: &OwnedMessage,
         trace: &TraceContext,
@@ -299,6 +286,19 @@ impl Settler {
             }
         }
     }
+}
+
+/// The log span of everything the replayer does with one letter: where it is, its trace, and
+/// (recorded once the bytes are decoded) its order id.
+pub fn letter_span(message: &OwnedMessage, trace: &TraceContext) -> tracing::Span {
+    tracing::info_span!(
+        "letter",
+        partition = message.partition(),
+        offset = message.offset(),
+        trace_id = %trace.trace_id(),
+        span_id = %trace.span_id(),
+        order_id = tracing::field::Empty,
+    )
 }
 
 /// Republishes a dead letter's order (its original key and bytes) to `orders_topic`, carrying

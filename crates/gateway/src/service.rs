@@ -59,24 +59,26 @@ pub async fn place_order(
             };
             enqueue(state, order, trace).await
         }
-        ReserveOutcome::Duplicate { order_id, state: s } => match s {
-            ReservationState::Reserved => Err(ApiError::RequestInProgress),
-            _ => {
-                tracing::Span::current().record("order_id", tracing::field::display(&order_id));
-                let status = match state.store.order(&order_id).await {
-                    Ok(Some(row)) => {
-                        OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Pending)
-                    }
-                    Ok(None) if s == ReservationState::Released => OrderStatus::Failed,
-                    Ok(None) => OrderStatus::Pending,
-                    Err(error) => {
-                        tracing::warn!(%error, "order status lookup failed; answering pending");
-                        OrderStatus::Pending
-                    }
-                };
-                Ok(Placed { order_id, status })
+        ReserveOutcome::Duplicate { order_id, state: s } => {
+            tracing::Span::current().record("order_id", tracing::field::display(&order_id));
+            match s {
+                ReservationState::Reserved => Err(ApiError::RequestInProgress),
+                _ => {
+                    let status = match state.store.order(&order_id).await {
+                        Ok(Some(row)) => {
+                            OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Pending)
+                        }
+                        Ok(None) if s == ReservationState::Released => OrderStatus::Failed,
+                        Ok(None) => OrderStatus::Pending,
+                        Err(error) => {
+                            tracing::warn!(%error, "order status lookup failed; answering pending");
+                            OrderStatus::Pending
+                        }
+                    };
+                    Ok(Placed { order_id, status })
+                }
             }
-        },
+        }
         ReserveOutcome::SoldOut => Err(ApiError::SoldOut),
         ReserveOutcome::LimitExceeded => Err(ApiError::LimitExceeded),
         ReserveOutcome::NotActive => Err(ApiError::SaleNotActive),

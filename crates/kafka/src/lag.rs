@@ -151,18 +151,23 @@ pub async fn report_lag(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        if let Some(assigned) = &assigned {
-            match consumer.assignment() {
-                Ok(assignment) => assigned.set(assignment.count() as i64),
-                Err(error) => tracing::debug!(%error, "assignment not available"),
-            }
-        }
         let consumer_for_call = consumer.clone();
         let topic_for_call = topic.clone();
-        let lags = tokio::task::spawn_blocking(move || {
-            topic_lag(&*consumer_for_call, &topic_for_call, Duration::from_secs(2))
+        let reading = tokio::task::spawn_blocking(move || {
+            let assignment = consumer_for_call.assignment().map(|list| list.count());
+            let lags = topic_lag(&*consumer_for_call, &topic_for_call, Duration::from_secs(2));
+            (assignment, lags)
         })
         .await;
+        let lags = reading.map(|(assignment, lags)| {
+            if let Some(assigned) = &assigned {
+                match assignment {
+                    Ok(count) => assigned.set(count as i64),
+                    Err(error) => tracing::debug!(%error, "assignment not available"),
+                }
+            }
+            lags
+        });
         match lags {
             Ok(Ok(lags)) => {
                 for lag in lags {

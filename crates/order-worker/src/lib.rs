@@ -477,6 +477,7 @@ impl Processor {
             .dead_letters
             .with_label_values(&[reason.as_str()])
             .inc();
+        tracing::info!(%reason, "dead-lettered");
         Ok(())
     }
 }

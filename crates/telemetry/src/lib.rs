@@ -15,21 +15,29 @@ pub use trace::TraceContext;
 /// Installs the global tracing subscriber, writing to stdout. `RUST_LOG` wins over the settings'
 /// filter. Safe to call twice (tests, the dev stack): the second call is a no-op.
 pub fn init_tracing(log: &LogSettings) {
-    let _ = try_init_tracing(log, std::io::stdout);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
+    let _ = install(filter, log.format, std::io::stdout);
 }
 
-/// Installs the global tracing subscriber, writing to `writer` (a test captures the log this
-/// way). Fails when a global subscriber is already installed.
+/// Installs the global tracing subscriber with exactly the settings' filter (`RUST_LOG` is
+/// ignored), writing to `writer`: how a test captures the log the services write. Fails when
+/// a global subscriber is already installed.
 pub fn try_init_tracing<W>(log: &LogSettings, writer: W) -> Result<(), TryInitError>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
+    install(EnvFilter::new(&log.filter), log.format, writer)
+}
+
+fn install<W>(filter: EnvFilter, format: LogFormat, writer: W) -> Result<(), TryInitError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = fmt()
         .with_env_filter(filter)
         .with_target(true)
         .with_writer(writer);
-    match log.format {
+    match format {
         LogFormat::Pretty => builder.compact().try_init(),
         LogFormat::Json => builder
             .json()

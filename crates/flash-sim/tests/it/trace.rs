@@ -76,7 +76,7 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
     log.filter = "warn,gateway=debug,order_worker=debug,dlq_replayer=info".into();
     let writer = logs.clone();
     telemetry::try_init_tracing(&log, move || writer.clone())
-        .expect("no other subscriber: nextest runs each test in a process of its own");
+        .expect("no other test of this binary installs a global subscriber");
 
     let ctx = TestContext::new().await.unwrap();
     let mut settings = ctx.settings.clone();
@@ -189,5 +189,12 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
         letter_hop.span_id().as_str(),
         "the dead letter names the worker's span as its parent"
     );
+    let dead_lettered = testkit::eventually(PATIENCE, "the worker's dead-letter line", || {
+        let found = logs.lines(STRAY_TRACE, "dead-lettered");
+        async move { found.into_iter().next() }
+    })
+    .await;
+    assert_eq!(dead_lettered["reason"], "unknown_sku");
+    assert_eq!(dead_lettered["span"]["order_id"], stray.order_id.as_str());
     stack.stop().await.unwrap();
 }
