@@ -42,9 +42,7 @@ impl PendingLetter {
         let letter = DeadLetter::from_headers(|name| message_header(&message, name))
             .map_err(|e| e.to_string());
         let order = OrderRequested::decode(message.payload().unwrap_or_default()).ok();
-        let trace = TraceContext::from_headers(|name| {
-            message_header(&message, name).and_then(|v| std::str::from_utf8(v).ok())
-        });
+        let trace = kafka::trace::carried(&message);
         Self {
             partition: message.partition(),
             offset: message.offset(),

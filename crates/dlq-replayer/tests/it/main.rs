@@ -9,27 +9,18 @@ use dlq_replayer::{Settled, Settler};
 use domain::dead_letter::header;
 use domain::{DeadLetter, OrderRequested, ReasonCode, SkuId};
 use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
-use kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use kafka::rdkafka::message::{Header, OwnedHeaders};
 use kafka::rdkafka::producer::FutureRecord;
 use kafka::rdkafka::Message;
 use std::time::Duration;
 use stock::ReserveOutcome;
 use telemetry::trace::TRACEPARENT;
-use telemetry::TraceContext;
 use testkit::{eventually, order, TestContext};
 use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 /// The trace context every test letter carries, as the worker's dead letters do.
 const LETTER_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-/// The trace context `message` carries.
-fn trace_of(message: &OwnedMessage) -> TraceContext {
-    TraceContext::from_headers(|name| {
-        kafka::consume::header(message, name).and_then(|v| std::str::from_utf8(v).ok())
-    })
-    .expect("the message carries a valid traceparent")
-}
 
 async fn reserved(ctx: &TestContext, sku: &SkuId, user: &str, quantity: i64) -> OrderRequested {
     let o = order(sku, user, "k", quantity);
@@ -202,7 +193,7 @@ async fn the_replayer_retries_what_is_retryable_compensates_the_rest_and_commits
         kafka::consume::header(&message, header::REPLAYS),
         Some(b"1".as_slice())
     );
-    let replayed = trace_of(&message);
+    let replayed = kafka::trace::carried(&message).expect("a valid traceparent");
     assert_eq!(replayed.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_ne!(replayed.traceparent(), LETTER_TRACEPARENT);
     stop.cancel();
@@ -308,7 +299,9 @@ async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_c
         let order = OrderRequested::decode(message.payload().unwrap()).unwrap();
         let replays = kafka::consume::header(&message, header::REPLAYS).map(<[u8]>::to_vec);
         assert_eq!(
-            trace_of(&message).trace_id(),
+            kafka::trace::carried(&message)
+                .expect("a valid traceparent")
+                .trace_id(),
             "4bf92f3577b34da6a3ce929d0e0e4736",
             "an operator's replay stays in the order's trace"
         );

@@ -36,6 +36,15 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
+    /// The first JSON line of `trace_id` with `message`, waiting for it to be written.
+    async fn first(&self, trace_id: &str, message: &str) -> Value {
+        testkit::eventually(PATIENCE, &format!("a log line {message:?}"), || {
+            let found = self.lines(trace_id, message);
+            async move { found.into_iter().next() }
+        })
+        .await
+    }
+
     /// The JSON lines whose current span has `trace_id` and whose message is `message`.
     fn lines(&self, trace_id: &str, message: &str) -> Vec<Value> {
         let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
@@ -59,13 +68,6 @@ async fn next(consumer: &StreamConsumer) -> OwnedMessage {
         .expect("a message arrives")
         .unwrap()
         .detach()
-}
-
-fn trace_of(message: &OwnedMessage) -> TraceContext {
-    TraceContext::from_headers(|name| {
-        kafka::consume::header(message, name).and_then(|v| std::str::from_utf8(v).ok())
-    })
-    .expect("the message carries a valid traceparent")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +130,12 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
 
     // The order message names the gateway's span as its parent.
     let message = next(&orders).await;
-    assert_eq!(trace_of(&message).traceparent(), traceresponse);
+    assert_eq!(
+        kafka::trace::carried(&message)
+            .expect("a valid traceparent")
+            .traceparent(),
+        traceresponse
+    );
     assert_eq!(
         domain::OrderRequested::decode(message.payload().unwrap())
             .unwrap()
@@ -138,11 +145,7 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
     );
 
     // Gateway and worker log the order under the buyer's trace id.
-    let confirmed = testkit::eventually(PATIENCE, "the worker's log of the order", || {
-        let found = logs.lines(BUYER_TRACE, "order confirmed");
-        async move { found.into_iter().next() }
-    })
-    .await;
+    let confirmed = logs.first(BUYER_TRACE, "order confirmed").await;
     assert_eq!(confirmed["span"]["order_id"], order_id.as_str());
     assert_eq!(confirmed["target"], "order_worker");
     assert_ne!(confirmed["span"]["span_id"], gateway_hop.span_id().as_str());
@@ -173,13 +176,9 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
         kafka::consume::header(&letter, domain::dead_letter::header::REASON),
         Some(b"unknown_sku".as_slice())
     );
-    let letter_hop = trace_of(&letter);
+    let letter_hop = kafka::trace::carried(&letter).expect("a valid traceparent");
     assert_eq!(letter_hop.trace_id(), STRAY_TRACE);
-    let compensated = testkit::eventually(PATIENCE, "the replayer's log of the letter", || {
-        let found = logs.lines(STRAY_TRACE, "order compensated");
-        async move { found.into_iter().next() }
-    })
-    .await;
+    let compensated = logs.first(STRAY_TRACE, "order compensated").await;
     assert_eq!(compensated["target"], "dlq_replayer");
     assert_eq!(compensated["span"]["order_id"], stray.order_id.as_str());
     let failed = logs.lines(STRAY_TRACE, "order failed");
@@ -189,11 +188,7 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
         letter_hop.span_id().as_str(),
         "the dead letter names the worker's span as its parent"
     );
-    let dead_lettered = testkit::eventually(PATIENCE, "the worker's dead-letter line", || {
-        let found = logs.lines(STRAY_TRACE, "dead-lettered");
-        async move { found.into_iter().next() }
-    })
-    .await;
+    let dead_lettered = logs.first(STRAY_TRACE, "dead-lettered").await;
     assert_eq!(dead_lettered["reason"], "unknown_sku");
     assert_eq!(dead_lettered["span"]["order_id"], stray.order_id.as_str());
     stack.stop().await.unwrap();

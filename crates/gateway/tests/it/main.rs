@@ -303,11 +303,8 @@ async fn an_accepted_order_is_in_kafka_once_keyed_by_sku_and_a_retry_returns_the
     let order = domain::OrderRequested::decode(message.payload().unwrap()).unwrap();
     assert_eq!(order.order_id.as_str(), first["order_id"].as_str().unwrap());
     assert_eq!(order.quantity.get(), 2);
-    let trace = telemetry::TraceContext::from_headers(|name| {
-        kafka::consume::header(&message, name).and_then(|v| std::str::from_utf8(v).ok())
-    });
     assert!(
-        trace.is_some(),
+        kafka::trace::carried(&message).is_some(),
         "a request without traceparent starts a trace the message carries"
     );
     assert!(
