@@ -45,9 +45,12 @@ pub async fn place_order(
         ReserveOutcome::NotActive => "not_active",
     };
     state.metrics.reservations.with_label_values(&[label]).inc();
+    if let ReserveOutcome::Accepted(id) | ReserveOutcome::Duplicate { order_id: id, .. } = &outcome
+    {
+        tracing::Span::current().record("order_id", tracing::field::display(id));
+    }
     match outcome {
         ReserveOutcome::Accepted(order_id) => {
-            tracing::Span::current().record("order_id", tracing::field::display(&order_id));
             let order = OrderRequested {
                 v: domain::ORDER_SCHEMA_VERSION,
                 order_id,
@@ -59,26 +62,23 @@ pub async fn place_order(
             };
             enqueue(state, order, trace).await
         }
-        ReserveOutcome::Duplicate { order_id, state: s } => {
-            tracing::Span::current().record("order_id", tracing::field::display(&order_id));
-            match s {
-                ReservationState::Reserved => Err(ApiError::RequestInProgress),
-                _ => {
-                    let status = match state.store.order(&order_id).await {
-                        Ok(Some(row)) => {
-                            OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Pending)
-                        }
-                        Ok(None) if s == ReservationState::Released => OrderStatus::Failed,
-                        Ok(None) => OrderStatus::Pending,
-                        Err(error) => {
-                            tracing::warn!(%error, "order status lookup failed; answering pending");
-                            OrderStatus::Pending
-                        }
-                    };
-                    Ok(Placed { order_id, status })
-                }
+        ReserveOutcome::Duplicate { order_id, state: s } => match s {
+            ReservationState::Reserved => Err(ApiError::RequestInProgress),
+            _ => {
+                let status = match state.store.order(&order_id).await {
+                    Ok(Some(row)) => {
+                        OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Pending)
+                    }
+                    Ok(None) if s == ReservationState::Released => OrderStatus::Failed,
+                    Ok(None) => OrderStatus::Pending,
+                    Err(error) => {
+                        tracing::warn!(%error, "order status lookup failed; answering pending");
+                        OrderStatus::Pending
+                    }
+                };
+                Ok(Placed { order_id, status })
             }
-        }
+        },
         ReserveOutcome::SoldOut => Err(ApiError::SoldOut),
         ReserveOutcome::LimitExceeded => Err(ApiError::LimitExceeded),
         ReserveOutcome::NotActive => Err(ApiError::SaleNotActive),
