@@ -252,6 +252,28 @@ pub async fn produce_with_headers(
     Ok(())
 }
 
+/// A consumer of `topic` from its start, in a consumer group of its own: a test's window on
+/// what reached the topic, taking nothing from the services' groups.
+pub fn probe(endpoint: &kafka::Endpoint, topic: &str) -> kafka::rdkafka::consumer::StreamConsumer {
+    use kafka::rdkafka::consumer::Consumer;
+    let consumer = kafka::consumer(endpoint, &unique("probe-")).expect("a probe consumer");
+    consumer.subscribe(&[topic]).expect("the probe subscribes");
+    consumer
+}
+
+/// The next message of `consumer`, detached; fails the test with `what` after `within`.
+pub async fn next_message(
+    consumer: &kafka::rdkafka::consumer::StreamConsumer,
+    within: Duration,
+    what: &str,
+) -> kafka::rdkafka::message::OwnedMessage {
+    tokio::time::timeout(within, consumer.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {within:?}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .detach()
+}
+
 /// Reserves `order` in Redis the way the gateway does (so the worker finds its reservation).
 pub async fn reserve(ledger: &stock::StockLedger, order: &OrderRequested) -> stock::ReserveOutcome {
     ledger

@@ -8,7 +8,7 @@ mod process;
 use dlq_replayer::{Settled, Settler};
 use domain::dead_letter::header;
 use domain::{DeadLetter, OrderRequested, ReasonCode, SkuId};
-use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use kafka::rdkafka::consumer::StreamConsumer;
 use kafka::rdkafka::message::{Header, OwnedHeaders};
 use kafka::rdkafka::producer::FutureRecord;
 use kafka::rdkafka::Message;
@@ -37,12 +37,7 @@ async fn send_letter(ctx: &TestContext, payload: &[u8], reason: ReasonCode, atte
 
 /// A consumer of the test's orders topic from the start, in a group of its own.
 fn orders_probe(ctx: &TestContext) -> StreamConsumer {
-    let consumer: StreamConsumer =
-        kafka::consumer(&ctx.endpoint(), &testkit::unique("probe-")).unwrap();
-    consumer
-        .subscribe(&[ctx.settings.kafka.orders_topic.as_str()])
-        .unwrap();
-    consumer
+    testkit::probe(&ctx.endpoint(), &ctx.settings.kafka.orders_topic)
 }
 
 /// Produces dead letters (payload, reason, attempts) with one producer, all in flight at once,
@@ -178,11 +173,7 @@ async fn the_replayer_retries_what_is_retryable_compensates_the_rest_and_commits
     // The retryable order is back on the orders topic with its replay count, in its trace
     // under the replayer's span.
     let consumer = orders_probe(&ctx);
-    let message = tokio::time::timeout(PATIENCE, consumer.recv())
-        .await
-        .unwrap()
-        .unwrap()
-        .detach();
+    let message = testkit::next_message(&consumer, PATIENCE, "the retried order").await;
     assert_eq!(
         OrderRequested::decode(message.payload().unwrap())
             .unwrap()
@@ -291,11 +282,7 @@ async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_c
     let consumer = orders_probe(&ctx);
     let mut replayed = Vec::new();
     for _ in 0..2 {
-        let message = tokio::time::timeout(PATIENCE, consumer.recv())
-            .await
-            .unwrap()
-            .unwrap()
-            .detach();
+        let message = testkit::next_message(&consumer, PATIENCE, "a replayed order").await;
         let order = OrderRequested::decode(message.payload().unwrap()).unwrap();
         let replays = kafka::consume::header(&message, header::REPLAYS).map(<[u8]>::to_vec);
         assert_eq!(

@@ -87,11 +87,9 @@ async fn a_replayer_killed_mid_drain_is_replaced_and_each_letter_has_one_effect(
     let consumer = orders_probe(&ctx);
     let (mut seen, mut copies) = (HashSet::new(), 0);
     while seen.len() < RETRYABLE {
-        let message = tokio::time::timeout(PATIENCE, consumer.recv())
-            .await
-            .expect("every retryable order is republished")
-            .unwrap()
-            .detach();
+        let message =
+            testkit::next_message(&consumer, PATIENCE, "every retryable order is republished")
+                .await;
         let order = domain::OrderRequested::decode(message.payload().unwrap()).unwrap();
         copies += 1;
         seen.insert(order.order_id.to_string());

@@ -4,7 +4,7 @@
 
 use flash_sim::stack::LocalStack;
 use flash_sim::Scenario;
-use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use kafka::rdkafka::consumer::StreamConsumer;
 use kafka::rdkafka::message::OwnedMessage;
 use kafka::rdkafka::Message;
 use serde_json::Value;
@@ -56,18 +56,14 @@ impl Captured {
 }
 
 fn probe(stack: &LocalStack, topic: &str) -> StreamConsumer {
-    let endpoint = kafka::Endpoint::from_settings(&stack.settings.kafka, None);
-    let consumer: StreamConsumer = kafka::consumer(&endpoint, &testkit::unique("probe-")).unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    consumer
+    testkit::probe(
+        &kafka::Endpoint::from_settings(&stack.settings.kafka, None),
+        topic,
+    )
 }
 
 async fn next(consumer: &StreamConsumer) -> OwnedMessage {
-    tokio::time::timeout(PATIENCE, consumer.recv())
-        .await
-        .expect("a message arrives")
-        .unwrap()
-        .detach()
+    testkit::next_message(consumer, PATIENCE, "a message arrives").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

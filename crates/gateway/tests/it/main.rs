@@ -7,7 +7,6 @@ mod process;
 mod reconcile;
 
 use domain::SkuId;
-use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use kafka::rdkafka::Message;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -289,16 +288,13 @@ async fn an_accepted_order_is_in_kafka_once_keyed_by_sku_and_a_retry_returns_the
     }
     assert_eq!(gw.remaining(&sku).await, 8);
 
-    let consumer: StreamConsumer =
-        kafka::consumer(&gw.ctx.endpoint(), &testkit::unique("probe-")).unwrap();
-    consumer
-        .subscribe(&[gw.ctx.settings.kafka.orders_topic.as_str()])
-        .unwrap();
-    let message = tokio::time::timeout(Duration::from_secs(15), consumer.recv())
-        .await
-        .expect("the order reached the topic")
-        .unwrap()
-        .detach();
+    let consumer = testkit::probe(&gw.ctx.endpoint(), &gw.ctx.settings.kafka.orders_topic);
+    let message = testkit::next_message(
+        &consumer,
+        Duration::from_secs(15),
+        "the order reached the topic",
+    )
+    .await;
     assert_eq!(message.key(), Some(sku.as_str().as_bytes()));
     let order = domain::OrderRequested::decode(message.payload().unwrap()).unwrap();
     assert_eq!(order.order_id.as_str(), first["order_id"].as_str().unwrap());
@@ -488,11 +484,7 @@ async fn retriable_produce_errors_are_retried_and_the_order_lands_in_kafka_exact
     );
     let (status, body) = gw.buy(sku.as_str(), "erin", "k", json!({})).await;
     assert_eq!(status, 202, "{body}");
-    let consumer: StreamConsumer =
-        kafka::consumer(&gw.ctx.endpoint(), &testkit::unique("probe-")).unwrap();
-    consumer
-        .subscribe(&[gw.ctx.settings.kafka.orders_topic.as_str()])
-        .unwrap();
+    let consumer = testkit::probe(&gw.ctx.endpoint(), &gw.ctx.settings.kafka.orders_topic);
     let mut copies = 0;
     while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await
     {

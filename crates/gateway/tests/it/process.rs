@@ -1,7 +1,6 @@
 //! The gateway as a separate process, stopped the way Kubernetes stops it: SIGTERM.
 
 use super::sku;
-use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use kafka::rdkafka::Message;
 use std::time::{Duration, Instant};
 use testkit::process::ServiceProcess;
@@ -88,18 +87,15 @@ async fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_cleanl
         .unwrap();
 
     // The drained order is in Kafka, and Redis holds exactly the two accepted units.
-    let probe: StreamConsumer =
-        kafka::consumer(&ctx.endpoint(), &testkit::unique("probe-")).unwrap();
-    probe
-        .subscribe(&[ctx.settings.kafka.orders_topic.as_str()])
-        .unwrap();
+    let probe = testkit::probe(&ctx.endpoint(), &ctx.settings.kafka.orders_topic);
     let mut queued = Vec::new();
     while queued.len() < 2 {
-        let message = tokio::time::timeout(Duration::from_secs(15), probe.recv())
-            .await
-            .expect("both orders reached the topic")
-            .unwrap()
-            .detach();
+        let message = testkit::next_message(
+            &probe,
+            Duration::from_secs(15),
+            "both orders reached the topic",
+        )
+        .await;
         let order = domain::OrderRequested::decode(message.payload().unwrap()).unwrap();
         queued.push(order.order_id.to_string());
     }

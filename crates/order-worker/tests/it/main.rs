@@ -8,7 +8,6 @@ mod process;
 
 use domain::dead_letter::header;
 use domain::{OrderRequested, SkuId};
-use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use kafka::rdkafka::message::OwnedMessage;
 use kafka::rdkafka::Message;
 use std::time::Duration;
@@ -75,18 +74,10 @@ async fn settled(ctx: &TestContext, sku: &SkuId, expected: usize) -> store::Sale
 }
 
 async fn dead_letters(ctx: &TestContext, n: usize) -> Vec<OwnedMessage> {
-    let consumer: StreamConsumer =
-        kafka::consumer(&ctx.endpoint(), &testkit::unique("probe-")).unwrap();
-    consumer
-        .subscribe(&[ctx.settings.kafka.dlq_topic.as_str()])
-        .unwrap();
+    let consumer = testkit::probe(&ctx.endpoint(), &ctx.settings.kafka.dlq_topic);
     let mut letters = Vec::new();
     while letters.len() < n {
-        let message = tokio::time::timeout(PATIENCE, consumer.recv())
-            .await
-            .expect("a dead letter")
-            .unwrap();
-        letters.push(message.detach());
+        letters.push(testkit::next_message(&consumer, PATIENCE, "a dead letter").await);
     }
     letters
 }
