@@ -10,60 +10,36 @@
 //! - A letter whose bytes are not an order has nothing to compensate: the gateway only ever
 //!   produces valid orders, so no reservation stands behind it. It is counted and skipped.
 //!
-//! Offsets are committed only after the letter's effect is durable. Each letter is settled in
-//! a `letter` log span with the order's trace id, and a republished order carries the trace on.
+//! A failure to settle a letter is classified. A transient one (Redis, the database or the broker
+//! unreachable) is retried with `replayer.retry_backoff_ms` backoff until it passes: the
+//! compensation must happen, and every letter behind it would meet the same outage. A permanent
+//! one (a stored value this build cannot read) is not retried: the letter is logged at error
+//! with its place and order id, counted as `unsettled`, and the partition moves on.
+//!
+//! The replayer runs on the consumer runtime (`consumer-runtime`), which commits the offsets of
+//! the letters settled, only after their effect is durable, also when shutdown comes half-way
+//! through a run. Each letter is settled in a `letter` log span with the order's trace id, and
+//! a republished order carries the trace on.
 
 pub mod letters;
 pub mod metrics;
 
-use anyhow::Context;
+use consumer_runtime::{Connections, Handled, Handler, Service, Spec};
 use domain::dead_letter::header;
 use domain::{Backoff, DeadLetter, OrderRequested, OrderStatus, ReasonCode};
-use kafka::consume::{by_partition, header as message_header, next_batch};
-use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use kafka::consume::header as message_header;
 use kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use kafka::rdkafka::util::Timeout;
 use kafka::rdkafka::Message;
-use kafka::{commit_processed, PartitionOffsets};
 use metrics::ReplayerMetrics;
 use settings::{ReplayerSettings, Settings};
-use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::Duration;
 use stock::{ReleaseMode, StockLedger};
 use store::Store;
 use telemetry::TraceContext;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// The outside systems the replayer needs, connected.
-pub struct Dependencies {
-    /// Redis.
-    pub ledger: StockLedger,
-    /// Database.
-    pub store: Store,
-    /// Consumer of the dead-letter topic (not yet subscribed).
-    pub consumer: StreamConsumer,
-    /// Producer for republishing orders.
-    pub producer: FutureProducer,
-}
-
-impl Dependencies {
-    /// Connects to everything the settings name; `bootstrap` overrides the Kafka servers.
-    pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
-        let endpoint = kafka::Endpoint::from_settings(&settings.kafka, bootstrap);
-        Ok(Self {
-            ledger: StockLedger::new(&settings.redis).context("redis pool")?,
-            store: Store::connect(&settings.database)
-                .await
-                .context("database")?,
-            consumer: kafka::consumer(&endpoint, &settings.kafka.replayer_group)
-                .context("kafka consumer")?,
-            producer: kafka::producer(&endpoint).context("kafka producer")?,
-        })
-    }
-}
 
 /// What became of one letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,41 +52,81 @@ pub enum Settled {
     AlreadyConfirmed,
     /// Not an order; nothing to compensate.
     Unrecoverable,
+    /// A permanent failure (a stored value this build cannot read): logged with the letter's
+    /// place and counted, not retried, so the letters behind it are settled.
+    Unsettled,
+}
+
+/// Why settling a letter failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// Redis.
+    #[error(transparent)]
+    Stock(#[from] stock::StockError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// Republishing the order.
+    #[error("republishing an order: {0}")]
+    Republish(#[source] kafka::rdkafka::error::KafkaError),
+}
+
+impl SettleError {
+    /// Whether a later attempt may succeed (an outage), as opposed to a failure that will be
+    /// the same every time (a stored value this build cannot read, a refused statement).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SettleError::Stock(error) => error.is_transient(),
+            SettleError::Store(error) => error.is_transient(),
+            SettleError::Republish(_) => true,
+        }
+    }
 }
 
 /// A replayer ready to run.
 pub struct Replayer {
-    deps: Dependencies,
-    dlq_topic: String,
-    orders_topic: String,
-    config: ReplayerSettings,
-    backoff: Backoff,
+    service: Service<Letters>,
     metrics: ReplayerMetrics,
-    ops: TcpListener,
 }
 
 impl Replayer {
-    /// Prepares a replayer and binds its ops port.
-    pub fn build(settings: &Settings, deps: Dependencies) -> anyhow::Result<Self> {
-        let address = format!("{}:{}", settings.http.host, settings.http.ops_port);
-        let ops = TcpListener::bind(&address).with_context(|| format!("cannot bind {address}"))?;
-        Ok(Self {
-            deps,
-            dlq_topic: settings.kafka.dlq_topic.clone(),
-            orders_topic: settings.kafka.orders_topic.clone(),
-            config: settings.replayer.clone(),
-            backoff: Backoff {
-                first: Duration::from_millis(settings.worker.retry_backoff_ms),
-                max: Duration::from_millis(settings.worker.retry_backoff_max_ms),
+    /// Connects to everything the settings name (`bootstrap` overrides the Kafka servers) and
+    /// binds the ops port.
+    pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
+        let connections =
+            Connections::connect(settings, &settings.kafka.replayer_group, bootstrap).await?;
+        let metrics = ReplayerMetrics::new(telemetry::new_registry());
+        let config = &settings.replayer;
+        let letters = Letters {
+            settler: Settler {
+                ledger: connections.ledger.clone(),
+                store: connections.store.clone(),
+                producer: connections.producer.clone(),
+                orders_topic: settings.kafka.orders_topic.clone(),
+                config: config.clone(),
             },
-            metrics: ReplayerMetrics::new(telemetry::new_registry()),
-            ops,
+            backoff: Backoff {
+                first: Duration::from_millis(config.retry_backoff_ms),
+                max: Duration::from_millis(config.retry_backoff_max_ms),
+            },
+            metrics: metrics.clone(),
+        };
+        let spec = Spec {
+            name: "dlq replayer",
+            topic: settings.kafka.dlq_topic.clone(),
+            batch_max: config.batch_max,
+            batch_wait: Duration::from_millis(config.batch_wait_ms),
+        };
+        let registry = metrics.registry.clone();
+        Ok(Self {
+            service: Service::build(settings, spec, connections, registry, letters)?,
+            metrics,
         })
     }
 
     /// The ops port.
     pub fn ops_port(&self) -> u16 {
-        self.ops.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.service.ops_port()
     }
 
     /// The replayer's metrics.
@@ -118,93 +134,68 @@ impl Replayer {
         self.metrics.clone()
     }
 
-    /// Drains the dead-letter topic until `shutdown`.
+    /// Drains the dead-letter topic until `shutdown`; the letters settled before it are
+    /// committed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let consumer = Arc::new(self.deps.consumer);
-        consumer
-            .subscribe(&[self.dlq_topic.as_str()])
-            .context("subscribing to the dead-letter topic")?;
-        let ledger = self.deps.ledger.clone();
-        let store = self.deps.store.clone();
-        let readiness: telemetry::ops::ReadinessCheck = Arc::new(move || {
-            let ledger = ledger.clone();
-            let store = store.clone();
-            Box::pin(async move {
-                ledger.ping().await.map_err(|e| format!("redis: {e}"))?;
-                store.ping().await.map_err(|e| format!("database: {e}"))
-            })
-        });
-        let ops_server = tokio::spawn(telemetry::ops::serve(
-            self.ops,
-            self.metrics.registry.clone(),
-            readiness,
-            shutdown.clone(),
-        ));
-        let lag = tokio::spawn(kafka::lag::report_lag(
-            consumer.clone(),
-            self.dlq_topic.clone(),
-            self.metrics.lag.clone(),
-            None,
-            Duration::from_secs(5),
-            shutdown.clone(),
-        ));
-        let settler = Settler {
-            ledger: self.deps.ledger,
-            store: self.deps.store,
-            producer: self.deps.producer,
-            orders_topic: self.orders_topic,
-            config: self.config,
-        };
-        tracing::info!(topic = %self.dlq_topic, "dlq replayer consuming");
-        'consume: while let Some(batch) =
-            next_batch(&consumer, 100, Duration::from_millis(5), &shutdown).await
-        {
-            for run in by_partition(batch) {
-                let mut offsets = PartitionOffsets::new();
-                for message in &run {
-                    let trace = kafka::trace::continued(message);
-                    let span = letter_span(message, &trace);
-                    let mut attempt = 0;
-                    let settled = loop {
-                        attempt += 1;
-                        let settling = settler.settle(message, &trace, &shutdown);
-                        match settling.instrument(span.clone()).await {
-                            Ok(Some(settled)) => break settled,
-                            Ok(None) => {
-                                let _ = commit_processed(&*consumer, &offsets);
-                                break 'consume;
-                            }
-                            Err(error) => {
-                                let delay = self.backoff.delay(attempt);
-                                span.in_scope(|| {
-                                    tracing::warn!(%error, ?delay, "settling a dead letter failed; retrying");
-                                });
-                                tokio::select! {
-                                    _ = shutdown.cancelled() => {
-                                        let _ = commit_processed(&*consumer, &offsets);
-                                        break 'consume;
-                                    }
-                                    _ = tokio::time::sleep(delay) => {}
-                                }
-                            }
-                        }
-                    };
-                    self.metrics.observe(settled);
-                    offsets.processed(message.topic(), message.partition(), message.offset());
-                }
-                if let Err(error) = commit_processed(&*consumer, &offsets) {
-                    tracing::warn!(%error, "offset commit failed");
-                }
+        self.service.run_until_stopped(shutdown).await
+    }
+}
+
+/// The replayer's handler: settles a run's letters one by one, in offset order.
+struct Letters {
+    settler: Settler,
+    backoff: Backoff,
+    metrics: ReplayerMetrics,
+}
+
+impl Handler for Letters {
+    async fn handle(&self, run: &[OwnedMessage], shutdown: &CancellationToken) -> Handled {
+        for (settled, message) in run.iter().enumerate() {
+            match self.settle_with_retries(message, shutdown).await {
+                Some(outcome) => self.metrics.observe(outcome),
+                None => return Handled::Stopped { settled },
             }
         }
-        consumer.unsubscribe();
-        shutdown.cancel();
-        // A lag reading in flight must not hold up the stop; the next replica reports lag.
-        lag.abort();
-        let _ = ops_server.await;
-        drop(consumer);
-        tracing::info!("dlq replayer stopped");
-        Ok(())
+        Handled::All
+    }
+}
+
+impl Letters {
+    /// Settles one letter in its span, retrying transient failures with backoff until they
+    /// pass; `None` when shutdown came first.
+    async fn settle_with_retries(
+        &self,
+        message: &OwnedMessage,
+        shutdown: &CancellationToken,
+    ) -> Option<Settled> {
+        let trace = kafka::trace::continued(message);
+        let span = letter_span(message, &trace);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let settling = self.settler.settle(message, &trace, shutdown);
+            let error = match settling.instrument(span.clone()).await {
+                Ok(settled) => return settled,
+                Err(error) => error,
+            };
+            if !error.is_transient() {
+                span.in_scope(|| {
+                    tracing::error!(
+                        %error,
+                        "a dead letter cannot be settled; skipping it (see the runbook)"
+                    );
+                });
+                return Some(Settled::Unsettled);
+            }
+            let delay = self.backoff.delay(attempt);
+            span.in_scope(|| {
+                tracing::warn!(%error, attempt, ?delay, "settling a dead letter failed; retrying");
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
     }
 }
 
@@ -231,7 +222,7 @@ impl Settler {
         message: &OwnedMessage,
         trace: &TraceContext,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<Option<Settled>> {
+    ) -> Result<Option<Settled>, SettleError> {
         let letter = DeadLetter::from_headers(|name| message_header(message, name));
         let Ok(order) = OrderRequested::decode(message.payload().unwrap_or_default()) else {
             tracing::warn!(
@@ -256,7 +247,9 @@ impl Settler {
                 _ = shutdown.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(wait) => {}
             }
-            republish(&self.producer, &self.orders_topic, message, attempts, trace).await?;
+            republish(&self.producer, &self.orders_topic, message, attempts, trace)
+                .await
+                .map_err(SettleError::Republish)?;
             tracing::info!(replay = attempts, "order republished");
             return Ok(Some(Settled::Retried));
         }
@@ -273,7 +266,7 @@ impl Settler {
         &self,
         order: &OrderRequested,
         reason: ReasonCode,
-    ) -> anyhow::Result<Settled> {
+    ) -> Result<Settled, SettleError> {
         match self.store.mark_failed(order, reason).await? {
             OrderStatus::Confirmed => Ok(Settled::AlreadyConfirmed),
             _ => {
@@ -310,7 +303,7 @@ pub async fn republish(
     message: &OwnedMessage,
     replays: u32,
     trace: &TraceContext,
-) -> anyhow::Result<()> {
+) -> Result<(), kafka::rdkafka::error::KafkaError> {
     let count = replays.to_string();
     let headers = OwnedHeaders::new().insert(Header {
         key: header::REPLAYS,
@@ -327,7 +320,6 @@ pub async fn republish(
     producer
         .send(record, Timeout::Never)
         .await
+        .map(|_| ())
         .map_err(|(error, _)| error)
-        .context("republishing an order")?;
-    Ok(())
 }

@@ -61,8 +61,7 @@ async fn main() -> anyhow::Result<()> {
                 settings.shutdown.grace_secs,
             ));
             let broker = kafka::LocalBroker::for_settings(&settings.kafka).await?;
-            let deps = dlq_replayer::Dependencies::connect(&settings, broker.bootstrap()).await?;
-            let replayer = dlq_replayer::Replayer::build(&settings, deps)?;
+            let replayer = dlq_replayer::Replayer::connect(&settings, broker.bootstrap()).await?;
             tracing::info!(ops_port = replayer.ops_port(), "dlq replayer starting");
             replayer.run_until_stopped(shutdown).await
         }

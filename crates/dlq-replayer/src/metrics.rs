@@ -1,15 +1,14 @@
-//! The replayer's metrics.
+//! The replayer's own metrics (the consumer runtime adds lag, assignment, batch and commit
+//! metrics to the same registry).
 
 use crate::Settled;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts, Registry};
 
 /// Every metric the replayer records.
 #[derive(Clone)]
 pub struct ReplayerMetrics {
     /// The registry.
     pub registry: Registry,
-    /// `seckill_consumer_lag_messages{topic,partition}` of the dead-letter topic.
-    pub lag: IntGaugeVec,
     /// `seckill_dead_letters_settled_total{outcome}`
     pub settled: IntCounterVec,
 }
@@ -17,11 +16,10 @@ pub struct ReplayerMetrics {
 impl ReplayerMetrics {
     /// Creates and registers the metrics.
     pub fn new(registry: Registry) -> Self {
-        let lag = kafka::lag::lag_gauge();
         let settled = IntCounterVec::new(
             Opts::new(
                 "seckill_dead_letters_settled_total",
-                "Dead letters settled, by outcome (retried, compensated, already_confirmed, unrecoverable).",
+                "Dead letters settled, by outcome (retried, compensated, already_confirmed, unrecoverable, unsettled).",
             ),
             &["outcome"],
         )
@@ -31,20 +29,14 @@ impl ReplayerMetrics {
             "compensated",
             "already_confirmed",
             "unrecoverable",
+            "unsettled",
         ] {
             settled.with_label_values(&[outcome]);
         }
         registry
-            .register(Box::new(lag.clone()))
-            .expect("metric registered once");
-        registry
             .register(Box::new(settled.clone()))
             .expect("metric registered once");
-        Self {
-            registry,
-            lag,
-            settled,
-        }
+        Self { registry, settled }
     }
 
     /// Counts a settled letter.
@@ -54,6 +46,7 @@ impl ReplayerMetrics {
             Settled::Compensated => "compensated",
             Settled::AlreadyConfirmed => "already_confirmed",
             Settled::Unrecoverable => "unrecoverable",
+            Settled::Unsettled => "unsettled",
         };
         self.settled.with_label_values(&[outcome]).inc();
     }

@@ -94,11 +94,12 @@ pub async fn run_sale(stack: &LocalStack, scenario: &Scenario) -> anyhow::Result
     let drain_started = Instant::now();
     let (orders_lag, dlq_lag) = loop {
         let rows = store.orders_of(&sku).await?;
-        let settled: HashSet<&str> = rows
-            .iter()
-            .filter(|r| OrderStatus::parse(&r.status) != Some(OrderStatus::Pending))
-            .map(|r| r.order_id.as_str())
-            .collect();
+        let mut settled: HashSet<&str> = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            if row.order_status()? != OrderStatus::Pending {
+                settled.insert(row.order_id.as_str());
+            }
+        }
         let waiting = accepted
             .iter()
             .filter(|id| !settled.contains(id.as_str()))

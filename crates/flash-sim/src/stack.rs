@@ -50,14 +50,8 @@ impl LocalStack {
             &settings,
             gateway::Dependencies::connect(&settings, bootstrap).await?,
         )?;
-        let worker = order_worker::Worker::build(
-            &settings,
-            order_worker::Dependencies::connect(&settings, bootstrap).await?,
-        )?;
-        let replayer = dlq_replayer::Replayer::build(
-            &settings,
-            dlq_replayer::Dependencies::connect(&settings, bootstrap).await?,
-        )?;
+        let worker = order_worker::Worker::connect(&settings, bootstrap).await?;
+        let replayer = dlq_replayer::Replayer::connect(&settings, bootstrap).await?;
         let gateway_port = gateway.port();
         let worker_ops_port = worker.ops_port();
         let replayer_ops_port = replayer.ops_port();

@@ -212,8 +212,8 @@ pub async fn judge(evidence: Evidence<'_>) -> anyhow::Result<Verdict> {
     let mut final_rows: HashSet<&str> = HashSet::new();
     let mut unannounced = 0usize;
     for row in &rows {
-        match OrderStatus::parse(&row.status) {
-            Some(OrderStatus::Confirmed) => {
+        match row.order_status()? {
+            OrderStatus::Confirmed => {
                 confirmed_orders += 1;
                 confirmed_units += i64::from(row.quantity);
                 *units_by_user.entry(row.user_id.as_str()).or_insert(0) += i64::from(row.quantity);
@@ -222,11 +222,11 @@ pub async fn judge(evidence: Evidence<'_>) -> anyhow::Result<Verdict> {
                     unannounced += 1;
                 }
             }
-            Some(OrderStatus::Failed) => {
+            OrderStatus::Failed => {
                 failed_orders += 1;
                 final_rows.insert(row.order_id.as_str());
             }
-            _ => {}
+            OrderStatus::Pending => {}
         }
     }
     let two_ids_for_one_key = ids_by_key.values().filter(|ids| ids.len() > 1).count();

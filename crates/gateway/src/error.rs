@@ -169,8 +169,16 @@ impl ResponseError for ApiError {
 
 impl From<stock::StockError> for ApiError {
     fn from(error: stock::StockError) -> Self {
-        tracing::error!(%error, "redis call failed");
-        ApiError::StockUnavailable
+        match error {
+            stock::StockError::Corrupt(_) => {
+                tracing::error!(%error, "a reservation in redis cannot be read");
+                ApiError::Internal
+            }
+            _ => {
+                tracing::error!(%error, "redis call failed");
+                ApiError::StockUnavailable
+            }
+        }
     }
 }
 
@@ -181,6 +189,10 @@ impl From<store::StoreError> for ApiError {
             store::StoreError::Db(error) => {
                 tracing::error!(%error, "database call failed");
                 ApiError::DatabaseUnavailable
+            }
+            store::StoreError::Corrupt { .. } => {
+                tracing::error!(%error, "a stored order cannot be read");
+                ApiError::Internal
             }
         }
     }

@@ -53,6 +53,8 @@ pub struct AppState {
     pub produce_timeout: Duration,
     /// Metrics.
     pub metrics: GatewayMetrics,
+    /// What `/readyz` asks: Redis, the database, the brokers.
+    pub readiness: telemetry::ops::Readiness,
     limiter: Option<Arc<DefaultKeyedRateLimiter<UserId>>>,
 }
 
@@ -93,6 +95,26 @@ impl Dependencies {
     }
 }
 
+impl Dependencies {
+    /// Ready while Redis, the database and the brokers (asked for `topic`) answer.
+    fn readiness(&self, topic: &str) -> telemetry::ops::Readiness {
+        telemetry::ops::Readiness::new()
+            .check_with("redis", self.ledger.clone(), |ledger| async move {
+                ledger.ping().await
+            })
+            .check_with("database", self.store.clone(), |store| async move {
+                store.ping().await
+            })
+            .check_with(
+                "kafka",
+                (self.producer.clone(), topic.to_owned()),
+                |(producer, topic)| async move {
+                    kafka::health::brokers_answer(&producer, &topic, Duration::from_secs(2)).await
+                },
+            )
+    }
+}
+
 /// A bound, not yet running gateway.
 pub struct Application {
     listener: TcpListener,
@@ -116,7 +138,9 @@ impl Application {
                 Quota::per_second(rate).allow_burst(burst),
             ))
         });
+        let readiness = deps.readiness(&settings.kafka.orders_topic);
         let state = web::Data::new(AppState {
+            readiness,
             ledger: deps.ledger,
             store: deps.store,
             producer: deps.producer,

@@ -134,7 +134,7 @@ pub async fn reconcile(
                     user: UserId::parse(&row.user_id)?,
                     key: IdempotencyKey::parse(&row.idempotency_key)?,
                     quantity: i64::from(row.quantity),
-                    confirmed: OrderStatus::parse(&row.status) == Some(OrderStatus::Confirmed),
+                    confirmed: row.order_status()? == OrderStatus::Confirmed,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()

@@ -66,11 +66,11 @@ pub async fn place_order(
             ReservationState::Reserved => Err(ApiError::RequestInProgress),
             _ => {
                 let status = match state.store.order(&order_id).await {
-                    Ok(Some(row)) => {
-                        OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Pending)
-                    }
+                    Ok(Some(row)) => row.order_status()?,
                     Ok(None) if s == ReservationState::Released => OrderStatus::Failed,
                     Ok(None) => OrderStatus::Pending,
+                    // The reservation stands, so "pending" is true of it; the row's status is
+                    // the buyer's to ask for again.
                     Err(error) => {
                         tracing::warn!(%error, "order status lookup failed; answering pending");
                         OrderStatus::Pending

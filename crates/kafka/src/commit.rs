@@ -1,10 +1,14 @@
 //! The one way offsets are committed, for every consumer of the project: synchronously, only
-//! for messages whose effect is durable, as "next offset to read" per partition.
+//! for messages whose effect is durable, as "next offset to read" per partition. The blocking
+//! commit runs on Tokio's blocking pool, never on the async threads, so a slow group
+//! coordinator stalls only the consumer that waits for it.
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The highest processed offset per partition of a batch.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -25,6 +29,15 @@ impl PartitionOffsets {
         *entry = (*entry).max(offset);
     }
 
+    /// The offsets of `messages`, all of them processed.
+    pub fn of(messages: &[OwnedMessage]) -> Self {
+        let mut offsets = Self::new();
+        for message in messages {
+            offsets.processed(message.topic(), message.partition(), message.offset());
+        }
+        offsets
+    }
+
     /// Whether nothing was marked.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -36,12 +49,15 @@ impl PartitionOffsets {
     }
 }
 
-/// Commits `offsets` (each as offset + 1, the next to read) and waits for the broker. A commit
-/// with nothing new to commit is a success.
-pub fn commit_processed<C: Consumer>(
-    consumer: &C,
+/// Commits `offsets` (each as offset + 1, the next to read) and waits for the broker, on the
+/// blocking pool. A commit with nothing new to commit is a success.
+pub async fn commit_processed<C>(
+    consumer: &Arc<C>,
     offsets: &PartitionOffsets,
-) -> Result<(), RdKafkaError> {
+) -> Result<(), RdKafkaError>
+where
+    C: Consumer + Send + Sync + 'static,
+{
     if offsets.is_empty() {
         return Ok(());
     }
@@ -49,7 +65,11 @@ pub fn commit_processed<C: Consumer>(
     for (topic, partition, offset) in offsets.iter() {
         list.add_partition_offset(topic, partition, Offset::Offset(offset + 1))?;
     }
-    match consumer.commit(&list, CommitMode::Sync) {
+    let consumer = Arc::clone(consumer);
+    let committed = tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
+        .await
+        .map_err(|_| RdKafkaError::Canceled)?;
+    match committed {
         Ok(()) | Err(RdKafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
         Err(e) => Err(e),
     }

@@ -139,49 +139,53 @@ pub async fn wait_caught_up(
     }
 }
 
-/// Keeps `gauge{topic,partition}` at the group's lag of `topic`, and `assigned` (when given) at
-/// the number of partitions assigned to this member, refreshed every `every` until `shutdown`,
-/// whether messages flow or not. Runs the blocking broker calls off the async threads.
-pub async fn report_lag(
+/// Keeps a consumer's lag gauge (`seckill_consumer_lag_messages`) and, when given, its
+/// assigned-partitions gauge current: one [`LagReporter::refresh`] reads both from the broker.
+/// The consumer runtime refreshes it on a timer, whether messages flow or not.
+pub struct LagReporter {
     consumer: std::sync::Arc<rdkafka::consumer::StreamConsumer>,
     topic: String,
     gauge: prometheus::IntGaugeVec,
     assigned: Option<prometheus::IntGauge>,
-    every: Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        let consumer_for_call = consumer.clone();
-        let topic_for_call = topic.clone();
-        let reading = tokio::task::spawn_blocking(move || {
-            let assignment = consumer_for_call.assignment().map(|list| list.count());
-            let lags = topic_lag(&*consumer_for_call, &topic_for_call, Duration::from_secs(2));
+}
+
+impl LagReporter {
+    /// A reporter of `consumer`'s group lag on `topic` into `gauge`, and of its assignment into
+    /// `assigned`.
+    pub fn new(
+        consumer: std::sync::Arc<rdkafka::consumer::StreamConsumer>,
+        topic: String,
+        gauge: prometheus::IntGaugeVec,
+        assigned: Option<prometheus::IntGauge>,
+    ) -> Self {
+        Self {
+            consumer,
+            topic,
+            gauge,
+            assigned,
+        }
+    }
+
+    /// Reads the assignment and the lag once (blocking broker calls, on the blocking pool) and
+    /// sets the gauges.
+    pub async fn refresh(&self) -> Result<(), crate::KafkaError> {
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let (assignment, lags) = tokio::task::spawn_blocking(move || {
+            let assignment = consumer.assignment().map(|list| list.count());
+            let lags = topic_lag(&*consumer, &topic, Duration::from_secs(2));
             (assignment, lags)
         })
-        .await;
-        let lags = reading.map(|(assignment, lags)| {
-            if let Some(assigned) = &assigned {
-                match assignment {
-                    Ok(count) => assigned.set(count as i64),
-                    Err(error) => tracing::debug!(%error, "assignment not available"),
-                }
-            }
-            lags
-        });
-        match lags {
-            Ok(Ok(lags)) => {
-                for lag in lags {
-                    gauge
-                        .with_label_values(&[topic.as_str(), &lag.partition.to_string()])
-                        .set(lag.lag());
-                }
-            }
-            Ok(Err(error)) => tracing::debug!(%error, "lag not available"),
-            Err(error) => tracing::warn!(%error, "lag task failed"),
+        .await
+        .map_err(|_| rdkafka::error::KafkaError::Canceled)?;
+        if let Some(assigned) = &self.assigned {
+            assigned.set(assignment? as i64);
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+        for lag in lags? {
+            self.gauge
+                .with_label_values(&[self.topic.as_str(), &lag.partition.to_string()])
+                .set(lag.lag());
         }
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@ pub mod commit;
 pub mod consume;
 pub mod dead_letter;
 pub mod embedded;
+pub mod health;
 pub mod lag;
 pub mod topics;
 pub mod trace;

@@ -1,10 +1,11 @@
 //! The order worker: turns queued orders into database rows.
 //!
-//! It reads the orders topic in a consumer group, takes each partition's messages as one batch,
-//! and for a batch: dead-letters the messages that are not valid orders, claims the orders'
-//! reservations in Redis, writes the orders and takes their stock in one database transaction,
-//! gives back the reservations of orders the database refused, and only then commits the
-//! partition's offset. A redelivered batch changes nothing (every step is idempotent); a
+//! It runs on the consumer runtime (`consumer-runtime`), which reads the orders topic in a
+//! consumer group and hands over each partition's messages as one run. For a run the worker:
+//! dead-letters the messages that are not valid orders, claims the orders' reservations in
+//! Redis, writes the orders and takes their stock in one database transaction, gives back the
+//! reservations of orders the database refused, and returns; the runtime then commits the
+//! partition's offset. A redelivered run changes nothing (every step is idempotent); a
 //! transient failure is retried in place with bounded backoff while the partition waits; when
 //! the retries run out the orders go to the dead-letter topic as retryable.
 //!
@@ -13,87 +14,63 @@
 
 pub mod metrics;
 
-use anyhow::Context;
+use consumer_runtime::{Connections, Handled, Handler, Service, Spec};
 use domain::dead_letter::header;
-use domain::{Backoff, DeadLetter, OrderRequested, ReasonCode};
-use kafka::consume::{by_partition, header as message_header, next_batch};
-use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use domain::{Backoff, DeadLetter, OrderId, OrderRequested, ReasonCode, SkuId};
+use kafka::consume::header as message_header;
 use kafka::rdkafka::message::OwnedMessage;
 use kafka::rdkafka::Message;
-use kafka::{commit_processed, DeadLetterPublisher, PartitionOffsets};
+use kafka::DeadLetterPublisher;
 use metrics::WorkerMetrics;
 use settings::{Settings, WorkerSettings};
-use std::net::TcpListener;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 use stock::{ClaimOutcome, ReleaseMode, StockLedger};
-use store::{OrderWrite, Store, Written};
+use store::{Store, Written};
 use telemetry::TraceContext;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// The outside systems the worker needs, connected.
-pub struct Dependencies {
-    /// Redis.
-    pub ledger: StockLedger,
-    /// Database.
-    pub store: Store,
-    /// Consumer of the orders topic (not yet subscribed).
-    pub consumer: StreamConsumer,
-    /// Dead-letter publisher.
-    pub dead_letters: DeadLetterPublisher,
-}
-
-impl Dependencies {
-    /// Connects to everything the settings name; `bootstrap` overrides the Kafka servers.
-    pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
-        let endpoint = kafka::Endpoint::from_settings(&settings.kafka, bootstrap);
-        Ok(Self {
-            ledger: StockLedger::new(&settings.redis).context("redis pool")?,
-            store: Store::connect(&settings.database)
-                .await
-                .context("database")?,
-            consumer: kafka::consumer(&endpoint, &settings.kafka.worker_group)
-                .context("kafka consumer")?,
-            dead_letters: DeadLetterPublisher::new(
-                kafka::producer(&endpoint).context("kafka producer")?,
-                settings.kafka.dlq_topic.clone(),
-            ),
-        })
-    }
-}
-
 /// A worker ready to run.
 pub struct Worker {
-    deps: Dependencies,
-    topic: String,
-    config: WorkerSettings,
+    service: Service<Processor>,
     metrics: WorkerMetrics,
-    ops: TcpListener,
-}
-
-/// Why a batch stopped without its offsets being committed.
-enum Halt {
-    Shutdown,
 }
 
 impl Worker {
-    /// Prepares a worker and binds its ops port (`http.ops_port`, 0 = any free port).
-    pub fn build(settings: &Settings, deps: Dependencies) -> anyhow::Result<Self> {
-        let address = format!("{}:{}", settings.http.host, settings.http.ops_port);
-        let ops = TcpListener::bind(&address).with_context(|| format!("cannot bind {address}"))?;
-        Ok(Self {
-            deps,
+    /// Connects to everything the settings name (`bootstrap` overrides the Kafka servers) and
+    /// binds the ops port (`http.ops_port`, 0 = any free port).
+    pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
+        let connections =
+            Connections::connect(settings, &settings.kafka.worker_group, bootstrap).await?;
+        let metrics = WorkerMetrics::new(telemetry::new_registry());
+        let processor = Processor {
+            ledger: connections.ledger.clone(),
+            store: connections.store.clone(),
+            dead_letters: DeadLetterPublisher::new(
+                connections.producer.clone(),
+                settings.kafka.dlq_topic.clone(),
+            ),
+            backoff: backoff(&settings.worker),
+            max_attempts: settings.worker.max_attempts,
+            metrics: metrics.clone(),
+        };
+        let spec = Spec {
+            name: "order worker",
             topic: settings.kafka.orders_topic.clone(),
-            config: settings.worker.clone(),
-            metrics: WorkerMetrics::new(telemetry::new_registry()),
-            ops,
+            batch_max: settings.worker.batch_max,
+            batch_wait: Duration::from_millis(settings.worker.batch_wait_ms),
+        };
+        let registry = metrics.registry.clone();
+        Ok(Self {
+            service: Service::build(settings, spec, connections, registry, processor)?,
+            metrics,
         })
     }
 
     /// The ops port (`/metrics`, `/healthz`, `/readyz`).
     pub fn ops_port(&self) -> u16 {
-        self.ops.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.service.ops_port()
     }
 
     /// The worker's metrics (tests read them).
@@ -101,102 +78,22 @@ impl Worker {
         self.metrics.clone()
     }
 
-    /// Consumes until `shutdown` fires: the batch in hand is finished and committed, then the
+    /// Consumes until `shutdown` fires: the run in hand is finished and committed, then the
     /// consumer leaves its group.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Worker {
-            deps,
-            topic,
-            config,
-            metrics,
-            ops,
-        } = self;
-        let consumer = Arc::new(deps.consumer);
-        consumer
-            .subscribe(&[topic.as_str()])
-            .context("subscribing to the orders topic")?;
-        let readiness = readiness(deps.ledger.clone(), deps.store.clone());
-        let ops_server = tokio::spawn(telemetry::ops::serve(
-            ops,
-            metrics.registry.clone(),
-            readiness,
-            shutdown.clone(),
-        ));
-        let lag = tokio::spawn(kafka::lag::report_lag(
-            consumer.clone(),
-            topic.clone(),
-            metrics.lag.clone(),
-            Some(metrics.assigned.clone()),
-            Duration::from_secs(5),
-            shutdown.clone(),
-        ));
-        let processor = Processor {
-            ledger: deps.ledger,
-            store: deps.store,
-            dead_letters: deps.dead_letters,
-            backoff: Backoff {
-                first: Duration::from_millis(config.retry_backoff_ms),
-                max: Duration::from_millis(config.retry_backoff_max_ms),
-            },
-            max_attempts: config.max_attempts,
-            metrics: metrics.clone(),
-        };
-        tracing::info!(%topic, "order worker consuming");
-        let wait = Duration::from_millis(config.batch_wait_ms);
-        'consume: while let Some(batch) =
-            next_batch(&consumer, config.batch_max, wait, &shutdown).await
-        {
-            for run in by_partition(batch) {
-                let started = Instant::now();
-                metrics.batch_size.observe(run.len() as f64);
-                match processor.process(&run, &shutdown).await {
-                    Ok(offsets) => {
-                        if let Err(error) = commit_processed(&*consumer, &offsets) {
-                            // The partition may have moved to another member; it will redeliver,
-                            // which the idempotent writes make harmless.
-                            tracing::warn!(%error, "offset commit failed");
-                        }
-                    }
-                    Err(Halt::Shutdown) => break 'consume,
-                }
-                metrics
-                    .batch_duration
-                    .observe(started.elapsed().as_secs_f64());
-            }
-        }
-        tracing::info!("order worker leaving its group");
-        consumer.unsubscribe();
-        shutdown.cancel();
-        // A lag reading in flight must not hold up the stop; the next replica reports lag.
-        lag.abort();
-        let _ = ops_server.await;
-        drop(consumer);
-        tracing::info!("order worker stopped");
-        Ok(())
+        self.service.run_until_stopped(shutdown).await
     }
 }
 
-fn readiness(ledger: StockLedger, store: Store) -> telemetry::ops::ReadinessCheck {
-    Arc::new(move || {
-        let ledger = ledger.clone();
-        let store = store.clone();
-        Box::pin(async move {
-            let (redis, database) = tokio::join!(ledger.ping(), store.ping());
-            let mut failing = Vec::new();
-            if redis.is_err() {
-                failing.push("redis");
-            }
-            if database.is_err() {
-                failing.push("database");
-            }
-            if failing.is_empty() {
-                Ok(())
-            } else {
-                Err(failing.join(","))
-            }
-        })
-    })
+fn backoff(settings: &WorkerSettings) -> Backoff {
+    Backoff {
+        first: Duration::from_millis(settings.retry_backoff_ms),
+        max: Duration::from_millis(settings.retry_backoff_max_ms),
+    }
 }
+
+/// Shutdown came while a run was in hand; nothing of it is committed.
+struct Stopped;
 
 /// A transient failure of one attempt.
 #[derive(Debug, thiserror::Error)]
@@ -237,14 +134,33 @@ impl Incoming<'_> {
     }
 }
 
+impl Handler for Processor {
+    async fn handle(&self, run: &[OwnedMessage], shutdown: &CancellationToken) -> Handled {
+        match self.process(run, shutdown).await {
+            Ok(()) => Handled::All,
+            Err(Stopped) => Handled::Stopped { settled: 0 },
+        }
+    }
+}
+
 impl Processor {
-    /// Processes one partition's run of messages; returns the offsets that may be committed.
+    /// Processes one partition's run of messages: poison to the dead-letter topic, the orders
+    /// written with retries.
     async fn process(
         &self,
         run: &[OwnedMessage],
         shutdown: &CancellationToken,
-    ) -> Result<PartitionOffsets, Halt> {
-        let mut offsets = PartitionOffsets::new();
+    ) -> Result<(), Stopped> {
+        let orders = self.decode(run, shutdown).await?;
+        self.write_with_retries(&orders, shutdown).await
+    }
+
+    /// The orders of the run; every message that is not one is dead-lettered with its reason.
+    async fn decode<'m>(
+        &self,
+        run: &'m [OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<Incoming<'m>>, Stopped> {
         let mut orders = Vec::with_capacity(run.len());
         for message in run {
             let trace = kafka::trace::continued(message);
@@ -275,153 +191,172 @@ impl Processor {
                 }
             }
         }
+        Ok(orders)
+    }
+
+    /// Writes the orders, retrying a transient failure in place with backoff; once the
+    /// attempts run out, dead-letters them all as retryable.
+    async fn write_with_retries(
+        &self,
+        orders: &[Incoming<'_>],
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.write(&orders).await {
-                Ok(()) => break,
-                Err(error) if attempt < self.max_attempts => {
-                    self.metrics.retries.inc();
-                    let delay = self.backoff.delay(attempt);
-                    tracing::warn!(%error, attempt, ?delay, "transient failure; retrying batch");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Err(Halt::Shutdown),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+            let error = match self.write(orders).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            if attempt >= self.max_attempts {
+                tracing::error!(%error, attempt, "retries exhausted; dead-lettering batch");
+                for incoming in orders {
+                    self.dead_letter(
+                        incoming.message,
+                        ReasonCode::RetriesExhausted,
+                        &error.to_string(),
+                        &incoming.trace,
+                        shutdown,
+                    )
+                    .instrument(incoming.span())
+                    .await?;
                 }
-                Err(error) => {
-                    tracing::error!(%error, attempt, "retries exhausted; dead-lettering batch");
-                    for incoming in &orders {
-                        self.dead_letter(
-                            incoming.message,
-                            ReasonCode::RetriesExhausted,
-                            &error.to_string(),
-                            &incoming.trace,
-                            shutdown,
-                        )
-                        .instrument(incoming.span())
-                        .await?;
-                    }
-                    break;
-                }
+                return Ok(());
+            }
+            self.metrics.retries.inc();
+            let delay = self.backoff.delay(attempt);
+            tracing::warn!(%error, attempt, ?delay, "transient failure; retrying batch");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(Stopped),
+                _ = tokio::time::sleep(delay) => {}
             }
         }
-        for message in run {
-            offsets.processed(message.topic(), message.partition(), message.offset());
-        }
-        Ok(offsets)
     }
 
-    /// One attempt at the batch's effects; every step is idempotent, so an attempt may repeat
-    /// a previous one that failed half-way.
+    /// One attempt at the run's effects; every step is idempotent, so an attempt may repeat a
+    /// previous one that failed half-way.
     async fn write(&self, orders: &[Incoming<'_>]) -> Result<(), Transient> {
         if orders.is_empty() {
             return Ok(());
         }
-        let mut writes: Vec<OrderWrite> = orders
-            .iter()
-            .map(|i| OrderWrite {
-                order: i.order.clone(),
-                preset_failure: None,
-            })
-            .collect();
-        let mut released = Vec::new();
-        let mut skus: Vec<_> = writes.iter().map(|w| w.order.sku_id.clone()).collect();
-        skus.sort();
-        skus.dedup();
-        for sku in skus {
-            let indices: Vec<usize> = (0..writes.len())
-                .filter(|&i| writes[i].order.sku_id == sku)
-                .collect();
-            let ids: Vec<_> = indices
-                .iter()
-                .map(|&i| writes[i].order.order_id.clone())
-                .collect();
-            let claims = self.ledger.claim(&sku, &ids).await?;
-            for (&i, claim) in indices.iter().zip(claims) {
+        let orders = self.claim(orders).await?;
+        let written = self
+            .store
+            .persist_batch(orders.iter().map(|incoming| &incoming.order))
+            .await?;
+        for incoming in orders {
+            let outcome = written
+                .get(&incoming.order.order_id)
+                .copied()
+                .unwrap_or(Written::KeyConflict);
+            self.settle(incoming, outcome).await?;
+        }
+        Ok(())
+    }
+
+    /// Claims the orders' reservations, SKU by SKU; the orders the worker may write. The
+    /// gateway released the others after a failed produce and told the buyer 503, so no 202
+    /// stands behind them: they get no row, which leaves the buyer's idempotency key free for
+    /// the retry that may follow.
+    async fn claim<'o, 'm>(
+        &self,
+        orders: &'o [Incoming<'m>],
+    ) -> Result<Vec<&'o Incoming<'m>>, Transient> {
+        let mut by_sku: BTreeMap<&SkuId, Vec<&OrderId>> = BTreeMap::new();
+        for incoming in orders {
+            by_sku
+                .entry(&incoming.order.sku_id)
+                .or_default()
+                .push(&incoming.order.order_id);
+        }
+        let mut released: HashSet<&OrderId> = HashSet::new();
+        for (sku, ids) in by_sku {
+            let owned: Vec<OrderId> = ids.iter().map(|&id| id.clone()).collect();
+            let claims = self.ledger.claim(sku, &owned).await?;
+            for (id, claim) in ids.into_iter().zip(claims) {
                 if claim == ClaimOutcome::Released {
-                    released.push(i);
+                    released.insert(id);
                 }
             }
         }
-        // The gateway released these after a failed produce and told the buyer 503, so no 202
-        // stands behind them: they get no row, which leaves the buyer's idempotency key free for
-        // the retry that may follow.
-        for &i in released.iter().rev() {
-            orders[i].span().in_scope(|| {
-                tracing::info!("skipping an order whose reservation was released");
-            });
-            writes.remove(i);
-            self.metrics
-                .persisted
-                .with_label_values(&["released"])
-                .inc();
+        let mut kept = Vec::with_capacity(orders.len());
+        for incoming in orders {
+            if released.contains(&incoming.order.order_id) {
+                incoming.span().in_scope(|| {
+                    tracing::info!("skipping an order whose reservation was released");
+                });
+                self.metrics
+                    .persisted
+                    .with_label_values(&["released"])
+                    .inc();
+            } else {
+                kept.push(incoming);
+            }
         }
-        let orders: Vec<&Incoming<'_>> = orders
-            .iter()
-            .filter(|i| writes.iter().any(|w| w.order.order_id == i.order.order_id))
-            .collect();
-        let results = self.store.persist_batch(&writes).await?;
-        for ((order_id, written), incoming) in results.iter().zip(orders) {
-            match written {
-                Written::Confirmed => {
-                    self.metrics
-                        .persisted
-                        .with_label_values(&["confirmed"])
-                        .inc();
-                    if tracing::enabled!(tracing::Level::DEBUG) {
-                        incoming
-                            .span()
-                            .in_scope(|| tracing::debug!("order confirmed"));
-                    }
+        Ok(kept)
+    }
+
+    /// Acts on how one order was written: counts it, gives the units of a refused order back
+    /// to Redis, dead-letters the anomalies.
+    async fn settle(&self, incoming: &Incoming<'_>, written: Written) -> Result<(), Transient> {
+        let span = incoming.span();
+        match written {
+            Written::Confirmed => {
+                self.count("confirmed");
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    span.in_scope(|| tracing::debug!("order confirmed"));
                 }
-                Written::Failed(reason) => {
-                    self.metrics.persisted.with_label_values(&["failed"]).inc();
-                    let span = incoming.span();
-                    span.in_scope(|| tracing::info!(%reason, "order failed"));
-                    match reason {
-                        // The database is the authority on stock: give the units back to Redis.
-                        ReasonCode::DbOutOfStock => {
-                            self.ledger
-                                .release(order_id, ReleaseMode::Compensate)
-                                .instrument(span)
-                                .await?;
-                            self.metrics.compensations.inc();
-                        }
-                        // Anomalies go to the dead-letter topic, where an operator sees them
-                        // and the replayer compensates.
-                        ReasonCode::UnknownSku => {
-                            self.publish(
-                                incoming.message,
-                                *reason,
-                                "no sale for this sku",
-                                &incoming.trace,
-                            )
+            }
+            Written::Failed(reason) => {
+                self.count("failed");
+                span.in_scope(|| tracing::info!(%reason, "order failed"));
+                match reason {
+                    // The database is the authority on stock: give the units back to Redis.
+                    ReasonCode::DbOutOfStock => {
+                        self.ledger
+                            .release(&incoming.order.order_id, ReleaseMode::Compensate)
                             .instrument(span)
                             .await?;
-                        }
-                        _ => {}
+                        self.metrics.compensations.inc();
                     }
+                    // Anomalies go to the dead-letter topic, where an operator sees them and
+                    // the replayer compensates.
+                    ReasonCode::UnknownSku => {
+                        self.publish(incoming, reason, "no sale for this sku")
+                            .instrument(span)
+                            .await?;
+                    }
+                    _ => {}
                 }
-                Written::KeyConflict => {
-                    self.metrics
-                        .persisted
-                        .with_label_values(&["key_conflict"])
-                        .inc();
-                    let span = incoming.span();
-                    span.in_scope(|| tracing::warn!("idempotency key held by another order"));
-                    self.publish(
-                        incoming.message,
-                        ReasonCode::IdempotencyConflict,
-                        "another order holds this user, sku and idempotency key",
-                        &incoming.trace,
-                    )
-                    .instrument(span)
-                    .await?;
-                }
+            }
+            Written::KeyConflict => {
+                self.count("key_conflict");
+                span.in_scope(|| tracing::warn!("idempotency key held by another order"));
+                self.publish(
+                    incoming,
+                    ReasonCode::IdempotencyConflict,
+                    "another order holds this user, sku and idempotency key",
+                )
+                .instrument(span)
+                .await?;
             }
         }
         Ok(())
+    }
+
+    fn count(&self, outcome: &str) {
+        self.metrics.persisted.with_label_values(&[outcome]).inc();
+    }
+
+    async fn publish(
+        &self,
+        incoming: &Incoming<'_>,
+        reason: ReasonCode,
+        error: &str,
+    ) -> Result<(), Transient> {
+        Ok(self
+            .publish_letter(incoming.message, reason, error, &incoming.trace)
+            .await?)
     }
 
     /// Dead-letters `message`, retrying the publish until it is acknowledged or shutdown.
@@ -432,17 +367,17 @@ impl Processor {
         error: &str,
         trace: &TraceContext,
         shutdown: &CancellationToken,
-    ) -> Result<(), Halt> {
+    ) -> Result<(), Stopped> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.publish(message, reason, error, trace).await {
+            match self.publish_letter(message, reason, error, trace).await {
                 Ok(()) => return Ok(()),
                 Err(publish_error) => {
                     let delay = self.backoff.delay(attempt);
                     tracing::error!(%publish_error, ?delay, "dead-letter publish failed; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return Err(Halt::Shutdown),
+                        _ = shutdown.cancelled() => return Err(Stopped),
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -450,13 +385,14 @@ impl Processor {
         }
     }
 
-    async fn publish(
+    /// Publishes the dead letter of `message` once and counts it.
+    async fn publish_letter(
         &self,
         message: &OwnedMessage,
         reason: ReasonCode,
         error: &str,
         trace: &TraceContext,
-    ) -> Result<(), Transient> {
+    ) -> Result<(), kafka::KafkaError> {
         let replays: u32 = message_header(message, header::REPLAYS)
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.parse().ok())

@@ -9,8 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown =
         telemetry::shutdown_on_signal(std::time::Duration::from_secs(settings.shutdown.grace_secs));
     let broker = kafka::LocalBroker::for_settings(&settings.kafka).await?;
-    let deps = order_worker::Dependencies::connect(&settings, broker.bootstrap()).await?;
-    let worker = order_worker::Worker::build(&settings, deps)?;
+    let worker = order_worker::Worker::connect(&settings, broker.bootstrap()).await?;
     tracing::info!(ops_port = worker.ops_port(), "order worker starting");
     worker.run_until_stopped(shutdown).await
 }

@@ -214,6 +214,14 @@ pub struct ReplayerSettings {
     pub max_replays: u32,
     /// Seconds before a retryable letter is republished.
     pub replay_delay_secs: u64,
+    /// Most letters per batch.
+    pub batch_max: usize,
+    /// Milliseconds to let a batch fill.
+    pub batch_wait_ms: u64,
+    /// First delay before settling a letter again after a transient failure, in ms.
+    pub retry_backoff_ms: u64,
+    /// Cap of that delay in ms.
+    pub retry_backoff_max_ms: u64,
 }
 
 impl Settings {
@@ -298,6 +306,21 @@ impl Settings {
         }
         if self.worker.max_attempts == 0 {
             return invalid("worker.max_attempts", "must be at least 1");
+        }
+        if self.replayer.batch_max == 0 {
+            return invalid("replayer.batch_max", "must be at least 1");
+        }
+        if self.worker.retry_backoff_ms > self.worker.retry_backoff_max_ms {
+            return invalid(
+                "worker.retry_backoff_ms",
+                "must not exceed worker.retry_backoff_max_ms",
+            );
+        }
+        if self.replayer.retry_backoff_ms > self.replayer.retry_backoff_max_ms {
+            return invalid(
+                "replayer.retry_backoff_ms",
+                "must not exceed replayer.retry_backoff_max_ms",
+            );
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");

@@ -2,6 +2,10 @@
 //! script over the keys of one SKU (one hash tag, so one Redis Cluster slot), which makes it
 //! atomic without locks: two buyers can never take the same last unit.
 
+pub mod record;
+
+pub use record::{CorruptRecord, ReservationRecord, ReservationState};
+
 use chrono::{DateTime, Utc};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use domain::{IdempotencyKey, OrderId, Quantity, SaleSpec, SkuId, StockKeys, UserId};
@@ -32,6 +36,37 @@ pub enum StockError {
         /// What it said.
         reply: Vec<String>,
     },
+    /// A reservation record does not parse.
+    #[error(transparent)]
+    Corrupt(#[from] CorruptRecord),
+}
+
+impl StockError {
+    /// Whether a later attempt may succeed: Redis could not be reached, timed out, or is busy
+    /// (loading, failing over). A reply or a stored value this build cannot read, or a script
+    /// error, will be the same the next time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StockError::Pool(_) => true,
+            StockError::Redis(error) => {
+                error.is_io_error()
+                    || error.is_timeout()
+                    || error.is_connection_dropped()
+                    || error.is_connection_refusal()
+                    || matches!(
+                        error.kind(),
+                        redis::ErrorKind::Server(
+                            redis::ServerErrorKind::BusyLoading
+                                | redis::ServerErrorKind::TryAgain
+                                | redis::ServerErrorKind::ClusterDown
+                                | redis::ServerErrorKind::MasterDown
+                                | redis::ServerErrorKind::ReadOnly
+                        )
+                    )
+            }
+            StockError::Config(_) | StockError::Reply { .. } | StockError::Corrupt(_) => false,
+        }
+    }
 }
 
 /// What a reservation attempt came to.
@@ -54,31 +89,6 @@ pub enum ReserveOutcome {
     NotFound,
     /// Before the start or after the end of the sale.
     NotActive,
-}
-
-/// Where a reservation is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReservationState {
-    /// Stock taken; the order is not yet known to be in the queue.
-    Reserved,
-    /// The broker acknowledged the order message.
-    Acknowledged,
-    /// The worker took the order into a batch.
-    Claimed,
-    /// Given back (produce failure or compensation).
-    Released,
-}
-
-impl ReservationState {
-    fn from_letter(letter: &str) -> Option<Self> {
-        match letter {
-            "R" => Some(Self::Reserved),
-            "A" => Some(Self::Acknowledged),
-            "C" => Some(Self::Claimed),
-            "X" => Some(Self::Released),
-            _ => None,
-        }
-    }
 }
 
 /// What releasing a reservation did.
@@ -162,6 +172,13 @@ pub struct LedgerSnapshot {
     pub released: i64,
 }
 
+/// A script with the record functions of `lua/record.lua` in front of it.
+macro_rules! with_record {
+    ($script:literal) => {
+        concat!(include_str!("lua/record.lua"), include_str!($script))
+    };
+}
+
 struct Scripts {
     reserve: Script,
     release: Script,
@@ -199,9 +216,9 @@ impl StockLedger {
             pool,
             prefix: settings.key_prefix.clone(),
             scripts: Arc::new(Scripts {
-                reserve: Script::new(include_str!("lua/reserve.lua")),
-                release: Script::new(include_str!("lua/release.lua")),
-                advance: Script::new(include_str!("lua/advance.lua")),
+                reserve: Script::new(with_record!("lua/reserve.lua")),
+                release: Script::new(with_record!("lua/release.lua")),
+                advance: Script::new(with_record!("lua/advance.lua")),
                 warm: Script::new(include_str!("lua/warm.lua")),
                 restore: Script::new(include_str!("lua/restore.lua")),
             }),
@@ -306,7 +323,11 @@ impl StockLedger {
     /// Marks an order's message as acknowledged by the broker.
     pub async fn mark_acknowledged(&self, order: &OrderId) -> Result<ClaimOutcome, StockError> {
         let mut outcomes = self
-            .advance(&order.sku(), "A", std::slice::from_ref(order))
+            .advance(
+                &order.sku(),
+                ReservationState::Acknowledged,
+                std::slice::from_ref(order),
+            )
             .await?;
         Ok(outcomes.pop().unwrap_or(ClaimOutcome::Unknown))
     }
@@ -320,19 +341,19 @@ impl StockLedger {
         if orders.is_empty() {
             return Ok(Vec::new());
         }
-        self.advance(sku, "C", orders).await
+        self.advance(sku, ReservationState::Claimed, orders).await
     }
 
     async fn advance(
         &self,
         sku: &SkuId,
-        target: &str,
+        target: ReservationState,
         orders: &[OrderId],
     ) -> Result<Vec<ClaimOutcome>, StockError> {
         let keys = self.keys(sku);
         let mut conn = self.pool.get().await?;
         let mut invocation = self.scripts.advance.key(&keys.resv);
-        invocation.arg(target);
+        invocation.arg(target.letter());
         for order in orders {
             invocation.arg(order.as_str());
         }
@@ -433,23 +454,23 @@ impl StockLedger {
         for chunk in orders.chunks(CHUNK) {
             let mut pipe = redis::pipe();
             for order in chunk {
-                let state = if order.confirmed { 'C' } else { 'X' };
+                let record = ReservationRecord {
+                    state: if order.confirmed {
+                        ReservationState::Claimed
+                    } else {
+                        ReservationState::Released
+                    },
+                    quantity: order.quantity,
+                    user: order.user.clone(),
+                    key: order.key.clone(),
+                };
                 pipe.hset(
                     &keys.idem,
                     format!("{}|{}", order.user.as_str(), order.key.as_str()),
                     order.order_id.as_str(),
                 )
                 .ignore()
-                .hset(
-                    &keys.resv,
-                    order.order_id.as_str(),
-                    format!(
-                        "{state}|{}|{}|{}",
-                        order.quantity,
-                        order.user.as_str(),
-                        order.key.as_str()
-                    ),
-                )
+                .hset(&keys.resv, order.order_id.as_str(), record.encode())
                 .ignore();
             }
             pipe.query_async::<()>(&mut conn).await?;
@@ -499,11 +520,11 @@ impl StockLedger {
         })
     }
 
-    /// The reservation of `order`: its state and its buyer, if Redis has it.
+    /// The reservation of `order`, if Redis has it.
     pub async fn reservation(
         &self,
         order: &OrderId,
-    ) -> Result<Option<(ReservationState, UserId)>, StockError> {
+    ) -> Result<Option<ReservationRecord>, StockError> {
         let keys = self.keys(&order.sku());
         let mut conn = self.pool.get().await?;
         let record: Option<String> = redis::cmd("HGET")
@@ -511,13 +532,9 @@ impl StockLedger {
             .arg(order.as_str())
             .query_async(&mut conn)
             .await?;
-        Ok(record.and_then(|r| {
-            let mut parts = r.splitn(4, '|');
-            let state = ReservationState::from_letter(parts.next()?)?;
-            let _qty = parts.next()?;
-            let user = UserId::parse(parts.next()?).ok()?;
-            Some((state, user))
-        }))
+        Ok(record
+            .map(|record| ReservationRecord::parse(&record))
+            .transpose()?)
     }
 
     /// Deletes every key of `sku` (tests and `make demo` reset; never called by services).

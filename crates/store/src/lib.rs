@@ -36,22 +36,62 @@ pub enum StoreError {
         /// Units sold.
         sold: i64,
     },
+    /// A stored value this build cannot read: a row written by a newer version or by hand.
+    /// Never read as a default.
+    #[error("order {order_id}: `{column}` holds {value:?}, which this build cannot read")]
+    Corrupt {
+        /// The order whose row it is.
+        order_id: String,
+        /// The column.
+        column: &'static str,
+        /// What it holds.
+        value: String,
+    },
+}
+
+impl StoreError {
+    /// Whether a later attempt may succeed: the database could not be reached, timed out, ran
+    /// out of connections or resources, or aborted the transaction for a conflict
+    /// (serialization failure, deadlock). A statement it refuses, or a stored value this build
+    /// cannot read, will be the same the next time.
+    pub fn is_transient(&self) -> bool {
+        use sea_orm::sqlx::Error as Sqlx;
+        use sea_orm::RuntimeErr;
+        let StoreError::Db(error) = self else {
+            return false;
+        };
+        match error {
+            DbErr::ConnectionAcquire(_) => true,
+            DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime) => match runtime {
+                RuntimeErr::SqlxError(sqlx) => match sqlx {
+                    Sqlx::Io(_)
+                    | Sqlx::Tls(_)
+                    | Sqlx::Protocol(_)
+                    | Sqlx::PoolTimedOut
+                    | Sqlx::PoolClosed
+                    | Sqlx::WorkerCrashed => true,
+                    // SQLSTATE classes: 08 connection, 40 transaction rollback (serialization,
+                    // deadlock), 53 insufficient resources, 57 operator intervention (shutdown,
+                    // statement timeout); SQLite's busy/locked.
+                    Sqlx::Database(db) => db.code().is_some_and(|code| {
+                        ["08", "40", "53", "57"]
+                            .iter()
+                            .any(|class| code.starts_with(class))
+                            || matches!(code.as_ref(), "5" | "6" | "261" | "517")
+                    }),
+                    _ => false,
+                },
+                RuntimeErr::Internal(_) => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// The store: a pooled connection.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
-}
-
-/// One order for [`Store::persist_batch`]: the message, and a failure already decided before the
-/// database (e.g. the gateway released the reservation).
-#[derive(Debug, Clone)]
-pub struct OrderWrite {
-    /// The order.
-    pub order: OrderRequested,
-    /// Write it as failed with this reason, taking no stock.
-    pub preset_failure: Option<ReasonCode>,
 }
 
 /// How an order stands after a batch.
@@ -94,6 +134,70 @@ struct StoredStatus {
     order_id: String,
     status: String,
     reason: Option<String>,
+}
+
+impl StoredStatus {
+    /// How the order stands; a value this build cannot read is an error.
+    fn written(&self) -> Result<Written, StoreError> {
+        match entity::parse_status(&self.order_id, &self.status)? {
+            OrderStatus::Confirmed => Ok(Written::Confirmed),
+            OrderStatus::Failed => {
+                let reason = entity::parse_reason(&self.order_id, self.reason.as_deref())?;
+                reason
+                    .map(Written::Failed)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        order_id: self.order_id.clone(),
+                        column: "reason",
+                        value: "NULL on a failed order".into(),
+                    })
+            }
+            OrderStatus::Pending => Err(StoreError::Corrupt {
+                order_id: self.order_id.clone(),
+                column: "status",
+                value: self.status.clone(),
+            }),
+        }
+    }
+}
+
+/// An insert of `orders` with `status` and `reason`, skipping any that conflict.
+fn insert_orders(
+    orders: &[&OrderRequested],
+    status: OrderStatus,
+    reason: Option<ReasonCode>,
+    now: DateTime<Utc>,
+) -> sea_orm::sea_query::InsertStatement {
+    let mut insert = Query::insert();
+    insert
+        .into_table(orders::Entity)
+        .columns([
+            orders::Column::OrderId,
+            orders::Column::UserId,
+            orders::Column::SkuId,
+            orders::Column::Quantity,
+            orders::Column::IdempotencyKey,
+            orders::Column::Status,
+            orders::Column::Reason,
+            orders::Column::RequestedAt,
+            orders::Column::CreatedAt,
+            orders::Column::UpdatedAt,
+        ])
+        .on_conflict(OnConflict::new().do_nothing().to_owned());
+    for o in orders {
+        insert.values_panic([
+            o.order_id.as_str().into(),
+            o.user_id.as_str().into(),
+            o.sku_id.as_str().into(),
+            (o.quantity.get() as i32).into(),
+            o.idempotency_key.as_str().into(),
+            status.as_str().into(),
+            reason.map(ReasonCode::as_str).into(),
+            o.requested_at.into(),
+            now.into(),
+            now.into(),
+        ]);
+    }
+    insert
 }
 
 impl Store {
@@ -235,106 +339,122 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a batch of orders in one transaction and returns how each order stands.
+    /// Writes a batch of orders in one transaction and returns how each order stands, by order
+    /// id. An order id that comes twice is written once.
     ///
-    /// Orders are inserted (`ON CONFLICT DO NOTHING`, so a redelivered order is written once);
-    /// the stock of the newly inserted ones is taken per SKU with one guarded update
-    /// (`stock >= sum`). When the sum does not fit, each order is tried on its own, in message
-    /// order, and the ones the stock cannot cover are marked failed (`db_out_of_stock`).
-    pub async fn persist_batch(
+    /// The steps: insert the orders (`ON CONFLICT DO NOTHING`, so a redelivered order is written
+    /// once); take the stock of the newly inserted ones per SKU with one guarded update
+    /// (`stock >= sum`), or, when the sum does not fit, order by order in message order, marking
+    /// failed the ones the stock cannot cover (`db_out_of_stock`) or that have no sale
+    /// (`unknown_sku`); read back how every order of the batch stands.
+    pub async fn persist_batch<'o>(
         &self,
-        writes: &[OrderWrite],
-    ) -> Result<Vec<(OrderId, Written)>, StoreError> {
-        if writes.is_empty() {
-            return Ok(Vec::new());
+        orders: impl IntoIterator<Item = &'o OrderRequested>,
+    ) -> Result<HashMap<OrderId, Written>, StoreError> {
+        let mut seen = HashSet::new();
+        let orders: Vec<&OrderRequested> = orders
+            .into_iter()
+            .filter(|o| seen.insert(&o.order_id))
+            .collect();
+        if orders.is_empty() {
+            return Ok(HashMap::new());
         }
         let now = Utc::now();
         let txn = self.db.begin().await?;
-        let mut insert = Query::insert();
-        insert
-            .into_table(orders::Entity)
-            .columns([
-                orders::Column::OrderId,
-                orders::Column::UserId,
-                orders::Column::SkuId,
-                orders::Column::Quantity,
-                orders::Column::IdempotencyKey,
-                orders::Column::Status,
-                orders::Column::Reason,
-                orders::Column::RequestedAt,
-                orders::Column::CreatedAt,
-                orders::Column::UpdatedAt,
-            ])
-            .on_conflict(OnConflict::new().do_nothing().to_owned())
-            .returning_col(orders::Column::OrderId);
-        let mut seen = HashSet::new();
-        for write in writes {
-            let o = &write.order;
-            if !seen.insert(o.order_id.clone()) {
-                continue;
-            }
-            let (status, reason) = match write.preset_failure {
-                Some(reason) => (OrderStatus::Failed, Some(reason.as_str())),
-                None => (OrderStatus::Confirmed, None),
-            };
-            insert.values_panic([
-                o.order_id.as_str().into(),
-                o.user_id.as_str().into(),
-                o.sku_id.as_str().into(),
-                (o.quantity.get() as i32).into(),
-                o.idempotency_key.as_str().into(),
-                status.as_str().into(),
-                reason.into(),
-                o.requested_at.into(),
-                now.into(),
-                now.into(),
-            ]);
-        }
-        let inserted: HashSet<String> = txn
-            .query_all(self.backend().build(&insert))
+        let inserted = self.insert_new(&txn, &orders, now).await?;
+        let taking: Vec<&OrderRequested> = orders
+            .iter()
+            .copied()
+            .filter(|o| inserted.contains(o.order_id.as_str()))
+            .collect();
+        let refused = self.take_stock_for(&txn, &taking).await?;
+        self.mark_refused(&txn, &refused, now).await?;
+        let mut stored = self.stored_outcomes(&txn, &orders).await?;
+        txn.commit().await?;
+        Ok(orders
+            .iter()
+            .map(|o| {
+                // No row under this id: the unique (user, sku, key) index kept it out.
+                let written = stored.remove(&o.order_id).unwrap_or(Written::KeyConflict);
+                (o.order_id.clone(), written)
+            })
+            .collect())
+    }
+
+    /// Inserts the orders as confirmed, skipping any that conflict; the ids inserted now.
+    async fn insert_new(
+        &self,
+        txn: &impl ConnectionTrait,
+        orders: &[&OrderRequested],
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut insert = insert_orders(orders, OrderStatus::Confirmed, None, now);
+        insert.returning_col(orders::Column::OrderId);
+        txn.query_all(self.backend().build(&insert))
             .await?
             .iter()
-            .map(|row| row.try_get::<String>("", "order_id"))
-            .collect::<Result<_, _>>()?;
+            .map(|row| {
+                row.try_get::<String>("", "order_id")
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
 
-        // Stock for the orders this batch inserted as confirmed, SKU by SKU, in message order.
-        // `inserted` holds each id once even when the batch carries the same message twice.
+    /// Takes the stock of `orders` (just inserted, in message order), SKU by SKU: the sum at
+    /// once when it fits, else order by order. The orders the stock did not cover, and why.
+    async fn take_stock_for<'o>(
+        &self,
+        txn: &impl ConnectionTrait,
+        orders: &[&'o OrderRequested],
+    ) -> Result<Vec<(&'o OrderId, ReasonCode)>, StoreError> {
         let mut by_sku: BTreeMap<&SkuId, Vec<&OrderRequested>> = BTreeMap::new();
-        let mut taken: HashSet<&str> = HashSet::new();
-        for write in writes {
-            let id = write.order.order_id.as_str();
-            if write.preset_failure.is_none() && inserted.contains(id) && taken.insert(id) {
-                by_sku
-                    .entry(&write.order.sku_id)
-                    .or_default()
-                    .push(&write.order);
-            }
+        for order in orders {
+            by_sku.entry(&order.sku_id).or_default().push(order);
         }
-        let mut refused: Vec<(&OrderId, ReasonCode)> = Vec::new();
+        let mut refused = Vec::new();
         for (sku, orders) in by_sku {
             let total: i64 = orders.iter().map(|o| i64::from(o.quantity.get())).sum();
-            if self.take_stock(&txn, sku, total).await? {
+            if self.take_stock(txn, sku, total).await? {
                 continue;
             }
-            let exists = sales::Entity::find_by_id(sku.as_str())
-                .select_only()
-                .column(sales::Column::SkuId)
-                .into_tuple::<String>()
-                .one(&txn)
-                .await?
-                .is_some();
+            if !self.sale_exists(txn, sku).await? {
+                refused.extend(orders.iter().map(|o| (&o.order_id, ReasonCode::UnknownSku)));
+                continue;
+            }
             for order in orders {
-                if !exists {
-                    refused.push((&order.order_id, ReasonCode::UnknownSku));
-                } else if !self
-                    .take_stock(&txn, sku, i64::from(order.quantity.get()))
+                if !self
+                    .take_stock(txn, sku, i64::from(order.quantity.get()))
                     .await?
                 {
                     refused.push((&order.order_id, ReasonCode::DbOutOfStock));
                 }
             }
         }
-        for (order_id, reason) in &refused {
+        Ok(refused)
+    }
+
+    async fn sale_exists(
+        &self,
+        txn: &impl ConnectionTrait,
+        sku: &SkuId,
+    ) -> Result<bool, StoreError> {
+        Ok(sales::Entity::find_by_id(sku.as_str())
+            .select_only()
+            .column(sales::Column::SkuId)
+            .into_tuple::<String>()
+            .one(txn)
+            .await?
+            .is_some())
+    }
+
+    /// Marks each refused order failed with its reason.
+    async fn mark_refused(
+        &self,
+        txn: &impl ConnectionTrait,
+        refused: &[(&OrderId, ReasonCode)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for (order_id, reason) in refused {
             let update = Query::update()
                 .table(orders::Entity)
                 .value(orders::Column::Status, OrderStatus::Failed.as_str())
@@ -344,9 +464,17 @@ impl Store {
                 .to_owned();
             txn.execute(self.backend().build(&update)).await?;
         }
+        Ok(())
+    }
 
-        let ids: Vec<&str> = writes.iter().map(|w| w.order.order_id.as_str()).collect();
-        let stored: HashMap<String, (String, Option<String>)> = StoredStatus::find_by_statement(
+    /// How the rows of `orders` stand; an order without a row is absent.
+    async fn stored_outcomes(
+        &self,
+        txn: &impl ConnectionTrait,
+        orders: &[&OrderRequested],
+    ) -> Result<HashMap<OrderId, Written>, StoreError> {
+        let ids: Vec<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
+        let rows = StoredStatus::find_by_statement(
             self.backend().build(
                 Query::select()
                     .columns([
@@ -358,31 +486,18 @@ impl Store {
                     .and_where(Expr::col(orders::Column::OrderId).is_in(ids)),
             ),
         )
-        .all(&txn)
-        .await?
-        .into_iter()
-        .map(|s| (s.order_id, (s.status, s.reason)))
-        .collect();
-        txn.commit().await?;
-
-        let mut outcome = Vec::with_capacity(writes.len());
-        for write in writes {
-            let id = &write.order.order_id;
-            let written = match stored.get(id.as_str()) {
-                None => Written::KeyConflict,
-                Some((status, reason)) => match OrderStatus::parse(status) {
-                    Some(OrderStatus::Failed) => Written::Failed(
-                        reason
-                            .as_deref()
-                            .and_then(ReasonCode::parse)
-                            .unwrap_or(ReasonCode::DbOutOfStock),
-                    ),
-                    _ => Written::Confirmed,
-                },
-            };
-            outcome.push((id.clone(), written));
-        }
-        Ok(outcome)
+        .all(txn)
+        .await?;
+        let by_id: HashMap<&str, &OrderId> = orders
+            .iter()
+            .map(|o| (o.order_id.as_str(), &o.order_id))
+            .collect();
+        rows.into_iter()
+            .filter_map(|row| {
+                let id = (*by_id.get(row.order_id.as_str())?).clone();
+                Some(row.written().map(|written| (id, written)))
+            })
+            .collect()
     }
 
     async fn take_stock(
@@ -415,43 +530,17 @@ impl Store {
         order: &OrderRequested,
         reason: ReasonCode,
     ) -> Result<OrderStatus, StoreError> {
-        let now = Utc::now();
-        let insert = Query::insert()
-            .into_table(orders::Entity)
-            .columns([
-                orders::Column::OrderId,
-                orders::Column::UserId,
-                orders::Column::SkuId,
-                orders::Column::Quantity,
-                orders::Column::IdempotencyKey,
-                orders::Column::Status,
-                orders::Column::Reason,
-                orders::Column::RequestedAt,
-                orders::Column::CreatedAt,
-                orders::Column::UpdatedAt,
-            ])
-            .values_panic([
-                order.order_id.as_str().into(),
-                order.user_id.as_str().into(),
-                order.sku_id.as_str().into(),
-                (order.quantity.get() as i32).into(),
-                order.idempotency_key.as_str().into(),
-                OrderStatus::Failed.as_str().into(),
-                reason.as_str().into(),
-                order.requested_at.into(),
-                now.into(),
-                now.into(),
-            ])
-            .on_conflict(OnConflict::new().do_nothing().to_owned())
-            .to_owned();
+        let insert = insert_orders(&[order], OrderStatus::Failed, Some(reason), Utc::now());
         self.db.execute(self.backend().build(&insert)).await?;
         let stored = orders::Entity::find_by_id(order.order_id.as_str())
             .one(&self.db)
             .await?;
-        Ok(match stored {
-            Some(row) if row.status == OrderStatus::Confirmed.as_str() => OrderStatus::Confirmed,
-            _ => OrderStatus::Failed,
-        })
+        match stored {
+            Some(row) => row.order_status(),
+            // The unique (user, sku, key) index kept it out: another order holds the key, and
+            // this one never took stock in the database.
+            None => Ok(OrderStatus::Failed),
+        }
     }
 
     /// One order.
@@ -509,16 +598,22 @@ impl Store {
             failed_units: 0,
         };
         for row in totals {
-            match OrderStatus::parse(&row.status) {
-                Some(OrderStatus::Confirmed) => {
+            match entity::parse_status(sku.as_str(), &row.status)? {
+                OrderStatus::Confirmed => {
                     stats.confirmed_orders = row.orders;
                     stats.confirmed_units = row.units.unwrap_or(0);
                 }
-                Some(OrderStatus::Failed) => {
+                OrderStatus::Failed => {
                     stats.failed_orders = row.orders;
                     stats.failed_units = row.units.unwrap_or(0);
                 }
-                _ => {}
+                OrderStatus::Pending => {
+                    return Err(StoreError::Corrupt {
+                        order_id: format!("(an order of {sku})"),
+                        column: "status",
+                        value: row.status,
+                    })
+                }
             }
         }
         Ok(Some(stats))

@@ -107,6 +107,8 @@ impl TestContext {
         settings.redis.key_prefix = unique("t");
         settings.worker.retry_backoff_ms = 20;
         settings.worker.retry_backoff_max_ms = 200;
+        settings.replayer.retry_backoff_ms = 20;
+        settings.replayer.retry_backoff_max_ms = 200;
         settings.replayer.replay_delay_secs = 0;
         let endpoint = kafka::Endpoint::from_settings(&settings.kafka, None);
         kafka::topics::provision(&settings.kafka, &endpoint, Some(&broker)).await?;

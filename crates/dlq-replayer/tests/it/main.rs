@@ -136,13 +136,9 @@ async fn the_replayer_retries_what_is_retryable_compensates_the_rest_and_commits
     .await;
     send_letter(&ctx, b"garbage", ReasonCode::Undecodable, 1).await;
 
-    let replayer = dlq_replayer::Replayer::build(
-        &ctx.settings,
-        dlq_replayer::Dependencies::connect(&ctx.settings, None)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let replayer = dlq_replayer::Replayer::connect(&ctx.settings, None)
+        .await
+        .unwrap();
     let metrics = replayer.metrics();
     let stop = CancellationToken::new();
     let handle = tokio::spawn(replayer.run_until_stopped(stop.clone()));
@@ -218,11 +214,13 @@ async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_c
     let all = letters::pending(&endpoint, kafka_settings).await.unwrap();
     assert_eq!(all.len(), 5);
     // The replayer has settled the first letter: it is no longer listed.
-    let replayer_group: StreamConsumer =
-        kafka::consumer(&endpoint, &kafka_settings.replayer_group).unwrap();
+    let replayer_group: std::sync::Arc<StreamConsumer> =
+        std::sync::Arc::new(kafka::consumer(&endpoint, &kafka_settings.replayer_group).unwrap());
     let mut offsets = kafka::PartitionOffsets::new();
     offsets.processed(&kafka_settings.dlq_topic, all[0].partition, all[0].offset);
-    kafka::commit_processed(&replayer_group, &offsets).unwrap();
+    kafka::commit_processed(&replayer_group, &offsets)
+        .await
+        .unwrap();
     let pending = letters::pending(&endpoint, kafka_settings).await.unwrap();
     let orders: Vec<Option<String>> = pending
         .iter()

@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::service::{place_order, Placed};
 use crate::AppState;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use domain::{IdempotencyKey, OrderId, OrderStatus, Quantity, SkuId};
+use domain::{IdempotencyKey, OrderId, OrderStatus, Quantity, ReasonCode, SkuId};
 use serde::{Deserialize, Serialize};
 use stock::ReservationState;
 use telemetry::TraceContext;
@@ -69,7 +69,7 @@ struct OrderView {
     #[serde(skip_serializing_if = "Option::is_none")]
     quantity: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+    reason: Option<ReasonCode>,
 }
 
 /// `GET /v1/orders/{order_id}`: the caller's own order. Another buyer's order is answered
@@ -86,18 +86,18 @@ pub async fn get_order(
             return Err(ApiError::OrderNotFound);
         }
         return Ok(HttpResponse::Ok().json(OrderView {
+            status: row.order_status()?,
+            reason: row.failure_reason()?,
             order_id: row.order_id,
             sku_id: row.sku_id,
-            status: OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Pending),
             quantity: Some(row.quantity),
-            reason: row.reason,
         }));
     }
     match state.ledger.reservation(&id).await? {
-        Some((reservation, owner)) if owner == buyer.0 => {
-            let (status, reason) = match reservation {
+        Some(reservation) if reservation.user == buyer.0 => {
+            let (status, reason) = match reservation.state {
                 ReservationState::Released => {
-                    (OrderStatus::Failed, Some("reservation_released".to_owned()))
+                    (OrderStatus::Failed, Some(ReasonCode::ReservationReleased))
                 }
                 _ => (OrderStatus::Pending, None),
             };

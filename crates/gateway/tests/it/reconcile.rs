@@ -52,10 +52,9 @@ async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without
 
     // The worker drains the queue; Redis knows none of these orders, the database decides.
     let stop = CancellationToken::new();
-    let deps = order_worker::Dependencies::connect(&gw.ctx.settings, None)
+    let worker = order_worker::Worker::connect(&gw.ctx.settings, None)
         .await
         .unwrap();
-    let worker = order_worker::Worker::build(&gw.ctx.settings, deps).unwrap();
     let worker = tokio::spawn(worker.run_until_stopped(stop.clone()));
 
     let options = gateway::reconcile::Options {

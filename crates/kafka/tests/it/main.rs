@@ -9,7 +9,6 @@ use kafka::PartitionOffsets;
 use std::sync::Arc;
 use std::time::Duration;
 use testkit::{eventually, TestContext};
-use tokio_util::sync::CancellationToken;
 
 fn lag_of(gauge: &prometheus::IntGaugeVec, topic: &str, partitions: i32) -> i64 {
     (0..partitions)
@@ -27,15 +26,12 @@ async fn the_lag_gauge_rises_as_messages_are_produced_and_falls_as_they_are_comm
     let gauge = kafka::lag::lag_gauge();
     let assigned = prometheus::IntGauge::new("assigned", "partitions assigned").unwrap();
     assigned.set(-1);
-    let stop = CancellationToken::new();
-    let reporter = tokio::spawn(kafka::lag::report_lag(
+    let reporter = kafka::lag::LagReporter::new(
         consumer.clone(),
         topic.clone(),
         gauge.clone(),
         Some(assigned.clone()),
-        Duration::from_millis(100),
-        stop.clone(),
-    ));
+    );
     for i in 0..7 {
         testkit::produce(
             &ctx.endpoint(),
@@ -47,6 +43,7 @@ async fn the_lag_gauge_rises_as_messages_are_produced_and_falls_as_they_are_comm
         .unwrap();
     }
     eventually(Duration::from_secs(20), "lag 7", || async {
+        reporter.refresh().await.ok()?;
         (lag_of(&gauge, &topic, partitions) == 7).then_some(())
     })
     .await;
@@ -72,10 +69,11 @@ async fn the_lag_gauge_rises_as_messages_are_produced_and_falls_as_they_are_comm
         }
     }
     let committed_partitions: Vec<i32> = offsets.iter().map(|(_, p, _)| p).collect();
-    kafka::commit_processed(&*consumer, &offsets).unwrap();
+    kafka::commit_processed(&consumer, &offsets).await.unwrap();
     let expected_left = 7 - 4;
     // Per-partition commits mark everything up to the highest committed offset of a partition.
     let left = eventually(Duration::from_secs(20), "lag to fall", || async {
+        reporter.refresh().await.ok()?;
         let lag = lag_of(&gauge, &topic, partitions);
         (lag < 7).then_some(lag)
     })
@@ -90,10 +88,12 @@ async fn the_lag_gauge_rises_as_messages_are_produced_and_falls_as_they_are_comm
     eventually(
         Duration::from_secs(20),
         "all partitions assigned",
-        || async { (assigned.get() == i64::from(partitions)).then_some(()) },
+        || async {
+            reporter.refresh().await.ok()?;
+            (assigned.get() == i64::from(partitions)).then_some(())
+        },
     )
     .await;
-    stop.cancel();
-    reporter.await.unwrap();
+    drop(reporter);
     consumer.unsubscribe();
 }

@@ -68,13 +68,9 @@ async fn while_the_database_is_down_the_worker_retries_dead_letters_as_retryable
     let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
     const STOCK: i64 = 30;
     ctx.open_sale(&sku, STOCK, 1).await;
-    let worker = order_worker::Worker::build(
-        &ctx.settings,
-        order_worker::Dependencies::connect(&ctx.settings, None)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let worker = order_worker::Worker::connect(&ctx.settings, None)
+        .await
+        .unwrap();
     let metrics = worker.metrics();
     let stop = CancellationToken::new();
     let worker = tokio::spawn(worker.run_until_stopped(stop.clone()));
@@ -101,13 +97,9 @@ async fn while_the_database_is_down_the_worker_retries_dead_letters_as_retryable
     );
     testkit::set_database_up(&ctx.database, true).await.unwrap();
 
-    let replayer = dlq_replayer::Replayer::build(
-        &ctx.settings,
-        dlq_replayer::Dependencies::connect(&ctx.settings, None)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let replayer = dlq_replayer::Replayer::connect(&ctx.settings, None)
+        .await
+        .unwrap();
     let replayed = replayer.metrics();
     let replayer = tokio::spawn(replayer.run_until_stopped(stop.clone()));
     let store = ctx.store().await;
@@ -169,13 +161,9 @@ async fn drain_through_broker_errors(api: RDKafkaApiKey, errors: &[RDKafkaRespEr
 
 /// Runs a worker until the group has committed the whole orders topic, then stops it cleanly.
 async fn drain(ctx: &TestContext) {
-    let worker = order_worker::Worker::build(
-        &ctx.settings,
-        order_worker::Dependencies::connect(&ctx.settings, None)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let worker = order_worker::Worker::connect(&ctx.settings, None)
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     let handle = tokio::spawn(worker.run_until_stopped(stop.clone()));
     let group = ctx.settings.kafka.worker_group.clone();

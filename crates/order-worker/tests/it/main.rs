@@ -27,10 +27,9 @@ async fn start_worker(
 ) {
     let mut settings = ctx.settings.clone();
     settings.kafka.worker_group = group.to_owned();
-    let deps = order_worker::Dependencies::connect(&settings, None)
+    let worker = order_worker::Worker::connect(&settings, None)
         .await
         .unwrap();
-    let worker = order_worker::Worker::build(&settings, deps).unwrap();
     let metrics = worker.metrics();
     let stop = CancellationToken::new();
     let handle = tokio::spawn(worker.run_until_stopped(stop.clone()));
@@ -106,13 +105,13 @@ async fn queued_orders_are_confirmed_claimed_and_committed_so_the_lag_drops_to_z
         (12, 12, 8)
     );
     for o in &orders {
-        let (state, _) = ctx
+        let reservation = ctx
             .ledger()
             .reservation(&o.order_id)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(state, stock::ReservationState::Claimed);
+        assert_eq!(reservation.state, stock::ReservationState::Claimed);
     }
     let lag = eventually(PATIENCE, "the lag to reach 0", || async {
         let lag =

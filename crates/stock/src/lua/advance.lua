@@ -12,12 +12,12 @@ for i = 2, #ARGV do
   if not record then
     out[#out + 1] = 'unknown'
   else
-    local state = string.sub(record, 1, 1)
-    if state == 'X' then
+    local r = decode_record(ARGV[i], record)
+    if r.state == 'X' then
       out[#out + 1] = 'released'
     else
-      if rank[state] < rank[target] then
-        redis.call('HSET', KEYS[1], ARGV[i], target .. string.sub(record, 2))
+      if rank[r.state] < rank[target] then
+        redis.call('HSET', KEYS[1], ARGV[i], encode_record(target, r.qty, r.user, r.key))
       end
       out[#out + 1] = 'ok'
     end

@@ -11,21 +11,20 @@ local record = redis.call('HGET', KEYS[5], ARGV[1])
 if not record then
   return 'missing'
 end
-local state, qty, user, key = string.match(record, '^(%u)|(%d+)|([^|]+)|(.*)$')
-if state == 'X' then
+local r = decode_record(ARGV[1], record)
+if r.state == 'X' then
   return 'already'
 end
-if ARGV[2] == 'produce_failed' and state ~= 'R' then
+if ARGV[2] == 'produce_failed' and r.state ~= 'R' then
   return 'claimed'
 end
-qty = tonumber(qty)
-redis.call('INCRBY', KEYS[2], qty)
-if redis.call('HINCRBY', KEYS[3], user, -qty) <= 0 then
-  redis.call('HDEL', KEYS[3], user)
+redis.call('INCRBY', KEYS[2], r.qty)
+if redis.call('HINCRBY', KEYS[3], r.user, -r.qty) <= 0 then
+  redis.call('HDEL', KEYS[3], r.user)
 end
 if ARGV[2] == 'produce_failed' then
-  redis.call('HDEL', KEYS[4], user .. '|' .. key)
+  redis.call('HDEL', KEYS[4], r.user .. '|' .. r.key)
 end
-redis.call('HSET', KEYS[5], ARGV[1], 'X|' .. qty .. '|' .. user .. '|' .. key)
-redis.call('HINCRBY', KEYS[1], 'released', qty)
+redis.call('HSET', KEYS[5], ARGV[1], encode_record('X', r.qty, r.user, r.key))
+redis.call('HINCRBY', KEYS[1], 'released', r.qty)
 return 'released'

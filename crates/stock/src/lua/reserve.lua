@@ -1,13 +1,12 @@
 -- Reserve stock for one order, atomically.
 -- KEYS: sale, stock, buyers, idem, resv (all of one SKU, one hash tag)
 -- ARGV: user, idempotency key, candidate order id, quantity, now (ms since epoch)
--- Reservation record: "<state>|<qty>|<user>|<idempotency key>", state R reserved,
--- A acknowledged by the broker, C claimed by the worker, X released.
+-- Writes the order's reservation record (record.lua) in state R.
 local idem_field = ARGV[1] .. '|' .. ARGV[2]
 local existing = redis.call('HGET', KEYS[4], idem_field)
 if existing then
   local record = redis.call('HGET', KEYS[5], existing)
-  return {'duplicate', existing, record and string.sub(record, 1, 1) or 'X'}
+  return {'duplicate', existing, record and decode_record(existing, record).state or 'X'}
 end
 local sale = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'per_user_limit')
 if not sale[1] then
@@ -32,6 +31,6 @@ end
 redis.call('DECRBY', KEYS[2], qty)
 redis.call('HINCRBY', KEYS[3], ARGV[1], qty)
 redis.call('HSET', KEYS[4], idem_field, ARGV[3])
-redis.call('HSET', KEYS[5], ARGV[3], 'R|' .. ARGV[4] .. '|' .. ARGV[1] .. '|' .. ARGV[2])
+redis.call('HSET', KEYS[5], ARGV[3], encode_record('R', ARGV[4], ARGV[1], ARGV[2]))
 redis.call('HINCRBY', KEYS[1], 'reserved', qty)
 return {'accepted', ARGV[3]}

@@ -17,9 +17,10 @@ pub struct Model {
     pub quantity: i32,
     /// The buyer's idempotency key.
     pub idempotency_key: String,
-    /// `confirmed` or `failed` (`pending` orders exist only in Redis and Kafka).
+    /// `confirmed` or `failed` (`pending` orders exist only in Redis and Kafka); read it with
+    /// [`Model::order_status`].
     pub status: String,
-    /// Why it failed.
+    /// Why it failed; read it with [`Model::failure_reason`].
     pub reason: Option<String>,
     /// When the gateway accepted it.
     pub requested_at: DateTimeUtc,
@@ -34,3 +35,15 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The order's status; a value this build cannot read is an error.
+    pub fn order_status(&self) -> Result<domain::OrderStatus, crate::StoreError> {
+        super::parse_status(&self.order_id, &self.status)
+    }
+
+    /// Why the order failed, if it did; a value this build cannot read is an error.
+    pub fn failure_reason(&self) -> Result<Option<domain::ReasonCode>, crate::StoreError> {
+        super::parse_reason(&self.order_id, self.reason.as_deref())
+    }
+}

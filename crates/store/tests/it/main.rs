@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use domain::{OrderStatus, ReasonCode, SkuId};
-use store::{OrderWrite, Store, Written};
+use store::{Store, Written};
 use testkit::{fresh_database, open_spec, order};
 
 async fn store() -> Store {
@@ -12,16 +12,6 @@ async fn store() -> Store {
     let mut settings = settings::Settings::defaults().database;
     settings.url = settings::secrecy::SecretString::from(url);
     Store::connect(&settings).await.unwrap()
-}
-
-fn writes(orders: &[domain::OrderRequested]) -> Vec<OrderWrite> {
-    orders
-        .iter()
-        .map(|o| OrderWrite {
-            order: o.clone(),
-            preset_failure: None,
-        })
-        .collect()
 }
 
 fn sku() -> SkuId {
@@ -37,7 +27,7 @@ async fn a_redelivered_batch_writes_each_order_once_and_takes_its_stock_once() {
         .map(|i| order(&sku, &format!("u{i}"), "k", 2))
         .collect();
     for _ in 0..3 {
-        let outcome = store.persist_batch(&writes(&batch)).await.unwrap();
+        let outcome = store.persist_batch(&batch).await.unwrap();
         assert!(
             outcome.iter().all(|(_, w)| *w == Written::Confirmed),
             "{outcome:?}"
@@ -58,33 +48,36 @@ async fn the_database_refuses_the_order_beyond_its_stock_even_if_redis_let_it_th
     let batch: Vec<_> = (0..=STOCK)
         .map(|i| order(&sku, &format!("u{i}"), "k", 1))
         .collect();
-    let outcome = store.persist_batch(&writes(&batch)).await.unwrap();
+    let outcome = store.persist_batch(&batch).await.unwrap();
     let refused: Vec<_> = outcome
         .iter()
-        .filter(|(_, w)| *w == Written::Failed(ReasonCode::DbOutOfStock))
+        .filter(|(_, w)| **w == Written::Failed(ReasonCode::DbOutOfStock))
         .collect();
     assert_eq!(refused.len(), 1);
     // Message order decides: the last one is the one that does not fit.
-    assert_eq!(refused[0].0, batch[STOCK as usize].order_id);
+    assert_eq!(refused[0].0, &batch[STOCK as usize].order_id);
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!(stats.stock, 0);
     assert_eq!(stats.confirmed_units, STOCK);
     assert_eq!(stats.failed_orders, 1);
     // A second batch against an empty stock is refused as a whole.
     let late = order(&sku, "late", "k", 1);
-    let outcome = store.persist_batch(&writes(&[late])).await.unwrap();
-    assert_eq!(outcome[0].1, Written::Failed(ReasonCode::DbOutOfStock));
+    let outcome = store.persist_batch([&late]).await.unwrap();
+    assert_eq!(
+        outcome[&late.order_id],
+        Written::Failed(ReasonCode::DbOutOfStock)
+    );
 }
 
 #[tokio::test]
 async fn an_order_for_a_sku_without_a_sale_is_recorded_as_failed() {
     let store = store().await;
     let ghost = order(&sku(), "u", "k", 1);
-    let outcome = store
-        .persist_batch(&writes(std::slice::from_ref(&ghost)))
-        .await
-        .unwrap();
-    assert_eq!(outcome[0].1, Written::Failed(ReasonCode::UnknownSku));
+    let outcome = store.persist_batch([&ghost]).await.unwrap();
+    assert_eq!(
+        outcome[&ghost.order_id],
+        Written::Failed(ReasonCode::UnknownSku)
+    );
     let row = store.order(&ghost.order_id).await.unwrap().unwrap();
     assert_eq!(row.status, "failed");
     assert_eq!(row.reason.as_deref(), Some("unknown_sku"));
@@ -96,10 +89,7 @@ async fn marking_failed_never_overrides_a_confirmed_order_and_is_idempotent() {
     let sku = sku();
     store.upsert_sale(&sku, &open_spec(3, 3)).await.unwrap();
     let confirmed = order(&sku, "a", "k", 1);
-    store
-        .persist_batch(&writes(std::slice::from_ref(&confirmed)))
-        .await
-        .unwrap();
+    store.persist_batch([&confirmed]).await.unwrap();
     assert_eq!(
         store
             .mark_failed(&confirmed, ReasonCode::RetriesExhausted)
@@ -131,12 +121,9 @@ async fn a_second_order_under_the_same_buyer_key_is_reported_as_a_conflict() {
     store.upsert_sale(&sku, &open_spec(3, 3)).await.unwrap();
     let first = order(&sku, "a", "same-key", 1);
     let second = order(&sku, "a", "same-key", 1);
-    let outcome = store
-        .persist_batch(&writes(&[first, second]))
-        .await
-        .unwrap();
-    assert_eq!(outcome[0].1, Written::Confirmed);
-    assert_eq!(outcome[1].1, Written::KeyConflict);
+    let outcome = store.persist_batch([&first, &second]).await.unwrap();
+    assert_eq!(outcome[&first.order_id], Written::Confirmed);
+    assert_eq!(outcome[&second.order_id], Written::KeyConflict);
     assert_eq!(store.sale_stats(&sku).await.unwrap().unwrap().stock, 2);
 }
 
@@ -148,7 +135,7 @@ async fn shrinking_a_sale_below_what_is_sold_is_refused() {
     let batch: Vec<_> = (0..3)
         .map(|i| order(&sku, &format!("u{i}"), "k", 1))
         .collect();
-    store.persist_batch(&writes(&batch)).await.unwrap();
+    store.persist_batch(&batch).await.unwrap();
     assert!(matches!(
         store.upsert_sale(&sku, &open_spec(2, 5)).await,
         Err(store::StoreError::BelowSold { sold: 3, .. })
@@ -164,11 +151,9 @@ async fn the_same_order_twice_in_one_batch_takes_its_stock_once() {
     let sku = sku();
     store.upsert_sale(&sku, &open_spec(10, 5)).await.unwrap();
     let once = order(&sku, "u", "k", 3);
-    let outcome = store
-        .persist_batch(&writes(&[once.clone(), once]))
-        .await
-        .unwrap();
-    assert_eq!(outcome.len(), 2);
+    let outcome = store.persist_batch([&once, &once]).await.unwrap();
+    assert_eq!(outcome.len(), 1, "one order, once");
+    assert_eq!(outcome[&once.order_id], Written::Confirmed);
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!((stats.confirmed_orders, stats.stock), (1, 7));
 }
@@ -185,7 +170,7 @@ async fn sale_figures_read_while_batches_commit_always_add_up() {
         tokio::spawn(async move {
             for i in 0..STOCK {
                 let one = [order(&sku, &format!("u{i}"), "k", 1)];
-                store.persist_batch(&writes(&one)).await.unwrap();
+                store.persist_batch(&one).await.unwrap();
             }
         })
     };

@@ -1,0 +1,254 @@
+//! The one skeleton of seckill's Kafka consumers (the order worker, the dead-letter replayer,
+//! and the periodic work that joins them).
+//!
+//! A service brings only what is its own: a [`Handler`] that says what to do with one
+//! partition's run of messages, and, if it has any, [`Periodic`] tasks. The runtime does the
+//! rest the same way for every service:
+//!
+//! - connects to Redis, the database and the brokers ([`Connections`]);
+//! - subscribes, reads batches, splits them into per-partition runs in offset order;
+//! - commits the offsets of what the handler settled, only after the handler returned (its
+//!   effects are durable), on the blocking pool rather than the async threads; a failed commit
+//!   is logged and counted, and the partition's next owner redelivers;
+//! - serves `/healthz`, `/readyz` (Redis, database, brokers; one answer shape for every
+//!   service) and `/metrics` on the ops port;
+//! - keeps the lag and assigned-partitions gauges current on a timer;
+//! - on shutdown, lets the handler finish or hand back the run in hand, commits what was
+//!   settled, leaves the group and stops the ops server and the periodic tasks.
+//!
+//! ```text
+//! let connections = Connections::connect(&settings, &settings.kafka.worker_group, None).await?;
+//! let handler = Processor::new(&connections, ...);
+//! let service = Service::build(&settings, spec, connections, registry, handler)?
+//!     .every(Periodic::new("sweep", period, move || sweep()));
+//! service.run_until_stopped(shutdown).await
+//! ```
+
+mod connections;
+mod metrics;
+mod periodic;
+
+pub use connections::Connections;
+pub use metrics::ConsumerMetrics;
+pub use periodic::Periodic;
+
+use anyhow::Context;
+use kafka::consume::{by_partition, next_batch};
+use kafka::lag::LagReporter;
+use kafka::PartitionOffsets;
+use prometheus::Registry;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use settings::Settings;
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often the lag and assignment gauges are refreshed.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// What a handler did with a run of messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// The effect of every message is durable: commit the whole run.
+    All,
+    /// Shutdown came first: the effects of the first `settled` messages are durable, the rest
+    /// are handed back (not committed; the partition's next owner reads them again).
+    Stopped {
+        /// How many messages, from the start of the run, may be committed.
+        settled: usize,
+    },
+}
+
+/// What one consumer does with its messages: the part that differs between services.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one partition's run of messages, in offset order. Returns once the effects are
+    /// durable (the runtime then commits), or on `shutdown` with how far it got. A message that
+    /// cannot be processed is the handler's to settle (dead letter, skip with a metric): the
+    /// runtime never retries or drops one on its own.
+    fn handle(
+        &self,
+        run: &[OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = Handled> + Send;
+}
+
+/// Which topic a service consumes and how it batches.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The service's name in logs ("order worker").
+    pub name: &'static str,
+    /// The topic to consume.
+    pub topic: String,
+    /// Most messages per batch.
+    pub batch_max: usize,
+    /// How long to let a batch fill once its first message arrived.
+    pub batch_wait: Duration,
+}
+
+/// A consumer service, built and bound, not yet running.
+pub struct Service<H> {
+    spec: Spec,
+    consumer: StreamConsumer,
+    handler: H,
+    readiness: telemetry::ops::Readiness,
+    registry: Registry,
+    metrics: ConsumerMetrics,
+    ops: TcpListener,
+    periodic: Vec<Periodic>,
+}
+
+impl<H: Handler> Service<H> {
+    /// Binds the ops port (`http.host`:`http.ops_port`, 0 = any free port), registers the
+    /// consumer metrics in `registry` (the service's own metrics are already in it) and takes
+    /// the consumer of `connections`; the handler holds whatever else of them it needs.
+    pub fn build(
+        settings: &Settings,
+        spec: Spec,
+        connections: Connections,
+        registry: Registry,
+        handler: H,
+    ) -> anyhow::Result<Self> {
+        let address = format!("{}:{}", settings.http.host, settings.http.ops_port);
+        let ops = TcpListener::bind(&address).with_context(|| format!("cannot bind {address}"))?;
+        let readiness = connections.readiness(&spec.topic);
+        Ok(Self {
+            metrics: ConsumerMetrics::new(&registry),
+            consumer: connections.consumer,
+            spec,
+            handler,
+            readiness,
+            registry,
+            ops,
+            periodic: Vec::new(),
+        })
+    }
+
+    /// Adds a task run on a timer beside the consumer loop until shutdown.
+    pub fn every(mut self, task: Periodic) -> Self {
+        self.periodic.push(task);
+        self
+    }
+
+    /// The ops port (`/metrics`, `/healthz`, `/readyz`).
+    pub fn ops_port(&self) -> u16 {
+        self.ops.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The consumer metrics (tests read them).
+    pub fn metrics(&self) -> ConsumerMetrics {
+        self.metrics.clone()
+    }
+
+    /// Consumes until `shutdown` fires: the run in hand is finished or handed back, what was
+    /// settled is committed, then the consumer leaves its group and the ops server and periodic
+    /// tasks stop.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Service {
+            spec,
+            consumer,
+            handler,
+            readiness,
+            registry,
+            metrics,
+            ops,
+            mut periodic,
+        } = self;
+        let name = spec.name;
+        let consumer = Arc::new(consumer);
+        consumer
+            .subscribe(&[spec.topic.as_str()])
+            .with_context(|| format!("subscribing to {}", spec.topic))?;
+        let ops = tokio::spawn(telemetry::ops::serve(
+            ops,
+            registry,
+            readiness,
+            shutdown.clone(),
+        ));
+        let lag = Arc::new(LagReporter::new(
+            consumer.clone(),
+            spec.topic.clone(),
+            metrics.lag.clone(),
+            Some(metrics.assigned.clone()),
+        ));
+        periodic.push(Periodic::new("consumer lag", LAG_EVERY, move || {
+            let lag = lag.clone();
+            async move { Ok(lag.refresh().await?) }
+        }));
+        let tasks: Vec<_> = periodic
+            .into_iter()
+            .map(|task| tokio::spawn(task.run(shutdown.clone())))
+            .collect();
+
+        tracing::info!(topic = %spec.topic, "{name} consuming");
+        let mut consuming = Consuming {
+            consumer: &consumer,
+            handler: &handler,
+            metrics: &metrics,
+        };
+        consuming.until_stopped(&spec, &shutdown).await;
+
+        tracing::info!("{name} leaving its group");
+        consumer.unsubscribe();
+        shutdown.cancel();
+        for task in tasks {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "a periodic task panicked");
+            }
+        }
+        match ops.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(error = %format!("{error:#}"), "ops server failed"),
+            Err(error) => tracing::error!(%error, "ops server panicked"),
+        }
+        drop(consumer);
+        tracing::info!("{name} stopped");
+        Ok(())
+    }
+}
+
+/// The consumer loop's borrowed state.
+struct Consuming<'s, H> {
+    consumer: &'s Arc<StreamConsumer>,
+    handler: &'s H,
+    metrics: &'s ConsumerMetrics,
+}
+
+impl<H: Handler> Consuming<'_, H> {
+    /// Batch after batch until shutdown: each partition's run handled, then its settled part
+    /// committed.
+    async fn until_stopped(&mut self, spec: &Spec, shutdown: &CancellationToken) {
+        while let Some(batch) =
+            next_batch(self.consumer, spec.batch_max, spec.batch_wait, shutdown).await
+        {
+            for run in by_partition(batch) {
+                let started = Instant::now();
+                self.metrics.batch_size.observe(run.len() as f64);
+                let handled = self.handler.handle(&run, shutdown).await;
+                let settled = match handled {
+                    Handled::All => &run[..],
+                    Handled::Stopped { settled } => &run[..settled.min(run.len())],
+                };
+                self.commit(settled).await;
+                self.metrics
+                    .batch_duration
+                    .observe(started.elapsed().as_secs_f64());
+                if handled != Handled::All {
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn commit(&self, settled: &[OwnedMessage]) {
+        let offsets = PartitionOffsets::of(settled);
+        if let Err(error) = kafka::commit_processed(self.consumer, &offsets).await {
+            self.metrics.commit_failures.inc();
+            // The partition may have moved to another member; it redelivers, which the
+            // handlers' idempotent effects make harmless.
+            tracing::warn!(%error, "offset commit failed");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+-- The reservation record. Every script reads and writes it only through these two functions,
+-- which are prepended to each script (the Rust side is `stock::record`, tested against them):
+-- "<state>|<quantity>|<user>|<idempotency key>"; state R reserved, A acknowledged by the broker,
+-- C claimed by the worker, X released.
+local function encode_record(state, qty, user, key)
+  return state .. '|' .. qty .. '|' .. user .. '|' .. key
+end
+
+-- A record that does not parse is an error reply, never read as a default.
+local function decode_record(order_id, record)
+  local state, qty, user, key = string.match(record, '^([RACX])|(%d+)|([^|]+)|(.*)$')
+  if not state then
+    error({err = 'CORRUPT reservation record of ' .. order_id .. ': ' .. record})
+  end
+  return {state = state, qty = tonumber(qty), user = user, key = key}
+end
+

@@ -1,0 +1,113 @@
+//! The reservation record, as the Lua scripts write it (`lua/record.lua` is their one
+//! definition; this is Rust's): `<state>|<quantity>|<user>|<idempotency key>`.
+
+use domain::{IdempotencyKey, UserId};
+
+/// Where a reservation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationState {
+    /// Stock taken; the order is not yet known to be in the queue.
+    Reserved,
+    /// The broker acknowledged the order message.
+    Acknowledged,
+    /// The worker took the order into a batch.
+    Claimed,
+    /// Given back (produce failure or compensation).
+    Released,
+}
+
+impl ReservationState {
+    /// The letter the record and the scripts use.
+    pub fn letter(self) -> &'static str {
+        match self {
+            Self::Reserved => "R",
+            Self::Acknowledged => "A",
+            Self::Claimed => "C",
+            Self::Released => "X",
+        }
+    }
+
+    /// The state of a letter, if it is one.
+    pub fn from_letter(letter: &str) -> Option<Self> {
+        [
+            Self::Reserved,
+            Self::Acknowledged,
+            Self::Claimed,
+            Self::Released,
+        ]
+        .into_iter()
+        .find(|state| state.letter() == letter)
+    }
+}
+
+/// One order's reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationRecord {
+    /// Where it is.
+    pub state: ReservationState,
+    /// Units reserved.
+    pub quantity: i64,
+    /// The buyer.
+    pub user: UserId,
+    /// The buyer's idempotency key.
+    pub key: IdempotencyKey,
+}
+
+/// A stored record that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unreadable reservation record {0:?}")]
+pub struct CorruptRecord(pub String);
+
+impl ReservationRecord {
+    /// The stored form.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.state.letter(),
+            self.quantity,
+            self.user.as_str(),
+            self.key.as_str()
+        )
+    }
+
+    /// Parses the stored form.
+    pub fn parse(record: &str) -> Result<Self, CorruptRecord> {
+        let corrupt = || CorruptRecord(record.to_owned());
+        let mut parts = record.splitn(4, '|');
+        let mut next = || parts.next().ok_or_else(corrupt);
+        let state = ReservationState::from_letter(next()?).ok_or_else(corrupt)?;
+        let quantity = next()?.parse().map_err(|_| corrupt())?;
+        let user = UserId::parse(next()?).map_err(|_| corrupt())?;
+        let key = IdempotencyKey::parse(next()?).map_err(|_| corrupt())?;
+        Ok(Self {
+            state,
+            quantity,
+            user,
+            key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_survives_encode_and_parse_even_with_a_bar_in_its_key() {
+        let record = ReservationRecord {
+            state: ReservationState::Acknowledged,
+            quantity: 3,
+            user: UserId::parse("alice@example.com").unwrap(),
+            key: IdempotencyKey::parse("k|with|bars").unwrap(),
+        };
+        assert_eq!(record.encode(), "A|3|alice@example.com|k|with|bars");
+        assert_eq!(ReservationRecord::parse(&record.encode()).unwrap(), record);
+    }
+
+    #[test]
+    fn a_record_that_does_not_parse_is_an_error_not_a_default() {
+        for bad in ["", "Z|1|u|k", "R|x|u|k", "R|1|u", "R|1||k", "R|1|u|"] {
+            assert!(ReservationRecord::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
