@@ -291,6 +291,25 @@ pub async fn reserve(ledger: &stock::StockLedger, order: &OrderRequested) -> sto
         .expect("redis answers")
 }
 
+/// Overwrites the reservation record of `order` in Redis with `record`, as a bug or a hand edit
+/// would (tests of what happens when a stored value cannot be read).
+pub async fn overwrite_reservation(ledger: &stock::StockLedger, order: &OrderId, record: &str) {
+    let url =
+        std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url).expect("a valid redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis answers");
+    redis::cmd("HSET")
+        .arg(&ledger.keys(&order.sku()).resv)
+        .arg(order.as_str())
+        .arg(record)
+        .query_async::<i64>(&mut conn)
+        .await
+        .expect("redis answers");
+}
+
 /// Total lag of `group` on `topic`.
 pub async fn group_lag(endpoint: &kafka::Endpoint, group: &str, topic: &str) -> i64 {
     let consumer = std::sync::Arc::new(kafka::consumer(endpoint, group).expect("consumer"));

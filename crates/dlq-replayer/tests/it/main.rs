@@ -310,3 +310,90 @@ async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_c
         4
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_that_cannot_be_settled_is_counted_unsettled_and_the_letters_behind_it_are_settled(
+) {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    ctx.open_sale(&sku, 10, 5).await;
+    let broken = reserved(&ctx, &sku, "b", 1).await;
+    let behind = reserved(&ctx, &sku, "f", 2).await;
+    testkit::overwrite_reservation(&ctx.ledger(), &broken.order_id, "not a record").await;
+    // Same key, same partition: `behind` waits in line behind `broken`.
+    send_letters(
+        &ctx,
+        &[
+            (broken.encode(), ReasonCode::UnknownSku, 1),
+            (behind.encode(), ReasonCode::UnknownSku, 1),
+        ],
+    )
+    .await;
+
+    let replayer = dlq_replayer::Replayer::connect(&ctx.settings, None)
+        .await
+        .unwrap();
+    let metrics = replayer.metrics();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(replayer.run_until_stopped(stop.clone()));
+    let group = ctx.settings.kafka.replayer_group.clone();
+    eventually(PATIENCE, "the dead-letter topic to drain", || async {
+        let lag = testkit::group_lag(&ctx.endpoint(), &group, &ctx.settings.kafka.dlq_topic).await;
+        (lag == 0).then_some(())
+    })
+    .await;
+    let count = |outcome: &str| metrics.settled.with_label_values(&[outcome]).get();
+    assert_eq!((count("unsettled"), count("compensated")), (1, 1));
+    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (snapshot.remaining, snapshot.released),
+        (9, 2),
+        "the letter behind got its 2 units back; the unreadable one moved nothing"
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_in_the_middle_of_a_run_commits_the_letters_settled_and_hands_back_the_rest() {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    ctx.open_sale(&sku, 10, 5).await;
+    let compensated = reserved(&ctx, &sku, "c", 1).await;
+    let waiting = reserved(&ctx, &sku, "w", 1).await;
+    // One run of two letters: the second waits out its replay delay when the stop comes.
+    send_letters(
+        &ctx,
+        &[
+            (compensated.encode(), ReasonCode::UnknownSku, 1),
+            (waiting.encode(), ReasonCode::RetriesExhausted, 1),
+        ],
+    )
+    .await;
+    let mut settings = ctx.settings.clone();
+    settings.replayer.replay_delay_secs = 3600;
+    let replayer = dlq_replayer::Replayer::connect(&settings, None)
+        .await
+        .unwrap();
+    let metrics = replayer.metrics();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(replayer.run_until_stopped(stop.clone()));
+    eventually(PATIENCE, "the first letter to be compensated", || async {
+        let done = metrics.settled.with_label_values(&["compensated"]).get();
+        (done == 1).then_some(())
+    })
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let lag = testkit::group_lag(
+        &ctx.endpoint(),
+        &settings.kafka.replayer_group,
+        &settings.kafka.dlq_topic,
+    )
+    .await;
+    assert_eq!(
+        lag, 1,
+        "the settled letter is committed, the waiting one is not"
+    );
+    assert_eq!(metrics.settled.with_label_values(&["retried"]).get(), 0);
+}

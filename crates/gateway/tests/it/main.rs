@@ -501,21 +501,25 @@ async fn retriable_produce_errors_are_retried_and_the_order_lands_in_kafka_exact
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_goes_false_while_the_broker_is_down_and_true_when_it_is_back() {
     let gw = Running::start().await;
-    let ready = || async {
-        gw.client
+    let readyz = || async {
+        let response = gw
+            .client
             .get(format!("{}/readyz", gw.url))
             .send()
             .await
-            .unwrap()
-            .status()
-            .as_u16()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
     };
-    assert_eq!(ready().await, 200);
+    let ready = || async { readyz().await.0 };
+    assert_eq!(readyz().await, (200, json!({"status": "ok"})));
     gw.ctx.broker.mock().broker_down(1).unwrap();
-    testkit::eventually(Duration::from_secs(20), "readiness to go false", || async {
-        (ready().await == 503).then_some(())
+    let down = testkit::eventually(Duration::from_secs(20), "readiness to go false", || async {
+        let (status, body) = readyz().await;
+        (status == 503).then_some(body)
     })
     .await;
+    assert_eq!(down, json!({"status": "unavailable", "failing": ["kafka"]}));
     gw.ctx.broker.mock().broker_up(1).unwrap();
     testkit::eventually(
         Duration::from_secs(30),

@@ -97,3 +97,53 @@ async fn the_lag_gauge_rises_as_messages_are_produced_and_falls_as_they_are_comm
     drop(reporter);
     consumer.unsubscribe();
 }
+
+/// The commit waits for the group coordinator on the blocking pool: on a runtime with a single
+/// thread, the other tasks keep running while a slow coordinator answers.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_coordinator_stalls_the_commit_not_the_runtime() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let ctx = TestContext::new().await.unwrap();
+    let topic = ctx.settings.kafka.orders_topic.clone();
+    testkit::produce(&ctx.endpoint(), &topic, b"sku", b"{}")
+        .await
+        .unwrap();
+    let consumer =
+        Arc::new(kafka::consumer(&ctx.endpoint(), &ctx.settings.kafka.worker_group).unwrap());
+    consumer.subscribe(&[topic.as_str()]).unwrap();
+    let message = testkit::next_message(&consumer, Duration::from_secs(20), "the message").await;
+    let offsets = PartitionOffsets::of(std::slice::from_ref(&message));
+
+    ctx.broker
+        .mock()
+        .broker_round_trip_time(1, Duration::from_millis(1500))
+        .unwrap();
+    let ticks = Arc::new(AtomicU32::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                ticks.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    kafka::commit_processed(&consumer, &offsets).await.unwrap();
+    let waited = started.elapsed();
+    let ticked = ticks.load(Ordering::SeqCst);
+    ticker.abort();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "the coordinator answered in {waited:?}: not slow, the test proves nothing"
+    );
+    assert!(
+        u128::from(ticked) >= waited.as_millis() / 50 / 2,
+        "the runtime ran {ticked} ticks of 50 ms in {waited:?}: the commit blocked it"
+    );
+    ctx.broker
+        .mock()
+        .broker_round_trip_time(1, Duration::ZERO)
+        .unwrap();
+    consumer.unsubscribe();
+}

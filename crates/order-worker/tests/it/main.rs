@@ -326,3 +326,45 @@ async fn an_order_whose_reservation_the_gateway_released_gets_no_row_and_takes_n
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// `/readyz` of the ops port, off the async threads: the status and the JSON body.
+async fn readyz(port: u16) -> (u16, serde_json::Value) {
+    let (status, body) =
+        tokio::task::spawn_blocking(move || testkit::process::http_get(port, "/readyz"))
+            .await
+            .unwrap()
+            .expect("the ops server answers");
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_the_broker_while_it_is_down_in_the_shape_every_service_uses() {
+    let ctx = TestContext::new().await.unwrap();
+    let worker = order_worker::Worker::connect(&ctx.settings, None)
+        .await
+        .unwrap();
+    let port = worker.ops_port();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run_until_stopped(stop.clone()));
+    let (status, body) = readyz(port).await;
+    assert_eq!((status, body), (200, serde_json::json!({"status": "ok"})));
+    ctx.broker.mock().broker_down(1).unwrap();
+    let down = testkit::eventually(Duration::from_secs(20), "readiness to go false", || async {
+        let answer = readyz(port).await;
+        (answer.0 == 503).then_some(answer.1)
+    })
+    .await;
+    assert_eq!(
+        down,
+        serde_json::json!({"status": "unavailable", "failing": ["kafka"]})
+    );
+    ctx.broker.mock().broker_up(1).unwrap();
+    testkit::eventually(
+        Duration::from_secs(20),
+        "readiness to come back",
+        || async { (readyz(port).await.0 == 200).then_some(()) },
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}

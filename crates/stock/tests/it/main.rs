@@ -6,7 +6,8 @@
 use chrono::{Duration, Utc};
 use domain::{IdempotencyKey, OrderId, Quantity, SkuId, UserId};
 use stock::{
-    ClaimOutcome, ReleaseMode, ReleaseOutcome, ReservationState, ReserveOutcome, StockLedger,
+    ClaimOutcome, ReleaseMode, ReleaseOutcome, ReservationRecord, ReservationState, ReserveOutcome,
+    RestoredOrder, StockError, StockLedger,
 };
 use testkit::{fresh_ledger, open_spec};
 
@@ -244,4 +245,115 @@ async fn changing_the_stock_of_a_live_sale_applies_the_delta_and_never_hands_out
         stock::WarmOutcome::BelowReserved(9)
     );
     assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().remaining, 9);
+}
+
+#[tokio::test]
+async fn the_scripts_and_rust_read_and_write_one_reservation_record_format() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(10, 10)).await.unwrap();
+    // Written by reserve.lua and advance.lua, read by Rust; the key holds the separator.
+    let ReserveOutcome::Accepted(order) = reserve(&ledger, &sku, "alice", "k|1", 2).await else {
+        panic!("the reservation was refused")
+    };
+    let expected = |state| ReservationRecord {
+        state,
+        quantity: 2,
+        user: UserId::parse("alice").unwrap(),
+        key: IdempotencyKey::parse("k|1").unwrap(),
+    };
+    let read = ledger.reservation(&order).await.unwrap();
+    assert_eq!(read, Some(expected(ReservationState::Reserved)));
+    ledger
+        .claim(&sku, std::slice::from_ref(&order))
+        .await
+        .unwrap();
+    let read = ledger.reservation(&order).await.unwrap();
+    assert_eq!(read, Some(expected(ReservationState::Claimed)));
+
+    // Written by Rust (restore), read by release.lua: the buyer's units come back.
+    let restored_sku = self::sku();
+    let restored = new_order(&restored_sku);
+    ledger
+        .restore(
+            &restored_sku,
+            &open_spec(10, 10),
+            7,
+            &[RestoredOrder {
+                order_id: restored.clone(),
+                user: UserId::parse("bob").unwrap(),
+                key: IdempotencyKey::parse("k|2").unwrap(),
+                quantity: 3,
+                confirmed: true,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger
+            .release(&restored, ReleaseMode::Compensate)
+            .await
+            .unwrap(),
+        ReleaseOutcome::Released
+    );
+    let snapshot = ledger.snapshot(&restored_sku).await.unwrap().unwrap();
+    assert_eq!((snapshot.remaining, snapshot.released), (10, 3));
+}
+
+#[tokio::test]
+async fn a_reservation_record_that_cannot_be_read_is_a_permanent_error_never_a_default() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(5, 5)).await.unwrap();
+    let ReserveOutcome::Accepted(order) = reserve(&ledger, &sku, "alice", "k", 1).await else {
+        panic!("the reservation was refused")
+    };
+    testkit::overwrite_reservation(&ledger, &order, "Z|not a record").await;
+
+    let read = ledger.reservation(&order).await.unwrap_err();
+    assert!(matches!(read, StockError::Corrupt(_)), "{read}");
+    let claimed = ledger
+        .claim(&sku, std::slice::from_ref(&order))
+        .await
+        .unwrap_err();
+    let released = ledger
+        .release(&order, ReleaseMode::Compensate)
+        .await
+        .unwrap_err();
+    let again = ledger
+        .reserve(
+            &sku,
+            &UserId::parse("alice").unwrap(),
+            &IdempotencyKey::parse("k").unwrap(),
+            &new_order(&sku),
+            Quantity::ONE,
+            Utc::now(),
+        )
+        .await
+        .unwrap_err();
+    for error in [&read, &claimed, &released, &again] {
+        assert!(!error.is_transient(), "{error}");
+    }
+    for error in [&claimed, &released, &again] {
+        assert!(error.to_string().contains("CORRUPT"), "{error}");
+    }
+    let snapshot = ledger.snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (snapshot.remaining, snapshot.released),
+        (4, 0),
+        "nothing moved on a record nobody could read"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_that_cannot_be_reached_is_a_transient_error() {
+    let mut settings = settings::Settings::defaults().redis;
+    settings.url = settings::secrecy::SecretString::from("redis://127.0.0.1:1".to_owned());
+    settings.timeout_secs = 1;
+    let error = StockLedger::new(&settings)
+        .unwrap()
+        .ping()
+        .await
+        .unwrap_err();
+    assert!(error.is_transient(), "{error}");
 }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use domain::{OrderStatus, ReasonCode, SkuId};
-use store::{Store, Written};
+use store::{Store, StoreError, Written};
 use testkit::{fresh_database, open_spec, order};
 
 async fn store() -> Store {
@@ -188,4 +188,72 @@ async fn sale_figures_read_while_batches_commit_always_add_up() {
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!((stats.stock, stats.confirmed_units), (0, STOCK));
     assert!(reads > 10, "only {reads} reads overlapped the writes");
+}
+
+#[tokio::test]
+async fn a_stored_status_or_reason_this_build_cannot_read_is_an_error_never_a_default() {
+    use sea_orm::ConnectionTrait;
+    let store = store().await;
+    let sku = sku();
+    store.upsert_sale(&sku, &open_spec(3, 3)).await.unwrap();
+    let o = order(&sku, "a", "k", 1);
+    store.persist_batch([&o]).await.unwrap();
+    let set = |assignments: &str| {
+        format!(
+            "UPDATE orders SET {assignments} WHERE order_id = '{}'",
+            o.order_id
+        )
+    };
+
+    // A status written by a newer version, or by hand.
+    store
+        .connection()
+        .execute_unprepared(&set("status = 'shipped'"))
+        .await
+        .unwrap();
+    let row = store.order(&o.order_id).await.unwrap().unwrap();
+    assert!(matches!(
+        row.order_status(),
+        Err(StoreError::Corrupt {
+            column: "status",
+            ..
+        })
+    ));
+    let redelivered = store.persist_batch([&o]).await.unwrap_err();
+    assert!(
+        matches!(redelivered, StoreError::Corrupt { .. }) && !redelivered.is_transient(),
+        "{redelivered}"
+    );
+    assert!(store.sale_stats(&sku).await.is_err());
+    assert!(store.mark_failed(&o, ReasonCode::UnknownSku).await.is_err());
+
+    // A failed order whose reason nobody knows.
+    store
+        .connection()
+        .execute_unprepared(&set("status = 'failed', reason = 'gremlins'"))
+        .await
+        .unwrap();
+    let row = store.order(&o.order_id).await.unwrap().unwrap();
+    assert_eq!(row.order_status().unwrap(), OrderStatus::Failed);
+    assert!(matches!(
+        row.failure_reason(),
+        Err(StoreError::Corrupt {
+            column: "reason",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.persist_batch([&o]).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_reached_is_a_transient_error() {
+    let mut settings = settings::Settings::defaults().database;
+    settings.url =
+        settings::secrecy::SecretString::from("postgres://postgres@127.0.0.1:1/none".to_owned());
+    settings.connect_timeout_secs = 1;
+    let error = Store::connect(&settings).await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
 }
