@@ -393,10 +393,7 @@ impl Processor {
         error: &str,
         trace: &TraceContext,
     ) -> Result<(), kafka::KafkaError> {
-        let replays: u32 = message_header(message, header::REPLAYS)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let replays = replays_of(message);
         let letter = DeadLetter {
             reason,
             error: error.to_owned(),
@@ -415,5 +412,25 @@ impl Processor {
             .inc();
         tracing::info!(%reason, "dead-lettered");
         Ok(())
+    }
+}
+
+/// How many times the replayer has republished `message` (its `seckill-replays` header; none on
+/// a first delivery). An unreadable count is reported and counted as 0: the letter then starts
+/// its replays over, which stays bounded by `replayer.max_replays`.
+fn replays_of(message: &OwnedMessage) -> u32 {
+    let Some(value) = message_header(message, header::REPLAYS) else {
+        return 0;
+    };
+    match std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()) {
+        Some(replays) => replays,
+        None => {
+            tracing::warn!(
+                header = header::REPLAYS,
+                value = %String::from_utf8_lossy(value),
+                "unreadable replay count; counting from 0"
+            );
+            0
+        }
     }
 }
