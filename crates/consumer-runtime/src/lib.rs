@@ -113,7 +113,7 @@ impl<H: Handler> Service<H> {
     ) -> anyhow::Result<Self> {
         let address = format!("{}:{}", settings.http.host, settings.http.ops_port);
         let ops = TcpListener::bind(&address).with_context(|| format!("cannot bind {address}"))?;
-        let readiness = connections.readiness(&spec.topic);
+        let readiness = connections.backends.readiness(&spec.topic);
         Ok(Self {
             metrics: ConsumerMetrics::new(&registry),
             consumer: connections.consumer,

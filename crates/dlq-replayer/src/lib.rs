@@ -99,9 +99,9 @@ impl Replayer {
         let config = &settings.replayer;
         let letters = Letters {
             settler: Settler {
-                ledger: connections.ledger.clone(),
-                store: connections.store.clone(),
-                producer: connections.producer.clone(),
+                ledger: connections.backends.ledger.clone(),
+                store: connections.backends.store.clone(),
+                producer: connections.backends.producer.clone(),
                 orders_topic: settings.kafka.orders_topic.clone(),
                 config: config.clone(),
             },

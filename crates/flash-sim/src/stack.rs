@@ -48,7 +48,7 @@ impl LocalStack {
 
         let gateway = gateway::Application::build(
             &settings,
-            gateway::Dependencies::connect(&settings, bootstrap).await?,
+            backends::Backends::connect(&settings, bootstrap).await?,
         )?;
         let worker = order_worker::Worker::connect(&settings, bootstrap).await?;
         let replayer = dlq_replayer::Replayer::connect(&settings, bootstrap).await?;

@@ -19,6 +19,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpMessage;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use backends::Backends;
 use domain::UserId;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics::GatewayMetrics;
@@ -67,54 +68,6 @@ impl AppState {
     }
 }
 
-/// The outside systems the gateway needs, connected.
-pub struct Dependencies {
-    /// Redis.
-    pub ledger: StockLedger,
-    /// Database.
-    pub store: Store,
-    /// Kafka producer.
-    pub producer: FutureProducer,
-}
-
-impl Dependencies {
-    /// Connects to everything the settings name; `bootstrap` overrides the Kafka servers (the
-    /// embedded broker).
-    pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
-        let ledger = StockLedger::new(&settings.redis).context("redis pool")?;
-        let store = Store::connect(&settings.database)
-            .await
-            .context("database")?;
-        let endpoint = kafka::Endpoint::from_settings(&settings.kafka, bootstrap);
-        let producer = kafka::producer(&endpoint).context("kafka producer")?;
-        Ok(Self {
-            ledger,
-            store,
-            producer,
-        })
-    }
-}
-
-impl Dependencies {
-    /// Ready while Redis, the database and the brokers (asked for `topic`) answer.
-    fn readiness(&self, topic: &str) -> telemetry::ops::Readiness {
-        telemetry::ops::Readiness::new()
-            .check_with("redis", self.ledger.clone(), |ledger| async move {
-                ledger.ping().await
-            })
-            .check_with("database", self.store.clone(), |store| async move {
-                store.ping().await
-            })
-            .check_with(
-                "kafka",
-                (self.producer.clone(), topic.to_owned()),
-                |(producer, topic)| async move {
-                    kafka::health::brokers_answer(&producer, &topic, Duration::from_secs(2)).await
-                },
-            )
-    }
-}
-
 /// A bound, not yet running gateway.
 pub struct Application {
     listener: TcpListener,
@@ -127,7 +80,7 @@ pub struct Application {
 
 impl Application {
     /// Binds the listener of the settings (port 0 = any free port) and prepares the state.
-    pub fn build(settings: &Settings, deps: Dependencies) -> anyhow::Result<Self> {
+    pub fn build(settings: &Settings, deps: Backends) -> anyhow::Result<Self> {
         let address = format!("{}:{}", settings.http.host, settings.http.port);
         let listener =
             TcpListener::bind(&address).with_context(|| format!("cannot bind {address}"))?;

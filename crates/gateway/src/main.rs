@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
                     .collect::<Result<_, _>>()?,
                 drain_timeout: Duration::from_secs(drain_timeout_secs),
             };
-            let deps = gateway::Dependencies::connect(&settings, None).await?;
+            let deps = backends::Backends::connect(&settings, None).await?;
             let endpoint = kafka::Endpoint::from_settings(&settings.kafka, None);
             let reports = gateway::reconcile::reconcile(
                 &deps.ledger,
@@ -80,7 +80,7 @@ async fn serve(settings: settings::Settings) -> anyhow::Result<()> {
         stop.cancel();
     });
     let broker = kafka::LocalBroker::for_settings(&settings.kafka).await?;
-    let deps = gateway::Dependencies::connect(&settings, broker.bootstrap()).await?;
+    let deps = backends::Backends::connect(&settings, broker.bootstrap()).await?;
     let app = gateway::Application::build(&settings, deps)?;
     tracing::info!(port = app.port(), "gateway listening");
     app.run_until_stopped(shutdown).await

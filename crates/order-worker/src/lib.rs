@@ -45,10 +45,10 @@ impl Worker {
             Connections::connect(settings, &settings.kafka.worker_group, bootstrap).await?;
         let metrics = WorkerMetrics::new(telemetry::new_registry());
         let processor = Processor {
-            ledger: connections.ledger.clone(),
-            store: connections.store.clone(),
+            ledger: connections.backends.ledger.clone(),
+            store: connections.backends.store.clone(),
             dead_letters: DeadLetterPublisher::new(
-                connections.producer.clone(),
+                connections.backends.producer.clone(),
                 settings.kafka.dlq_topic.clone(),
             ),
             backoff: backoff(&settings.worker),

@@ -35,6 +35,46 @@ async fn send_letter(ctx: &TestContext, payload: &[u8], reason: ReasonCode, atte
     send_letters(ctx, &[(payload.to_vec(), reason, attempts)]).await;
 }
 
+/// A replayer running in the test's process.
+struct Running {
+    metrics: dlq_replayer::metrics::ReplayerMetrics,
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn start(settings: &settings::Settings) -> Self {
+        let replayer = dlq_replayer::Replayer::connect(settings, None)
+            .await
+            .unwrap();
+        let metrics = replayer.metrics();
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(replayer.run_until_stopped(stop.clone()));
+        Self {
+            metrics,
+            stop,
+            handle,
+        }
+    }
+
+    /// Waits until the replayer group has committed the whole dead-letter topic.
+    async fn drained(&self, ctx: &TestContext) {
+        let group = &ctx.settings.kafka.replayer_group;
+        eventually(PATIENCE, "the dead-letter topic to drain", || async {
+            let lag =
+                testkit::group_lag(&ctx.endpoint(), group, &ctx.settings.kafka.dlq_topic).await;
+            (lag == 0).then_some(())
+        })
+        .await;
+    }
+
+    /// Stops it and waits for a clean exit.
+    async fn stop(self) {
+        self.stop.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
 /// A consumer of the test's orders topic from the start, in a group of its own.
 fn orders_probe(ctx: &TestContext) -> StreamConsumer {
     testkit::probe(&ctx.endpoint(), &ctx.settings.kafka.orders_topic)
@@ -136,18 +176,9 @@ async fn the_replayer_retries_what_is_retryable_compensates_the_rest_and_commits
     .await;
     send_letter(&ctx, b"garbage", ReasonCode::Undecodable, 1).await;
 
-    let replayer = dlq_replayer::Replayer::connect(&ctx.settings, None)
-        .await
-        .unwrap();
-    let metrics = replayer.metrics();
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(replayer.run_until_stopped(stop.clone()));
-    let group = ctx.settings.kafka.replayer_group.clone();
-    eventually(PATIENCE, "the dead-letter topic to drain", || async {
-        let lag = testkit::group_lag(&ctx.endpoint(), &group, &ctx.settings.kafka.dlq_topic).await;
-        (lag == 0).then_some(())
-    })
-    .await;
+    let running = Running::start(&ctx.settings).await;
+    running.drained(&ctx).await;
+    let metrics = running.metrics.clone();
     let count = |outcome: &str| metrics.settled.with_label_values(&[outcome]).get();
     assert_eq!(
         (
@@ -183,8 +214,7 @@ async fn the_replayer_retries_what_is_retryable_compensates_the_rest_and_commits
     let replayed = kafka::trace::carried(&message).expect("a valid traceparent");
     assert_eq!(replayed.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_ne!(replayed.traceparent(), LETTER_TRACEPARENT);
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,18 +360,9 @@ async fn a_letter_that_cannot_be_settled_is_counted_unsettled_and_the_letters_be
     )
     .await;
 
-    let replayer = dlq_replayer::Replayer::connect(&ctx.settings, None)
-        .await
-        .unwrap();
-    let metrics = replayer.metrics();
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(replayer.run_until_stopped(stop.clone()));
-    let group = ctx.settings.kafka.replayer_group.clone();
-    eventually(PATIENCE, "the dead-letter topic to drain", || async {
-        let lag = testkit::group_lag(&ctx.endpoint(), &group, &ctx.settings.kafka.dlq_topic).await;
-        (lag == 0).then_some(())
-    })
-    .await;
+    let running = Running::start(&ctx.settings).await;
+    running.drained(&ctx).await;
+    let metrics = running.metrics.clone();
     let count = |outcome: &str| metrics.settled.with_label_values(&[outcome]).get();
     assert_eq!((count("unsettled"), count("compensated")), (1, 1));
     let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
@@ -350,8 +371,7 @@ async fn a_letter_that_cannot_be_settled_is_counted_unsettled_and_the_letters_be
         (9, 2),
         "the letter behind got its 2 units back; the unreadable one moved nothing"
     );
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,19 +392,14 @@ async fn a_stop_in_the_middle_of_a_run_commits_the_letters_settled_and_hands_bac
     .await;
     let mut settings = ctx.settings.clone();
     settings.replayer.replay_delay_secs = 3600;
-    let replayer = dlq_replayer::Replayer::connect(&settings, None)
-        .await
-        .unwrap();
-    let metrics = replayer.metrics();
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(replayer.run_until_stopped(stop.clone()));
+    let running = Running::start(&settings).await;
+    let metrics = running.metrics.clone();
     eventually(PATIENCE, "the first letter to be compensated", || async {
         let done = metrics.settled.with_label_values(&["compensated"]).get();
         (done == 1).then_some(())
     })
     .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    running.stop().await;
     let lag = testkit::group_lag(
         &ctx.endpoint(),
         &settings.kafka.replayer_group,

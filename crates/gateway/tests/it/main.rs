@@ -24,7 +24,7 @@ struct Running {
 impl Running {
     async fn start() -> Self {
         let ctx = TestContext::new().await.unwrap();
-        let deps = gateway::Dependencies::connect(&ctx.settings, None)
+        let deps = backends::Backends::connect(&ctx.settings, None)
             .await
             .unwrap();
         let app = gateway::Application::build(&ctx.settings, deps).unwrap();

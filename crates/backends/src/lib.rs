@@ -1,0 +1,59 @@
+//! The outside systems every seckill service talks to (the Redis stock ledger, the database, an
+//! idempotent Kafka producer), connected the same way by the gateway and the consumers, and the
+//! one readiness check over the three that every service's `/readyz` answers with.
+
+use anyhow::Context;
+use rdkafka::producer::FutureProducer;
+use settings::Settings;
+use std::time::Duration;
+use stock::StockLedger;
+use store::Store;
+
+/// How long the brokers may take to answer the readiness check's metadata request.
+const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Redis, the database and a producer, connected.
+#[derive(Clone)]
+pub struct Backends {
+    /// The Redis stock ledger.
+    pub ledger: StockLedger,
+    /// The database.
+    pub store: Store,
+    /// An idempotent producer.
+    pub producer: FutureProducer,
+}
+
+impl Backends {
+    /// Connects to everything the settings name; `bootstrap` overrides the settings' Kafka
+    /// servers (an embedded broker). The Redis pool connects lazily, so this succeeds while
+    /// Redis is down; the database is connected (and migrated, if the settings say so) now.
+    pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
+        let endpoint = kafka::Endpoint::from_settings(&settings.kafka, bootstrap);
+        Ok(Self {
+            ledger: StockLedger::new(&settings.redis).context("redis pool")?,
+            store: Store::connect(&settings.database)
+                .await
+                .context("database")?,
+            producer: kafka::producer(&endpoint).context("kafka producer")?,
+        })
+    }
+
+    /// Ready while Redis, the database and the brokers (asked for the metadata of `topic`)
+    /// answer; the failing ones are named `redis`, `database` and `kafka`.
+    pub fn readiness(&self, topic: &str) -> telemetry::ops::Readiness {
+        telemetry::ops::Readiness::new()
+            .check_with("redis", self.ledger.clone(), |ledger| async move {
+                ledger.ping().await
+            })
+            .check_with("database", self.store.clone(), |store| async move {
+                store.ping().await
+            })
+            .check_with(
+                "kafka",
+                (self.producer.clone(), topic.to_owned()),
+                |(producer, topic)| async move {
+                    kafka::health::brokers_answer(&producer, &topic, BROKER_CHECK_TIMEOUT).await
+                },
+            )
+    }
+}
