@@ -191,7 +191,6 @@ impl<H: Handler> Service<H> {
         consuming.until_stopped(&spec, &shutdown).await;
 
         tracing::info!("{name} leaving its group");
-        consumer.unsubscribe();
         shutdown.cancel();
         for task in tasks {
             if let Err(error) = task.await {
@@ -203,7 +202,14 @@ impl<H: Handler> Service<H> {
             Ok(Err(error)) => tracing::error!(error = %format!("{error:#}"), "ops server failed"),
             Err(error) => tracing::error!(%error, "ops server panicked"),
         }
-        drop(consumer);
+        // Leaving the group waits for the coordinator: off the async threads, like commits.
+        let left = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        });
+        if let Err(error) = left.await {
+            tracing::error!(%error, "leaving the group panicked");
+        }
         tracing::info!("{name} stopped");
         Ok(())
     }

@@ -14,7 +14,7 @@
 //! unreachable) is retried with `replayer.retry_backoff_ms` backoff until it passes: the
 //! compensation must happen, and every letter behind it would meet the same outage. A permanent
 //! one (a stored value this build cannot read) is not retried: the letter is logged at error
-//! with its place and order id, counted as `unsettled`, and the partition moves on.
+//! with its place and order id, counted as `abandoned`, and the partition moves on.
 //!
 //! The replayer runs on the consumer runtime (`consumer-runtime`), which commits the offsets of
 //! the letters settled, only after their effect is durable, also when shutdown comes half-way
@@ -54,7 +54,7 @@ pub enum Settled {
     Unrecoverable,
     /// A permanent failure (a stored value this build cannot read): logged with the letter's
     /// place and counted, not retried, so the letters behind it are settled.
-    Unsettled,
+    Abandoned,
 }
 
 /// Why settling a letter failed.
@@ -185,7 +185,7 @@ impl Letters {
                         "a dead letter cannot be settled; skipping it (see the runbook)"
                     );
                 });
-                return Some(Settled::Unsettled);
+                return Some(Settled::Abandoned);
             }
             let delay = self.backoff.delay(attempt);
             span.in_scope(|| {

@@ -19,7 +19,7 @@ impl ReplayerMetrics {
         let settled = IntCounterVec::new(
             Opts::new(
                 "seckill_dead_letters_settled_total",
-                "Dead letters settled, by outcome (retried, compensated, already_confirmed, unrecoverable, unsettled).",
+                "Dead letters settled, by outcome (retried, compensated, already_confirmed, unrecoverable, abandoned).",
             ),
             &["outcome"],
         )
@@ -29,7 +29,7 @@ impl ReplayerMetrics {
             "compensated",
             "already_confirmed",
             "unrecoverable",
-            "unsettled",
+            "abandoned",
         ] {
             settled.with_label_values(&[outcome]);
         }
@@ -46,7 +46,7 @@ impl ReplayerMetrics {
             Settled::Compensated => "compensated",
             Settled::AlreadyConfirmed => "already_confirmed",
             Settled::Unrecoverable => "unrecoverable",
-            Settled::Unsettled => "unsettled",
+            Settled::Abandoned => "abandoned",
         };
         self.settled.with_label_values(&[outcome]).inc();
     }

@@ -17,6 +17,12 @@ pub struct StockKeys {
     /// Hash: order id -> `state|quantity|user|idempotency key`; state `R` reserved, `A` acknowledged
     /// by the broker, `C` claimed by the worker, `X` released.
     pub resv: String,
+    /// Sorted set: order id -> when (ms since epoch) the sweeper may next look at it. Holds the
+    /// reservations not yet known to be written or released: the outbox's index by time.
+    pub pending: String,
+    /// Hash: order id -> the order message as the gateway produces it (the outbox), kept until
+    /// the order is written or released, so the sweeper can publish it again.
+    pub outbox: String,
 }
 
 impl StockKeys {
@@ -29,17 +35,33 @@ impl StockKeys {
             buyers: format!("{base}:buyers"),
             idem: format!("{base}:idem"),
             resv: format!("{base}:resv"),
+            pending: format!("{base}:pending"),
+            outbox: format!("{base}:outbox"),
         }
     }
 
     /// All keys, in the order the Lua scripts expect them in `KEYS`.
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 7] {
         [
             &self.sale,
             &self.stock,
             &self.buyers,
             &self.idem,
             &self.resv,
+            &self.pending,
+            &self.outbox,
+        ]
+    }
+
+    /// The keys that grow with every buyer and order (not the sale and its stock counter): what
+    /// is retired once the sale has ended and every order is written.
+    pub fn per_order(&self) -> [&str; 5] {
+        [
+            &self.buyers,
+            &self.idem,
+            &self.resv,
+            &self.pending,
+            &self.outbox,
         ]
     }
 }

@@ -27,11 +27,13 @@ pub enum ReasonCode {
     ReplayAttemptsExhausted,
     /// Another order already holds this buyer's idempotency key for the SKU.
     IdempotencyConflict,
+    /// A stored value of the order (its row's status or reason) cannot be read by this build.
+    UnreadableState,
 }
 
 impl ReasonCode {
     /// Every reason, for metrics pre-registration and documentation.
-    pub const ALL: [ReasonCode; 10] = [
+    pub const ALL: [ReasonCode; 11] = [
         ReasonCode::Undecodable,
         ReasonCode::Oversized,
         ReasonCode::UnsupportedVersion,
@@ -42,6 +44,7 @@ impl ReasonCode {
         ReasonCode::RetriesExhausted,
         ReasonCode::ReplayAttemptsExhausted,
         ReasonCode::IdempotencyConflict,
+        ReasonCode::UnreadableState,
     ];
 
     /// The stable string form.
@@ -57,6 +60,7 @@ impl ReasonCode {
             ReasonCode::RetriesExhausted => "retries_exhausted",
             ReasonCode::ReplayAttemptsExhausted => "replay_attempts_exhausted",
             ReasonCode::IdempotencyConflict => "idempotency_conflict",
+            ReasonCode::UnreadableState => "unreadable_state",
         }
     }
 

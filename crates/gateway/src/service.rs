@@ -30,11 +30,21 @@ pub async fn place_order(
     quantity: Quantity,
     trace: &TraceContext,
 ) -> Result<Placed, ApiError> {
-    let candidate = OrderId::new(&sku, uuid::Uuid::now_v7().as_u128());
-    let now = chrono::Utc::now();
+    // The order as it will be queued if the reservation is new: the reserve script keeps it in
+    // the outbox, from which the sweeper publishes it again if this process dies before the
+    // broker has it.
+    let candidate = OrderRequested {
+        v: domain::ORDER_SCHEMA_VERSION,
+        order_id: OrderId::new(&sku, uuid::Uuid::now_v7().as_u128()),
+        user_id: user,
+        sku_id: sku,
+        quantity,
+        idempotency_key: key,
+        requested_at: chrono::Utc::now(),
+    };
     let outcome = state
         .ledger
-        .reserve(&sku, &user, &key, &candidate, quantity, now)
+        .reserve(&candidate, Some(&trace.traceparent()))
         .await?;
     let label = match &outcome {
         ReserveOutcome::Accepted(_) => "accepted",
@@ -50,18 +60,7 @@ pub async fn place_order(
         tracing::Span::current().record("order_id", tracing::field::display(id));
     }
     match outcome {
-        ReserveOutcome::Accepted(order_id) => {
-            let order = OrderRequested {
-                v: domain::ORDER_SCHEMA_VERSION,
-                order_id,
-                user_id: user,
-                sku_id: sku,
-                quantity,
-                idempotency_key: key,
-                requested_at: now,
-            };
-            enqueue(state, order, trace).await
-        }
+        ReserveOutcome::Accepted(_) => enqueue(state, candidate, trace).await,
         ReserveOutcome::Duplicate { order_id, state: s } => match s {
             ReservationState::Reserved => Err(ApiError::RequestInProgress),
             _ => {
@@ -82,7 +81,7 @@ pub async fn place_order(
         ReserveOutcome::SoldOut => Err(ApiError::SoldOut),
         ReserveOutcome::LimitExceeded => Err(ApiError::LimitExceeded),
         ReserveOutcome::NotActive => Err(ApiError::SaleNotActive),
-        ReserveOutcome::NotFound => match state.store.sale(&sku).await? {
+        ReserveOutcome::NotFound => match state.store.sale(&candidate.sku_id).await? {
             Some(_) => Err(ApiError::SaleNotReady),
             None => Err(ApiError::SaleNotFound),
         },

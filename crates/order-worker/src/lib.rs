@@ -104,6 +104,8 @@ enum Transient {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Kafka(#[from] kafka::KafkaError),
+    #[error("the store returned no outcome for order {0}")]
+    NoOutcome(OrderId),
 }
 
 struct Processor {
@@ -244,12 +246,22 @@ impl Processor {
             .store
             .persist_batch(orders.iter().map(|incoming| &incoming.order))
             .await?;
-        for incoming in orders {
+        for incoming in &orders {
+            let id = &incoming.order.order_id;
             let outcome = written
-                .get(&incoming.order.order_id)
+                .get(id)
                 .copied()
-                .unwrap_or(Written::KeyConflict);
+                .ok_or_else(|| Transient::NoOutcome(id.clone()))?;
             self.settle(incoming, outcome).await?;
+        }
+        self.finish(&orders).await
+    }
+
+    /// Takes the settled orders out of the outbox, SKU by SKU: each has a row, or its dead
+    /// letter is acknowledged, so the sweeper has nothing left to publish for it.
+    async fn finish(&self, orders: &[&Incoming<'_>]) -> Result<(), Transient> {
+        for (sku, ids) in ids_by_sku(orders.iter().copied()) {
+            self.ledger.finish(sku, &ids).await?;
         }
         Ok(())
     }
@@ -262,20 +274,20 @@ impl Processor {
         &self,
         orders: &'o [Incoming<'m>],
     ) -> Result<Vec<&'o Incoming<'m>>, Transient> {
-        let mut by_sku: BTreeMap<&SkuId, Vec<&OrderId>> = BTreeMap::new();
-        for incoming in orders {
-            by_sku
-                .entry(&incoming.order.sku_id)
-                .or_default()
-                .push(&incoming.order.order_id);
-        }
         let mut released: HashSet<&OrderId> = HashSet::new();
-        for (sku, ids) in by_sku {
+        for (sku, ids) in ids_by_sku(orders.iter()) {
             let owned: Vec<OrderId> = ids.iter().map(|&id| id.clone()).collect();
             let claims = self.ledger.claim(sku, &owned).await?;
             for (id, claim) in ids.into_iter().zip(claims) {
-                if claim == ClaimOutcome::Released {
-                    released.insert(id);
+                match claim {
+                    ClaimOutcome::Released => {
+                        released.insert(id);
+                    }
+                    ClaimOutcome::Corrupt => tracing::error!(
+                        order_id = %id,
+                        "the reservation record cannot be read; the database decides"
+                    ),
+                    ClaimOutcome::Claimed | ClaimOutcome::Unknown => {}
                 }
             }
         }
@@ -328,6 +340,16 @@ impl Processor {
                     }
                     _ => {}
                 }
+            }
+            Written::Unreadable => {
+                self.count("unreadable");
+                self.publish(
+                    incoming,
+                    ReasonCode::UnreadableState,
+                    "the order's row holds a status or reason this build cannot read",
+                )
+                .instrument(span)
+                .await?;
             }
             Written::KeyConflict => {
                 self.count("key_conflict");
@@ -397,7 +419,7 @@ impl Processor {
         let letter = DeadLetter {
             reason,
             error: error.to_owned(),
-            attempts: replays + 1,
+            attempts: replays.saturating_add(1),
             original_topic: message.topic().to_owned(),
             original_partition: message.partition(),
             original_offset: message.offset(),
@@ -413,6 +435,20 @@ impl Processor {
         tracing::info!(%reason, "dead-lettered");
         Ok(())
     }
+}
+
+/// The order ids of `orders`, grouped by SKU (the unit of every Redis script call).
+fn ids_by_sku<'o>(
+    orders: impl Iterator<Item = &'o Incoming<'o>>,
+) -> BTreeMap<&'o SkuId, Vec<&'o OrderId>> {
+    let mut by_sku: BTreeMap<&SkuId, Vec<&OrderId>> = BTreeMap::new();
+    for incoming in orders {
+        by_sku
+            .entry(&incoming.order.sku_id)
+            .or_default()
+            .push(&incoming.order.order_id);
+    }
+    by_sku
 }
 
 /// How many times the replayer has republished `message` (its `seckill-replays` header; none on

@@ -50,7 +50,13 @@ impl WorkerMetrics {
         for reason in domain::ReasonCode::ALL {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
-        for outcome in ["confirmed", "failed", "key_conflict", "released"] {
+        for outcome in [
+            "confirmed",
+            "failed",
+            "key_conflict",
+            "unreadable",
+            "released",
+        ] {
             persisted.with_label_values(&[outcome]);
         }
         for collector in [

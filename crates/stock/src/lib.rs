@@ -2,13 +2,15 @@
 //! script over the keys of one SKU (one hash tag, so one Redis Cluster slot), which makes it
 //! atomic without locks: two buyers can never take the same last unit.
 
+pub mod outbox;
 pub mod record;
 
+pub use outbox::{CorruptEntry, OutboxEntry};
 pub use record::{CorruptRecord, ReservationRecord, ReservationState};
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
-use domain::{IdempotencyKey, OrderId, Quantity, SaleSpec, SkuId, StockKeys, UserId};
+use domain::{IdempotencyKey, OrderId, OrderRequested, SaleSpec, SkuId, StockKeys, UserId};
 use redis::Script;
 use settings::secrecy::ExposeSecret;
 use settings::RedisSettings;
@@ -41,30 +43,53 @@ pub enum StockError {
     Corrupt(#[from] CorruptRecord),
 }
 
+/// A reservation the sweeper took: waiting longer than the bound to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleReservation {
+    /// The order.
+    pub order_id: OrderId,
+    /// When it was last due (reserved, or last swept).
+    pub due_since: DateTime<Utc>,
+    /// The order message to publish again; `None` when the outbox has no entry for it (a
+    /// reservation made by a version without the outbox).
+    pub entry: Option<Result<OutboxEntry, CorruptEntry>>,
+}
+
+/// What retiring an ended sale did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireOutcome {
+    /// Nothing pending: the per-order keys expire at the given time.
+    Retired,
+    /// This many orders are still pending; nothing was changed.
+    Unfinished(i64),
+}
+
 impl StockError {
-    /// Whether a later attempt may succeed: Redis could not be reached, timed out, or is busy
-    /// (loading, failing over). A reply or a stored value this build cannot read, or a script
-    /// error, will be the same the next time.
+    /// Whether a later attempt may succeed. Only what will read the same the next time is
+    /// permanent: a reservation record that does not parse (here, or in a script's `CORRUPT`
+    /// reply), a reply this build does not understand, settings that cannot make a pool.
+    /// Everything else, including every error Redis answers that is not ours (`OOM`,
+    /// `MISCONF`, `BUSY`, `LOADING`, `READONLY`, `NOREPLICAS`, a script error), is treated as an
+    /// outage worth waiting out: retrying a bug stalls visibly, skipping an outage loses work.
     pub fn is_transient(&self) -> bool {
         match self {
             StockError::Pool(_) => true,
-            StockError::Redis(error) => {
-                error.is_io_error()
-                    || error.is_timeout()
-                    || error.is_connection_dropped()
-                    || error.is_connection_refusal()
-                    || matches!(
-                        error.kind(),
-                        redis::ErrorKind::Server(
-                            redis::ServerErrorKind::BusyLoading
-                                | redis::ServerErrorKind::TryAgain
-                                | redis::ServerErrorKind::ClusterDown
-                                | redis::ServerErrorKind::MasterDown
-                                | redis::ServerErrorKind::ReadOnly
-                        )
-                    )
-            }
+            StockError::Redis(error) => !matches!(
+                error.kind(),
+                redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+            ),
             StockError::Config(_) | StockError::Reply { .. } | StockError::Corrupt(_) => false,
+        }
+    }
+
+    /// The error of a script call: the scripts' own `CORRUPT` reply (a reservation record that
+    /// does not parse, see `lua/record.lua`) becomes [`StockError::Corrupt`].
+    fn from_script(error: redis::RedisError) -> Self {
+        if error.code() == Some("CORRUPT") {
+            let detail = error.detail().unwrap_or_default();
+            StockError::Corrupt(CorruptRecord(detail.to_owned()))
+        } else {
+            StockError::Redis(error)
         }
     }
 }
@@ -122,6 +147,8 @@ pub enum ClaimOutcome {
     Released,
     /// Redis has no record of it (e.g. Redis restarted); the database check decides.
     Unknown,
+    /// Its record does not parse; it was left as it is. The database check decides.
+    Corrupt,
 }
 
 /// What warming a sale did.
@@ -170,6 +197,8 @@ pub struct LedgerSnapshot {
     pub reserved: i64,
     /// Units given back.
     pub released: i64,
+    /// Orders reserved and not yet known to be written or released (the outbox's pending index).
+    pub unfinished: i64,
 }
 
 /// A script with the record functions of `lua/record.lua` in front of it.
@@ -185,6 +214,9 @@ struct Scripts {
     advance: Script,
     warm: Script,
     restore: Script,
+    finish: Script,
+    sweep: Script,
+    retire: Script,
 }
 
 /// The ledger: a connection pool and the scripts.
@@ -221,6 +253,9 @@ impl StockLedger {
                 advance: Script::new(with_record!("lua/advance.lua")),
                 warm: Script::new(include_str!("lua/warm.lua")),
                 restore: Script::new(include_str!("lua/restore.lua")),
+                finish: Script::new(include_str!("lua/finish.lua")),
+                sweep: Script::new(include_str!("lua/sweep.lua")),
+                retire: Script::new(include_str!("lua/retire.lua")),
             }),
         })
     }
@@ -237,29 +272,33 @@ impl StockLedger {
         Ok(())
     }
 
-    /// Tries to reserve `quantity` units of `sku` for `user` as order `candidate`.
+    /// Tries to reserve the units of `order` (its id is the candidate: the order's id if it is
+    /// new) at its `requested_at`, and keeps the order message in the outbox, with
+    /// `traceparent`, until it is written or released.
     pub async fn reserve(
         &self,
-        sku: &SkuId,
-        user: &UserId,
-        key: &IdempotencyKey,
-        candidate: &OrderId,
-        quantity: Quantity,
-        now: DateTime<Utc>,
+        order: &OrderRequested,
+        traceparent: Option<&str>,
     ) -> Result<ReserveOutcome, StockError> {
-        let keys = self.keys(sku);
+        let keys = self.keys(&order.sku_id);
+        let entry = OutboxEntry {
+            traceparent: traceparent.map(str::to_owned),
+            payload: order.encode(),
+        };
         let mut conn = self.pool.get().await?;
         let reply: Vec<String> = self
             .scripts
             .reserve
             .key(keys.all().as_slice())
-            .arg(user.as_str())
-            .arg(key.as_str())
-            .arg(candidate.as_str())
-            .arg(quantity.get())
-            .arg(now.timestamp_millis())
+            .arg(order.user_id.as_str())
+            .arg(order.idempotency_key.as_str())
+            .arg(order.order_id.as_str())
+            .arg(order.quantity.get())
+            .arg(order.requested_at.timestamp_millis())
+            .arg(entry.encode())
             .invoke_async(&mut conn)
-            .await?;
+            .await
+            .map_err(StockError::from_script)?;
         let bad = |reply: &[String]| StockError::Reply {
             script: "reserve",
             reply: reply.to_vec(),
@@ -305,7 +344,8 @@ impl StockLedger {
                 ReleaseMode::Compensate => "compensate",
             })
             .invoke_async(&mut conn)
-            .await?;
+            .await
+            .map_err(StockError::from_script)?;
         Ok(match reply.as_str() {
             "released" => ReleaseOutcome::Released,
             "already" => ReleaseOutcome::AlreadyReleased,
@@ -357,7 +397,10 @@ impl StockLedger {
         for order in orders {
             invocation.arg(order.as_str());
         }
-        let reply: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(StockError::from_script)?;
         if reply.len() != orders.len() {
             return Err(StockError::Reply {
                 script: "advance",
@@ -370,6 +413,7 @@ impl StockLedger {
                 "ok" => Ok(ClaimOutcome::Claimed),
                 "released" => Ok(ClaimOutcome::Released),
                 "unknown" => Ok(ClaimOutcome::Unknown),
+                "corrupt" => Ok(ClaimOutcome::Corrupt),
                 _ => Err(StockError::Reply {
                     script: "advance",
                     reply: reply.clone(),
@@ -387,6 +431,7 @@ impl StockLedger {
             .warm
             .key(&keys.sale)
             .key(&keys.stock)
+            .key(keys.per_order().as_slice())
             .arg(spec.stock)
             .arg(spec.window.starts_at.timestamp_millis())
             .arg(spec.window.ends_at.timestamp_millis())
@@ -504,9 +549,10 @@ impl StockLedger {
         let keys = self.keys(sku);
         let mut conn = self.pool.get().await?;
         type Counters = (Option<i64>, Option<i64>, Option<i64>);
-        let (remaining, counters): (Option<i64>, Counters) = redis::pipe()
+        let (remaining, counters, unfinished): (Option<i64>, Counters, i64) = redis::pipe()
             .get(&keys.stock)
             .hmget(&keys.sale, &["initial", "reserved", "released"])
+            .zcard(&keys.pending)
             .query_async(&mut conn)
             .await?;
         Ok(match (remaining, counters) {
@@ -515,9 +561,110 @@ impl StockLedger {
                 initial,
                 reserved: reserved.unwrap_or(0),
                 released: released.unwrap_or(0),
+                unfinished,
             }),
             _ => None,
         })
+    }
+
+    /// The worker has settled `orders` of `sku` (written, or dead-lettered with the letter
+    /// acknowledged): they leave the outbox. Returns how many were still pending. Idempotent.
+    pub async fn finish(&self, sku: &SkuId, orders: &[&OrderId]) -> Result<usize, StockError> {
+        if orders.is_empty() {
+            return Ok(0);
+        }
+        let keys = self.keys(sku);
+        let mut conn = self.pool.get().await?;
+        let mut invocation = self.scripts.finish.key(&keys.pending);
+        invocation.key(&keys.outbox);
+        for order in orders {
+            invocation.arg(order.as_str());
+        }
+        Ok(invocation.invoke_async(&mut conn).await?)
+    }
+
+    /// Takes up to `limit` reservations of `sku` due at or before `cutoff` (reserved, or last
+    /// swept, that long ago) and makes them due again at `now`, so that sweepers running at the
+    /// same time take each one once (see `sweep.lua`).
+    pub async fn take_stale(
+        &self,
+        sku: &SkuId,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<StaleReservation>, StockError> {
+        let keys = self.keys(sku);
+        let mut conn = self.pool.get().await?;
+        let reply: Vec<Vec<u8>> = self
+            .scripts
+            .sweep
+            .key(&keys.pending)
+            .key(&keys.outbox)
+            .arg(cutoff.timestamp_millis())
+            .arg(now.timestamp_millis())
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await?;
+        let bad = || StockError::Reply {
+            script: "sweep",
+            reply: reply
+                .iter()
+                .map(|r| String::from_utf8_lossy(r).into_owned())
+                .collect(),
+        };
+        if reply.len() % 3 != 0 {
+            return Err(bad());
+        }
+        reply
+            .chunks(3)
+            .map(|taken| {
+                let order_id = std::str::from_utf8(&taken[0])
+                    .ok()
+                    .and_then(|id| OrderId::parse(id).ok())
+                    .ok_or_else(bad)?;
+                let due_ms: f64 = std::str::from_utf8(&taken[1])
+                    .ok()
+                    .and_then(|score| score.parse().ok())
+                    .ok_or_else(bad)?;
+                let due_since = DateTime::from_timestamp_millis(due_ms as i64).ok_or_else(bad)?;
+                let entry = (!taken[2].is_empty()).then(|| OutboxEntry::parse(&taken[2]));
+                Ok(StaleReservation {
+                    order_id,
+                    due_since,
+                    entry,
+                })
+            })
+            .collect()
+    }
+
+    /// Lets the per-order keys of an ended sale expire at `expire_at` if nothing is pending
+    /// (see `retire.lua`).
+    pub async fn retire(
+        &self,
+        sku: &SkuId,
+        expire_at: DateTime<Utc>,
+    ) -> Result<RetireOutcome, StockError> {
+        let keys = self.keys(sku);
+        let mut conn = self.pool.get().await?;
+        let reply: (String, i64) = self
+            .scripts
+            .retire
+            .key(&keys.pending)
+            .key(&keys.buyers)
+            .key(&keys.idem)
+            .key(&keys.resv)
+            .key(&keys.outbox)
+            .arg(expire_at.timestamp_millis())
+            .invoke_async(&mut conn)
+            .await?;
+        match reply.0.as_str() {
+            "retired" => Ok(RetireOutcome::Retired),
+            "unfinished" => Ok(RetireOutcome::Unfinished(reply.1)),
+            _ => Err(StockError::Reply {
+                script: "retire",
+                reply: vec![reply.0],
+            }),
+        }
     }
 
     /// The reservation of `order`, if Redis has it.

@@ -76,7 +76,11 @@ impl ReservationRecord {
         let mut parts = record.splitn(4, '|');
         let mut next = || parts.next().ok_or_else(corrupt);
         let state = ReservationState::from_letter(next()?).ok_or_else(corrupt)?;
-        let quantity = next()?.parse().map_err(|_| corrupt())?;
+        let quantity = next()?;
+        if quantity.is_empty() || !quantity.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(corrupt());
+        }
+        let quantity = quantity.parse().map_err(|_| corrupt())?;
         let user = UserId::parse(next()?).map_err(|_| corrupt())?;
         let key = IdempotencyKey::parse(next()?).map_err(|_| corrupt())?;
         Ok(Self {
@@ -106,7 +110,9 @@ mod tests {
 
     #[test]
     fn a_record_that_does_not_parse_is_an_error_not_a_default() {
-        for bad in ["", "Z|1|u|k", "R|x|u|k", "R|1|u", "R|1||k", "R|1|u|"] {
+        for bad in [
+            "", "Z|1|u|k", "R|x|u|k", "R|+1|u|k", "R|-1|u|k", "R|1|u", "R|1||k", "R|1|u|",
+        ] {
             assert!(ReservationRecord::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -50,39 +50,43 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether a later attempt may succeed: the database could not be reached, timed out, ran
-    /// out of connections or resources, or aborted the transaction for a conflict
-    /// (serialization failure, deadlock). A statement it refuses, or a stored value this build
-    /// cannot read, will be the same the next time.
+    /// Whether a later attempt may succeed. Only what will be the same the next time is
+    /// permanent: a stored value this build cannot read, a stock change below what is sold, a
+    /// statement the database refuses for its data or its text (SQLSTATE classes 22 data
+    /// exception, 23 integrity constraint, 42 syntax or access rule; SQLite constraint errors),
+    /// and sea-orm's own decoding errors. Everything else (no connection, timeouts, a read-only
+    /// primary after a failover, lock timeouts, serialization failures, I/O errors) is an outage
+    /// worth waiting out: retrying a bug stalls visibly, skipping an outage loses work.
     pub fn is_transient(&self) -> bool {
         use sea_orm::sqlx::Error as Sqlx;
         use sea_orm::RuntimeErr;
-        let StoreError::Db(error) = self else {
-            return false;
+        let error = match self {
+            StoreError::Db(error) => error,
+            StoreError::BelowSold { .. } | StoreError::Corrupt { .. } => return false,
         };
         match error {
-            DbErr::ConnectionAcquire(_) => true,
             DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime) => match runtime {
-                RuntimeErr::SqlxError(sqlx) => match sqlx {
-                    Sqlx::Io(_)
-                    | Sqlx::Tls(_)
-                    | Sqlx::Protocol(_)
-                    | Sqlx::PoolTimedOut
-                    | Sqlx::PoolClosed
-                    | Sqlx::WorkerCrashed => true,
-                    // SQLSTATE classes: 08 connection, 40 transaction rollback (serialization,
-                    // deadlock), 53 insufficient resources, 57 operator intervention (shutdown,
-                    // statement timeout); SQLite's busy/locked.
-                    Sqlx::Database(db) => db.code().is_some_and(|code| {
-                        ["08", "40", "53", "57"]
-                            .iter()
-                            .any(|class| code.starts_with(class))
-                            || matches!(code.as_ref(), "5" | "6" | "261" | "517")
-                    }),
-                    _ => false,
-                },
+                RuntimeErr::SqlxError(Sqlx::Database(db)) => {
+                    let refused = db.kind() != sea_orm::sqlx::error::ErrorKind::Other
+                        || db.code().is_some_and(|code| {
+                            ["22", "23", "42"]
+                                .iter()
+                                .any(|class| code.starts_with(class))
+                        });
+                    !refused
+                }
+                RuntimeErr::SqlxError(
+                    Sqlx::ColumnDecode { .. }
+                    | Sqlx::ColumnNotFound(_)
+                    | Sqlx::ColumnIndexOutOfBounds { .. }
+                    | Sqlx::Decode(_)
+                    | Sqlx::TypeNotFound { .. }
+                    | Sqlx::Configuration(_),
+                ) => false,
+                RuntimeErr::SqlxError(_) => true,
                 RuntimeErr::Internal(_) => false,
             },
+            DbErr::ConnectionAcquire(_) => true,
             _ => false,
         }
     }
@@ -103,6 +107,9 @@ pub enum Written {
     Failed(ReasonCode),
     /// Another order of the same buyer, SKU and idempotency key holds the row.
     KeyConflict,
+    /// The order has a row whose status or reason this build cannot read (written by a newer
+    /// version or by hand); the batch's other orders are not held up by it.
+    Unreadable,
 }
 
 /// A sale with its figures, as the database sees it.
@@ -492,12 +499,17 @@ impl Store {
             .iter()
             .map(|o| (o.order_id.as_str(), &o.order_id))
             .collect();
-        rows.into_iter()
+        Ok(rows
+            .into_iter()
             .filter_map(|row| {
                 let id = (*by_id.get(row.order_id.as_str())?).clone();
-                Some(row.written().map(|written| (id, written)))
+                let written = row.written().unwrap_or_else(|error| {
+                    tracing::error!(%error, "an order row cannot be read");
+                    Written::Unreadable
+                });
+                Some((id, written))
             })
-            .collect()
+            .collect())
     }
 
     async fn take_stock(

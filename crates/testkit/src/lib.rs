@@ -278,17 +278,7 @@ pub async fn next_message(
 
 /// Reserves `order` in Redis the way the gateway does (so the worker finds its reservation).
 pub async fn reserve(ledger: &stock::StockLedger, order: &OrderRequested) -> stock::ReserveOutcome {
-    ledger
-        .reserve(
-            &order.sku_id,
-            &order.user_id,
-            &order.idempotency_key,
-            &order.order_id,
-            order.quantity,
-            Utc::now(),
-        )
-        .await
-        .expect("redis answers")
+    ledger.reserve(order, None).await.expect("redis answers")
 }
 
 /// Overwrites the reservation record of `order` in Redis with `record`, as a bug or a hand edit

@@ -3,7 +3,8 @@
 -- never revives a released reservation.
 -- KEYS: resv
 -- ARGV: target state ("A" or "C"), then order ids
--- Returns one word per order: ok | released | unknown
+-- Returns one word per order: ok | released | unknown | corrupt (a record that does not parse:
+-- left as it is, reported per order so the other orders of the batch go on)
 local out = {}
 local rank = {R = 1, A = 2, C = 3}
 local target = ARGV[1]
@@ -12,8 +13,10 @@ for i = 2, #ARGV do
   if not record then
     out[#out + 1] = 'unknown'
   else
-    local r = decode_record(ARGV[i], record)
-    if r.state == 'X' then
+    local r = try_decode_record(record)
+    if not r then
+      out[#out + 1] = 'corrupt'
+    elseif r.state == 'X' then
       out[#out + 1] = 'released'
     else
       if rank[r.state] < rank[target] then

@@ -6,12 +6,21 @@ local function encode_record(state, qty, user, key)
   return state .. '|' .. qty .. '|' .. user .. '|' .. key
 end
 
--- A record that does not parse is an error reply, never read as a default.
-local function decode_record(order_id, record)
-  local state, qty, user, key = string.match(record, '^([RACX])|(%d+)|([^|]+)|(.*)$')
+-- The record's fields, or nil when it does not parse.
+local function try_decode_record(record)
+  local state, qty, user, key = string.match(record, '^([RACX])|(%d+)|([^|]+)|(.+)$')
   if not state then
-    error({err = 'CORRUPT reservation record of ' .. order_id .. ': ' .. record})
+    return nil
   end
   return {state = state, qty = tonumber(qty), user = user, key = key}
+end
+
+-- A record that does not parse is an error reply (code CORRUPT), never read as a default.
+local function decode_record(order_id, record)
+  local r = try_decode_record(record)
+  if not r then
+    error({err = 'CORRUPT reservation record of ' .. order_id .. ': ' .. record})
+  end
+  return r
 end
 

@@ -1,7 +1,9 @@
--- Reserve stock for one order, atomically.
--- KEYS: sale, stock, buyers, idem, resv (all of one SKU, one hash tag)
--- ARGV: user, idempotency key, candidate order id, quantity, now (ms since epoch)
--- Writes the order's reservation record (record.lua) in state R.
+-- Reserve stock for one order, atomically, and keep the order in the outbox.
+-- KEYS: sale, stock, buyers, idem, resv, pending, outbox (all of one SKU, one hash tag)
+-- ARGV: user, idempotency key, candidate order id, quantity, now (ms since epoch), the order
+--   message (the outbox entry)
+-- Writes the order's reservation record (record.lua) in state R, the message in the outbox, and
+-- the order in the pending index at `now`, where it stays until it is written or released.
 local idem_field = ARGV[1] .. '|' .. ARGV[2]
 local existing = redis.call('HGET', KEYS[4], idem_field)
 if existing then
@@ -33,4 +35,6 @@ redis.call('HINCRBY', KEYS[3], ARGV[1], qty)
 redis.call('HSET', KEYS[4], idem_field, ARGV[3])
 redis.call('HSET', KEYS[5], ARGV[3], encode_record('R', ARGV[4], ARGV[1], ARGV[2]))
 redis.call('HINCRBY', KEYS[1], 'reserved', qty)
+redis.call('HSET', KEYS[7], ARGV[3], ARGV[6])
+redis.call('ZADD', KEYS[6], ARGV[5], ARGV[3])
 return {'accepted', ARGV[3]}

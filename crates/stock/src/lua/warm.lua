@@ -1,6 +1,8 @@
 -- Create a sale in Redis, or update it. An update applies the change of the total stock as a
 -- delta to what is left, so units already reserved are never handed out twice.
--- KEYS: sale, stock
+-- An update also cancels the expiry that retiring an ended sale set on its per-order keys (the
+-- sale may have been reopened).
+-- KEYS: sale, stock, then the per-order keys: buyers, idem, resv, pending, outbox
 -- ARGV: total stock, starts_at (ms), ends_at (ms), per-user limit
 -- Returns: {"created", left} | {"updated", left} | {"below_reserved", left}
 local total = tonumber(ARGV[1])
@@ -19,6 +21,9 @@ if left + delta < 0 then
   return {'below_reserved', left}
 end
 left = redis.call('INCRBY', KEYS[2], delta)
+for i = 3, #KEYS do
+  redis.call('PERSIST', KEYS[i])
+end
 redis.call('HSET', KEYS[1], 'initial', total)
 redis.call('HSET', KEYS[1], 'starts_at', ARGV[2], 'ends_at', ARGV[3], 'per_user_limit', ARGV[4])
 return {'updated', left}

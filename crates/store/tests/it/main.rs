@@ -219,11 +219,11 @@ async fn a_stored_status_or_reason_this_build_cannot_read_is_an_error_never_a_de
             ..
         })
     ));
-    let redelivered = store.persist_batch([&o]).await.unwrap_err();
-    assert!(
-        matches!(redelivered, StoreError::Corrupt { .. }) && !redelivered.is_transient(),
-        "{redelivered}"
-    );
+    // A redelivery reports it for that order alone: the batch's other orders are written.
+    let other = order(&sku, "b", "k", 1);
+    let redelivered = store.persist_batch([&o, &other]).await.unwrap();
+    assert_eq!(redelivered[&o.order_id], Written::Unreadable);
+    assert_eq!(redelivered[&other.order_id], Written::Confirmed);
     assert!(store.sale_stats(&sku).await.is_err());
     assert!(store.mark_failed(&o, ReasonCode::UnknownSku).await.is_err());
 
@@ -242,10 +242,12 @@ async fn a_stored_status_or_reason_this_build_cannot_read_is_an_error_never_a_de
             ..
         })
     ));
-    assert!(matches!(
-        store.persist_batch([&o]).await,
-        Err(StoreError::Corrupt { .. })
-    ));
+    assert_eq!(
+        store.persist_batch([&o]).await.unwrap()[&o.order_id],
+        Written::Unreadable
+    );
+    let error = row.failure_reason().unwrap_err();
+    assert!(!error.is_transient(), "{error}");
 }
 
 #[tokio::test]
@@ -256,4 +258,36 @@ async fn a_database_that_cannot_be_reached_is_a_transient_error() {
     settings.connect_timeout_secs = 1;
     let error = Store::connect(&settings).await.unwrap_err();
     assert!(error.is_transient(), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_read_only_primary_is_a_transient_error_and_a_refused_statement_a_permanent_one() {
+    use sea_orm::ConnectionTrait;
+    let (url, _) = fresh_database().await.unwrap();
+    let mut settings = settings::Settings::defaults().database;
+    settings.url = settings::secrecy::SecretString::from(url);
+    settings.max_connections = 1;
+    let store = Store::connect(&settings).await.unwrap();
+    let sku = sku();
+    store.upsert_sale(&sku, &open_spec(3, 3)).await.unwrap();
+
+    let refused = store
+        .connection()
+        .execute_unprepared("SELEC 1")
+        .await
+        .unwrap_err();
+    let refused = StoreError::from(refused);
+    assert!(!refused.is_transient(), "{refused:?}");
+
+    // What a failover that still points at the old primary answers: SQLSTATE 25006.
+    store
+        .connection()
+        .execute_unprepared("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        .await
+        .unwrap();
+    let read_only = store
+        .persist_batch([&order(&sku, "a", "k", 1)])
+        .await
+        .unwrap_err();
+    assert!(read_only.is_transient(), "{read_only:?}");
 }
