@@ -1,8 +1,8 @@
 //! The metrics every consumer service exports, whatever it consumes.
 
-use prometheus::Registry;
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// The consumer metrics, registered in the service's registry.
@@ -18,6 +18,11 @@ pub struct ConsumerMetrics {
     pub batch_duration: Histogram,
     /// `seckill_consumer_commit_failures_total`
     pub commit_failures: IntCounter,
+    /// `seckill_consumer_offset_gaps_total{topic}`: times the next message was past the
+    /// group's committed offset (the broker no longer had messages the group had not read).
+    pub offset_gaps: IntCounterVec,
+    /// `seckill_consumer_offsets_skipped_total{topic}`: offsets those gaps jumped over.
+    pub offsets_skipped: IntCounterVec,
 }
 
 impl ConsumerMetrics {
@@ -51,6 +56,22 @@ impl ConsumerMetrics {
                 "Offset commits the broker refused or did not answer (the partition is redelivered).",
             )
             .expect("valid metric"),
+            offset_gaps: IntCounterVec::new(
+                Opts::new(
+                    "seckill_consumer_offset_gaps_total",
+                    "Times the next message was past the group's committed offset: the broker no longer had messages the group had not read.",
+                ),
+                &["topic"],
+            )
+            .expect("valid metric"),
+            offsets_skipped: IntCounterVec::new(
+                Opts::new(
+                    "seckill_consumer_offsets_skipped_total",
+                    "Offsets the consumer never saw because of those gaps.",
+                ),
+                &["topic"],
+            )
+            .expect("valid metric"),
         };
         for collector in [
             Box::new(metrics.lag.clone()) as Box<dyn prometheus::core::Collector>,
@@ -58,6 +79,8 @@ impl ConsumerMetrics {
             Box::new(metrics.batch_size.clone()),
             Box::new(metrics.batch_duration.clone()),
             Box::new(metrics.commit_failures.clone()),
+            Box::new(metrics.offset_gaps.clone()),
+            Box::new(metrics.offsets_skipped.clone()),
         ] {
             registry
                 .register(collector)

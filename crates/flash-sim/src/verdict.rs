@@ -37,6 +37,9 @@ pub struct Verdict {
     /// |Redis remaining + confirmed - initial| + |Redis reserved - released - confirmed|
     /// + |database initial - database stock - confirmed|, at rest (must be 0).
     pub conservation_gap: i64,
+    /// Reservations still waiting in Redis to be written or released at the end (must be 0):
+    /// units a crash could have stranded.
+    pub unfinished_reservations: i64,
     /// 5xx answers other than 503, and malformed requests not answered 4xx (must be 0).
     pub bad_input_violations: usize,
     /// Consumer lag of the orders topic at the end.
@@ -60,6 +63,7 @@ impl Verdict {
             && self.duplicates == 0
             && self.lost == 0
             && self.conservation_gap == 0
+            && self.unfinished_reservations == 0
             && self.bad_input_violations == 0
     }
 
@@ -109,6 +113,12 @@ impl Verdict {
             "stock conservation gap    {:>8}  {}",
             self.conservation_gap,
             ok(self.conservation_gap == 0)
+        );
+        let _ = writeln!(
+            out,
+            "unfinished reservations   {:>8}  {}",
+            self.unfinished_reservations,
+            ok(self.unfinished_reservations == 0)
         );
         let _ = writeln!(
             out,
@@ -256,6 +266,7 @@ pub async fn judge(evidence: Evidence<'_>) -> anyhow::Result<Verdict> {
         duplicates: two_ids_for_one_key + over_limit + unannounced,
         lost,
         conservation_gap,
+        unfinished_reservations: snapshot.unfinished,
         bad_input_violations,
         orders_lag: evidence.orders_lag,
         dlq_lag: evidence.dlq_lag,

@@ -9,12 +9,16 @@
 //! transient failure is retried in place with bounded backoff while the partition waits; when
 //! the retries run out the orders go to the dead-letter topic as retryable.
 //!
+//! Beside the consumer loop the worker runs the reservation sweeper ([`sweeper`]): a
+//! reservation not written after `sweeper.stale_after_secs` has its order published again.
+//!
 //! Each order's log lines run in an `order` span with its order id and the trace id its message
 //! header carried from the gateway; its dead letter carries the trace on.
 
 pub mod metrics;
+pub mod sweeper;
 
-use consumer_runtime::{Connections, Handled, Handler, Service, Spec};
+use consumer_runtime::{Connections, Handled, Handler, Periodic, Service, Spec};
 use domain::dead_letter::header;
 use domain::{Backoff, DeadLetter, OrderId, OrderRequested, ReasonCode, SkuId};
 use kafka::consume::header as message_header;
@@ -61,9 +65,27 @@ impl Worker {
             batch_max: settings.worker.batch_max,
             batch_wait: Duration::from_millis(settings.worker.batch_wait_ms),
         };
+        let sweeper = sweeper::Sweeper::new(
+            connections.backends.ledger.clone(),
+            connections.backends.store.clone(),
+            connections.backends.producer.clone(),
+            settings.kafka.orders_topic.clone(),
+            settings.sweeper.clone(),
+            Duration::from_millis(u64::from(settings.kafka.delivery_timeout_ms)),
+            metrics.clone(),
+        );
+        let sweeping = Periodic::new(
+            "reservation sweeper",
+            Duration::from_secs(settings.sweeper.interval_secs),
+            move || {
+                let sweeper = sweeper.clone();
+                async move { sweeper.round().await }
+            },
+        );
         let registry = metrics.registry.clone();
         Ok(Self {
-            service: Service::build(settings, spec, connections, registry, processor)?,
+            service: Service::build(settings, spec, connections, registry, processor)?
+                .every(sweeping),
             metrics,
         })
     }

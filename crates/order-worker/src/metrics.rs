@@ -1,7 +1,10 @@
 //! The worker's own metrics (the consumer runtime adds lag, assignment, batch and commit
 //! metrics to the same registry).
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
+};
 
 /// Every metric the worker records.
 #[derive(Clone)]
@@ -16,6 +19,16 @@ pub struct WorkerMetrics {
     pub retries: IntCounter,
     /// `seckill_worker_compensations_total`
     pub compensations: IntCounter,
+    /// `seckill_sweeper_rounds_total{result}`
+    pub sweeper_rounds: IntCounterVec,
+    /// `seckill_sweeper_republished_total`
+    pub sweeper_republished: IntCounter,
+    /// `seckill_sweeper_republished_age_seconds`
+    pub sweeper_republished_age: Histogram,
+    /// `seckill_sweeper_already_written_total`
+    pub sweeper_already_written: IntCounter,
+    /// `seckill_sweeper_unpublishable_reservations`
+    pub sweeper_unpublishable: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -47,6 +60,40 @@ impl WorkerMetrics {
             "Reservations given back by the worker after the database refused an order.",
         )
         .expect("valid metric");
+        let sweeper_rounds = IntCounterVec::new(
+            Opts::new(
+                "seckill_sweeper_rounds_total",
+                "Sweeps of the stale reservations, by result (ok, error).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for result in ["ok", "error"] {
+            sweeper_rounds.with_label_values(&[result]);
+        }
+        let sweeper_republished = IntCounter::new(
+            "seckill_sweeper_republished_total",
+            "Orders of stale reservations published again.",
+        )
+        .expect("valid metric");
+        let sweeper_republished_age = Histogram::with_opts(
+            HistogramOpts::new(
+                "seckill_sweeper_republished_age_seconds",
+                "Age (since the buy request) of the orders the sweeper published again.",
+            )
+            .buckets(exponential_buckets(1.0, 2.0, 16).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        let sweeper_already_written = IntCounter::new(
+            "seckill_sweeper_already_written_total",
+            "Stale reservations whose order had a row after all (finished without publishing).",
+        )
+        .expect("valid metric");
+        let sweeper_unpublishable = IntGauge::new(
+            "seckill_sweeper_unpublishable_reservations",
+            "Stale reservations found in the last round without a readable outbox entry.",
+        )
+        .expect("valid metric");
         for reason in domain::ReasonCode::ALL {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
@@ -64,6 +111,11 @@ impl WorkerMetrics {
             Box::new(dead_letters.clone()),
             Box::new(retries.clone()),
             Box::new(compensations.clone()),
+            Box::new(sweeper_rounds.clone()),
+            Box::new(sweeper_republished.clone()),
+            Box::new(sweeper_republished_age.clone()),
+            Box::new(sweeper_already_written.clone()),
+            Box::new(sweeper_unpublishable.clone()),
         ] {
             registry
                 .register(collector)
@@ -75,6 +127,11 @@ impl WorkerMetrics {
             dead_letters,
             retries,
             compensations,
+            sweeper_rounds,
+            sweeper_republished,
+            sweeper_republished_age,
+            sweeper_already_written,
+            sweeper_unpublishable,
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Dead-letter replayer behaviour.
     pub replayer: ReplayerSettings,
+    /// The reservation sweeper (runs in the order worker).
+    pub sweeper: SweeperSettings,
 }
 
 /// `[http]`
@@ -224,6 +226,19 @@ pub struct ReplayerSettings {
     pub retry_backoff_max_ms: u64,
 }
 
+/// `[sweeper]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct SweeperSettings {
+    /// Seconds between two sweeps.
+    pub interval_secs: u64,
+    /// Seconds a reservation may wait to be written before its order is published again.
+    pub stale_after_secs: u64,
+    /// Most reservations of one sale taken per script call.
+    pub batch_max: usize,
+    /// Seconds the per-order keys of a sale are kept after it ends (once nothing is pending).
+    pub retain_after_end_secs: u64,
+}
+
 impl Settings {
     /// Loads settings the standard way: defaults, `config/<SECKILL_ENV>.toml`, `.env`, environment.
     pub fn load() -> Result<Self, SettingsError> {
@@ -320,6 +335,20 @@ impl Settings {
             return invalid(
                 "replayer.retry_backoff_ms",
                 "must not exceed replayer.retry_backoff_max_ms",
+            );
+        }
+        if self.sweeper.interval_secs == 0 {
+            return invalid("sweeper.interval_secs", "must be at least 1");
+        }
+        if self.sweeper.batch_max == 0 {
+            return invalid("sweeper.batch_max", "must be at least 1");
+        }
+        if self.sweeper.stale_after_secs.saturating_mul(1000)
+            <= u64::from(self.kafka.delivery_timeout_ms)
+        {
+            return invalid(
+                "sweeper.stale_after_secs",
+                "must be longer than kafka.delivery_timeout_ms: a gateway may still be producing",
             );
         }
         if self.database.max_connections == 0 {

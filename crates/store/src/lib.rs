@@ -281,6 +281,39 @@ impl Store {
             .await?)
     }
 
+    /// The sales that end after `t` (running, or ended since `t`), by SKU.
+    pub async fn sales_ending_after(
+        &self,
+        t: DateTime<Utc>,
+    ) -> Result<Vec<sales::Model>, StoreError> {
+        Ok(sales::Entity::find()
+            .filter(sales::Column::EndsAt.gt(t))
+            .order_by_asc(sales::Column::SkuId)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Which of `ids` have a row (confirmed or failed).
+    pub async fn existing_orders(&self, ids: &[&OrderId]) -> Result<HashSet<OrderId>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found: HashSet<String> = orders::Entity::find()
+            .select_only()
+            .column(orders::Column::OrderId)
+            .filter(orders::Column::OrderId.is_in(ids.iter().map(|id| id.as_str())))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(ids
+            .iter()
+            .filter(|id| found.contains(id.as_str()))
+            .map(|&id| id.clone())
+            .collect())
+    }
+
     /// Creates the sale or changes it. A change of the total is applied as a delta to the
     /// remaining stock, refused if it would go below what is sold.
     pub async fn upsert_sale(&self, sku: &SkuId, spec: &SaleSpec) -> Result<(), StoreError> {

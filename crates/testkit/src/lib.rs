@@ -366,6 +366,14 @@ pub fn service_env(settings: &Settings) -> Vec<(String, String)> {
             "SECKILL__REPLAYER__MAX_REPLAYS",
             settings.replayer.max_replays.to_string(),
         ),
+        (
+            "SECKILL__SWEEPER__INTERVAL_SECS",
+            settings.sweeper.interval_secs.to_string(),
+        ),
+        (
+            "SECKILL__SWEEPER__STALE_AFTER_SECS",
+            settings.sweeper.stale_after_secs.to_string(),
+        ),
         ("SECKILL__LOG__FILTER", "warn".to_owned()),
         ("SECKILL_CONFIG_DIR", "/nonexistent".to_owned()),
     ]
