@@ -5,6 +5,7 @@
 
 mod faults;
 mod process;
+mod sweeper;
 
 use domain::dead_letter::header;
 use domain::{OrderRequested, SkuId};
@@ -27,9 +28,18 @@ async fn start_worker(
 ) {
     let mut settings = ctx.settings.clone();
     settings.kafka.worker_group = group.to_owned();
-    let worker = order_worker::Worker::connect(&settings, None)
-        .await
-        .unwrap();
+    start_worker_with(&settings).await
+}
+
+/// A worker on `settings`, running in the test's process.
+async fn start_worker_with(
+    settings: &settings::Settings,
+) -> (
+    CancellationToken,
+    order_worker::metrics::WorkerMetrics,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let worker = order_worker::Worker::connect(settings, None).await.unwrap();
     let metrics = worker.metrics();
     let stop = CancellationToken::new();
     let handle = tokio::spawn(worker.run_until_stopped(stop.clone()));

@@ -1,0 +1,277 @@
+//! The reservation sweeper against the machine's Redis and PostgreSQL and an embedded Kafka:
+//! stale reservations become rows, whoever else is working on them.
+
+use super::{reserved_orders, settled, start_worker_with, PATIENCE};
+use domain::{OrderId, OrderRequested, SkuId};
+use kafka::rdkafka::consumer::Consumer;
+use kafka::rdkafka::Message;
+use order_worker::sweeper::{SweepReport, Sweeper};
+use std::collections::HashMap;
+use std::time::Duration;
+use testkit::{eventually, TestContext};
+
+/// Long enough for the gateway's produce (the tests' delivery timeout is 2 s), short for a test.
+const STALE_AFTER: Duration = Duration::from_secs(3);
+
+fn sku() -> SkuId {
+    SkuId::parse(testkit::unique("sku-")).unwrap()
+}
+
+/// The test's settings with a short sweep bound; `worker_sweeps` says whether the worker's own
+/// sweeper may act within the test (otherwise only the sweepers the test runs by hand do).
+fn with_sweeper(ctx: &TestContext, worker_sweeps: bool) -> settings::Settings {
+    let mut settings = ctx.settings.clone();
+    settings.sweeper.interval_secs = 1;
+    settings.sweeper.stale_after_secs = if worker_sweeps {
+        STALE_AFTER.as_secs()
+    } else {
+        3600
+    };
+    settings
+}
+
+/// A sweeper of its own (as another replica's would be), taking `batch_max` per script call.
+async fn sweeper(ctx: &TestContext, batch_max: usize) -> Sweeper {
+    let mut config = ctx.settings.sweeper.clone();
+    config.stale_after_secs = STALE_AFTER.as_secs();
+    config.batch_max = batch_max;
+    Sweeper::new(
+        ctx.ledger(),
+        ctx.store().await,
+        kafka::producer(&ctx.endpoint()).unwrap(),
+        ctx.settings.kafka.orders_topic.clone(),
+        config,
+        Duration::from_secs(5),
+        order_worker::metrics::WorkerMetrics::new(prometheus::Registry::new()),
+    )
+}
+
+/// Produces `orders` to the orders topic as the gateway does (key = SKU), all in flight at once
+/// on one producer.
+async fn queue(ctx: &TestContext, orders: &[OrderRequested]) {
+    let producer = kafka::producer(&ctx.endpoint()).unwrap();
+    let payloads: Vec<Vec<u8>> = orders.iter().map(OrderRequested::encode).collect();
+    let sends = orders.iter().zip(&payloads).map(|(order, payload)| {
+        producer.send(
+            kafka::rdkafka::producer::FutureRecord::to(&ctx.settings.kafka.orders_topic)
+                .key(order.sku_id.as_str())
+                .payload(payload.as_slice()),
+            Duration::from_secs(10),
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
+    }
+}
+
+/// How many times each order id is on the orders topic, read until it has been quiet for 3 s.
+async fn copies_on_the_topic(ctx: &TestContext) -> HashMap<OrderId, usize> {
+    let consumer = testkit::probe(&ctx.endpoint(), &ctx.settings.kafka.orders_topic);
+    let mut copies = HashMap::new();
+    while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await
+    {
+        let order = OrderRequested::decode(message.payload().unwrap()).unwrap();
+        *copies.entry(order.order_id).or_insert(0) += 1;
+    }
+    consumer.unsubscribe();
+    copies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_and_a_slow_worker_racing_on_the_same_orders_write_each_once() {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = sku();
+    ctx.open_sale(&sku, 20, 1).await;
+    // Queued, not yet consumed: the worker is slow (not started) when the sweep runs.
+    let orders = reserved_orders(&ctx, &sku, 10).await;
+    queue(&ctx, &orders).await;
+    tokio::time::sleep(STALE_AFTER + Duration::from_millis(200)).await;
+    let report = sweeper(&ctx, 500).await.sweep().await.unwrap();
+    assert_eq!(report.republished, 10, "{report:?}");
+
+    let settings = with_sweeper(&ctx, false);
+    let group = settings.kafka.worker_group.clone();
+    let (stop, metrics, handle) = start_worker_with(&settings).await;
+    settled(&ctx, &sku, 10).await;
+    eventually(PATIENCE, "both copies consumed", || async {
+        let lag =
+            testkit::group_lag(&ctx.endpoint(), &group, &ctx.settings.kafka.orders_topic).await;
+        (lag == 0).then_some(())
+    })
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+
+    let copies = copies_on_the_topic(&ctx).await;
+    assert!(copies.values().all(|&n| n == 2), "{copies:?}");
+    assert_eq!(copies.len(), 10);
+    let stats = ctx.store().await.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (stats.confirmed_orders, stats.confirmed_units, stats.stock),
+        (10, 10, 10),
+        "one row per order, stock taken once"
+    );
+    assert_eq!(
+        metrics.persisted.with_label_values(&["confirmed"]).get(),
+        20,
+        "both copies of each order were consumed; the second found the first's row"
+    );
+    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!((snapshot.remaining, snapshot.unfinished), (10, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sweepers_at_once_publish_each_stale_reservation_once_per_round() {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = sku();
+    ctx.open_sale(&sku, 100, 1).await;
+    // Reserved, never queued: their gateway died before the broker had them.
+    let orders = reserved_orders(&ctx, &sku, 60).await;
+    tokio::time::sleep(STALE_AFTER + Duration::from_millis(200)).await;
+    let (a, b) = (sweeper(&ctx, 7).await, sweeper(&ctx, 7).await);
+    let (first, second) = tokio::join!(a.sweep(), b.sweep());
+    let (first, second): (SweepReport, SweepReport) = (first.unwrap(), second.unwrap());
+    assert_eq!(
+        first.republished + second.republished,
+        60,
+        "{first:?} {second:?}"
+    );
+    let again = a.sweep().await.unwrap();
+    assert_eq!(
+        again.republished, 0,
+        "each was made due again: not twice in a round"
+    );
+
+    let copies = copies_on_the_topic(&ctx).await;
+    assert_eq!(copies.len(), 60);
+    assert!(copies.values().all(|&n| n == 1), "{copies:?}");
+    // Each is acknowledged now: a retry of its buyer gets the order, not 409.
+    for order in &orders {
+        let reservation = ctx
+            .ledger()
+            .reservation(&order.order_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reservation.state, stock::ReservationState::Acknowledged);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
+    use futures::StreamExt;
+    let ctx = TestContext::new().await.unwrap();
+    let sku = sku();
+    const STOCK: i64 = 1000;
+    ctx.open_sale(&sku, STOCK, 1).await;
+    let settings = with_sweeper(&ctx, true);
+    let accept = |prefix: &'static str, n: usize| {
+        let ctx = &ctx;
+        let sku = sku.clone();
+        async move {
+            let orders: Vec<OrderRequested> = (0..n)
+                .map(|i| testkit::order(&sku, &format!("{prefix}-{i}"), "k", 1))
+                .collect();
+            for order in &orders {
+                testkit::reserve(&ctx.ledger(), order).await;
+            }
+            queue(ctx, &orders).await;
+            for order in &orders {
+                ctx.ledger()
+                    .mark_acknowledged(&order.order_id)
+                    .await
+                    .unwrap();
+            }
+            orders
+        }
+    };
+    // The group has committed a first order: it has an offset to jump from.
+    accept("first", 1).await;
+    let (stop, _, handle) = start_worker_with(&settings).await;
+    settled(&ctx, &sku, 1).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+
+    // With the worker stopped, 50 orders are accepted (reserved, queued, acknowledged), then
+    // more than the embedded broker keeps per partition comes after them on the same partition,
+    // and it drops the oldest messages without a word.
+    let lost = accept("lost", 50).await;
+    let producer = kafka::producer(&ctx.endpoint()).unwrap();
+    let topic = ctx.settings.kafka.orders_topic.clone();
+    // Large poison messages reach the broker's limit with few dead letters to write later.
+    let filler = vec![b'x'; 60_000];
+    let sends = futures::stream::iter(0..100)
+        .map(|_| {
+            producer.send(
+                kafka::rdkafka::producer::FutureRecord::to(&topic)
+                    .key(sku.as_str())
+                    .payload(filler.as_slice()),
+                Duration::from_secs(10),
+            )
+        })
+        .buffer_unordered(20)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(sends.iter().all(Result::is_ok));
+    let first_kept = {
+        let probe = kafka::consumer(&ctx.endpoint(), &testkit::unique("probe-")).unwrap();
+        let partition = sends[0].as_ref().unwrap().partition;
+        let topic = topic.clone();
+        tokio::task::spawn_blocking(move || {
+            probe
+                .fetch_watermarks(&topic, partition, Duration::from_secs(5))
+                .unwrap()
+                .0
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        first_kept > 51,
+        "the broker still has offset {first_kept}: nothing was lost, the test proves nothing"
+    );
+
+    let worker = order_worker::Worker::connect(&settings, None)
+        .await
+        .unwrap();
+    let ops_port = worker.ops_port();
+    let metrics = worker.metrics();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(worker.run_until_stopped(stop.clone()));
+    let store = ctx.store().await;
+    eventually(
+        Duration::from_secs(60),
+        "every accepted order written",
+        || async {
+            let stats = store.sale_stats(&sku).await.ok()??;
+            (stats.confirmed_orders == 51).then_some(())
+        },
+    )
+    .await;
+    for order in &lost {
+        let row = store.order(&order.order_id).await.unwrap().unwrap();
+        assert_eq!(row.order_status().unwrap(), domain::OrderStatus::Confirmed);
+    }
+    // At least once each; again every STALE_AFTER while the worker works through what the broker
+    // kept (the copies are absorbed by the idempotent write).
+    assert!(metrics.sweeper_republished.get() >= 50);
+    let (_, text) =
+        tokio::task::spawn_blocking(move || testkit::process::http_get(ops_port, "/metrics"))
+            .await
+            .unwrap()
+            .unwrap();
+    let gaps: f64 = text
+        .lines()
+        .find(|l| l.starts_with("seckill_consumer_offset_gaps_total{") && l.contains(&topic))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap();
+    assert!(gaps >= 1.0, "{text}");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+
+    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!(snapshot.unfinished, 0);
+    assert_eq!(snapshot.remaining + stats.confirmed_units, STOCK);
+    assert_eq!(stats.stock, STOCK - 51);
+}
