@@ -103,3 +103,152 @@ async fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_cleanl
     let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
     assert_eq!((snapshot.remaining, snapshot.released), (8, 0));
 }
+
+/// A worker on `settings` in the test's process, until the returned token is cancelled.
+async fn worker(
+    settings: &settings::Settings,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let worker = order_worker::Worker::connect(settings, None).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(worker.run_until_stopped(stop.clone()));
+    (stop, handle)
+}
+
+/// Units reserved in Redis that are neither released nor confirmed in the database.
+async fn in_flight_units(ctx: &TestContext, sku: &domain::SkuId) -> (i64, stock::LedgerSnapshot) {
+    let snapshot = ctx.ledger().snapshot(sku).await.unwrap().unwrap();
+    let stats = ctx.store().await.sale_stats(sku).await.unwrap().unwrap();
+    (
+        snapshot.reserved - snapshot.released - stats.confirmed_units,
+        snapshot,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_with_hundreds_of_requests_in_flight_strands_no_unit() {
+    const STOCK: i64 = 1000;
+    const SERVED: usize = 20;
+    const IN_FLIGHT: usize = 300;
+    let ctx = TestContext::new().await.unwrap();
+    let sku = sku();
+    ctx.open_sale(&sku, STOCK, 1).await;
+    let mut gateway_settings = ctx.settings.clone();
+    // Its buyers wait for the broker's acknowledgement until the kill.
+    gateway_settings.kafka.delivery_timeout_ms = 20_000;
+    let mut gateway = ServiceProcess::start(
+        env!("CARGO_BIN_EXE_seckill-gateway"),
+        &[],
+        &gateway_settings,
+    );
+    let url = format!("http://127.0.0.1:{}", gateway.ops_port);
+    let client = reqwest::Client::new();
+    let secret = ctx.secret();
+    let buy = |user: String| {
+        let token = gateway::auth::sign(&secret, &user, None, 600);
+        client
+            .post(format!("{url}/v1/sales/{sku}/orders"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", "k")
+            .send()
+    };
+
+    // A first crowd is served: queued and answered 202.
+    let served = futures::future::join_all((0..SERVED).map(|i| buy(format!("early-{i}")))).await;
+    assert!(served
+        .iter()
+        .all(|r| r.as_ref().is_ok_and(|r| r.status().as_u16() == 202)));
+    // The broker stops answering; the next crowd is reserved and waits for its acknowledgement.
+    ctx.broker.mock().broker_down(1).unwrap();
+    let crowd: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| tokio::spawn(buy(format!("late-{i}"))))
+        .collect();
+    testkit::eventually(
+        Duration::from_secs(20),
+        "the crowd's reservations",
+        || async {
+            let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+            (snapshot.reserved == (SERVED + IN_FLIGHT) as i64).then_some(())
+        },
+    )
+    .await;
+    gateway.signal("-KILL");
+    gateway.wait_exit(Duration::from_secs(10));
+    ctx.broker.mock().broker_up(1).unwrap();
+    for request in crowd {
+        let answer = request.await.unwrap();
+        assert!(answer.is_err(), "no answer after the kill: {answer:?}");
+    }
+
+    // Before: a worker writes what the broker has; the rest stays reserved, as it did for ever
+    // before the outbox (its sweeper is kept out of the way here).
+    let mut settings = ctx.settings.clone();
+    settings.sweeper.interval_secs = 1;
+    settings.sweeper.stale_after_secs = 3600;
+    let (stop, handle) = worker(&settings).await;
+    testkit::eventually(Duration::from_secs(30), "the served orders", || async {
+        let stats = ctx.store().await.sale_stats(&sku).await.ok()??;
+        (stats.confirmed_orders == SERVED as i64).then_some(())
+    })
+    .await;
+    let (stranded, _) = in_flight_units(&ctx, &sku).await;
+    assert_eq!(stranded, IN_FLIGHT as i64, "what the kill stranded");
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+
+    // After: the sweeper publishes the stranded orders again and the worker writes them.
+    settings.sweeper.stale_after_secs = 3;
+    let started = std::time::Instant::now();
+    let (stop, handle) = worker(&settings).await;
+    let (in_flight, snapshot) =
+        testkit::eventually(Duration::from_secs(30), "no unit in flight", || async {
+            let (in_flight, snapshot) = in_flight_units(&ctx, &sku).await;
+            (in_flight == 0 && snapshot.unfinished == 0).then_some((in_flight, snapshot))
+        })
+        .await;
+    let settled_in = started.elapsed();
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let stats = ctx.store().await.sale_stats(&sku).await.unwrap().unwrap();
+    eprintln!(
+        "kill test: {} units reserved, {stranded} stranded by the kill, {} rows, in flight {in_flight} \
+         {settled_in:?} after a worker with the sweeper started",
+        snapshot.reserved, stats.confirmed_orders
+    );
+    assert_eq!(stats.confirmed_orders, (SERVED + IN_FLIGHT) as i64);
+    assert_eq!(snapshot.remaining + stats.confirmed_units, STOCK);
+    assert_eq!(stats.stock, snapshot.remaining);
+
+    // Retries with the same keys get the orders the rows hold.
+    let mut retry_settings = ctx.settings.clone();
+    retry_settings.gateway.per_user_rate_per_sec = 0;
+    let app = gateway::Application::build(
+        &retry_settings,
+        backends::Backends::connect(&retry_settings, None)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let retry_url = format!("http://127.0.0.1:{}", app.port());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let rows = ctx.store().await.orders_of(&sku).await.unwrap();
+    for row in rows {
+        let answer: serde_json::Value = client
+            .post(format!("{retry_url}/v1/sales/{sku}/orders"))
+            .bearer_auth(gateway::auth::sign(&secret, &row.user_id, None, 600))
+            .header("Idempotency-Key", &row.idempotency_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["order_id"], row.order_id.as_str(), "{answer}");
+        assert_eq!(answer["status"], "confirmed", "{answer}");
+    }
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
