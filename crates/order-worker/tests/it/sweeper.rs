@@ -275,3 +275,34 @@ async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
     assert_eq!(snapshot.remaining + stats.confirmed_units, STOCK);
     assert_eq!(stats.stock, STOCK - 51);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_retires_the_sales_that_ended_and_leaves_those_past_retention_alone() {
+    let ctx = TestContext::new().await.unwrap();
+    let now = chrono::Utc::now();
+    let window = |from_hours: i64, to_hours: i64| {
+        domain::SaleSpec::new(
+            5,
+            1,
+            now + chrono::Duration::hours(from_hours),
+            now + chrono::Duration::hours(to_hours),
+        )
+        .unwrap()
+    };
+    let (running, ended, long_gone) = (sku(), sku(), sku());
+    let store = ctx.store().await;
+    for (sku, spec) in [
+        (&running, window(-1, 1)),
+        (&ended, window(-2, -1)),
+        (&long_gone, window(-50, -49)),
+    ] {
+        store.upsert_sale(sku, &spec).await.unwrap();
+        ctx.ledger().warm(sku, &spec).await.unwrap();
+    }
+    let report = sweeper(&ctx, 500).await.sweep().await.unwrap();
+    assert_eq!(
+        (report.sales, report.retired),
+        (2, 1),
+        "the running and the ended sale are swept, the ended one retired; {report:?}"
+    );
+}

@@ -7,7 +7,7 @@ use chrono::{Duration, Utc};
 use domain::{IdempotencyKey, OrderId, OrderRequested, Quantity, SkuId, UserId};
 use stock::{
     ClaimOutcome, ReleaseMode, ReleaseOutcome, ReservationRecord, ReservationState, ReserveOutcome,
-    RestoredOrder, StockError, StockLedger,
+    RestoredOrder, RetireOutcome, StockError, StockLedger,
 };
 use testkit::{fresh_ledger, open_spec};
 
@@ -384,5 +384,58 @@ async fn what_redis_answers_in_an_outage_is_transient() {
             .unwrap_err();
         let error = StockError::Redis(error);
         assert!(error.is_transient(), "{reply}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn an_ended_sale_is_retired_only_once_nothing_is_pending_and_a_change_revives_it() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(5, 5)).await.unwrap();
+    let ReserveOutcome::Accepted(order) = reserve(&ledger, &sku, "alice", "k", 1).await else {
+        panic!("the reservation was refused")
+    };
+    let expire_at = Utc::now() + Duration::hours(1);
+    assert_eq!(
+        ledger.retire(&sku, expire_at).await.unwrap(),
+        RetireOutcome::Unfinished(1)
+    );
+    assert_eq!(ledger.finish(&sku, &[&order]).await.unwrap(), 1);
+    assert_eq!(
+        ledger.retire(&sku, expire_at).await.unwrap(),
+        RetireOutcome::Retired
+    );
+    let url =
+        std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys = ledger.keys(&sku);
+    let ttl = |key: String| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("PTTL")
+                .arg(key)
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    for key in [&keys.buyers, &keys.idem, &keys.resv] {
+        let left = ttl(key.clone()).await;
+        assert!(
+            (3_500_000..=3_600_000).contains(&left),
+            "{key} expires in {left} ms"
+        );
+    }
+    assert_eq!(ttl(keys.sale.clone()).await, -1, "the sale hash stays");
+    assert_eq!(ttl(keys.stock.clone()).await, -1, "the stock counter stays");
+
+    // The admin reopens the sale: its keys live again.
+    ledger.warm(&sku, &open_spec(6, 5)).await.unwrap();
+    for key in [&keys.buyers, &keys.idem, &keys.resv] {
+        assert_eq!(ttl(key.clone()).await, -1, "{key}");
     }
 }
