@@ -1,4 +1,4 @@
-//! The verdict of a flash sale: the invariants of DESIGN.md checked against what the buyers
+//! The verdict of a flash sale: the project's invariants (docs/architecture.md) checked against what the buyers
 //! were told, what the database holds and what Redis holds, at rest.
 
 use crate::crowd::{CrowdResult, Kind};
