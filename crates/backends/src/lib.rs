@@ -30,7 +30,9 @@ impl Backends {
     pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
         let endpoint = kafka::Endpoint::from_settings(&settings.kafka, bootstrap);
         Ok(Self {
-            ledger: StockLedger::new(&settings.redis).context("redis pool")?,
+            ledger: StockLedger::new(&settings.redis)
+                .context("redis pool")?
+                .with_queued_grace(settings.sweeper.queued_grace()),
             store: Store::connect(&settings.database)
                 .await
                 .context("database")?,

@@ -2,8 +2,7 @@
 //! metrics to the same registry).
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
 };
 
 /// Every metric the worker records.
@@ -27,8 +26,8 @@ pub struct WorkerMetrics {
     pub sweeper_republished_age: Histogram,
     /// `seckill_sweeper_already_written_total`
     pub sweeper_already_written: IntCounter,
-    /// `seckill_sweeper_unpublishable_reservations`
-    pub sweeper_unpublishable: IntGauge,
+    /// `seckill_sweeper_unpublishable_total`
+    pub sweeper_unpublishable: IntCounter,
 }
 
 impl WorkerMetrics {
@@ -89,9 +88,9 @@ impl WorkerMetrics {
             "Stale reservations whose order had a row after all (finished without publishing).",
         )
         .expect("valid metric");
-        let sweeper_unpublishable = IntGauge::new(
-            "seckill_sweeper_unpublishable_reservations",
-            "Stale reservations found in the last round without a readable outbox entry.",
+        let sweeper_unpublishable = IntCounter::new(
+            "seckill_sweeper_unpublishable_total",
+            "Times a stale reservation was found without a readable outbox entry (each is taken again every stale period).",
         )
         .expect("valid metric");
         for reason in domain::ReasonCode::ALL {

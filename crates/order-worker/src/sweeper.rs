@@ -40,12 +40,14 @@ pub struct SweepReport {
     pub sales: usize,
     /// Orders published again.
     pub republished: usize,
-    /// Stale reservations whose order had a row after all: finished without a republication.
+    /// Stale reservations whose order was confirmed after all: finished without a republication.
     pub already_written: usize,
     /// Stale reservations without a readable outbox entry: left pending, reported.
     pub unpublishable: usize,
     /// Ended sales whose per-order keys were set to expire.
     pub retired: usize,
+    /// Sales whose sweep failed this round (logged; the others were swept).
+    pub failed_sales: usize,
 }
 
 /// Sweeps the sales' stale reservations.
@@ -90,24 +92,33 @@ impl Sweeper {
         let sales = self.store.sales_ending_after(now - retain).await?;
         let mut report = SweepReport::default();
         for sale in sales {
-            let sku = SkuId::parse(&sale.sku_id)?;
             report.sales += 1;
-            self.sweep_sale(&sku, now, &mut report).await?;
-            if sale.ends_at <= now {
-                self.retire(&sku, sale.ends_at + retain, &mut report)
-                    .await?;
+            // One sale's failure (a reply this build cannot read, say) must not keep the
+            // others from being swept.
+            let swept = async {
+                let sku = SkuId::parse(&sale.sku_id)?;
+                self.sweep_sale(&sku, now, &mut report).await?;
+                if sale.ends_at <= now {
+                    self.retire(&sku, sale.ends_at + retain, &mut report)
+                        .await?;
+                }
+                anyhow::Ok(())
+            };
+            if let Err(error) = swept.await {
+                report.failed_sales += 1;
+                tracing::warn!(sku = %sale.sku_id, error = %format!("{error:#}"), "sweeping a sale failed");
             }
         }
-        self.metrics
-            .sweeper_unpublishable
-            .set(report.unpublishable as i64);
         Ok(report)
     }
 
     /// One round, counted and logged: what the worker runs on its timer.
     pub async fn round(&self) -> anyhow::Result<()> {
         let swept = self.sweep().await;
-        let result = if swept.is_ok() { "ok" } else { "error" };
+        let result = match &swept {
+            Ok(report) if report.failed_sales == 0 => "ok",
+            _ => "error",
+        };
         self.metrics
             .sweeper_rounds
             .with_label_values(&[result])
@@ -116,6 +127,12 @@ impl Sweeper {
         if report.republished > 0 || report.already_written > 0 || report.unpublishable > 0 {
             tracing::info!(?report, "reservations swept");
         }
+        anyhow::ensure!(
+            report.failed_sales == 0,
+            "{} of {} sales could not be swept",
+            report.failed_sales,
+            report.sales
+        );
         Ok(())
     }
 
@@ -142,7 +159,9 @@ impl Sweeper {
         }
     }
 
-    /// Finishes the stale reservations whose order is written, publishes the others again.
+    /// Finishes the stale reservations whose order is confirmed, publishes the others again
+    /// (a failed order still pending has a compensation or a dead letter to come, which its
+    /// copy brings about again if the broker lost the first).
     async fn settle(
         &self,
         sku: &SkuId,
@@ -151,7 +170,7 @@ impl Sweeper {
         report: &mut SweepReport,
     ) -> anyhow::Result<()> {
         let ids: Vec<&OrderId> = stale.iter().map(|s| &s.order_id).collect();
-        let written = self.store.existing_orders(&ids).await?;
+        let written = self.store.confirmed_among(&ids).await?;
         let written_ids: Vec<&OrderId> = written.iter().collect();
         self.ledger.finish(sku, &written_ids).await?;
         report.already_written += written.len();
@@ -229,6 +248,7 @@ impl Sweeper {
 
     fn unpublishable(&self, reservation: &StaleReservation, why: &str, report: &mut SweepReport) {
         report.unpublishable += 1;
+        self.metrics.sweeper_unpublishable.inc();
         tracing::error!(
             order_id = %reservation.order_id,
             problem = why,
@@ -246,8 +266,10 @@ impl Sweeper {
         match self.ledger.retire(sku, expire_at).await? {
             RetireOutcome::Retired => report.retired += 1,
             RetireOutcome::Unfinished(pending) => {
-                tracing::info!(%sku, pending, "the sale has ended with orders not yet written");
+                tracing::warn!(%sku, pending, "the sale has ended with orders not yet written");
             }
+            // Reopened since the round read the sales: swept as a running sale next round.
+            RetireOutcome::Open => {}
         }
         Ok(())
     }

@@ -231,12 +231,26 @@ pub struct ReplayerSettings {
 pub struct SweeperSettings {
     /// Seconds between two sweeps.
     pub interval_secs: u64,
-    /// Seconds a reservation may wait to be written before its order is published again.
+    /// Seconds a reservation the broker never acknowledged may wait to be written before its
+    /// order is published again.
     pub stale_after_secs: u64,
+    /// Seconds a reservation whose message the broker acknowledged may wait to be written before
+    /// its order is published again (its message is in the queue unless the broker lost it).
+    pub acknowledged_stale_after_secs: u64,
     /// Most reservations of one sale taken per script call.
     pub batch_max: usize,
     /// Seconds the per-order keys of a sale are kept after it ends (once nothing is pending).
     pub retain_after_end_secs: u64,
+}
+
+impl SweeperSettings {
+    /// How much longer an acknowledged reservation waits than one the broker never had.
+    pub fn queued_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.acknowledged_stale_after_secs
+                .saturating_sub(self.stale_after_secs),
+        )
+    }
 }
 
 impl Settings {
@@ -349,6 +363,12 @@ impl Settings {
             return invalid(
                 "sweeper.stale_after_secs",
                 "must be longer than kafka.delivery_timeout_ms: a gateway may still be producing",
+            );
+        }
+        if self.sweeper.acknowledged_stale_after_secs < self.sweeper.stale_after_secs {
+            return invalid(
+                "sweeper.acknowledged_stale_after_secs",
+                "must not be shorter than sweeper.stale_after_secs",
             );
         }
         if self.database.max_connections == 0 {

@@ -62,6 +62,8 @@ pub enum RetireOutcome {
     Retired,
     /// This many orders are still pending; nothing was changed.
     Unfinished(i64),
+    /// Redis has the sale open (an admin reopened it); nothing was changed.
+    Open,
 }
 
 impl StockError {
@@ -225,6 +227,7 @@ pub struct StockLedger {
     pool: Pool,
     prefix: String,
     scripts: Arc<Scripts>,
+    queued_grace: Duration,
 }
 
 impl StockLedger {
@@ -246,6 +249,7 @@ impl StockLedger {
             .map_err(|e| StockError::Config(e.to_string()))?;
         Ok(Self {
             pool,
+            queued_grace: Duration::ZERO,
             prefix: settings.key_prefix.clone(),
             scripts: Arc::new(Scripts {
                 reserve: Script::new(with_record!("lua/reserve.lua")),
@@ -254,10 +258,23 @@ impl StockLedger {
                 warm: Script::new(include_str!("lua/warm.lua")),
                 restore: Script::new(include_str!("lua/restore.lua")),
                 finish: Script::new(include_str!("lua/finish.lua")),
-                sweep: Script::new(include_str!("lua/sweep.lua")),
+                sweep: Script::new(with_record!("lua/sweep.lua")),
                 retire: Script::new(include_str!("lua/retire.lua")),
             }),
         })
+    }
+
+    /// The ledger with `grace`: how much longer than an unacknowledged one a reservation whose
+    /// message the broker acknowledged waits before the sweeper publishes it again (its message
+    /// is in the queue unless the broker lost it, and a lag must not make copies of it). The
+    /// services set `sweeper.acknowledged_stale_after_secs - sweeper.stale_after_secs`.
+    pub fn with_queued_grace(mut self, grace: Duration) -> Self {
+        self.queued_grace = grace;
+        self
+    }
+
+    fn grace_ms(&self) -> u64 {
+        u64::try_from(self.queued_grace.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The keys of `sku` under this ledger's prefix.
@@ -393,7 +410,11 @@ impl StockLedger {
         let keys = self.keys(sku);
         let mut conn = self.pool.get().await?;
         let mut invocation = self.scripts.advance.key(&keys.resv);
-        invocation.arg(target.letter());
+        invocation
+            .key(&keys.pending)
+            .arg(target.letter())
+            .arg(Utc::now().timestamp_millis())
+            .arg(self.grace_ms());
         for order in orders {
             invocation.arg(order.as_str());
         }
@@ -584,8 +605,9 @@ impl StockLedger {
     }
 
     /// Takes up to `limit` reservations of `sku` due at or before `cutoff` (reserved, or last
-    /// swept, that long ago) and makes them due again at `now`, so that sweepers running at the
-    /// same time take each one once (see `sweep.lua`).
+    /// swept, that long ago; acknowledged ones count from the acknowledgement plus the queued
+    /// grace) and makes them due again, so that sweepers running at the same time take each one
+    /// once (see `sweep.lua`).
     pub async fn take_stale(
         &self,
         sku: &SkuId,
@@ -600,9 +622,11 @@ impl StockLedger {
             .sweep
             .key(&keys.pending)
             .key(&keys.outbox)
+            .key(&keys.resv)
             .arg(cutoff.timestamp_millis())
             .arg(now.timestamp_millis())
             .arg(limit)
+            .arg(self.grace_ms())
             .invoke_async(&mut conn)
             .await?;
         let bad = || StockError::Reply {
@@ -649,17 +673,20 @@ impl StockLedger {
         let reply: (String, i64) = self
             .scripts
             .retire
+            .key(&keys.sale)
             .key(&keys.pending)
             .key(&keys.buyers)
             .key(&keys.idem)
             .key(&keys.resv)
             .key(&keys.outbox)
             .arg(expire_at.timestamp_millis())
+            .arg(Utc::now().timestamp_millis())
             .invoke_async(&mut conn)
             .await?;
         match reply.0.as_str() {
             "retired" => Ok(RetireOutcome::Retired),
             "unfinished" => Ok(RetireOutcome::Unfinished(reply.1)),
+            "open" => Ok(RetireOutcome::Open),
             _ => Err(StockError::Reply {
                 script: "retire",
                 reply: vec![reply.0],

@@ -293,8 +293,8 @@ impl Store {
             .await?)
     }
 
-    /// Which of `ids` have a row (confirmed or failed).
-    pub async fn existing_orders(&self, ids: &[&OrderId]) -> Result<HashSet<OrderId>, StoreError> {
+    /// Which of `ids` have a confirmed row.
+    pub async fn confirmed_among(&self, ids: &[&OrderId]) -> Result<HashSet<OrderId>, StoreError> {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
@@ -302,6 +302,7 @@ impl Store {
             .select_only()
             .column(orders::Column::OrderId)
             .filter(orders::Column::OrderId.is_in(ids.iter().map(|id| id.as_str())))
+            .filter(orders::Column::Status.eq(OrderStatus::Confirmed.as_str()))
             .into_tuple::<String>()
             .all(&self.db)
             .await?

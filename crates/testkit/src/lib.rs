@@ -126,7 +126,9 @@ impl TestContext {
 
     /// A ledger on the test's Redis prefix.
     pub fn ledger(&self) -> stock::StockLedger {
-        stock::StockLedger::new(&self.settings.redis).expect("redis settings are valid")
+        stock::StockLedger::new(&self.settings.redis)
+            .expect("redis settings are valid")
+            .with_queued_grace(self.settings.sweeper.queued_grace())
     }
 
     /// The test's database, migrated.
@@ -373,6 +375,10 @@ pub fn service_env(settings: &Settings) -> Vec<(String, String)> {
         (
             "SECKILL__SWEEPER__STALE_AFTER_SECS",
             settings.sweeper.stale_after_secs.to_string(),
+        ),
+        (
+            "SECKILL__SWEEPER__ACKNOWLEDGED_STALE_AFTER_SECS",
+            settings.sweeper.acknowledged_stale_after_secs.to_string(),
         ),
         ("SECKILL__LOG__FILTER", "warn".to_owned()),
         ("SECKILL_CONFIG_DIR", "/nonexistent".to_owned()),

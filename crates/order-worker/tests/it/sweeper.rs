@@ -27,6 +27,7 @@ fn with_sweeper(ctx: &TestContext, worker_sweeps: bool) -> settings::Settings {
     } else {
         3600
     };
+    settings.sweeper.acknowledged_stale_after_secs = settings.sweeper.stale_after_secs + 1;
     settings
 }
 
@@ -165,8 +166,13 @@ async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
     const STOCK: i64 = 1000;
     ctx.open_sale(&sku, STOCK, 1).await;
     let settings = with_sweeper(&ctx, true);
+    // Acknowledged the way this deployment's gateways would: with its queued grace.
+    let ledger = stock::StockLedger::new(&settings.redis)
+        .unwrap()
+        .with_queued_grace(settings.sweeper.queued_grace());
     let accept = |prefix: &'static str, n: usize| {
         let ctx = &ctx;
+        let ledger = ledger.clone();
         let sku = sku.clone();
         async move {
             let orders: Vec<OrderRequested> = (0..n)
@@ -177,10 +183,7 @@ async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
             }
             queue(ctx, &orders).await;
             for order in &orders {
-                ctx.ledger()
-                    .mark_acknowledged(&order.order_id)
-                    .await
-                    .unwrap();
+                ledger.mark_acknowledged(&order.order_id).await.unwrap();
             }
             orders
         }

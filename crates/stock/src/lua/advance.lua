@@ -1,14 +1,18 @@
 -- Move reservations forward: the gateway marks its order acknowledged (A) once the broker has it;
 -- the worker claims (C) the orders of its batch before writing them. Never moves backwards and
 -- never revives a released reservation.
--- KEYS: resv
--- ARGV: target state ("A" or "C"), then order ids
+-- The broker has the message of an order that moves forward, so the sweeper gives it `grace` ms
+-- more before it publishes it again (it is in the queue unless the broker lost it): its pending
+-- entry, if it still has one, is made due at `now + grace`.
+-- KEYS: resv, pending
+-- ARGV: target state ("A" or "C"), now (ms), grace (ms), then order ids
 -- Returns one word per order: ok | released | unknown | corrupt (a record that does not parse:
 -- left as it is, reported per order so the other orders of the batch go on)
 local out = {}
 local rank = {R = 1, A = 2, C = 3}
 local target = ARGV[1]
-for i = 2, #ARGV do
+local later = tonumber(ARGV[2]) + tonumber(ARGV[3])
+for i = 4, #ARGV do
   local record = redis.call('HGET', KEYS[1], ARGV[i])
   if not record then
     out[#out + 1] = 'unknown'
@@ -21,6 +25,7 @@ for i = 2, #ARGV do
     else
       if rank[r.state] < rank[target] then
         redis.call('HSET', KEYS[1], ARGV[i], encode_record(target, r.qty, r.user, r.key))
+        redis.call('ZADD', KEYS[2], 'XX', later, ARGV[i])
       end
       out[#out + 1] = 'ok'
     end

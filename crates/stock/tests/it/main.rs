@@ -398,6 +398,19 @@ async fn an_ended_sale_is_retired_only_once_nothing_is_pending_and_a_change_revi
     let expire_at = Utc::now() + Duration::hours(1);
     assert_eq!(
         ledger.retire(&sku, expire_at).await.unwrap(),
+        RetireOutcome::Open,
+        "a sale Redis has open is never retired"
+    );
+    let ended = domain::SaleSpec::new(
+        5,
+        5,
+        Utc::now() - Duration::hours(2),
+        Utc::now() - Duration::hours(1),
+    )
+    .unwrap();
+    ledger.warm(&sku, &ended).await.unwrap();
+    assert_eq!(
+        ledger.retire(&sku, expire_at).await.unwrap(),
         RetireOutcome::Unfinished(1)
     );
     assert_eq!(ledger.finish(&sku, &[&order]).await.unwrap(), 1);
@@ -438,4 +451,53 @@ async fn an_ended_sale_is_retired_only_once_nothing_is_pending_and_a_change_revi
     for key in [&keys.buyers, &keys.idem, &keys.resv] {
         assert_eq!(ttl(key.clone()).await, -1, "{key}");
     }
+}
+
+#[tokio::test]
+async fn the_sweep_takes_an_unacknowledged_reservation_at_once_and_an_acknowledged_one_after_its_grace(
+) {
+    let ledger = fresh_ledger().with_queued_grace(std::time::Duration::from_secs(60));
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(10, 10)).await.unwrap();
+    let mut ids = Vec::new();
+    for user in ["never-acked", "acked", "released"] {
+        match reserve(&ledger, &sku, user, "k", 1).await {
+            ReserveOutcome::Accepted(id) => ids.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let (never_acked, acked, released) = (&ids[0], &ids[1], &ids[2]);
+    ledger.mark_acknowledged(acked).await.unwrap();
+    ledger
+        .release(released, ReleaseMode::ProduceFailed)
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.snapshot(&sku).await.unwrap().unwrap().unfinished,
+        2,
+        "a released order leaves the outbox"
+    );
+
+    let now = Utc::now();
+    let taken = ledger.take_stale(&sku, now, now, 10).await.unwrap();
+    let taken: Vec<&OrderId> = taken.iter().map(|s| &s.order_id).collect();
+    assert_eq!(
+        taken,
+        vec![never_acked],
+        "the acknowledged one waits out its grace"
+    );
+    let later = ledger
+        .take_stale(&sku, now + Duration::seconds(61), now, 10)
+        .await
+        .unwrap();
+    let acked_entry = later
+        .iter()
+        .find(|s| &s.order_id == acked)
+        .expect("taken once its grace is over");
+    let message = acked_entry.entry.clone().unwrap().unwrap();
+    assert_eq!(
+        OrderRequested::decode(&message.payload).unwrap().order_id,
+        *acked,
+        "the outbox holds the order message"
+    );
 }
