@@ -286,6 +286,12 @@ async fn the_database_refuses_what_a_wrong_redis_let_through_and_the_reservation
     let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
     assert_eq!((snapshot.released, snapshot.remaining), (1, 1));
     assert_eq!(metrics.compensations.get(), 1);
+    // Confirmed and compensated alike leave the outbox: nothing is left for the sweeper.
+    eventually(PATIENCE, "every order out of the outbox", || async {
+        let snapshot = ctx.ledger().snapshot(&sku).await.ok()??;
+        (snapshot.unfinished == 0).then_some(())
+    })
+    .await;
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
