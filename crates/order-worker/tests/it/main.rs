@@ -384,3 +384,38 @@ async fn readiness_names_the_broker_while_it_is_down_in_the_shape_every_service_
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_dead_lettered_as_a_key_conflict_leaves_the_outbox_once_its_letter_is_acknowledged(
+) {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    ctx.open_sale(&sku, 5, 5).await;
+    let orders = reserved_orders(&ctx, &sku, 1).await;
+    // Another order already holds the buyer's key in the database.
+    let holder = order(
+        &sku,
+        orders[0].user_id.as_str(),
+        orders[0].idempotency_key.as_str(),
+        1,
+    );
+    ctx.store().await.persist_batch([&holder]).await.unwrap();
+    publish(&ctx, &orders).await;
+    let (stop, metrics, handle) = start_worker(&ctx, &ctx.settings.kafka.worker_group).await;
+    let letters = dead_letters(&ctx, 1).await;
+    assert_eq!(
+        header_text(&letters[0], header::REASON),
+        "idempotency_conflict"
+    );
+    eventually(PATIENCE, "the order out of the outbox", || async {
+        let snapshot = ctx.ledger().snapshot(&sku).await.ok()??;
+        (snapshot.unfinished == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metrics.persisted.with_label_values(&["key_conflict"]).get(),
+        1
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}

@@ -501,3 +501,30 @@ async fn the_sweep_takes_an_unacknowledged_reservation_at_once_and_an_acknowledg
         "the outbox holds the order message"
     );
 }
+
+#[tokio::test]
+async fn an_order_finished_between_a_sweep_and_its_acknowledgement_stays_finished() {
+    let ledger = fresh_ledger().with_queued_grace(std::time::Duration::from_secs(60));
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(10, 10)).await.unwrap();
+    let ReserveOutcome::Accepted(order) = reserve(&ledger, &sku, "alice", "k", 1).await else {
+        panic!("the reservation was refused")
+    };
+    // The sweeper takes it; the order is written and finished; then the sweeper's republish is
+    // acknowledged and marks it (the record is still R: no claim in between stops the mark).
+    let now = Utc::now();
+    assert_eq!(
+        ledger.take_stale(&sku, now, now, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(ledger.finish(&sku, &[&order]).await.unwrap(), 1);
+    ledger.mark_acknowledged(&order).await.unwrap();
+    let snapshot = ledger.snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(snapshot.unfinished, 0, "the mark does not bring it back");
+    let later = now + Duration::hours(1);
+    assert!(ledger
+        .take_stale(&sku, later, later, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
