@@ -8,7 +8,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use std::time::Instant;
-use stock::{ReleaseMode, ReleaseOutcome, ReservationState, ReserveOutcome};
+use stock::{OutboxEntry, ReleaseMode, ReleaseOutcome, ReservationState, ReserveOutcome};
 use telemetry::TraceContext;
 
 /// An order the buyer can follow.
@@ -42,10 +42,8 @@ pub async fn place_order(
         idempotency_key: key,
         requested_at: chrono::Utc::now(),
     };
-    let outcome = state
-        .ledger
-        .reserve(&candidate, Some(&trace.traceparent()))
-        .await?;
+    let entry = OutboxEntry::new(&candidate, Some(trace.traceparent()));
+    let outcome = state.ledger.reserve(&candidate, &entry).await?;
     let label = match &outcome {
         ReserveOutcome::Accepted(_) => "accepted",
         ReserveOutcome::Duplicate { .. } => "duplicate",
@@ -60,7 +58,7 @@ pub async fn place_order(
         tracing::Span::current().record("order_id", tracing::field::display(id));
     }
     match outcome {
-        ReserveOutcome::Accepted(_) => enqueue(state, candidate, trace).await,
+        ReserveOutcome::Accepted(_) => enqueue(state, candidate, &entry.payload, trace).await,
         ReserveOutcome::Duplicate { order_id, state: s } => match s {
             ReservationState::Reserved => Err(ApiError::RequestInProgress),
             _ => {
@@ -88,15 +86,16 @@ pub async fn place_order(
     }
 }
 
+/// Produces `order`, whose encoded message is `payload` (the bytes the outbox keeps).
 async fn enqueue(
     state: &AppState,
     order: OrderRequested,
+    payload: &[u8],
     trace: &TraceContext,
 ) -> Result<Placed, ApiError> {
-    let payload = order.encode();
     let record = FutureRecord::to(&state.orders_topic)
         .key(order.sku_id.as_str())
-        .payload(&payload)
+        .payload(payload)
         .headers(kafka::trace::with_trace(OwnedHeaders::new(), trace));
     let started = Instant::now();
     let sent = state

@@ -298,8 +298,7 @@ impl Processor {
     ) -> Result<Vec<&'o Incoming<'m>>, Transient> {
         let mut released: HashSet<&OrderId> = HashSet::new();
         for (sku, ids) in ids_by_sku(orders.iter()) {
-            let owned: Vec<OrderId> = ids.iter().map(|&id| id.clone()).collect();
-            let claims = self.ledger.claim(sku, &owned).await?;
+            let claims = self.ledger.claim(sku, &ids).await?;
             for (id, claim) in ids.into_iter().zip(claims) {
                 match claim {
                     ClaimOutcome::Released => {

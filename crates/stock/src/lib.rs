@@ -290,18 +290,14 @@ impl StockLedger {
     }
 
     /// Tries to reserve the units of `order` (its id is the candidate: the order's id if it is
-    /// new) at its `requested_at`, and keeps the order message in the outbox, with
-    /// `traceparent`, until it is written or released.
+    /// new) at its `requested_at`, and keeps `entry` (the order's message, see
+    /// [`OutboxEntry::new`]) in the outbox until the order is written or released.
     pub async fn reserve(
         &self,
         order: &OrderRequested,
-        traceparent: Option<&str>,
+        entry: &OutboxEntry,
     ) -> Result<ReserveOutcome, StockError> {
         let keys = self.keys(&order.sku_id);
-        let entry = OutboxEntry {
-            traceparent: traceparent.map(str::to_owned),
-            payload: order.encode(),
-        };
         let mut conn = self.pool.get().await?;
         let reply: Vec<String> = self
             .scripts
@@ -380,11 +376,7 @@ impl StockLedger {
     /// Marks an order's message as acknowledged by the broker.
     pub async fn mark_acknowledged(&self, order: &OrderId) -> Result<ClaimOutcome, StockError> {
         let mut outcomes = self
-            .advance(
-                &order.sku(),
-                ReservationState::Acknowledged,
-                std::slice::from_ref(order),
-            )
+            .advance(&order.sku(), ReservationState::Acknowledged, &[order])
             .await?;
         Ok(outcomes.pop().unwrap_or(ClaimOutcome::Unknown))
     }
@@ -393,7 +385,7 @@ impl StockLedger {
     pub async fn claim(
         &self,
         sku: &SkuId,
-        orders: &[OrderId],
+        orders: &[&OrderId],
     ) -> Result<Vec<ClaimOutcome>, StockError> {
         if orders.is_empty() {
             return Ok(Vec::new());
@@ -405,7 +397,7 @@ impl StockLedger {
         &self,
         sku: &SkuId,
         target: ReservationState,
-        orders: &[OrderId],
+        orders: &[&OrderId],
     ) -> Result<Vec<ClaimOutcome>, StockError> {
         let keys = self.keys(sku);
         let mut conn = self.pool.get().await?;

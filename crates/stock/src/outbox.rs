@@ -19,6 +19,14 @@ pub struct OutboxEntry {
 pub struct CorruptEntry(pub usize);
 
 impl OutboxEntry {
+    /// The entry of `order`: its message as the gateway produces it, with `traceparent`.
+    pub fn new(order: &domain::OrderRequested, traceparent: Option<String>) -> Self {
+        Self {
+            traceparent,
+            payload: order.encode(),
+        }
+    }
+
     /// The stored form.
     pub fn encode(&self) -> Vec<u8> {
         let trace = self.traceparent.as_deref().unwrap_or("-");

@@ -280,7 +280,10 @@ pub async fn next_message(
 
 /// Reserves `order` in Redis the way the gateway does (so the worker finds its reservation).
 pub async fn reserve(ledger: &stock::StockLedger, order: &OrderRequested) -> stock::ReserveOutcome {
-    ledger.reserve(order, None).await.expect("redis answers")
+    ledger
+        .reserve(order, &stock::OutboxEntry::new(order, None))
+        .await
+        .expect("redis answers")
 }
 
 /// Overwrites the reservation record of `order` in Redis with `record`, as a bug or a hand edit

@@ -23,7 +23,11 @@ struct Running {
 
 impl Running {
     async fn start() -> Self {
-        let ctx = TestContext::new().await.unwrap();
+        Self::on(TestContext::new().await.unwrap()).await
+    }
+
+    /// A gateway in this process, in `ctx`'s world.
+    async fn on(ctx: TestContext) -> Self {
         let deps = backends::Backends::connect(&ctx.settings, None)
             .await
             .unwrap();

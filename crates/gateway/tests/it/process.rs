@@ -222,33 +222,19 @@ async fn a_gateway_killed_with_hundreds_of_requests_in_flight_strands_no_unit() 
     assert_eq!(stats.stock, snapshot.remaining);
 
     // Retries with the same keys get the orders the rows hold.
-    let mut retry_settings = ctx.settings.clone();
-    retry_settings.gateway.per_user_rate_per_sec = 0;
-    let app = gateway::Application::build(
-        &retry_settings,
-        backends::Backends::connect(&retry_settings, None)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let retry_url = format!("http://127.0.0.1:{}", app.port());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(app.run_until_stopped(stop.clone()));
-    let rows = ctx.store().await.orders_of(&sku).await.unwrap();
+    let gw = super::Running::on(ctx).await;
+    let rows = gw.ctx.store().await.orders_of(&sku).await.unwrap();
     for row in rows {
-        let answer: serde_json::Value = client
-            .post(format!("{retry_url}/v1/sales/{sku}/orders"))
-            .bearer_auth(gateway::auth::sign(&secret, &row.user_id, None, 600))
-            .header("Idempotency-Key", &row.idempotency_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (status, answer) = gw
+            .buy(
+                sku.as_str(),
+                &row.user_id,
+                &row.idempotency_key,
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{answer}");
         assert_eq!(answer["order_id"], row.order_id.as_str(), "{answer}");
         assert_eq!(answer["status"], "confirmed", "{answer}");
     }
-    stop.cancel();
-    running.await.unwrap().unwrap();
 }

@@ -6,8 +6,8 @@
 use chrono::{Duration, Utc};
 use domain::{IdempotencyKey, OrderId, OrderRequested, Quantity, SkuId, UserId};
 use stock::{
-    ClaimOutcome, ReleaseMode, ReleaseOutcome, ReservationRecord, ReservationState, ReserveOutcome,
-    RestoredOrder, RetireOutcome, StockError, StockLedger,
+    ClaimOutcome, OutboxEntry, ReleaseMode, ReleaseOutcome, ReservationRecord, ReservationState,
+    ReserveOutcome, RestoredOrder, RetireOutcome, StockError, StockLedger,
 };
 use testkit::{fresh_ledger, open_spec};
 
@@ -39,8 +39,9 @@ async fn reserve(
     key: &str,
     quantity: i64,
 ) -> ReserveOutcome {
+    let order = candidate(sku, user, key, quantity);
     ledger
-        .reserve(&candidate(sku, user, key, quantity), None)
+        .reserve(&order, &OutboxEntry::new(&order, None))
         .await
         .unwrap()
 }
@@ -197,10 +198,7 @@ async fn a_failed_produce_releases_only_what_the_worker_has_not_claimed() {
         panic!("refused");
     };
     assert_eq!(
-        ledger
-            .claim(&sku, std::slice::from_ref(&claimed))
-            .await
-            .unwrap(),
+        ledger.claim(&sku, &[&claimed]).await.unwrap(),
         vec![ClaimOutcome::Claimed]
     );
     assert_eq!(
@@ -219,10 +217,7 @@ async fn a_failed_produce_releases_only_what_the_worker_has_not_claimed() {
     );
     // A released reservation cannot be claimed: the worker will fail that order.
     assert_eq!(
-        ledger
-            .claim(&sku, std::slice::from_ref(&unclaimed))
-            .await
-            .unwrap(),
+        ledger.claim(&sku, &[&unclaimed]).await.unwrap(),
         vec![ClaimOutcome::Released]
     );
     // After a failed produce the key is free again: the buyer's retry gets a new order.
@@ -270,10 +265,7 @@ async fn the_scripts_and_rust_read_and_write_one_reservation_record_format() {
     };
     let read = ledger.reservation(&order).await.unwrap();
     assert_eq!(read, Some(expected(ReservationState::Reserved)));
-    ledger
-        .claim(&sku, std::slice::from_ref(&order))
-        .await
-        .unwrap();
+    ledger.claim(&sku, &[&order]).await.unwrap();
     let read = ledger.reservation(&order).await.unwrap();
     assert_eq!(read, Some(expected(ReservationState::Claimed)));
 
@@ -321,8 +313,9 @@ async fn a_reservation_record_that_cannot_be_read_is_a_permanent_error_never_a_d
         .release(&order, ReleaseMode::Compensate)
         .await
         .unwrap_err();
+    let retry = candidate(&sku, "alice", "k", 1);
     let again = ledger
-        .reserve(&candidate(&sku, "alice", "k", 1), None)
+        .reserve(&retry, &OutboxEntry::new(&retry, None))
         .await
         .unwrap_err();
     for error in [&read, &released, &again] {
@@ -334,7 +327,7 @@ async fn a_reservation_record_that_cannot_be_read_is_a_permanent_error_never_a_d
         ReserveOutcome::Accepted(id) => id,
         other => panic!("{other:?}"),
     };
-    let claims = ledger.claim(&sku, &[order.clone(), fine]).await.unwrap();
+    let claims = ledger.claim(&sku, &[&order, &fine]).await.unwrap();
     assert_eq!(claims, vec![ClaimOutcome::Corrupt, ClaimOutcome::Claimed]);
     let snapshot = ledger.snapshot(&sku).await.unwrap().unwrap();
     assert_eq!(
