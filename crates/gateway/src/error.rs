@@ -59,6 +59,9 @@ pub enum ApiError {
     /// Too many requests from this buyer (429).
     #[error("too many requests; slow down")]
     RateLimited,
+    /// The gateway is serving as many buy requests as it may; nothing was reserved (503).
+    #[error("too many buyers at once; please retry in a second")]
+    Overloaded,
     /// The broker did not acknowledge the order in time; nothing stays reserved (503).
     #[error("orders cannot be queued right now; please retry")]
     BrokerUnavailable,
@@ -103,6 +106,7 @@ impl ApiError {
             ApiError::SaleNeedsReconcile => "sale_needs_reconcile",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RateLimited => "rate_limited",
+            ApiError::Overloaded => "overloaded",
             ApiError::BrokerUnavailable => "broker_unavailable",
             ApiError::StockUnavailable => "stock_unavailable",
             ApiError::DatabaseUnavailable => "database_unavailable",
@@ -137,7 +141,8 @@ impl ResponseError for ApiError {
             | ApiError::SaleNeedsReconcile => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::BrokerUnavailable
+            ApiError::Overloaded
+            | ApiError::BrokerUnavailable
             | ApiError::StockUnavailable
             | ApiError::DatabaseUnavailable
             | ApiError::SaleNotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -150,7 +155,7 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         match self {
-            ApiError::RateLimited | ApiError::RequestInProgress => {
+            ApiError::RateLimited | ApiError::RequestInProgress | ApiError::Overloaded => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::Unauthorized => {

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod routes;
 pub mod service;
+pub mod sold_out;
 
 use actix_web::dev::Service;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -28,6 +29,7 @@ use settings::secrecy::ExposeSecret;
 use settings::Settings;
 use std::net::TcpListener;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stock::StockLedger;
@@ -56,7 +58,53 @@ pub struct AppState {
     pub metrics: GatewayMetrics,
     /// What `/readyz` asks: Redis, the database, the brokers.
     pub readiness: telemetry::ops::Readiness,
+    /// Sales this process answers `sold_out` for from memory.
+    pub sold_out: sold_out::SoldOutFlags,
+    /// Marks acknowledged orders in Redis, a batch at a time.
+    pub acknowledger: stock::Acknowledger,
+    /// Buy requests being served now, and the most allowed.
+    pub in_flight: InFlight,
     limiter: Option<Arc<DefaultKeyedRateLimiter<UserId>>>,
+}
+
+/// A count of buy requests being served, bounded: past the bound the gateway sheds load.
+pub struct InFlight {
+    now: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One admitted request; its slot is freed on drop.
+pub struct InFlightSlot(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// At most `max` at once.
+    pub fn new(max: usize) -> Self {
+        Self {
+            now: Arc::default(),
+            max,
+        }
+    }
+
+    /// A slot, or `None` when `max` requests are being served.
+    pub fn admit(&self) -> Option<InFlightSlot> {
+        let before = self.now.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max {
+            self.now.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlightSlot(self.now.clone()))
+    }
+
+    /// Requests being served now.
+    pub fn current(&self) -> usize {
+        self.now.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl AppState {
@@ -76,10 +124,12 @@ pub struct Application {
     verifier: web::Data<auth::Verifier>,
     workers: usize,
     grace: Duration,
+    acknowledger: stock::AcknowledgerTask,
 }
 
 impl Application {
     /// Binds the listener of the settings (port 0 = any free port) and prepares the state.
+    /// Must be called inside a Tokio runtime (it starts the acknowledger task).
     pub fn build(settings: &Settings, deps: Backends) -> anyhow::Result<Self> {
         let address = format!("{}:{}", settings.http.host, settings.http.port);
         let listener =
@@ -92,7 +142,18 @@ impl Application {
             ))
         });
         let readiness = deps.readiness(&settings.kafka.orders_topic);
+        let gateway = &settings.gateway;
+        let (acknowledger, acknowledger_task) = stock::Acknowledger::start(
+            deps.ledger.clone(),
+            Duration::from_millis(gateway.ack_flush_ms),
+        );
         let state = web::Data::new(AppState {
+            sold_out: sold_out::SoldOutFlags::new(
+                Duration::from_millis(gateway.sold_out_recheck_ms),
+                gateway.sold_out_max_orders,
+            ),
+            acknowledger,
+            in_flight: InFlight::new(gateway.max_in_flight),
             readiness,
             ledger: deps.ledger,
             store: deps.store,
@@ -113,6 +174,7 @@ impl Application {
             verifier,
             workers: settings.http.workers,
             grace: Duration::from_secs(settings.shutdown.grace_secs),
+            acknowledger: acknowledger_task,
         })
     }
 
@@ -129,22 +191,30 @@ impl Application {
     /// Serves until `shutdown` fires, then stops accepting, lets in-flight requests finish
     /// (up to the grace period) and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let server = self.into_server()?;
+        let acknowledger = self.acknowledger;
+        let server = Self::into_server(self.state, self.verifier, self.listener, self.workers, self.grace)?;
         let handle = server.handle();
         tokio::spawn(async move {
             shutdown.cancelled().await;
             tracing::info!("gateway draining in-flight requests");
             handle.stop(true).await;
         });
-        server.await?;
+        let served = server.await;
+        // No request is served any more: mark the last acknowledgements.
+        acknowledger.finish().await;
+        served?;
         tracing::info!("gateway stopped");
         Ok(())
     }
 
     /// The actix server (built outside any `async` block: the app factory is not `Send`).
-    fn into_server(self) -> anyhow::Result<actix_web::dev::Server> {
-        let state = self.state.clone();
-        let verifier = self.verifier.clone();
+    fn into_server(
+        state: web::Data<AppState>,
+        verifier: web::Data<auth::Verifier>,
+        listener: TcpListener,
+        workers: usize,
+        grace: Duration,
+    ) -> anyhow::Result<actix_web::dev::Server> {
         let mut server = HttpServer::new(move || {
             let metrics = state.metrics.clone();
             App::new()
@@ -188,6 +258,24 @@ impl Application {
                 })
                 .service(
                     web::resource("/v1/sales/{sku_id}/orders")
+                        .wrap_fn({
+                            let state = state.clone();
+                            move |req, srv| {
+                                // Shed before anything costly (the token is not verified yet).
+                                let slot = state.in_flight.admit();
+                                if slot.is_none() {
+                                    state.metrics.shed.inc();
+                                }
+                                let response = slot.is_some().then(|| srv.call(req));
+                                async move {
+                                    let _slot = slot;
+                                    match response {
+                                        Some(response) => response.await,
+                                        None => Err(error::ApiError::Overloaded.into()),
+                                    }
+                                }
+                            }
+                        })
                         .route(web::post().to(routes::orders::buy))
                         .default_service(web::to(routes::method_not_allowed)),
                 )
@@ -208,10 +296,10 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .disable_signals()
-        .shutdown_timeout(self.grace.as_secs());
-        if self.workers > 0 {
-            server = server.workers(self.workers);
+        .shutdown_timeout(grace.as_secs());
+        if workers > 0 {
+            server = server.workers(workers);
         }
-        Ok(server.listen(self.listener)?.run())
+        Ok(server.listen(listener)?.run())
     }
 }

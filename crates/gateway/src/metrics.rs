@@ -21,6 +21,10 @@ pub struct GatewayMetrics {
     pub produce_failures: IntCounter,
     /// `seckill_reservation_releases_total{outcome}`
     pub releases: IntCounterVec,
+    /// Buy requests refused at once because the gateway served as many as it may.
+    pub shed: IntCounter,
+    /// Buy requests answered `sold_out` from the local flag, without Redis.
+    pub sold_out_local: IntCounter,
 }
 
 /// Reservation outcomes, pre-registered so every series exists from the start.
@@ -81,6 +85,16 @@ impl GatewayMetrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let shed = IntCounter::new(
+            "seckill_gateway_shed_total",
+            "Buy requests refused with 503 overloaded: the gateway served gateway.max_in_flight already.",
+        )
+        .expect("valid metric");
+        let sold_out_local = IntCounter::new(
+            "seckill_gateway_sold_out_local_total",
+            "Buy requests answered sold_out from the gateway's memory, without a Redis call.",
+        )
+        .expect("valid metric");
         for outcome in RESERVATION_OUTCOMES {
             reservations.with_label_values(&[outcome]);
         }
@@ -91,6 +105,8 @@ impl GatewayMetrics {
             Box::new(produce_duration.clone()),
             Box::new(produce_failures.clone()),
             Box::new(releases.clone()),
+            Box::new(shed.clone()),
+            Box::new(sold_out_local.clone()),
         ] {
             registry
                 .register(collector)
@@ -103,6 +119,8 @@ impl GatewayMetrics {
             reservations,
             produce_duration,
             produce_failures,
+            shed,
+            sold_out_local,
             releases,
         }
     }

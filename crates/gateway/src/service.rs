@@ -2,6 +2,7 @@
 //! back if the broker does not take the order.
 
 use crate::error::ApiError;
+use crate::sold_out::Ask;
 use crate::AppState;
 use domain::{IdempotencyKey, OrderId, OrderRequested, OrderStatus, Quantity, SkuId, UserId};
 use rdkafka::message::OwnedHeaders;
@@ -30,6 +31,18 @@ pub async fn place_order(
     quantity: Quantity,
     trace: &TraceContext,
 ) -> Result<Placed, ApiError> {
+    let now = chrono::Utc::now();
+    let ask = Ask {
+        sku: &sku,
+        user: user.as_str(),
+        key: key.as_str(),
+        quantity: i64::from(quantity.get()),
+        now_ms: now.timestamp_millis(),
+    };
+    if state.sold_out.answers_sold_out(ask) {
+        state.metrics.sold_out_local.inc();
+        return Err(ApiError::SoldOut);
+    }
     // The order as it will be queued if the reservation is new: the reserve script keeps it in
     // the outbox, from which the sweeper publishes it again if this process dies before the
     // broker has it.
@@ -40,14 +53,14 @@ pub async fn place_order(
         sku_id: sku,
         quantity,
         idempotency_key: key,
-        requested_at: chrono::Utc::now(),
+        requested_at: now,
     };
     let entry = OutboxEntry::new(&candidate, Some(trace.traceparent()));
     let outcome = state.ledger.reserve(&candidate, &entry).await?;
     let label = match &outcome {
         ReserveOutcome::Accepted(_) => "accepted",
         ReserveOutcome::Duplicate { .. } => "duplicate",
-        ReserveOutcome::SoldOut => "sold_out",
+        ReserveOutcome::SoldOut(_) => "sold_out",
         ReserveOutcome::LimitExceeded => "limit_exceeded",
         ReserveOutcome::NotFound => "not_found",
         ReserveOutcome::NotActive => "not_active",
@@ -57,10 +70,24 @@ pub async fn place_order(
     {
         tracing::Span::current().record("order_id", tracing::field::display(id));
     }
+    match &outcome {
+        ReserveOutcome::SoldOut(seen) => {
+            let now_ms = now.timestamp_millis();
+            let sku = &candidate.sku_id;
+            state.sold_out.sold_out(&state.ledger, sku, *seen, now_ms).await;
+        }
+        // A known order is answered before the stock is looked at: it says nothing of it.
+        ReserveOutcome::Duplicate { .. } => {}
+        _ => state.sold_out.clear(&candidate.sku_id),
+    }
     match outcome {
         ReserveOutcome::Accepted(_) => enqueue(state, candidate, &entry.payload, trace).await,
         ReserveOutcome::Duplicate { order_id, state: s } => match s {
-            ReservationState::Reserved => Err(ApiError::RequestInProgress),
+            // The first request is still being queued, unless this gateway queued it and has
+            // not marked it yet (another replica answers 409 for that short while).
+            ReservationState::Reserved if !state.acknowledger.is_unmarked(&order_id) => {
+                Err(ApiError::RequestInProgress)
+            }
             _ => {
                 let status = match state.store.order(&order_id).await {
                     Ok(Some(row)) => row.order_status()?,
@@ -76,7 +103,7 @@ pub async fn place_order(
                 Ok(Placed { order_id, status })
             }
         },
-        ReserveOutcome::SoldOut => Err(ApiError::SoldOut),
+        ReserveOutcome::SoldOut(_) => Err(ApiError::SoldOut),
         ReserveOutcome::LimitExceeded => Err(ApiError::LimitExceeded),
         ReserveOutcome::NotActive => Err(ApiError::SaleNotActive),
         ReserveOutcome::NotFound => match state.store.sale(&candidate.sku_id).await? {
@@ -111,10 +138,7 @@ async fn enqueue(
                 .with_label_values(&["ok"])
                 .observe(elapsed);
             tracing::debug!("order queued");
-            if let Err(error) = state.ledger.mark_acknowledged(&order.order_id).await {
-                // The order is in the queue; the worker's claim supersedes this mark.
-                tracing::warn!(order_id = %order.order_id, %error, "could not mark acknowledged");
-            }
+            state.acknowledger.acknowledged(order.order_id.clone());
             Ok(Placed {
                 order_id: order.order_id,
                 status: OrderStatus::Pending,

@@ -103,8 +103,9 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// Key prefix.
     pub key_prefix: String,
-    /// Pool size.
-    pub pool_size: usize,
+    /// Most commands in flight on the one multiplexed connection; callers past it wait for a
+    /// slot (a bounded Redis queue).
+    pub max_in_flight: usize,
     /// Seconds to wait for a connection or reply.
     pub timeout_secs: u64,
 }
@@ -192,6 +193,18 @@ pub struct GatewaySettings {
     pub per_user_rate_per_sec: u32,
     /// Burst allowance.
     pub per_user_burst: u32,
+    /// Most buy requests served at once by one gateway process; past it the gateway answers
+    /// 503 `overloaded` with `Retry-After` at once, before verifying the token.
+    pub max_in_flight: usize,
+    /// How long a gateway answers `sold_out` from memory before it asks Redis again (the bound
+    /// on how long units that came back can go unoffered by one replica), in ms.
+    pub sold_out_recheck_ms: u64,
+    /// Most orders a sold-out sale may have for the gateway to remember it (it keeps one
+    /// 8-byte fingerprint per order so that a retry of an accepted order still reaches Redis).
+    pub sold_out_max_orders: usize,
+    /// How long the gateway gathers broker acknowledgements before marking them in Redis in
+    /// one call per SKU, in ms.
+    pub ack_flush_ms: u64,
 }
 
 /// `[worker]`
@@ -324,8 +337,20 @@ impl Settings {
                 "must be non-empty without braces or spaces",
             );
         }
-        if self.redis.pool_size == 0 {
-            return invalid("redis.pool_size", "must be at least 1");
+        if self.redis.max_in_flight == 0 {
+            return invalid("redis.max_in_flight", "must be at least 1");
+        }
+        if self.gateway.max_in_flight == 0 {
+            return invalid("gateway.max_in_flight", "must be at least 1");
+        }
+        if !(1..=60_000).contains(&self.gateway.sold_out_recheck_ms) {
+            return invalid(
+                "gateway.sold_out_recheck_ms",
+                "must be between 1 and 60000",
+            );
+        }
+        if !(1..=1_000).contains(&self.gateway.ack_flush_ms) {
+            return invalid("gateway.ack_flush_ms", "must be between 1 and 1000");
         }
         if self.auth.jwt_secret.expose_secret().len() < 16 {
             return invalid("auth.jwt_secret", "must be at least 16 bytes");

@@ -2,14 +2,16 @@
 //! script over the keys of one SKU (one hash tag, so one Redis Cluster slot), which makes it
 //! atomic without locks: two buyers can never take the same last unit.
 
+pub mod acknowledger;
 pub mod outbox;
 pub mod record;
 
+pub use acknowledger::{Acknowledger, AcknowledgerTask};
 pub use outbox::{CorruptEntry, OutboxEntry};
 pub use record::{CorruptRecord, ReservationRecord, ReservationState};
 
 use chrono::{DateTime, Utc};
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use domain::{IdempotencyKey, OrderId, OrderRequested, SaleSpec, SkuId, StockKeys, UserId};
 use redis::Script;
 use settings::secrecy::ExposeSecret;
@@ -21,13 +23,10 @@ use std::time::Duration;
 /// reply this code does not understand (a bug).
 #[derive(Debug, thiserror::Error)]
 pub enum StockError {
-    /// No connection could be had from the pool.
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
     /// A command failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The pool could not be built from the settings.
+    /// The connection could not be set up from the settings.
     #[error("redis settings: {0}")]
     Config(String),
     /// A script answered something unexpected.
@@ -69,13 +68,12 @@ pub enum RetireOutcome {
 impl StockError {
     /// Whether a later attempt may succeed. Only what will read the same the next time is
     /// permanent: a reservation record that does not parse (here, or in a script's `CORRUPT`
-    /// reply), a reply this build does not understand, settings that cannot make a pool.
+    /// reply), a reply this build does not understand, settings that cannot make a connection.
     /// Everything else, including every error Redis answers that is not ours (`OOM`,
     /// `MISCONF`, `BUSY`, `LOADING`, `READONLY`, `NOREPLICAS`, a script error), is treated as an
     /// outage worth waiting out: retrying a bug stalls visibly, skipping an outage loses work.
     pub fn is_transient(&self) -> bool {
         match self {
-            StockError::Pool(_) => true,
             StockError::Redis(error) => !matches!(
                 error.kind(),
                 redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
@@ -109,13 +107,26 @@ pub enum ReserveOutcome {
         state: ReservationState,
     },
     /// Not enough stock left.
-    SoldOut,
+    SoldOut(SoldOut),
     /// The buyer would hold more than the per-user limit.
     LimitExceeded,
     /// Redis knows no such sale (never created, or Redis lost its data).
     NotFound,
     /// Before the start or after the end of the sale.
     NotActive,
+}
+
+/// What Redis saw when it answered `sold_out`: enough for a gateway to answer the same from
+/// memory, and to notice when it no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoldOut {
+    /// Units left (fewer than were asked for).
+    pub remaining: i64,
+    /// Units ever reserved in the sale: it moves whenever an order is accepted, so an unchanged
+    /// count means no new order since.
+    pub reserved: i64,
+    /// When the sale ends (ms since the epoch); after it the answer is `not_active`.
+    pub ends_at_ms: i64,
 }
 
 /// What releasing a reservation did.
@@ -221,34 +232,34 @@ struct Scripts {
     retire: Script,
 }
 
-/// The ledger: a connection pool and the scripts.
+/// The ledger: one multiplexed connection (every caller's commands are pipelined on it, and it
+/// reconnects by itself) and the scripts, called by `EVALSHA`.
 #[derive(Clone)]
 pub struct StockLedger {
-    pool: Pool,
+    conn: ConnectionManager,
     prefix: String,
     scripts: Arc<Scripts>,
     queued_grace: Duration,
 }
 
 impl StockLedger {
-    /// Builds the pool (connections are made lazily, so this succeeds while Redis is down).
+    /// Sets up the connection. It is made on first use, so this succeeds while Redis is down;
+    /// it must be called inside a Tokio runtime.
     pub fn new(settings: &RedisSettings) -> Result<Self, StockError> {
         let timeout = Duration::from_secs(settings.timeout_secs.max(1));
-        let mut config = Config::from_url(settings.url.expose_secret());
-        config.pool = Some(PoolConfig {
-            max_size: settings.pool_size,
-            timeouts: Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
+        let client = redis::Client::open(settings.url.expose_secret())
+            .map_err(|e| StockError::Config(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500))
+            .set_concurrency_limit(settings.max_in_flight)
+            .set_pipeline_buffer_size(settings.max_in_flight);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| StockError::Config(e.to_string()))?;
         Ok(Self {
-            pool,
+            conn,
             queued_grace: Duration::ZERO,
             prefix: settings.key_prefix.clone(),
             scripts: Arc::new(Scripts {
@@ -284,7 +295,7 @@ impl StockLedger {
 
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), StockError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         Ok(())
     }
@@ -298,7 +309,7 @@ impl StockLedger {
         entry: &OutboxEntry,
     ) -> Result<ReserveOutcome, StockError> {
         let keys = self.keys(&order.sku_id);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let reply: Vec<String> = self
             .scripts
             .reserve
@@ -331,7 +342,19 @@ impl StockLedger {
                     .and_then(|s| ReservationState::from_letter(s))
                     .ok_or_else(|| bad(&reply))?,
             },
-            Some("sold_out") => ReserveOutcome::SoldOut,
+            Some("sold_out") => {
+                let number = |i: usize| reply.get(i).and_then(|n| n.parse::<i64>().ok());
+                match (number(1), number(2), number(3)) {
+                    (Some(remaining), Some(reserved), Some(ends_at_ms)) => {
+                        ReserveOutcome::SoldOut(SoldOut {
+                            remaining,
+                            reserved,
+                            ends_at_ms,
+                        })
+                    }
+                    _ => return Err(bad(&reply)),
+                }
+            }
             Some("limit_exceeded") => ReserveOutcome::LimitExceeded,
             Some("not_found") => ReserveOutcome::NotFound,
             Some("not_active") => ReserveOutcome::NotActive,
@@ -346,7 +369,7 @@ impl StockLedger {
         mode: ReleaseMode,
     ) -> Result<ReleaseOutcome, StockError> {
         let keys = self.keys(&order.sku());
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let reply: String = self
             .scripts
             .release
@@ -381,6 +404,19 @@ impl StockLedger {
         Ok(outcomes.pop().unwrap_or(ClaimOutcome::Unknown))
     }
 
+    /// Marks the messages of several orders of one SKU as acknowledged, in one call.
+    pub async fn mark_all_acknowledged(
+        &self,
+        sku: &SkuId,
+        orders: &[&OrderId],
+    ) -> Result<Vec<ClaimOutcome>, StockError> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.advance(sku, ReservationState::Acknowledged, orders)
+            .await
+    }
+
     /// Claims the orders of one SKU for the worker; one outcome per order, in order.
     pub async fn claim(
         &self,
@@ -400,7 +436,7 @@ impl StockLedger {
         orders: &[&OrderId],
     ) -> Result<Vec<ClaimOutcome>, StockError> {
         let keys = self.keys(sku);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let mut invocation = self.scripts.advance.key(&keys.resv);
         invocation
             .key(&keys.pending)
@@ -438,7 +474,7 @@ impl StockLedger {
     /// Creates or updates the sale of `sku` in Redis (see `warm.lua`).
     pub async fn warm(&self, sku: &SkuId, spec: &SaleSpec) -> Result<WarmOutcome, StockError> {
         let keys = self.keys(sku);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let reply: (String, i64) = self
             .scripts
             .warm
@@ -479,7 +515,7 @@ impl StockLedger {
     ) -> Result<RestoreOutcome, StockError> {
         const CHUNK: usize = 500;
         let keys = self.keys(sku);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let present: Option<i64> = redis::cmd("HGET")
             .arg(&keys.sale)
             .arg("initial")
@@ -557,10 +593,33 @@ impl StockLedger {
         }
     }
 
+    /// The idempotency fields (`<user>|<key>`) of every order the sale ever reserved, or `None`
+    /// when it has more than `max` of them (one `HLEN`, then one `HKEYS`).
+    pub async fn order_requests(
+        &self,
+        sku: &SkuId,
+        max: usize,
+    ) -> Result<Option<Vec<String>>, StockError> {
+        let keys = self.keys(sku);
+        let mut conn = self.conn.clone();
+        let count: usize = redis::cmd("HLEN")
+            .arg(&keys.idem)
+            .query_async(&mut conn)
+            .await?;
+        if count > max {
+            return Ok(None);
+        }
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(&keys.idem)
+            .query_async(&mut conn)
+            .await?;
+        Ok(Some(fields))
+    }
+
     /// The sale as Redis sees it; `None` when Redis has no such sale.
     pub async fn snapshot(&self, sku: &SkuId) -> Result<Option<LedgerSnapshot>, StockError> {
         let keys = self.keys(sku);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         type Counters = (Option<i64>, Option<i64>, Option<i64>);
         let (remaining, counters, unfinished): (Option<i64>, Counters, i64) = redis::pipe()
             .get(&keys.stock)
@@ -587,7 +646,7 @@ impl StockLedger {
             return Ok(0);
         }
         let keys = self.keys(sku);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let mut invocation = self.scripts.finish.key(&keys.pending);
         invocation.key(&keys.outbox);
         for order in orders {
@@ -608,7 +667,7 @@ impl StockLedger {
         limit: usize,
     ) -> Result<Vec<StaleReservation>, StockError> {
         let keys = self.keys(sku);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let reply: Vec<Vec<u8>> = self
             .scripts
             .sweep
@@ -661,7 +720,7 @@ impl StockLedger {
         expire_at: DateTime<Utc>,
     ) -> Result<RetireOutcome, StockError> {
         let keys = self.keys(sku);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let reply: (String, i64) = self
             .scripts
             .retire
@@ -692,7 +751,7 @@ impl StockLedger {
         order: &OrderId,
     ) -> Result<Option<ReservationRecord>, StockError> {
         let keys = self.keys(&order.sku());
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         let record: Option<String> = redis::cmd("HGET")
             .arg(&keys.resv)
             .arg(order.as_str())
@@ -706,7 +765,7 @@ impl StockLedger {
     /// Deletes every key of `sku` (tests and `make demo` reset; never called by services).
     pub async fn forget(&self, sku: &SkuId) -> Result<(), StockError> {
         let keys = self.keys(sku);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.conn.clone();
         redis::cmd("DEL")
             .arg(keys.all().as_slice())
             .query_async::<i64>(&mut conn)

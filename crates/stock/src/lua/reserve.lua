@@ -2,6 +2,8 @@
 -- KEYS: sale, stock, buyers, idem, resv, pending, outbox (all of one SKU, one hash tag)
 -- ARGV: user, idempotency key, candidate order id, quantity, now (ms since epoch), the order
 --   message (the outbox entry)
+-- Answers: accepted <id> | duplicate <id> <state> | sold_out <left> <reserved> <ends_at> |
+--   limit_exceeded | not_found | not_active
 -- Writes the order's reservation record (record.lua) in state R, the message in the outbox, and
 -- the order in the pending index at `now`, where it stays until it is written or released.
 local idem_field = ARGV[1] .. '|' .. ARGV[2]
@@ -10,7 +12,7 @@ if existing then
   local record = redis.call('HGET', KEYS[5], existing)
   return {'duplicate', existing, record and decode_record(existing, record).state or 'X'}
 end
-local sale = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'per_user_limit')
+local sale = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'per_user_limit', 'reserved')
 if not sale[1] then
   return {'not_found'}
 end
@@ -24,7 +26,9 @@ if not stock then
 end
 local qty = tonumber(ARGV[4])
 if tonumber(stock) < qty then
-  return {'sold_out'}
+  -- What a gateway needs to answer the same from memory: units left, units ever reserved (moves
+  -- with every accepted order) and the end of the sale.
+  return {'sold_out', stock, sale[4] or '0', sale[2]}
 end
 local held = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 if held + qty > tonumber(sale[3]) then

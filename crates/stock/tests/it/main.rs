@@ -7,7 +7,7 @@ use chrono::{Duration, Utc};
 use domain::{IdempotencyKey, OrderId, OrderRequested, Quantity, SkuId, UserId};
 use stock::{
     ClaimOutcome, OutboxEntry, ReleaseMode, ReleaseOutcome, ReservationRecord, ReservationState,
-    ReserveOutcome, RestoredOrder, RetireOutcome, StockError, StockLedger,
+    ReserveOutcome, RestoredOrder, RetireOutcome, SoldOut, StockError, StockLedger,
 };
 use testkit::{fresh_ledger, open_spec};
 
@@ -67,9 +67,21 @@ async fn exactly_the_stock_is_reserved_when_many_buyers_race_for_it() {
         .iter()
         .filter(|o| matches!(o, ReserveOutcome::Accepted(_)))
         .count();
-    let sold_out = outcomes
+    let sold_out: Vec<&SoldOut> = outcomes
         .iter()
-        .filter(|o| **o == ReserveOutcome::SoldOut)
+        .filter_map(|o| match o {
+            ReserveOutcome::SoldOut(seen) => Some(seen),
+            _ => None,
+        })
+        .collect();
+    let sold_out = sold_out
+        .iter()
+        .inspect(|seen| {
+            // What the gateway's sold-out flag is built from.
+            assert_eq!(seen.remaining, 0);
+            assert_eq!(seen.reserved, STOCK);
+            assert!(seen.ends_at_ms > Utc::now().timestamp_millis());
+        })
         .count();
     assert_eq!(accepted, STOCK as usize);
     assert_eq!(sold_out, BUYERS - STOCK as usize);
@@ -520,4 +532,52 @@ async fn an_order_finished_between_a_sweep_and_its_acknowledgement_stays_finishe
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_sale_lists_the_requests_of_its_orders_up_to_a_bound() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(10, 5)).await.unwrap();
+    reserve(&ledger, &sku, "alice", "k1", 1).await;
+    reserve(&ledger, &sku, "bob", "k2", 1).await;
+    let mut fields = ledger.order_requests(&sku, 2).await.unwrap().unwrap();
+    fields.sort();
+    assert_eq!(fields, vec!["alice|k1".to_owned(), "bob|k2".to_owned()]);
+    assert_eq!(ledger.order_requests(&sku, 1).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_acknowledger_marks_what_it_gathered_and_what_is_left_when_it_finishes() {
+    let ledger = fresh_ledger().with_queued_grace(std::time::Duration::from_secs(60));
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(10, 10)).await.unwrap();
+    let mut ids = Vec::new();
+    for user in ["a", "b", "c"] {
+        match reserve(&ledger, &sku, user, "k", 1).await {
+            ReserveOutcome::Accepted(id) => ids.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let (acknowledger, task) =
+        stock::Acknowledger::start(ledger.clone(), std::time::Duration::from_millis(5));
+    acknowledger.acknowledged(ids[0].clone());
+    acknowledger.acknowledged(ids[1].clone());
+    let state = |id: OrderId| {
+        let ledger = ledger.clone();
+        async move { ledger.reservation(&id).await.unwrap().unwrap().state }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while state(ids[1].clone()).await != ReservationState::Acknowledged {
+        assert!(std::time::Instant::now() < deadline, "not marked within 5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(state(ids[0].clone()).await, ReservationState::Acknowledged);
+    // Handed over just before the gateway stops: marked by `finish`, not lost.
+    acknowledger.acknowledged(ids[2].clone());
+    task.finish().await;
+    assert_eq!(state(ids[2].clone()).await, ReservationState::Acknowledged);
+    // Marked orders wait out their grace before the sweeper takes them.
+    let now = Utc::now();
+    assert!(ledger.take_stale(&sku, now, now, 10).await.unwrap().is_empty());
 }
