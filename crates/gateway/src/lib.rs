@@ -62,6 +62,8 @@ pub struct AppState {
     pub sold_out: sold_out::SoldOutFlags,
     /// Marks acknowledged orders in Redis, a batch at a time.
     pub acknowledger: stock::Acknowledger,
+    /// How often it marks them.
+    pub ack_flush: Duration,
     /// Buy requests being served now, and the most allowed.
     pub in_flight: InFlight,
     limiter: Option<Arc<DefaultKeyedRateLimiter<UserId>>>,
@@ -153,6 +155,7 @@ impl Application {
                 gateway.sold_out_max_orders,
             ),
             acknowledger,
+            ack_flush: Duration::from_millis(gateway.ack_flush_ms),
             in_flight: InFlight::new(gateway.max_in_flight),
             readiness,
             ledger: deps.ledger,
@@ -192,7 +195,13 @@ impl Application {
     /// (up to the grace period) and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let acknowledger = self.acknowledger;
-        let server = Self::into_server(self.state, self.verifier, self.listener, self.workers, self.grace)?;
+        let server = Self::into_server(
+            self.state,
+            self.verifier,
+            self.listener,
+            self.workers,
+            self.grace,
+        )?;
         let handle = server.handle();
         tokio::spawn(async move {
             shutdown.cancelled().await;

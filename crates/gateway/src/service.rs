@@ -74,7 +74,10 @@ pub async fn place_order(
         ReserveOutcome::SoldOut(seen) => {
             let now_ms = now.timestamp_millis();
             let sku = &candidate.sku_id;
-            state.sold_out.sold_out(&state.ledger, sku, *seen, now_ms).await;
+            state
+                .sold_out
+                .sold_out(&state.ledger, sku, *seen, now_ms)
+                .await;
         }
         // A known order is answered before the stock is looked at: it says nothing of it.
         ReserveOutcome::Duplicate { .. } => {}
@@ -82,27 +85,25 @@ pub async fn place_order(
     }
     match outcome {
         ReserveOutcome::Accepted(_) => enqueue(state, candidate, &entry.payload, trace).await,
-        ReserveOutcome::Duplicate { order_id, state: s } => match s {
-            // The first request is still being queued, unless this gateway queued it and has
-            // not marked it yet (another replica answers 409 for that short while).
-            ReservationState::Reserved if !state.acknowledger.is_unmarked(&order_id) => {
-                Err(ApiError::RequestInProgress)
+        ReserveOutcome::Duplicate { order_id, state: s } => {
+            match settled(state, &order_id, s).await? {
+                ReservationState::Reserved => Err(ApiError::RequestInProgress),
+                _ => {
+                    let status = match state.store.order(&order_id).await {
+                        Ok(Some(row)) => row.order_status()?,
+                        Ok(None) if s == ReservationState::Released => OrderStatus::Failed,
+                        Ok(None) => OrderStatus::Pending,
+                        // The reservation stands, so "pending" is true of it; the row's status is
+                        // the buyer's to ask for again.
+                        Err(error) => {
+                            tracing::warn!(%error, "order status lookup failed; answering pending");
+                            OrderStatus::Pending
+                        }
+                    };
+                    Ok(Placed { order_id, status })
+                }
             }
-            _ => {
-                let status = match state.store.order(&order_id).await {
-                    Ok(Some(row)) => row.order_status()?,
-                    Ok(None) if s == ReservationState::Released => OrderStatus::Failed,
-                    Ok(None) => OrderStatus::Pending,
-                    // The reservation stands, so "pending" is true of it; the row's status is
-                    // the buyer's to ask for again.
-                    Err(error) => {
-                        tracing::warn!(%error, "order status lookup failed; answering pending");
-                        OrderStatus::Pending
-                    }
-                };
-                Ok(Placed { order_id, status })
-            }
-        },
+        }
         ReserveOutcome::SoldOut(_) => Err(ApiError::SoldOut),
         ReserveOutcome::LimitExceeded => Err(ApiError::LimitExceeded),
         ReserveOutcome::NotActive => Err(ApiError::SaleNotActive),
@@ -111,6 +112,29 @@ pub async fn place_order(
             None => Err(ApiError::SaleNotFound),
         },
     }
+}
+
+/// The state of a known order's reservation, as a retry should see it. A reservation reads
+/// `reserved` until the gateway that queued it marks it acknowledged, which it does in batches up
+/// to `gateway.ack_flush_ms` after its 202; so `reserved` is only believed after that gateway
+/// (this one, or another replica) had the time to mark it.
+async fn settled(
+    state: &AppState,
+    order_id: &OrderId,
+    seen: ReservationState,
+) -> Result<ReservationState, ApiError> {
+    if seen != ReservationState::Reserved {
+        return Ok(seen);
+    }
+    if state.acknowledger.is_unmarked(order_id) {
+        return Ok(ReservationState::Acknowledged);
+    }
+    tokio::time::sleep(state.ack_flush * 3).await;
+    Ok(state
+        .ledger
+        .reservation(order_id)
+        .await?
+        .map_or(seen, |record| record.state))
 }
 
 /// Produces `order`, whose encoded message is `payload` (the bytes the outbox keeps).

@@ -79,9 +79,11 @@ impl SoldOutFlags {
         };
         if ask.now_ms >= flag.seen.ends_at_ms
             || ask.quantity <= flag.seen.remaining
-            || flag
-                .orders
-                .contains(&fingerprint(&[ask.user.as_bytes(), b"|", ask.key.as_bytes()]))
+            || flag.orders.contains(&fingerprint(&[
+                ask.user.as_bytes(),
+                b"|",
+                ask.key.as_bytes(),
+            ]))
         {
             return false;
         }
@@ -233,7 +235,10 @@ mod tests {
                 reserved: 10,
                 ends_at_ms: 10_000,
             },
-            orders: orders.iter().map(|o| fingerprint(&[o.as_bytes()])).collect(),
+            orders: orders
+                .iter()
+                .map(|o| fingerprint(&[o.as_bytes()]))
+                .collect(),
             trusted_until: AtomicI64::new(trusted_until),
         };
         flags

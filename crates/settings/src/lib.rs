@@ -344,10 +344,7 @@ impl Settings {
             return invalid("gateway.max_in_flight", "must be at least 1");
         }
         if !(1..=60_000).contains(&self.gateway.sold_out_recheck_ms) {
-            return invalid(
-                "gateway.sold_out_recheck_ms",
-                "must be between 1 and 60000",
-            );
+            return invalid("gateway.sold_out_recheck_ms", "must be between 1 and 60000");
         }
         if !(1..=1_000).contains(&self.gateway.ack_flush_ms) {
             return invalid("gateway.ack_flush_ms", "must be between 1 and 1000");

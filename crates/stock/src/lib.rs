@@ -11,8 +11,8 @@ pub use outbox::{CorruptEntry, OutboxEntry};
 pub use record::{CorruptRecord, ReservationRecord, ReservationState};
 
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use domain::{IdempotencyKey, OrderId, OrderRequested, SaleSpec, SkuId, StockKeys, UserId};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use settings::secrecy::ExposeSecret;
 use settings::RedisSettings;

@@ -569,7 +569,10 @@ async fn the_acknowledger_marks_what_it_gathered_and_what_is_left_when_it_finish
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while state(ids[1].clone()).await != ReservationState::Acknowledged {
-        assert!(std::time::Instant::now() < deadline, "not marked within 5 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not marked within 5 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     assert_eq!(state(ids[0].clone()).await, ReservationState::Acknowledged);
@@ -579,5 +582,9 @@ async fn the_acknowledger_marks_what_it_gathered_and_what_is_left_when_it_finish
     assert_eq!(state(ids[2].clone()).await, ReservationState::Acknowledged);
     // Marked orders wait out their grace before the sweeper takes them.
     let now = Utc::now();
-    assert!(ledger.take_stale(&sku, now, now, 10).await.unwrap().is_empty());
+    assert!(ledger
+        .take_stale(&sku, now, now, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

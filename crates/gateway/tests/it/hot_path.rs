@@ -1,0 +1,182 @@
+//! The gateway's hot path under its two shortcuts: the local sold-out flag (answers without
+//! Redis, and lets units that come back sell again within its re-check bound on every replica)
+//! and load shedding past `gateway.max_in_flight` (refused at once, nothing reserved).
+
+use super::{sku, Running};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use stock::ReleaseMode;
+use testkit::TestContext;
+use tokio_util::sync::CancellationToken;
+
+/// A second gateway process's worth of state, in the same world as `gw`.
+async fn replica(
+    gw: &Running,
+) -> (
+    String,
+    actix_web::web::Data<gateway::AppState>,
+    CancellationToken,
+) {
+    let deps = backends::Backends::connect(&gw.ctx.settings, None)
+        .await
+        .unwrap();
+    let app = gateway::Application::build(&gw.ctx.settings, deps).unwrap();
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    (url, state, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_sale_is_answered_from_memory_and_returned_units_sell_again_within_the_bound_on_every_replica(
+) {
+    let mut ctx = TestContext::new().await.unwrap();
+    ctx.settings.gateway.sold_out_recheck_ms = 300;
+    let bound = Duration::from_millis(300);
+    let gw = Running::on(ctx).await;
+    let (other_url, other, other_stop) = replica(&gw).await;
+    let sku = sku();
+    gw.ctx.open_sale(&sku, 1, 1).await;
+    let (status, first) = gw.buy(sku.as_str(), "alice", "k1", json!({})).await;
+    assert_eq!(status, 202, "{first}");
+    // Both replicas learn from Redis that it is sold out.
+    let (status, body) = gw.buy(sku.as_str(), "bob", "k1", json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("sold_out")));
+    let buy_on_other = |user: &'static str, key: &'static str| {
+        let request = gw
+            .client
+            .post(format!("{other_url}/v1/sales/{sku}/orders"))
+            .bearer_auth(gw.token(user))
+            .header("Idempotency-Key", key)
+            .json(&json!({}));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    assert_eq!(buy_on_other("bob", "k1").await.0, 409);
+    // Now from memory: no Redis call, counted as such.
+    for user in ["carol", "dave", "erin"] {
+        let (status, body) = gw.buy(sku.as_str(), user, "k1", json!({})).await;
+        assert_eq!((status, body["code"].as_str()), (409, Some("sold_out")));
+    }
+    assert_eq!(gw.app.metrics.sold_out_local.get(), 3);
+    assert_eq!(
+        gw.app
+            .metrics
+            .reservations
+            .with_label_values(&["sold_out"])
+            .get(),
+        1,
+        "one sold-out answer came from Redis"
+    );
+    // A retry of the accepted order still gets its order, on either replica.
+    let (status, again) = gw.buy(sku.as_str(), "alice", "k1", json!({})).await;
+    assert_eq!((status, &again["order_id"]), (202, &first["order_id"]));
+    let (status, again) = buy_on_other("alice", "k1").await;
+    assert_eq!((status, &again["order_id"]), (202, &first["order_id"]));
+
+    // The unit comes back (as a compensation does it). Within the bound, both replicas sell it.
+    let order = domain::OrderId::parse(first["order_id"].as_str().unwrap()).unwrap();
+    let returned = Instant::now();
+    gw.ctx
+        .ledger()
+        .release(&order, ReleaseMode::Compensate)
+        .await
+        .unwrap();
+    let mut sold = None;
+    while sold.is_none() {
+        let elapsed = returned.elapsed();
+        assert!(
+            elapsed < bound + Duration::from_millis(500),
+            "the returned unit was not offered within {elapsed:?}"
+        );
+        let (status, _) = buy_on_other("frank", "k1").await;
+        if status == 202 {
+            sold = Some(elapsed);
+        } else {
+            assert_eq!(status, 409);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // Sold out again; the first replica re-checks within the bound too and answers it.
+    let (status, body) = gw.buy(sku.as_str(), "grace", "k1", json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("sold_out")));
+    assert_eq!(gw.remaining(&sku).await, 0);
+    assert!(other.metrics.sold_out_local.get() <= 100);
+    other_stop.cancel();
+    gw.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_in_flight_a_buy_is_refused_at_once_with_retry_after_and_reserves_nothing() {
+    let mut ctx = TestContext::new().await.unwrap();
+    ctx.settings.gateway.max_in_flight = 2;
+    let gw = Running::on(ctx).await;
+    let sku = sku();
+    gw.ctx.open_sale(&sku, 10, 5).await;
+    // Warm the producer's connection so that the outage hits the produce.
+    assert_eq!(gw.buy(sku.as_str(), "warm", "w", json!({})).await.0, 202);
+    gw.ctx.broker.mock().broker_down(1).unwrap();
+    // Two buys wait for a broker that does not answer: the gateway's two slots are taken.
+    let hanging: Vec<_> = ["alice", "bob"]
+        .into_iter()
+        .map(|user| {
+            let request = gw
+                .client
+                .post(format!("{}/v1/sales/{sku}/orders", gw.url))
+                .bearer_auth(gw.token(user))
+                .header("Idempotency-Key", "k1")
+                .json(&json!({}));
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    testkit::eventually(Duration::from_secs(5), "two requests in flight", || async {
+        (gw.app.in_flight.current() == 2).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let response = gw
+        .client
+        .post(format!("{}/v1/sales/{sku}/orders", gw.url))
+        .bearer_auth(gw.token("carol"))
+        .header("Idempotency-Key", "k1")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "overloaded");
+    assert!(took < Duration::from_millis(500), "shedding took {took:?}");
+    assert_eq!(gw.app.metrics.shed.get(), 1);
+    // The warm-up and the two waiting buys hold units; the refused one holds none.
+    assert_eq!(gw.remaining(&sku).await, 7);
+    let requests = gw
+        .ctx
+        .ledger()
+        .order_requests(&sku, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!requests.contains(&"carol|k1".to_owned()), "{requests:?}");
+    assert_eq!(requests.len(), 3, "{requests:?}");
+
+    gw.ctx.broker.mock().broker_up(1).unwrap();
+    for request in hanging {
+        let status = request.await.unwrap();
+        assert!(status == 202 || status == 503, "{status}");
+    }
+    assert_eq!(gw.app.in_flight.current(), 0, "every slot is given back");
+    gw.stop.cancel();
+}
