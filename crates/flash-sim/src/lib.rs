@@ -5,6 +5,7 @@
 //! queue, and prints a verdict on the invariants. It is what `make demo` runs.
 
 pub mod crowd;
+pub mod load;
 pub mod stack;
 pub mod verdict;
 
@@ -106,10 +107,12 @@ pub async fn run_sale(stack: &LocalStack, scenario: &Scenario) -> anyhow::Result
             .count();
         let orders_lag = total_lag(&orders_watch, &settings.kafka.orders_topic).await;
         let dlq_lag = total_lag(&dlq_watch, &settings.kafka.dlq_topic).await;
+        // The worker takes written orders out of the outbox a flush interval later.
+        let unfinished = ledger.snapshot(&sku).await?.map_or(0, |s| s.unfinished);
         spinner.set_message(format!(
-            "draining: {waiting} accepted orders not yet in the database, lag {orders_lag} orders / {dlq_lag} dead letters"
+            "draining: {waiting} accepted orders not yet in the database, lag {orders_lag} orders / {dlq_lag} dead letters, {unfinished} in the outbox"
         ));
-        if waiting == 0 && orders_lag == 0 && dlq_lag == 0 {
+        if waiting == 0 && orders_lag == 0 && dlq_lag == 0 && unfinished == 0 {
             break (orders_lag, dlq_lag);
         }
         if drain_started.elapsed() > scenario.drain_timeout {
@@ -159,13 +162,25 @@ pub async fn create_sale(
     scenario: &Scenario,
 ) -> anyhow::Result<()> {
     let token = gateway::auth::sign(secret, "demo-admin", Some("admin"), 600);
+    put_sale(base_url, &token, sku, scenario.stock, scenario.per_user_limit).await
+}
+
+/// Puts `sku` on sale through the admin API with `admin_token`: `stock` units, at most
+/// `per_user_limit` per buyer, open from a second ago for an hour.
+pub async fn put_sale(
+    base_url: &str,
+    admin_token: &str,
+    sku: &SkuId,
+    stock: i64,
+    per_user_limit: i64,
+) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     let response = reqwest::Client::new()
         .put(format!("{base_url}/v1/admin/sales/{sku}"))
-        .bearer_auth(token)
+        .bearer_auth(admin_token)
         .json(&serde_json::json!({
-            "stock": scenario.stock,
-            "per_user_limit": scenario.per_user_limit,
+            "stock": stock,
+            "per_user_limit": per_user_limit,
             "starts_at": now - chrono::Duration::seconds(1),
             "ends_at": now + chrono::Duration::hours(1),
         }))

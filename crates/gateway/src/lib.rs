@@ -61,9 +61,7 @@ pub struct AppState {
     /// Sales this process answers `sold_out` for from memory.
     pub sold_out: sold_out::SoldOutFlags,
     /// Marks acknowledged orders in Redis, a batch at a time.
-    pub acknowledger: stock::Acknowledger,
-    /// How often it marks them.
-    pub ack_flush: Duration,
+    pub acknowledger: stock::Marks,
     /// Buy requests being served now, and the most allowed.
     pub in_flight: InFlight,
     limiter: Option<Arc<DefaultKeyedRateLimiter<UserId>>>,
@@ -126,7 +124,7 @@ pub struct Application {
     verifier: web::Data<auth::Verifier>,
     workers: usize,
     grace: Duration,
-    acknowledger: stock::AcknowledgerTask,
+    acknowledger: stock::MarksTask,
 }
 
 impl Application {
@@ -145,8 +143,9 @@ impl Application {
         });
         let readiness = deps.readiness(&settings.kafka.orders_topic);
         let gateway = &settings.gateway;
-        let (acknowledger, acknowledger_task) = stock::Acknowledger::start(
+        let (acknowledger, acknowledger_task) = stock::Marks::start(
             deps.ledger.clone(),
+            stock::Mark::Acknowledged,
             Duration::from_millis(gateway.ack_flush_ms),
         );
         let state = web::Data::new(AppState {
@@ -155,7 +154,6 @@ impl Application {
                 gateway.sold_out_max_orders,
             ),
             acknowledger,
-            ack_flush: Duration::from_millis(gateway.ack_flush_ms),
             in_flight: InFlight::new(gateway.max_in_flight),
             readiness,
             ledger: deps.ledger,

@@ -86,7 +86,7 @@ pub async fn place_order(
     match outcome {
         ReserveOutcome::Accepted(_) => enqueue(state, candidate, &entry.payload, trace).await,
         ReserveOutcome::Duplicate { order_id, state: s } => {
-            match settled(state, &order_id, s).await? {
+            match settled(state, &order_id, s) {
                 ReservationState::Reserved => Err(ApiError::RequestInProgress),
                 _ => {
                     let status = match state.store.order(&order_id).await {
@@ -115,26 +115,15 @@ pub async fn place_order(
 }
 
 /// The state of a known order's reservation, as a retry should see it. A reservation reads
-/// `reserved` until the gateway that queued it marks it acknowledged, which it does in batches up
-/// to `gateway.ack_flush_ms` after its 202; so `reserved` is only believed after that gateway
-/// (this one, or another replica) had the time to mark it.
-async fn settled(
-    state: &AppState,
-    order_id: &OrderId,
-    seen: ReservationState,
-) -> Result<ReservationState, ApiError> {
-    if seen != ReservationState::Reserved {
-        return Ok(seen);
+/// `reserved` until the gateway that queued it marks it acknowledged, which it does in batches
+/// up to `gateway.ack_flush_ms` after its 202. This gateway knows its own unmarked orders;
+/// another replica answers 409 `request_in_progress` (with `Retry-After`) for that short while.
+fn settled(state: &AppState, order_id: &OrderId, seen: ReservationState) -> ReservationState {
+    if seen == ReservationState::Reserved && state.acknowledger.is_unmarked(order_id) {
+        ReservationState::Acknowledged
+    } else {
+        seen
     }
-    if state.acknowledger.is_unmarked(order_id) {
-        return Ok(ReservationState::Acknowledged);
-    }
-    tokio::time::sleep(state.ack_flush * 3).await;
-    Ok(state
-        .ledger
-        .reservation(order_id)
-        .await?
-        .map_or(seen, |record| record.state))
 }
 
 /// Produces `order`, whose encoded message is `payload` (the bytes the outbox keeps).
@@ -162,7 +151,7 @@ async fn enqueue(
                 .with_label_values(&["ok"])
                 .observe(elapsed);
             tracing::debug!("order queued");
-            state.acknowledger.acknowledged(order.order_id.clone());
+            state.acknowledger.mark(order.order_id.clone());
             Ok(Placed {
                 order_id: order.order_id,
                 status: OrderStatus::Pending,

@@ -39,6 +39,7 @@ use tracing::Instrument;
 pub struct Worker {
     service: Service<Processor>,
     metrics: WorkerMetrics,
+    finishing: stock::MarksTask,
 }
 
 impl Worker {
@@ -48,7 +49,13 @@ impl Worker {
         let connections =
             Connections::connect(settings, &settings.kafka.worker_group, bootstrap).await?;
         let metrics = WorkerMetrics::new(telemetry::new_registry());
+        let (finished, finishing) = stock::Marks::start(
+            connections.backends.ledger.clone(),
+            stock::Mark::Finished,
+            Duration::from_millis(settings.worker.finish_flush_ms),
+        );
         let processor = Processor {
+            finished,
             ledger: connections.backends.ledger.clone(),
             store: connections.backends.store.clone(),
             dead_letters: DeadLetterPublisher::new(
@@ -87,6 +94,7 @@ impl Worker {
             service: Service::build(settings, spec, connections, registry, processor)?
                 .every(sweeping),
             metrics,
+            finishing,
         })
     }
 
@@ -103,7 +111,10 @@ impl Worker {
     /// Consumes until `shutdown` fires: the run in hand is finished and committed, then the
     /// consumer leaves its group.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.service.run_until_stopped(shutdown).await
+        let consumed = self.service.run_until_stopped(shutdown).await;
+        // Nothing is written any more: take the last written orders out of the outbox.
+        self.finishing.finish().await;
+        consumed
     }
 }
 
@@ -132,6 +143,7 @@ enum Transient {
 
 struct Processor {
     ledger: StockLedger,
+    finished: stock::Marks,
     store: Store,
     dead_letters: DeadLetterPublisher,
     backoff: Backoff,
@@ -276,14 +288,10 @@ impl Processor {
                 .ok_or_else(|| Transient::NoOutcome(id.clone()))?;
             self.settle(incoming, outcome).await?;
         }
-        self.finish(&orders).await
-    }
-
-    /// Takes the settled orders out of the outbox, SKU by SKU: each has a row, or its dead
-    /// letter is acknowledged, so the sweeper has nothing left to publish for it.
-    async fn finish(&self, orders: &[&Incoming<'_>]) -> Result<(), Transient> {
-        for (sku, ids) in ids_by_sku(orders.iter().copied()) {
-            self.ledger.finish(sku, &ids).await?;
+        // Each has a row, or its dead letter is acknowledged: the sweeper has nothing left to
+        // publish for it. They leave the outbox with the next flush, SKU by SKU.
+        for incoming in &orders {
+            self.finished.mark(incoming.order.order_id.clone());
         }
         Ok(())
     }

@@ -220,6 +220,9 @@ pub struct WorkerSettings {
     pub retry_backoff_ms: u64,
     /// Retry delay cap in ms.
     pub retry_backoff_max_ms: u64,
+    /// How long the worker gathers written orders before taking them out of the Redis outbox
+    /// in one call per SKU, in ms.
+    pub finish_flush_ms: u64,
 }
 
 /// `[replayer]`
@@ -345,6 +348,9 @@ impl Settings {
         }
         if !(1..=60_000).contains(&self.gateway.sold_out_recheck_ms) {
             return invalid("gateway.sold_out_recheck_ms", "must be between 1 and 60000");
+        }
+        if !(1..=1_000).contains(&self.worker.finish_flush_ms) {
+            return invalid("worker.finish_flush_ms", "must be between 1 and 1000");
         }
         if !(1..=1_000).contains(&self.gateway.ack_flush_ms) {
             return invalid("gateway.ack_flush_ms", "must be between 1 and 1000");

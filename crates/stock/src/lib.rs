@@ -2,11 +2,11 @@
 //! script over the keys of one SKU (one hash tag, so one Redis Cluster slot), which makes it
 //! atomic without locks: two buyers can never take the same last unit.
 
-pub mod acknowledger;
+pub mod marks;
 pub mod outbox;
 pub mod record;
 
-pub use acknowledger::{Acknowledger, AcknowledgerTask};
+pub use marks::{Mark, Marks, MarksTask};
 pub use outbox::{CorruptEntry, OutboxEntry};
 pub use record::{CorruptRecord, ReservationRecord, ReservationState};
 

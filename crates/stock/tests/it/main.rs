@@ -559,10 +559,13 @@ async fn the_acknowledger_marks_what_it_gathered_and_what_is_left_when_it_finish
             other => panic!("{other:?}"),
         }
     }
-    let (acknowledger, task) =
-        stock::Acknowledger::start(ledger.clone(), std::time::Duration::from_millis(5));
-    acknowledger.acknowledged(ids[0].clone());
-    acknowledger.acknowledged(ids[1].clone());
+    let (acknowledger, task) = stock::Marks::start(
+        ledger.clone(),
+        stock::Mark::Acknowledged,
+        std::time::Duration::from_millis(5),
+    );
+    acknowledger.mark(ids[0].clone());
+    acknowledger.mark(ids[1].clone());
     let state = |id: OrderId| {
         let ledger = ledger.clone();
         async move { ledger.reservation(&id).await.unwrap().unwrap().state }
@@ -577,7 +580,7 @@ async fn the_acknowledger_marks_what_it_gathered_and_what_is_left_when_it_finish
     }
     assert_eq!(state(ids[0].clone()).await, ReservationState::Acknowledged);
     // Handed over just before the gateway stops: marked by `finish`, not lost.
-    acknowledger.acknowledged(ids[2].clone());
+    acknowledger.mark(ids[2].clone());
     task.finish().await;
     assert_eq!(state(ids[2].clone()).await, ReservationState::Acknowledged);
     // Marked orders wait out their grace before the sweeper takes them.
