@@ -37,7 +37,7 @@ fmt: ## Format the code
 demo: deps-redis ## Simulate a flash sale end to end on embedded defaults and print the verdict
 	$(CARGO) run --release -q -p flash-sim --bin seckill-sim -- demo $(ARGS)
 
-bench: ## Benchmark: the demo 3 times (release) with medians, next to Redis and HTTP ceilings measured in the same run
+bench: ## Benchmark (a few minutes): each path under seckill-sim load next to its ceiling of the same run; writes docs/benchmarks.md and docs/bench/chart.svg
 	@scripts/deps.sh bench
 	scripts/bench.sh
 

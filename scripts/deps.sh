@@ -2,7 +2,8 @@
 # Installs (Debian/Ubuntu, apt) and starts what seckill's demo and tests need on this machine:
 # build tools for librdkafka, redis-server and PostgreSQL. Idempotent: does nothing that is
 # already done. Usage: scripts/deps.sh [redis|bench|all]   (redis = only what `make demo` needs;
-# bench = that and wrk, for `make bench`)
+# bench = what the tests need and curl-free load tools: redis-benchmark comes with Redis, pgbench
+# with PostgreSQL's client)
 set -euo pipefail
 want=${1:-all}
 say() { printf '[deps] %s\n' "$*"; }
@@ -14,10 +15,7 @@ missing=()
 for tool in gcc g++ make pkg-config; do command -v "$tool" >/dev/null || missing+=(build-essential pkg-config); done
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
 command -v redis-server >/dev/null || missing+=(redis-server)
-if [ "$want" = bench ]; then
-  command -v wrk >/dev/null || missing+=(wrk)
-fi
-if [ "$want" = all ]; then
+if [ "$want" = all ] || [ "$want" = bench ]; then
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
@@ -34,7 +32,7 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     --dir /tmp/seckill-redis --logfile /tmp/seckill-redis/redis.log
   for _ in $(seq 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
-[ "$want" = all ] || exit 0
+[ "$want" = all ] || [ "$want" = bench ] || exit 0
 
 pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q; }
 if ! pg_ready; then

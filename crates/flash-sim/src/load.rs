@@ -112,6 +112,8 @@ pub struct Report {
     pub offered_rate: Option<f64>,
     /// Connections.
     pub connections: usize,
+    /// The SKUs bought (none for a GET load).
+    pub skus: Vec<String>,
     /// Percentiles over every answer.
     pub all: Percentiles,
     /// Percentiles per outcome (only the outcomes that occurred).
@@ -233,6 +235,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         throughput: all.len() as f64 / elapsed.max(1e-9),
         offered_rate: shared.plan.rate,
         connections: shared.plan.connections,
+        skus: match &shared.plan.target {
+            Target::Buy { skus, .. } => skus.clone(),
+            Target::Get { .. } => Vec::new(),
+        },
         all: percentiles(&all),
         outcomes,
     })

@@ -73,6 +73,9 @@ enum Command {
         /// Put this many fresh SKUs on sale first (admin API) and buy those.
         #[arg(long)]
         create_sales: Option<usize>,
+        /// Name the created sales <PREFIX>-0, <PREFIX>-1, ... (default: a fresh name per run).
+        #[arg(long)]
+        sale_prefix: Option<String>,
         /// Stock of each created sale (0 = the sold-out path).
         #[arg(long, default_value_t = 1_000_000_000)]
         stock: i64,
@@ -110,6 +113,9 @@ enum Command {
         /// Print the report as JSON too.
         #[arg(long)]
         json: bool,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -165,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             url,
             mut skus,
             create_sales,
+            sale_prefix,
             stock,
             per_user_limit,
             admin_token,
@@ -177,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
             requests,
             duration,
             json,
+            output,
             quiet,
         } => {
             let url = url.trim_end_matches('/').to_owned();
@@ -194,7 +202,8 @@ async fn main() -> anyhow::Result<()> {
                             gateway::auth::sign(&secret, "load-admin", Some("admin"), 3_600)
                         });
                         for n in 0..count {
-                            let sku = domain::SkuId::parse(format!("{run_id}-{n}"))?;
+                            let prefix = sale_prefix.as_deref().unwrap_or(&run_id);
+                            let sku = domain::SkuId::parse(format!("{prefix}-{n}"))?;
                             flash_sim::put_sale(&url, &token, &sku, stock, per_user_limit).await?;
                             skus.push(sku.to_string());
                         }
@@ -243,6 +252,10 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", report.render());
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            if let Some(path) = output {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             Ok(())
         }

@@ -16,6 +16,9 @@ pub mod service;
 pub mod sold_out;
 
 use actix_web::dev::Service;
+use actix_web::ResponseError;
+use futures::future::Either;
+use futures::StreamExt;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpMessage;
 use actix_web::{web, App, HttpServer};
@@ -269,17 +272,32 @@ impl Application {
                             let state = state.clone();
                             move |req, srv| {
                                 // Shed before anything costly (the token is not verified yet).
+                                // The small body is read first: a connection with unread bytes
+                                // would be closed, and the buyer's retry would pay a new one.
                                 let slot = state.in_flight.admit();
-                                if slot.is_none() {
-                                    state.metrics.shed.inc();
-                                }
-                                let response = slot.is_some().then(|| srv.call(req));
+                                let call = match slot {
+                                    Some(_) => Either::Left(srv.call(req)),
+                                    None => {
+                                        state.metrics.shed.inc();
+                                        let mut req = req;
+                                        let mut body = req.take_payload();
+                                        Either::Right(async move {
+                                            let mut read = 0;
+                                            while let Some(Ok(chunk)) = body.next().await {
+                                                read += chunk.len();
+                                                if read > routes::orders::MAX_BODY {
+                                                    break;
+                                                }
+                                            }
+                                            let refusal =
+                                                error::ApiError::Overloaded.error_response();
+                                            Ok(req.into_response(refusal))
+                                        })
+                                    }
+                                };
                                 async move {
                                     let _slot = slot;
-                                    match response {
-                                        Some(response) => response.await,
-                                        None => Err(error::ApiError::Overloaded.into()),
-                                    }
+                                    call.await
                                 }
                             }
                         })

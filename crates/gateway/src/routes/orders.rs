@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use stock::ReservationState;
 use telemetry::TraceContext;
 
-const MAX_BODY: usize = 1024;
+/// The largest buy request body read.
+pub const MAX_BODY: usize = 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

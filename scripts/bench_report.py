@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""The report of `make bench` (scripts/bench.sh): reads what the runs left in target/bench and
+writes the generated part of docs/benchmarks.md (between the `bench:begin` and `bench:end`
+markers) and an SVG chart. No dependencies beyond the standard library.
+
+Usage:
+  bench_report.py median-throughput OUT NAME   the median answers/s of the runs OUT/NAME-<n>.json
+  bench_report.py write OUT MARKDOWN SVG       the report
+"""
+import csv
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def runs(out, name, ext="json"):
+    """The files of the runs of one scenario, in run order."""
+    files = glob.glob(os.path.join(out, f"{name}-*.{ext}"))
+    pattern = re.compile(re.escape(name) + r"-(\d+)\." + ext + "$")
+    numbered = [(int(m.group(1)), f) for f in files if (m := pattern.search(f))]
+    return [f for _, f in sorted(numbered)]
+
+
+def load_runs(out, name):
+    reports = []
+    for path in runs(out, name):
+        with open(path) as f:
+            report = json.load(f)
+        cpu_path = path[: -len(".json")] + ".cpu"
+        if os.path.exists(cpu_path):
+            stack, redis, hz = (int(x) for x in open(cpu_path).read().split())
+            report["cpu_us"] = 1e6 * stack / hz / max(report["requests"], 1)
+            report["redis_us"] = 1e6 * redis / hz / max(report["requests"], 1)
+        reports.append(report)
+    return reports
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values):
+    return f"{min(values):,.0f}–{max(values):,.0f}" if values else "–"
+
+
+def reserve_ceiling(out):
+    figures = []
+    for path in runs(out, "reserve_ceiling", "csv"):
+        # "EVALSHA ...","rps","avg","min","p50","p95","p99","max" (the command has commas)
+        fields = next(csv.reader(open(path)))[-7:]
+        calls = float(fields[0])
+        cpu = open(path[: -len(".csv")] + ".cpu").read().split()
+        figures.append(
+            {
+                "calls": calls,
+                "p50": float(fields[3]),
+                "p99": float(fields[5]),
+                "redis_us": 1e6 * int(cpu[0]) / int(cpu[2]) / int(cpu[1]),
+            }
+        )
+    return figures
+
+
+def round_trips(out, path):
+    """Top-level Redis commands (not those a script ran) that name the run's SKU, per answer."""
+    report_path = os.path.join(out, f"monitor-{path}.json")
+    monitor_path = os.path.join(out, f"monitor-{path}.txt")
+    if not (os.path.exists(report_path) and os.path.exists(monitor_path)):
+        return None
+    report = json.load(open(report_path))
+    tag = "{" + report["skus"][0] + "}"
+    commands = {}
+    total = 0
+    for line in open(monitor_path, errors="replace"):
+        if " lua]" in line or tag not in line:
+            continue
+        parts = line.split('"')
+        name = parts[1] if len(parts) > 1 else "?"
+        if name == "EVALSHA" and len(parts) > 5:
+            name = f"EVALSHA ({parts[5]} keys)"
+        commands[name] = commands.get(name, 0) + 1
+        total += 1
+    outcome = "accepted" if path == "accept" else "sold_out"
+    answers = report["outcomes"].get(outcome, {}).get("count", 0)
+    return {
+        "answers": answers,
+        "requests": report["requests"],
+        "total": total,
+        "per_answer": total / answers if answers else float("nan"),
+        "commands": commands,
+    }
+
+
+def demo_runs(out):
+    figures = []
+    for path in runs(out, "demo", "txt"):
+        text = open(path).read()
+        start = text.rfind("\n{")
+        if start < 0:
+            figures.append(None)
+            continue
+        verdict = json.loads(text[start:])
+        holds = all(
+            verdict[k] == 0
+            for k in ("oversold", "duplicates", "lost", "conservation_gap", "bad_input_violations")
+        ) and verdict.get("unfinished_reservations", 0) == 0
+        figures.append(
+            {
+                "throughput": verdict["throughput"],
+                "crowd_secs": verdict["crowd_secs"],
+                "drain_secs": verdict["drain_secs"],
+                "accepted": verdict["accepted_orders"],
+                "confirmed": verdict["confirmed_orders"],
+                "holds": holds,
+            }
+        )
+    return figures
+
+
+def verdict(ok):
+    return "met" if ok else "**not met**"
+
+
+def write(out, markdown, svg):
+    machine = open(os.path.join(out, "machine.txt")).read().strip()
+    commit = open(os.path.join(out, "commit.txt")).read().strip()
+    scenarios = {
+        name: load_runs(out, name)
+        for name in ("healthz", "sold_out", "accept", "accept50", "accept_half", "overload")
+    }
+    ceiling = reserve_ceiling(out)
+    t = {name: [r["throughput"] for r in reports] for name, reports in scenarios.items()}
+    healthz = median(t["healthz"])
+    reserve = median([c["calls"] for c in ceiling])
+    lines = [
+        BEGIN,
+        "",
+        f"Generated by `make bench` (scripts/bench.sh, scripts/bench_report.py) at commit `{commit}`.",
+        f"Machine: {machine}. The generator, the stack process (gateway, worker, replayer, the",
+        "embedded broker), Redis and PostgreSQL all share these cores: throughput moves by 10–30%",
+        "between runs and sessions, so every ratio below compares figures of the same run, and the",
+        "CPU time per request (from `/proc`, steadier than throughput) is given beside it.",
+        "",
+        "### Closed loop: throughput against the ceilings",
+        "",
+        "| scenario | runs | median answers/s | spread | p50 ms | p99 ms | ceiling (same run) | ratio | target | stack CPU µs/req | Redis CPU µs/req |",
+        "| --- | ---: | ---: | --- | ---: | ---: | --- | ---: | --- | ---: | ---: |",
+    ]
+
+    def row(label, name, ceiling_label, ceiling_value, target):
+        reports = scenarios[name]
+        if not reports:
+            return
+        m = median(t[name])
+        ratio = m / ceiling_value if ceiling_value else float("nan")
+        target_text = "–" if target is None else f"≥ {target:.0%}: {verdict(ratio >= target)}"
+        lines.append(
+            f"| {label} | {len(reports)} | {m:,.0f} | {spread(t[name])} "
+            f"| {median([r['all']['p50'] for r in reports]):.2f} "
+            f"| {median([r['all']['p99'] for r in reports]):.2f} "
+            f"| {ceiling_label} {ceiling_value:,.0f}/s | {ratio:.0%} | {target_text} "
+            f"| {median([r.get('cpu_us', float('nan')) for r in reports]):.1f} "
+            f"| {median([r.get('redis_us', float('nan')) for r in reports]):.1f} |"
+        )
+
+    row("`GET /healthz` (trivial handler)", "healthz", "itself", healthz, None)
+    row("sold-out path (stock 0)", "sold_out", "`/healthz`", healthz, 0.8)
+    row("accept path, 1 hot SKU", "accept", "reserve script", reserve, 0.5)
+    row("accept path, 50 SKUs", "accept50", "reserve script", reserve, 0.5)
+    lines += [
+        "",
+        "Ceiling of the accept path: the real reserve script (`record.lua` + `reserve.lua`) under",
+        "`redis-benchmark -n 200000 -c 50 -r 1000000000 --csv EVALSHA …` with random buyers, against",
+        "the same Redis, in the same run:",
+        "",
+        "| run | calls/s | p50 ms | p99 ms | Redis CPU µs/call |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for i, c in enumerate(ceiling, 1):
+        lines.append(f"| {i} | {c['calls']:,.0f} | {c['p50']:.3f} | {c['p99']:.3f} | {c['redis_us']:.1f} |")
+    if ceiling:
+        lines.append(f"| median | {reserve:,.0f} | | | {median([c['redis_us'] for c in ceiling]):.1f} |")
+
+    half = scenarios["accept_half"]
+    if half:
+        p99 = median([r["all"]["p99"] for r in half])
+        lines += [
+            "",
+            "### Open loop: the accept path at half of its closed-loop median",
+            "",
+            "Requests are due at a constant rate; latency counts from the due time (queueing is not hidden).",
+            "",
+            "| runs | offered/s | answered/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | target p99 ≤ 10 ms |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            f"| {len(half)} | {median([r['offered_rate'] for r in half]):,.0f} "
+            f"| {median([r['throughput'] for r in half]):,.0f} "
+            f"| {median([r['all']['p50'] for r in half]):.2f} "
+            f"| {median([r['all']['p90'] for r in half]):.2f} | {p99:.2f} "
+            f"| {median([r['all']['p999'] for r in half]):.2f} "
+            f"| {median([r['all']['max'] for r in half]):.2f} | {verdict(p99 <= 10)} |",
+        ]
+    over = scenarios["overload"]
+    if over:
+        r = over[0]
+        lines += [
+            "",
+            "### Overload: open loop at three times the accept path's median, 1,024 connections",
+            "",
+            f"Offered {r['offered_rate']:,.0f}/s; answered {r['throughput']:,.0f}/s. The gateway's",
+            "`gateway.max_in_flight` is 256 in this run. Latency from the due time, per outcome:",
+            "",
+            "| outcome | answers | p50 ms | p99 ms | p99.9 ms | max ms |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, p in sorted(r["outcomes"].items()):
+            lines.append(
+                f"| {name} | {p['count']:,} | {p['p50']:.2f} | {p['p99']:.2f} | {p['p999']:.2f} | {p['max']:.2f} |"
+            )
+    lines += [
+        "",
+        "### Redis round trips (`redis-cli MONITOR`, 200 sequential requests, one connection)",
+        "",
+        "Top-level commands naming the sale's keys (not the commands a script runs inside Redis),",
+        "from the first request until 3 s after the last answer: the gateway's calls, the",
+        "acknowledgement marks, the worker's claims and outbox marks, and any sweep of the sale.",
+        "",
+        "| path | answers | commands | per answer | target | commands seen |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for path, target in (("accept", 1.2), ("sold_out", 0.25)):
+        rt = round_trips(out, path)
+        if rt is None:
+            continue
+        seen = ", ".join(f"{k} ×{v}" for k, v in sorted(rt["commands"].items()))
+        lines.append(
+            f"| {path.replace('_', ' ')} | {rt['answers']} | {rt['total']} | {rt['per_answer']:.3f} "
+            f"| ≤ {target}: {verdict(rt['per_answer'] <= target)} | {seen} |"
+        )
+    demos = demo_runs(out)
+    if demos:
+        lines += [
+            "",
+            "### End to end: 100,000 buyers for 10,000 units (`seckill-sim demo`, PostgreSQL)",
+            "",
+            "`seckill-sim demo --stock 10000 --users 100000 --requests 100000 --per-user-limit 1 --seed <run>`.",
+            "Its crowd is the demo's own (reqwest, a token signed per request), not `seckill-sim load`.",
+            "Target: every accepted order confirmed within twice the time the buyers took to send.",
+            "",
+            "| run | requests/s | buyers sent for s | drained s later | (send + drain) / send | accepted | confirmed | invariants |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for i, d in enumerate(demos, 1):
+            if d is None:
+                lines.append(f"| {i} | the run gave no verdict (see target/bench/demo-{i}.txt) | | | | | | |")
+                continue
+            ratio = (d["crowd_secs"] + d["drain_secs"]) / d["crowd_secs"]
+            lines.append(
+                f"| {i} | {d['throughput']:,.0f} | {d['crowd_secs']:.2f} | {d['drain_secs']:.2f} "
+                f"| {ratio:.2f} ({verdict(ratio <= 2)}) | {d['accepted']:,} | {d['confirmed']:,} "
+                f"| {'all hold' if d['holds'] else '**VIOLATED**'} |"
+            )
+    lines += ["", f"![throughput and latency]({os.path.relpath(svg, os.path.dirname(markdown))})", "", END]
+    text = open(markdown).read() if os.path.exists(markdown) else "# Benchmarks\n\n"
+    block = "\n".join(lines)
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    open(markdown, "w").write(text)
+    os.makedirs(os.path.dirname(svg), exist_ok=True)
+    open(svg, "w").write(chart(scenarios, t, reserve, healthz))
+    print("\n".join(lines[lines.index("### Closed loop: throughput against the ceilings") :]))
+    print(f"\nwrote {markdown} and {svg}")
+
+
+def chart(scenarios, t, reserve, healthz):
+    """Two panels: median throughput per scenario with its ceiling, and latency percentiles."""
+    bars = [
+        ("GET /healthz", median(t["healthz"]), None),
+        ("sold out", median(t["sold_out"]), healthz),
+        ("accept, 1 SKU", median(t["accept"]), reserve),
+        ("accept, 50 SKUs", median(t["accept50"]), reserve),
+        ("reserve script", reserve, None),
+    ]
+    width, height, left, top, bottom = 960, 420, 70, 40, 80
+    panel = (width - 2 * left) / 2 - 20
+    top_value = max([v for _, v, c in bars if v == v] + [c for _, _, c in bars if c]) * 1.1
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{left}" y="20" font-size="14">Median answers/s (closed loop) and the ceiling each is compared to</text>',
+    ]
+    plot_h = height - top - bottom
+    step = panel / len(bars)
+    for i, (label, value, ceiling) in enumerate(bars):
+        x = left + i * step + step * 0.15
+        w = step * 0.7
+        if value == value:
+            h = plot_h * value / top_value
+            svg.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{w:.1f}" height="{h:.1f}" fill="#4878a8"/>')
+            svg.append(f'<text x="{x + w / 2:.1f}" y="{top + plot_h - h - 4:.1f}" text-anchor="middle">{value / 1000:.1f}k</text>')
+        if ceiling:
+            y = top + plot_h - plot_h * ceiling / top_value
+            svg.append(f'<line x1="{x - 4:.1f}" x2="{x + w + 4:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c44" stroke-width="2" stroke-dasharray="5,3"/>')
+        svg.append(f'<text x="{x + w / 2:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{label}</text>')
+    svg.append(f'<line x1="{left}" x2="{left + panel}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>')
+    svg.append(f'<text x="{left}" y="{height - 30}" fill="#c44">dashed: the ceiling of the same run (/healthz for sold out, the reserve script for accept)</text>')
+    # Latency panel.
+    x0 = left + panel + 60
+    series = [("healthz", "GET /healthz"), ("sold_out", "sold out"), ("accept", "accept"), ("accept_half", "accept, half rate (open)")]
+    quantiles = [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9")]
+    values = {
+        name: [median([r["all"][q] for r in scenarios[name]]) for q, _ in quantiles]
+        for name, _ in series
+        if scenarios[name]
+    }
+    top_ms = max([v for vs in values.values() for v in vs] + [1]) * 1.1
+    svg.append(f'<text x="{x0}" y="{top - 14}">latency ms (median over runs)</text>')
+    colors = ["#4878a8", "#e08a2c", "#3a9a5b", "#8a5aa8"]
+    group = panel / len(quantiles)
+    for qi, (_, qlabel) in enumerate(quantiles):
+        for si, (name, _) in enumerate(series):
+            if name not in values:
+                continue
+            v = values[name][qi]
+            w = group * 0.8 / len(series)
+            x = x0 + qi * group + group * 0.1 + si * w
+            h = plot_h * v / top_ms
+            svg.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{w:.1f}" height="{h:.1f}" fill="{colors[si]}"/>')
+        svg.append(f'<text x="{x0 + qi * group + group / 2:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{qlabel}</text>')
+    svg.append(f'<line x1="{x0}" x2="{x0 + panel}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="black"/>')
+    for si, (name, label) in enumerate(series):
+        svg.append(f'<rect x="{x0 + si * 120}" y="{height - 45}" width="10" height="10" fill="{colors[si]}"/>')
+        svg.append(f'<text x="{x0 + si * 120 + 14}" y="{height - 36}">{label}</text>')
+    svg.append(f'<text x="{x0}" y="{height - 14}">top of the scale: {top_ms:.1f} ms</text>')
+    svg.append(f'<text x="{left}" y="{height - 14}">top of the scale: {top_value:,.0f}/s</text>')
+    svg.append("</svg>")
+    return "\n".join(svg) + "\n"
+
+
+def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "median-throughput":
+        values = [r["throughput"] for r in load_runs(sys.argv[2], sys.argv[3])]
+        print(round(median(values)))
+    elif len(sys.argv) == 5 and sys.argv[1] == "write":
+        write(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        print(__doc__)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
