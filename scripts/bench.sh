@@ -12,6 +12,10 @@
 # - accept path, open loop at half of its closed-loop median: the latency a buyer sees;
 # - overload: open loop at three times the accept path's median, 1,024 connections;
 # - Redis round trips: `redis-cli MONITOR` over 200 sequential requests, accept and sold out;
+# - worker: a backlog of DRAIN orders of one SKU (queued by a stack without its worker) drained
+#   into PostgreSQL by `seckill-order-worker` started on its own, next to pgbench running the
+#   worker's own transaction at the worker's batch size, one client (one hot SKU is one
+#   partition, written one batch at a time);
 # - end to end: `seckill-sim demo`, 100,000 buyers for 10,000 units.
 # For every load run, the CPU time the stack process and Redis spent (from /proc) is kept.
 # scripts/bench_report.py turns it all into the generated part of docs/benchmarks.md and
@@ -22,15 +26,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SECS=${SECS:-8}
+# The embedded broker keeps at most 5 MiB per partition: a larger backlog loses its oldest orders.
+DRAIN=${DRAIN:-10000}
 CONNS=${CONNS:-128}
 out=target/bench
 rm -rf "$out"
 mkdir -p "$out"
 export RUST_BACKTRACE=0
 
-cargo build --release -q -p flash-sim --bin seckill-sim
+cargo build --release -q -p flash-sim --bin seckill-sim -p order-worker --bin seckill-order-worker
 sim=target/release/seckill-sim
-echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; $(date -u +%Y-%m-%dT%H:%MZ)" | tee "$out/machine.txt"
+echo "$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; $(date -u +%Y-%m-%dT%H:%MZ)" | tee "$out/machine.txt"
 git rev-parse --short HEAD > "$out/commit.txt" 2>/dev/null || echo unknown > "$out/commit.txt"
 
 # The worker writes to PostgreSQL, as in production.
@@ -47,15 +53,17 @@ redis_pid=$(redis-cli info server | awk -F: '/^process_id/ {print $2}' | tr -d '
 
 stack=""
 start_stack() {
-  "$sim" stack > "$out/stack.txt" 2>&1 &
+  "$sim" stack "$@" > "$out/stack.txt" 2>&1 &
   stack=$!
-  gateway=""
+  # The last line it prints says everything above it is there.
   for _ in $(seq 300); do
-    gateway=$(awk '/^gateway / {print $2}' "$out/stack.txt" || true)
-    [ -n "$gateway" ] && break
+    grep -q "^Ctrl-C stops everything" "$out/stack.txt" && break
     sleep 0.1
   done
+  gateway=$(awk '/^gateway / {print $2}' "$out/stack.txt" || true)
   [ -n "$gateway" ] || { echo "the stack did not start:"; cat "$out/stack.txt"; exit 1; }
+  worker_metrics=$(awk '/^worker ops / {print $3}' "$out/stack.txt")
+  kafka=$(awk '/^kafka / {print $2}' "$out/stack.txt")
 }
 stop_stack() {
   [ -n "$stack" ] || return 0
@@ -65,7 +73,12 @@ stop_stack() {
   wait "$stack" 2>/dev/null || true
   stack=""
 }
-trap stop_stack EXIT
+worker=""
+cleanup() {
+  [ -z "$worker" ] || kill -TERM "$worker" 2>/dev/null || true
+  stop_stack
+}
+trap cleanup EXIT
 
 # load NAME ARGS...: one run of `seckill-sim load`, its report and the CPU it cost.
 load() {
@@ -75,6 +88,8 @@ load() {
   "$sim" load --url "$gateway" --quiet --output "$out/$name.json" "$@" > "$out/$name.txt"
   echo "$(( $(ticks "$stack") - s0 )) $(( $(ticks "$redis_pid") - r0 )) $(getconf CLK_TCK)" > "$out/$name.cpu"
   printf '  %-22s %s\n' "$name" "$(head -n 1 "$out/$name.txt")"
+  # The next run must not share the cores with the worker writing this one's orders.
+  python3 scripts/bench_report.py wait-drained "$worker_metrics" > "$out/$name.drain"
 }
 
 start_stack
@@ -140,6 +155,34 @@ for path in accept sold_out; do
   wait "$monitor" 2>/dev/null || true
 done
 stop_stack
+
+echo
+echo "== worker: a backlog of $DRAIN orders of one SKU drained into PostgreSQL, and pgbench on its SQL, $RUNS runs"
+psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "INSERT INTO sales (sku_id, initial_stock, stock,
+  per_user_limit, starts_at, ends_at, created_at, updated_at) VALUES ('pgbench-sku', 1000000000,
+  1000000000, 1000, now(), now() + interval '1 day', now(), now())" >/dev/null
+free_port() { python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+for run in $(seq 1 "$RUNS"); do
+  start_stack --without-worker
+  "$sim" load --url "$gateway" --quiet --create-sales 1 --requests "$DRAIN" > "$out/drain-$run-load.txt"
+  port=$(free_port)
+  SECKILL__KAFKA__BOOTSTRAP_SERVERS="$kafka" SECKILL__HTTP__OPS_PORT="$port" SECKILL__LOG__FILTER=warn \
+    target/release/seckill-order-worker > "$out/drain-$run-worker.log" 2>&1 &
+  worker=$!
+  python3 scripts/bench_report.py drain-rate "http://127.0.0.1:$port/metrics" > "$out/drain-$run.rate"
+  python3 scripts/bench_report.py worker-batches "http://127.0.0.1:$port/metrics" > "$out/drain-$run.batches"
+  kill -TERM "$worker"; wait "$worker" 2>/dev/null || true
+  worker=""
+  stop_stack
+  batch=$(awk '{printf "%d", ($3 > 0 ? $1 / $3 : 0) + 0.5}' "$out/drain-$run.batches")
+  [ "$batch" -gt 0 ] || { echo "the worker wrote nothing: see $out/drain-$run-worker.log"; exit 1; }
+  python3 scripts/bench_report.py pgbench-script "$batch" > "$out/pgbench-$run.sql"
+  pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 1 -T "$SECS" -f "$out/pgbench-$run.sql" seckill_bench \
+    2>&1 | grep -E "^tps|failed transactions" > "$out/pgbench-$run.txt"
+  echo "$batch" > "$out/pgbench-$run.batch"
+  printf '  run %s: worker %s orders in %s s (%s/s), batches of %s; pgbench %s\n' "$run" \
+    $(cat "$out/drain-$run.rate") "$batch" "$(grep ^tps "$out/pgbench-$run.txt" | awk '{print $3}') tps"
+done
 
 if [ -z "${SKIP_DEMO:-}" ]; then
   echo

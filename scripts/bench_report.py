@@ -6,6 +6,12 @@ markers) and an SVG chart. No dependencies beyond the standard library.
 Usage:
   bench_report.py median-throughput OUT NAME   the median answers/s of the runs OUT/NAME-<n>.json
   bench_report.py write OUT MARKDOWN SVG       the report
+  bench_report.py drain-rate METRICS_URL       from the worker's first written batch until it
+                                               stops writing: orders, seconds, orders/s
+  bench_report.py pgbench-script BATCH         the worker's transaction for pgbench
+  bench_report.py worker-batches METRICS_URL   orders in batches, seconds in them, batches
+  bench_report.py wait-drained METRICS_URL     waits (up to 300 s) until the worker's lag on the
+                                               orders topic is 0; prints the seconds it took
 """
 import csv
 import glob
@@ -212,7 +218,7 @@ def write(out, markdown, svg):
             "### Overload: open loop at three times the accept path's median, 1,024 connections",
             "",
             f"Offered {r['offered_rate']:,.0f}/s; answered {r['throughput']:,.0f}/s. The gateway's",
-            "`gateway.max_in_flight` is 256 in this run. Latency from the due time, per outcome:",
+            f"`gateway.max_in_flight` is {os.environ.get('SECKILL__GATEWAY__MAX_IN_FLIGHT', '256')} in this run. Latency from the due time, per outcome:",
             "",
             "| outcome | answers | p50 ms | p99 ms | p99.9 ms | max ms |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -240,6 +246,54 @@ def write(out, markdown, svg):
         lines.append(
             f"| {path.replace('_', ' ')} | {rt['answers']} | {rt['total']} | {rt['per_answer']:.3f} "
             f"| ≤ {target}: {verdict(rt['per_answer'] <= target)} | {seen} |"
+        )
+    drains = []
+    for path in runs(out, "drain", "rate"):
+        run = re.search(r"drain-(\d+)\.rate$", path).group(1)
+        orders, secs, rate = (float(x) for x in open(path).read().split())
+        batch_orders, batch_secs, batches = (
+            float(x) for x in open(os.path.join(out, f"drain-{run}.batches")).read().split()
+        )
+        tps_line = [l for l in open(os.path.join(out, f"pgbench-{run}.txt")) if l.startswith("tps")]
+        batch = int(open(os.path.join(out, f"pgbench-{run}.batch")).read())
+        tps = float(tps_line[0].split()[2]) if tps_line else float("nan")
+        drains.append(
+            {
+                "orders": orders,
+                "secs": secs,
+                "rate": rate,
+                "batch": batch,
+                "batch_ms": 1000 * batch_secs / max(batches, 1),
+                "ceiling": tps * batch,
+                "ceiling_ms": 1000 / tps if tps else float("nan"),
+            }
+        )
+    if drains:
+        lines += [
+            "",
+            "### Worker: one hot SKU, PostgreSQL",
+            "",
+            "A stack without its worker queues the orders (`seckill-sim stack --without-worker`, then",
+            "`seckill-sim load --create-sales 1 --requests N`); `seckill-order-worker` started on its own",
+            "drains them. Rate: orders written from its first batch to its last (the orders-written",
+            "counter polled every 20 ms). Ceiling: pgbench running the worker's transaction (the multi-row",
+            "insert, the guarded stock update, the read-back, as `log_statement` shows them) at the",
+            "worker's mean batch size, one client, in the same run (`scripts/bench_report.py",
+            "pgbench-script`).",
+            "",
+            "| run | orders | s | orders/s | batch | ms per batch (worker) | pgbench orders/s | ms per batch (pgbench) | ratio | target ≥ 90% |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for i, d in enumerate(drains, 1):
+            ratio = d["rate"] / d["ceiling"] if d["ceiling"] == d["ceiling"] else float("nan")
+            lines.append(
+                f"| {i} | {d['orders']:,.0f} | {d['secs']:.2f} | {d['rate']:,.0f} | {d['batch']} "
+                f"| {d['batch_ms']:.1f} | {d['ceiling']:,.0f} | {d['ceiling_ms']:.1f} | {ratio:.0%} | {verdict(ratio >= 0.9)} |"
+            )
+        rates = [d["rate"] for d in drains]
+        ceilings = [d["ceiling"] for d in drains]
+        lines.append(
+            f"| median | | | {median(rates):,.0f} | | | {median(ceilings):,.0f} | | {median(rates) / median(ceilings):.0%} | |"
         )
     demos = demo_runs(out)
     if demos:
@@ -343,8 +397,129 @@ def chart(scenarios, t, reserve, healthz):
     return "\n".join(svg) + "\n"
 
 
+def wait_drained(url):
+    """Polls the worker's /metrics until its lag on every partition is 0 (two readings in a row:
+    the gauge is refreshed on a timer)."""
+    import time
+    import urllib.request
+
+    started = time.monotonic()
+    zeros = 0
+    while time.monotonic() - started < 300:
+        text = fetch(url)
+        lags = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("seckill_consumer_lag_messages{") and "dlq" not in line
+        ]
+        zeros = zeros + 1 if lags and sum(lags) == 0 else 0
+        if zeros >= 2:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise SystemExit("the worker did not drain within 300 s")
+
+
+def fetch(url, deadline_secs=60):
+    """The text at `url`, waiting (up to the deadline) for a service that is still starting."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    started = time.monotonic()
+    while True:
+        try:
+            return urllib.request.urlopen(url, timeout=5).read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() - started > deadline_secs:
+                raise
+            time.sleep(0.05)
+
+
+def drain_rate(url):
+    """Polls the worker's orders-written counter every 100 ms until it stops moving for 2 s;
+    prints the orders written and the rate between the first and the last change."""
+    import time
+    import urllib.request
+
+    def written():
+        text = fetch(url)
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("seckill_orders_persisted_total{")
+        )
+
+    # From the first orders written (the worker has joined its group and fetched) to the last.
+    started = time.monotonic()
+    first = written()
+    while first == 0 and time.monotonic() - started < 60:
+        time.sleep(0.01)
+        first = written()
+    first_change = time.monotonic()
+    last, last_change = first, first_change
+    while time.monotonic() - last_change < 2 and time.monotonic() - started < 300:
+        # Each reading renders the worker's /metrics, which costs it CPU: not too often.
+        time.sleep(0.02)
+        now = written()
+        if now != last:
+            last, last_change = now, time.monotonic()
+    orders = last - first
+    secs = max(last_change - first_change, 1e-9)
+    return orders, secs
+
+
+def pgbench_script(batch):
+    """The order worker's transaction for one batch of `batch` orders of one SKU, as the worker
+    sends it (seen with log_statement = 'all'): the multi-row insert, the guarded stock update,
+    the read-back of the statuses. Order ids, buyers and keys are new in every transaction (made
+    from the transaction's id, so the statements need no pgbench variable: pgbench allows 255)."""
+    rows, ids = [], []
+    for i in range(batch):
+        order_id = f"concat('pgbench-sku.', txid_current(), '.{i}')"
+        ids.append(order_id)
+        rows.append(
+            f"({order_id}, concat('buyer-', txid_current(), '.{i}'), 'pgbench-sku', 1, "
+            "concat('key-', txid_current()), "
+            "'confirmed', NULL, now(), now(), now())"
+        )
+    return "\n".join(
+        [
+            "BEGIN;",
+            'INSERT INTO "orders" ("order_id", "user_id", "sku_id", "quantity", "idempotency_key", '
+            '"status", "reason", "requested_at", "created_at", "updated_at") VALUES '
+            + ", ".join(rows)
+            + ' ON CONFLICT DO NOTHING RETURNING "order_id";',
+            f'UPDATE "sales" SET "stock" = "stock" - {batch} WHERE "sku_id" = \'pgbench-sku\' AND "stock" >= {batch};',
+            'SELECT "order_id", "status", "reason" FROM "orders" WHERE "order_id" IN (' + ", ".join(ids) + ");",
+            "COMMIT;",
+        ]
+    ) + "\n"
+
+
+def worker_batches(url):
+    """The worker's batch counters: orders in batches, and seconds spent in them."""
+    import urllib.request
+
+    text = fetch(url)
+    value = lambda name: sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")
+    )
+    return value("seckill_consumer_batch_size_messages_sum"), value(
+        "seckill_consumer_batch_duration_seconds_sum"
+    ), value("seckill_consumer_batch_size_messages_count")
+
+
 def main():
-    if len(sys.argv) == 4 and sys.argv[1] == "median-throughput":
+    if len(sys.argv) == 3 and sys.argv[1] == "pgbench-script":
+        sys.stdout.write(pgbench_script(int(sys.argv[2])))
+    elif len(sys.argv) == 3 and sys.argv[1] == "worker-batches":
+        print(" ".join(f"{v:.6f}" for v in worker_batches(sys.argv[2])))
+    elif len(sys.argv) == 3 and sys.argv[1] == "drain-rate":
+        orders, secs = drain_rate(sys.argv[2])
+        print(f"{orders:.0f} {secs:.2f} {orders / secs:.0f}")
+    elif len(sys.argv) == 3 and sys.argv[1] == "wait-drained":
+        print(f"{wait_drained(sys.argv[2]):.1f}")
+    elif len(sys.argv) == 4 and sys.argv[1] == "median-throughput":
         values = [r["throughput"] for r in load_runs(sys.argv[2], sys.argv[3])]
         print(round(median(values)))
     elif len(sys.argv) == 5 and sys.argv[1] == "write":

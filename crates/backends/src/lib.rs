@@ -25,14 +25,25 @@ pub struct Backends {
 
 impl Backends {
     /// Connects to everything the settings name; `bootstrap` overrides the settings' Kafka
-    /// servers (an embedded broker). The Redis pool connects lazily, so this succeeds while
-    /// Redis is down; the database is connected (and migrated, if the settings say so) now.
+    /// servers (an embedded broker). Redis is connected now if it answers within a second, and
+    /// on first use otherwise, so this succeeds while Redis is down; the database is connected
+    /// (and migrated, if the settings say so) now.
     pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
         let endpoint = kafka::Endpoint::from_settings(&settings.kafka, bootstrap);
+        let ledger = StockLedger::new(&settings.redis)
+            .context("redis connection")?
+            .with_queued_grace(settings.sweeper.queued_grace());
+        // Connect now, from this runtime: the connection's task runs on the runtime of its
+        // first use, and an HTTP worker's runtime stops before the service's last Redis calls.
+        match tokio::time::timeout(Duration::from_secs(1), ledger.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "redis does not answer yet; connecting on first use");
+            }
+            Err(_) => tracing::warn!("redis does not answer yet; connecting on first use"),
+        }
         Ok(Self {
-            ledger: StockLedger::new(&settings.redis)
-                .context("redis pool")?
-                .with_queued_grace(settings.sweeper.queued_grace()),
+            ledger,
             store: Store::connect(&settings.database)
                 .await
                 .context("database")?,

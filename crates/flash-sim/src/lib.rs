@@ -162,7 +162,14 @@ pub async fn create_sale(
     scenario: &Scenario,
 ) -> anyhow::Result<()> {
     let token = gateway::auth::sign(secret, "demo-admin", Some("admin"), 600);
-    put_sale(base_url, &token, sku, scenario.stock, scenario.per_user_limit).await
+    put_sale(
+        base_url,
+        &token,
+        sku,
+        scenario.stock,
+        scenario.per_user_limit,
+    )
+    .await
 }
 
 /// Puts `sku` on sale through the admin API with `admin_token`: `stock` units, at most

@@ -171,6 +171,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     if plan.requests.is_none() && plan.duration.is_none() {
         bail!("give a number of requests or a duration");
     }
+    if plan
+        .rate
+        .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+    {
+        bail!("the rate must be a positive number of requests per second");
+    }
     if let Target::Buy { skus, tokens, .. } = &plan.target {
         if skus.is_empty() || tokens.is_empty() {
             bail!("a buy load needs at least one SKU and one buyer token");
@@ -187,8 +193,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             None => ProgressBar::new_spinner(),
         };
         bar.set_style(
-            ProgressStyle::with_template("  load {bar:40.cyan/blue} {pos} requests  {per_sec}  {elapsed}")
-                .context("progress template")?,
+            ProgressStyle::with_template(
+                "  load {bar:40.cyan/blue} {pos} requests  {per_sec}  {elapsed}",
+            )
+            .context("progress template")?,
         );
         bar
     } else {
@@ -224,7 +232,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let mut all = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("valid bounds");
     let mut outcomes = BTreeMap::new();
     for (name, histogram) in OUTCOMES.iter().zip(histograms.iter()) {
-        if histogram.len() > 0 {
+        if !histogram.is_empty() {
             all.add(histogram).expect("same bounds");
             outcomes.insert((*name).to_owned(), percentiles(histogram));
         }
@@ -314,7 +322,10 @@ async fn drive(shared: Arc<Shared>, mut sender: Sender) -> anyhow::Result<()> {
                     skus[(i % skus.len() as u64) as usize]
                 ))
                 .header(HOST, host.clone())
-                .header(AUTHORIZATION, tokens[(i % tokens.len() as u64) as usize].clone())
+                .header(
+                    AUTHORIZATION,
+                    tokens[(i % tokens.len() as u64) as usize].clone(),
+                )
                 .header("idempotency-key", format!("{}-{i}", plan.run_id))
                 .header(CONTENT_TYPE, "application/json")
                 .body(Full::new(quantity_body.clone())),
@@ -382,7 +393,10 @@ mod tests {
         let outcome = |status, body: &str| OUTCOMES[classify(status, body.as_bytes())];
         assert_eq!(outcome(202, r#"{"order_id":"x"}"#), "accepted");
         assert_eq!(outcome(409, r#"{"code":"sold_out"}"#), "sold_out");
-        assert_eq!(outcome(409, r#"{"code":"limit_exceeded"}"#), "limit_exceeded");
+        assert_eq!(
+            outcome(409, r#"{"code":"limit_exceeded"}"#),
+            "limit_exceeded"
+        );
         assert_eq!(outcome(409, r#"{"code":"request_in_progress"}"#), "other");
         assert_eq!(outcome(429, ""), "rate_limited");
         assert_eq!(outcome(503, r#"{"code":"overloaded"}"#), "unavailable");

@@ -46,7 +46,12 @@ enum Command {
         json: bool,
     },
     /// Start the whole pipeline and keep it running until Ctrl-C.
-    Stack,
+    Stack {
+        /// Leave the order worker out: orders stay in the topic until a worker started on its
+        /// own (`seckill-order-worker` with the printed `kafka` address) drains them.
+        #[arg(long)]
+        without_worker: bool,
+    },
     /// Send load at a gateway (this machine's `seckill-sim stack`, or your own deployment) and
     /// report answers per second and latency percentiles per outcome.
     ///
@@ -60,66 +65,70 @@ enum Command {
     ///
     /// Examples:
     ///   seckill-sim load --url http://127.0.0.1:8080 --create-sales 1 --stock 0 --duration 10
-    ///   seckill-sim load --url https-less-gateway:8080 --sku phone-1 --token-file tokens.txt --rate 5000 --duration 30
+    ///   seckill-sim load --url http://gateway:8080 --sku phone-1 --token-file tokens.txt --rate 5000 --duration 30
     ///   seckill-sim load --url http://127.0.0.1:8080 --get /healthz --duration 10
     #[command(verbatim_doc_comment)]
-    Load {
-        /// Gateway base URL (plain HTTP; put the generator beside the gateway, not behind TLS).
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// A SKU on sale to buy; repeat for several (requests go round-robin).
-        #[arg(long = "sku")]
-        skus: Vec<String>,
-        /// Put this many fresh SKUs on sale first (admin API) and buy those.
-        #[arg(long)]
-        create_sales: Option<usize>,
-        /// Name the created sales <PREFIX>-0, <PREFIX>-1, ... (default: a fresh name per run).
-        #[arg(long)]
-        sale_prefix: Option<String>,
-        /// Stock of each created sale (0 = the sold-out path).
-        #[arg(long, default_value_t = 1_000_000_000)]
-        stock: i64,
-        /// Per-buyer limit of each created sale (at most 1000; with the default 10,000 buyers,
-        /// the accept path lasts 10 million orders).
-        #[arg(long, default_value_t = 1_000)]
-        per_user_limit: i64,
-        /// Admin token for --create-sales (default: signed with the settings' secret).
-        #[arg(long, env = "SECKILL_ADMIN_TOKEN")]
-        admin_token: Option<String>,
-        /// Distinct buyers, signed with the settings' secret (requests go round-robin).
-        #[arg(long, default_value_t = 10_000)]
-        users: usize,
-        /// Buyer tokens, one per line, instead of signing them.
-        #[arg(long)]
-        token_file: Option<std::path::PathBuf>,
-        /// GET this path instead of buying (e.g. /healthz: the trivial handler, a ceiling).
-        #[arg(long)]
-        get: Option<String>,
-        /// Units per order.
-        #[arg(long, default_value_t = 1)]
-        quantity: u32,
-        /// Open HTTP/1.1 keep-alive connections.
-        #[arg(long, default_value_t = 128)]
-        connections: usize,
-        /// Open loop at this many requests per second (default: closed loop).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Stop after this many requests.
-        #[arg(long)]
-        requests: Option<u64>,
-        /// Stop after this many seconds (default 10 when --requests is not given).
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Print the report as JSON too.
-        #[arg(long)]
-        json: bool,
-        /// Write the report as JSON to this file.
-        #[arg(long)]
-        output: Option<std::path::PathBuf>,
-        /// No progress bar.
-        #[arg(long)]
-        quiet: bool,
-    },
+    Load(Box<LoadArgs>),
+}
+
+/// The options of `seckill-sim load`.
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Gateway base URL (plain HTTP; put the generator beside the gateway, not behind TLS).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A SKU on sale to buy; repeat for several (requests go round-robin).
+    #[arg(long = "sku")]
+    skus: Vec<String>,
+    /// Put this many fresh SKUs on sale first (admin API) and buy those.
+    #[arg(long)]
+    create_sales: Option<usize>,
+    /// Name the created sales <PREFIX>-0, <PREFIX>-1, ... (default: a fresh name per run).
+    #[arg(long)]
+    sale_prefix: Option<String>,
+    /// Stock of each created sale (0 = the sold-out path).
+    #[arg(long, default_value_t = 1_000_000_000)]
+    stock: i64,
+    /// Per-buyer limit of each created sale (at most 1000; with the default 10,000 buyers,
+    /// the accept path lasts 10 million orders).
+    #[arg(long, default_value_t = 1_000)]
+    per_user_limit: i64,
+    /// Admin token for --create-sales (default: signed with the settings' secret).
+    #[arg(long, env = "SECKILL_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Distinct buyers, signed with the settings' secret (requests go round-robin).
+    #[arg(long, default_value_t = 10_000)]
+    users: usize,
+    /// Buyer tokens, one per line, instead of signing them.
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+    /// GET this path instead of buying (e.g. /healthz: the trivial handler, a ceiling).
+    #[arg(long)]
+    get: Option<String>,
+    /// Units per order.
+    #[arg(long, default_value_t = 1)]
+    quantity: u32,
+    /// Open HTTP/1.1 keep-alive connections.
+    #[arg(long, default_value_t = 128)]
+    connections: usize,
+    /// Open loop at this many requests per second (default: closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Stop after this many requests.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Stop after this many seconds (default 10 when --requests is not given).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Print the report as JSON too.
+    #[arg(long)]
+    json: bool,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[tokio::main]
@@ -167,100 +176,9 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Load {
-            url,
-            mut skus,
-            create_sales,
-            sale_prefix,
-            stock,
-            per_user_limit,
-            admin_token,
-            users,
-            token_file,
-            get,
-            quantity,
-            connections,
-            rate,
-            requests,
-            duration,
-            json,
-            output,
-            quiet,
-        } => {
-            let url = url.trim_end_matches('/').to_owned();
-            let address = url
-                .strip_prefix("http://")
-                .context("--url must start with http://")?
-                .to_owned();
-            let secret = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
-            let run_id = format!("load-{}", uuid::Uuid::now_v7().simple());
-            let target = match get {
-                Some(path) => load::Target::Get { path },
-                None => {
-                    if let Some(count) = create_sales {
-                        let token = admin_token.unwrap_or_else(|| {
-                            gateway::auth::sign(&secret, "load-admin", Some("admin"), 3_600)
-                        });
-                        for n in 0..count {
-                            let prefix = sale_prefix.as_deref().unwrap_or(&run_id);
-                            let sku = domain::SkuId::parse(format!("{prefix}-{n}"))?;
-                            flash_sim::put_sale(&url, &token, &sku, stock, per_user_limit).await?;
-                            skus.push(sku.to_string());
-                        }
-                    }
-                    let tokens = match token_file {
-                        Some(path) => std::fs::read_to_string(&path)
-                            .with_context(|| format!("reading {}", path.display()))?
-                            .lines()
-                            .map(str::trim)
-                            .filter(|line| !line.is_empty())
-                            .map(|token| load::bearer(token))
-                            .collect::<anyhow::Result<Vec<_>>>()?,
-                        None => (0..users.max(1))
-                            .map(|u| {
-                                load::bearer(&gateway::auth::sign(
-                                    &secret,
-                                    &format!("{run_id}-buyer-{u}"),
-                                    None,
-                                    3_600,
-                                ))
-                            })
-                            .collect::<anyhow::Result<Vec<_>>>()?,
-                    };
-                    load::Target::Buy {
-                        skus,
-                        tokens,
-                        quantity,
-                    }
-                }
-            };
-            let plan = load::Plan {
-                address,
-                target,
-                connections,
-                rate,
-                requests,
-                duration: match (duration, requests) {
-                    (Some(secs), _) => Some(Duration::from_secs_f64(secs)),
-                    (None, None) => Some(Duration::from_secs(10)),
-                    (None, Some(_)) => None,
-                },
-                run_id,
-                progress: !quiet,
-            };
-            let report = load::run(plan).await?;
-            print!("{}", report.render());
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            }
-            if let Some(path) = output {
-                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            Ok(())
-        }
-        Command::Stack => {
-            let stack = LocalStack::start(settings).await?;
+        Command::Load(args) => load(&settings, *args).await,
+        Command::Stack { without_worker } => {
+            let stack = LocalStack::start_with(settings, !without_worker).await?;
             let secret = stack
                 .settings
                 .auth
@@ -269,10 +187,12 @@ async fn main() -> anyhow::Result<()> {
                 .as_bytes()
                 .to_vec();
             println!("gateway        {}", stack.gateway_url());
-            println!(
-                "worker ops     http://127.0.0.1:{}/metrics",
-                stack.worker_ops_port
-            );
+            if stack.worker_ops_port != 0 {
+                println!(
+                    "worker ops     http://127.0.0.1:{}/metrics",
+                    stack.worker_ops_port
+                );
+            }
             println!(
                 "replayer ops   http://127.0.0.1:{}/metrics",
                 stack.replayer_ops_port
@@ -291,4 +211,104 @@ async fn main() -> anyhow::Result<()> {
             stack.stop().await
         }
     }
+}
+
+/// `seckill-sim load`: builds the plan (signing the tokens, creating the sales), runs it, reports.
+async fn load(settings: &settings::Settings, args: LoadArgs) -> anyhow::Result<()> {
+    let LoadArgs {
+        url,
+        mut skus,
+        create_sales,
+        sale_prefix,
+        stock,
+        per_user_limit,
+        admin_token,
+        users,
+        token_file,
+        get,
+        quantity,
+        connections,
+        rate,
+        requests,
+        duration,
+        json,
+        output,
+        quiet,
+    } = args;
+    let url = url.trim_end_matches('/').to_owned();
+    let address = url
+        .strip_prefix("http://")
+        .context("--url must start with http://")?
+        .to_owned();
+    let secret = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
+    let run_id = format!("load-{}", uuid::Uuid::now_v7().simple());
+    let target = match get {
+        Some(path) => load::Target::Get { path },
+        None => {
+            if let Some(count) = create_sales {
+                let token = admin_token.unwrap_or_else(|| {
+                    gateway::auth::sign(&secret, "load-admin", Some("admin"), 3_600)
+                });
+                for n in 0..count {
+                    let prefix = sale_prefix.as_deref().unwrap_or(&run_id);
+                    let sku = domain::SkuId::parse(format!("{prefix}-{n}"))?;
+                    flash_sim::put_sale(&url, &token, &sku, stock, per_user_limit).await?;
+                    skus.push(sku.to_string());
+                }
+            }
+            let tokens = match token_file {
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .map(load::bearer)
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+                None => (0..users.max(1))
+                    .map(|u| {
+                        load::bearer(&gateway::auth::sign(
+                            &secret,
+                            &format!("{run_id}-buyer-{u}"),
+                            None,
+                            3_600,
+                        ))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            };
+            load::Target::Buy {
+                skus,
+                tokens,
+                quantity,
+            }
+        }
+    };
+    let plan = load::Plan {
+        address,
+        target,
+        connections,
+        rate,
+        requests,
+        duration: match (duration, requests) {
+            (Some(secs), _) => Some(
+                Duration::try_from_secs_f64(secs)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .context("--duration must be a positive number of seconds")?,
+            ),
+            (None, None) => Some(Duration::from_secs(10)),
+            (None, Some(_)) => None,
+        },
+        run_id,
+        progress: !quiet,
+    };
+    let report = load::run(plan).await?;
+    print!("{}", report.render());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if let Some(path) = output {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }

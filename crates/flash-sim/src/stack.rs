@@ -30,7 +30,13 @@ pub struct LocalStack {
 impl LocalStack {
     /// Starts the stack. Kafka: the configured brokers, or an embedded cluster. Redis: the
     /// configured one if it answers, else a `redis-server` started on a free port.
-    pub async fn start(mut settings: Settings) -> anyhow::Result<Self> {
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        Self::start_with(settings, true).await
+    }
+
+    /// [`LocalStack::start`], with or without the order worker (without: orders pile up in the
+    /// topic, for a worker started on its own to drain; `worker_ops_port` is then 0).
+    pub async fn start_with(mut settings: Settings, with_worker: bool) -> anyhow::Result<Self> {
         let broker = if settings.kafka.is_embedded() {
             let broker = EmbeddedKafka::start(1).context("starting the embedded broker")?;
             settings.kafka.bootstrap_servers = broker.bootstrap_servers().to_owned();
@@ -50,25 +56,30 @@ impl LocalStack {
             &settings,
             backends::Backends::connect(&settings, bootstrap).await?,
         )?;
-        let worker = order_worker::Worker::connect(&settings, bootstrap).await?;
+        let worker = match with_worker {
+            true => Some(order_worker::Worker::connect(&settings, bootstrap).await?),
+            false => None,
+        };
         let replayer = dlq_replayer::Replayer::connect(&settings, bootstrap).await?;
         let gateway_port = gateway.port();
-        let worker_ops_port = worker.ops_port();
+        let worker_ops_port = worker.as_ref().map_or(0, |worker| worker.ops_port());
         let replayer_ops_port = replayer.ops_port();
-        let services = vec![
+        let mut services = vec![
             (
                 "gateway",
                 tokio::spawn(gateway.run_until_stopped(shutdown.child_token())),
-            ),
-            (
-                "order-worker",
-                tokio::spawn(worker.run_until_stopped(shutdown.child_token())),
             ),
             (
                 "dlq-replayer",
                 tokio::spawn(replayer.run_until_stopped(shutdown.child_token())),
             ),
         ];
+        if let Some(worker) = worker {
+            services.push((
+                "order-worker",
+                tokio::spawn(worker.run_until_stopped(shutdown.child_token())),
+            ));
+        }
         Ok(Self {
             settings,
             gateway_port,

@@ -51,6 +51,8 @@ impl Verifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = leeway_secs;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // Expiry is checked by `verify_token` against its `now`, for remembered tokens too.
+        validation.validate_exp = false;
         Self {
             key: DecodingKey::from_secret(secret),
             validation,
@@ -80,17 +82,25 @@ impl Verifier {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&fingerprint)
             .cloned();
-        let valid_until = |claims: &Claims| {
-            i64::try_from(claims.exp.saturating_add(self.validation.leeway)).unwrap_or(i64::MAX)
+        // As jsonwebtoken would: expired once `exp` is more than the leeway in the past.
+        let unexpired = |claims: &Claims| {
+            now <= i64::try_from(claims.exp.saturating_add(self.validation.leeway))
+                .unwrap_or(i64::MAX)
         };
         if let Some(known) = remembered {
-            if *known.token == *token && now < valid_until(&known.claims) {
-                return Ok((known.user.clone(), known.claims.clone()));
+            if *known.token == *token {
+                return match unexpired(&known.claims) {
+                    true => Ok((known.user.clone(), known.claims.clone())),
+                    false => Err(ApiError::Unauthorized),
+                };
             }
         }
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|_| ApiError::Unauthorized)?
             .claims;
+        if !unexpired(&claims) {
+            return Err(ApiError::Unauthorized);
+        }
         let user = UserId::parse(claims.sub.as_str()).map_err(|_| ApiError::Unauthorized)?;
         let mut verified = self
             .verified
@@ -187,8 +197,15 @@ mod tests {
         assert_eq!(user.as_str(), "alice");
         // From memory, the same answer.
         assert_eq!(verifier.verify_token(&token, now).expect("valid").0, user);
-        // Past its expiry, memory does not help it.
+        // Past its expiry, memory does not help it; nor does verifying it afresh.
         assert!(verifier.verify_token(&token, now + 61).is_err());
+        assert!(Verifier::new(SECRET, 0)
+            .verify_token(&token, now + 61)
+            .is_err());
+        // Within the leeway it is still good.
+        assert!(Verifier::new(SECRET, 5)
+            .verify_token(&token, now + 63)
+            .is_ok());
         // A token that differs in its signature is checked, and refused.
         let mut forged = token.clone();
         let last = forged.pop().expect("not empty");

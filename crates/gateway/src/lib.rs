@@ -16,15 +16,15 @@ pub mod service;
 pub mod sold_out;
 
 use actix_web::dev::Service;
-use actix_web::ResponseError;
-use futures::future::Either;
-use futures::StreamExt;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpMessage;
+use actix_web::ResponseError;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use backends::Backends;
 use domain::UserId;
+use futures::future::Either;
+use futures::StreamExt;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics::GatewayMetrics;
 use rdkafka::producer::FutureProducer;

@@ -11,7 +11,10 @@
 //!   the sale's idempotency fields from Redis (one `HKEYS`) and keeps an 8-byte fingerprint of
 //!   each; a request whose fingerprint is known goes to Redis. While the sale stays sold out no
 //!   order can be added (an order takes a unit), so the set stays whole; `reserved` tells when
-//!   it no longer is. A fingerprint collision only sends a request to Redis.
+//!   it no longer is. A fingerprint collision only sends a request to Redis. One case is left
+//!   to the re-check bound: when units came back and sold again between two re-checks, a retry
+//!   of such a new order may be answered `sold_out` until the next re-check reads the orders
+//!   again.
 //! - **The end of the sale**, after which Redis answers `not_active`: past it, requests go to
 //!   Redis.
 
@@ -34,8 +37,10 @@ pub struct SoldOutFlags {
 
 struct Flag {
     seen: SoldOut,
-    /// Fingerprints of `<user>|<key>` of every order the sale had when `seen` was answered.
-    orders: HashSet<u64>,
+    /// Fingerprints of `<user>|<key>` of every order the sale had when `seen` was answered;
+    /// `None` when it had too many to remember (the flag then answers nothing, and only saves
+    /// reading them again until new orders come).
+    orders: Option<Arc<HashSet<u64>>>,
     /// Until when (ms since the epoch) the flag answers without asking Redis.
     trusted_until: AtomicI64,
 }
@@ -56,7 +61,7 @@ pub struct Ask<'a> {
 }
 
 impl SoldOutFlags {
-    /// Flags trusted for `recheck`, for sales of at most `max_orders` orders.
+    /// Flags trusted for `recheck`, for sales of at most `max_orders` orders (0: no flag).
     pub fn new(recheck: Duration, max_orders: usize) -> Self {
         Self {
             recheck_ms: i64::try_from(recheck.as_millis()).unwrap_or(i64::MAX),
@@ -77,9 +82,12 @@ impl SoldOutFlags {
                 None => return false,
             }
         };
+        let Some(orders) = &flag.orders else {
+            return false;
+        };
         if ask.now_ms >= flag.seen.ends_at_ms
             || ask.quantity <= flag.seen.remaining
-            || flag.orders.contains(&fingerprint(&[
+            || orders.contains(&fingerprint(&[
                 ask.user.as_bytes(),
                 b"|",
                 ask.key.as_bytes(),
@@ -102,16 +110,23 @@ impl SoldOutFlags {
     /// Redis answered `seen` (sold out) for a request at `now_ms`: renew the flag, or set it,
     /// reading the sale's orders when there is no flag or new orders came since.
     pub async fn sold_out(&self, ledger: &StockLedger, sku: &SkuId, seen: SoldOut, now_ms: i64) {
-        let current = self
-            .flags
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(sku)
-            .cloned();
-        if let Some(flag) = current {
-            if flag.seen.reserved == seen.reserved {
+        if self.max_orders == 0 {
+            return;
+        }
+        if let Some(flag) = self.get(sku) {
+            if flag.seen == seen {
                 flag.trusted_until
                     .fetch_max(now_ms + self.recheck_ms, Ordering::AcqRel);
+                return;
+            }
+            if seen.reserved < flag.seen.reserved {
+                // An answer older than the flag's, arriving late.
+                return;
+            }
+            if seen.reserved == flag.seen.reserved {
+                // No new order, so the same orders; what changed is the units left (some came
+                // back, too few for that request) or the end of the sale.
+                self.put(sku, flag.orders.clone(), seen, now_ms);
                 return;
             }
         }
@@ -119,14 +134,15 @@ impl SoldOutFlags {
             return;
         };
         let orders = match ledger.order_requests(sku, self.max_orders).await {
-            Ok(Some(fields)) => fields
-                .iter()
-                .map(|field| fingerprint(&[field.as_bytes()]))
-                .collect(),
+            Ok(Some(fields)) => Some(Arc::new(
+                fields
+                    .iter()
+                    .map(|field| fingerprint(&[field.as_bytes()]))
+                    .collect(),
+            )),
             Ok(None) => {
-                tracing::info!(%sku, max = self.max_orders, "sold out with too many orders to remember; asking redis every time");
-                self.clear(sku);
-                return;
+                tracing::info!(%sku, max = self.max_orders, reserved = seen.reserved, "sold out with too many orders to remember; asking redis every time");
+                None
             }
             Err(error) => {
                 tracing::warn!(%sku, %error, "could not read the sale's orders; asking redis every time");
@@ -134,15 +150,32 @@ impl SoldOutFlags {
                 return;
             }
         };
-        let flag = Arc::new(Flag {
+        self.put(sku, orders, seen, now_ms);
+    }
+
+    fn get(&self, sku: &SkuId) -> Option<Arc<Flag>> {
+        self.flags
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sku)
+            .cloned()
+    }
+
+    /// Sets the flag of `sku`, unless one from a later answer is there already.
+    fn put(&self, sku: &SkuId, orders: Option<Arc<HashSet<u64>>>, seen: SoldOut, now_ms: i64) {
+        let mut flags = self.flags.write().unwrap_or_else(PoisonError::into_inner);
+        if flags
+            .get(sku)
+            .is_some_and(|flag| flag.seen.reserved > seen.reserved)
+        {
+            return;
+        }
+        let flag = Flag {
             seen,
             orders,
             trusted_until: AtomicI64::new(now_ms + self.recheck_ms),
-        });
-        self.flags
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(sku.clone(), flag);
+        };
+        flags.insert(sku.clone(), Arc::new(flag));
     }
 
     /// Redis answered anything but `sold_out` for `sku`: forget the flag.
@@ -235,10 +268,12 @@ mod tests {
                 reserved: 10,
                 ends_at_ms: 10_000,
             },
-            orders: orders
-                .iter()
-                .map(|o| fingerprint(&[o.as_bytes()]))
-                .collect(),
+            orders: Some(Arc::new(
+                orders
+                    .iter()
+                    .map(|o| fingerprint(&[o.as_bytes()]))
+                    .collect(),
+            )),
             trusted_until: AtomicI64::new(trusted_until),
         };
         flags
@@ -284,5 +319,51 @@ mod tests {
         flags.clear(&sku);
         assert!(flags.is_empty());
         assert!(!flags.answers_sold_out(ask(&sku, "bob", 1, 5_100)));
+    }
+}
+
+#[cfg(test)]
+mod renewal {
+    use super::*;
+
+    fn seen(remaining: i64, reserved: i64) -> SoldOut {
+        SoldOut {
+            remaining,
+            reserved,
+            ends_at_ms: 10_000,
+        }
+    }
+
+    fn ask(sku: &SkuId, quantity: i64) -> Ask<'_> {
+        Ask {
+            sku,
+            user: "bob",
+            key: "k1",
+            quantity,
+            now_ms: 1_150,
+        }
+    }
+
+    #[test]
+    fn units_that_came_back_are_taken_into_the_flag_without_reading_the_orders_again() {
+        let flags = SoldOutFlags::new(Duration::from_millis(200), 1000);
+        let sku = SkuId::parse("phone").expect("a valid sku");
+        let orders = Some(Arc::new(HashSet::from([fingerprint(&[b"alice|k1"])])));
+        flags.put(&sku, orders.clone(), seen(0, 10), 1_000);
+        // A unit came back; a request for two was refused by Redis, which says one is left.
+        flags.put(&sku, orders, seen(1, 10), 1_100);
+        assert!(!flags.answers_sold_out(ask(&sku, 1)), "one unit is left");
+        assert!(flags.answers_sold_out(ask(&sku, 2)));
+        // A late answer from before does not replace a later one.
+        flags.put(&sku, None, seen(0, 9), 1_120);
+        assert!(flags.answers_sold_out(ask(&sku, 2)));
+    }
+
+    #[test]
+    fn a_sale_with_too_many_orders_is_never_answered_from_memory() {
+        let flags = SoldOutFlags::new(Duration::from_millis(200), 1000);
+        let sku = SkuId::parse("phone").expect("a valid sku");
+        flags.put(&sku, None, seen(0, 10), 1_000);
+        assert!(!flags.answers_sold_out(ask(&sku, 1)));
     }
 }

@@ -6,7 +6,11 @@
 //!   message; the sweeper waits longer before it publishes the order again (see
 //!   `lua/advance.lua`). Lost, it costs at most an early copy, which the worker writes once.
 //! - [`Mark::Finished`]: the worker has written or dead-lettered the order; it leaves the
-//!   outbox (`lua/finish.lua`). Lost, the sweeper finds the row and finishes it itself.
+//!   outbox (`lua/finish.lua`). Lost, the sweeper publishes the order again: a confirmed order
+//!   is found written and finished, a failed one is dead-lettered again and settled once.
+//!
+//! A mark whose call fails (Redis down) is kept for the next flush; marks are lost only when the
+//! process stops, or past [`MAX_RETAINED`] kept ones.
 //!
 //! A service hands ids to [`Marks`], which makes what gathered every flush interval.
 
@@ -80,13 +84,22 @@ impl Marks {
 
 impl MarksTask {
     /// Makes the marks gathered and ends the task (call it once no more orders are handed over).
-    pub async fn finish(self) {
+    /// Gives up after [`FINISH_WITHIN`] (Redis down at shutdown): a service's grace is bounded.
+    pub async fn finish(mut self) {
         let _ = self.stop.send(());
-        if let Err(error) = self.handle.await {
-            tracing::warn!(%error, "the marking task failed");
+        match tokio::time::timeout(FINISH_WITHIN, &mut self.handle).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the marking task failed"),
+            Err(_) => {
+                tracing::warn!("the last marks were not made within {FINISH_WITHIN:?}; giving up");
+                self.handle.abort();
+            }
         }
     }
 }
+
+/// How long [`MarksTask::finish`] waits for the last marks.
+pub const FINISH_WITHIN: Duration = Duration::from_secs(5);
 
 async fn mark_gathered(
     ledger: StockLedger,
@@ -96,56 +109,88 @@ async fn mark_gathered(
     flush_every: Duration,
     unmarked: Unmarked,
 ) {
+    // Orders to mark: the interval's, and those whose mark failed last time.
     let mut gathered: Vec<OrderId> = Vec::new();
     loop {
-        let stopping = tokio::select! {
-            order = queue.recv() => match order {
-                Some(order) => {
-                    gathered.push(order);
-                    // Let the interval's acknowledgements arrive, then take them all.
-                    tokio::select! {
-                        _ = tokio::time::sleep(flush_every) => false,
-                        _ = &mut stopped => true,
+        let stopping = if gathered.is_empty() {
+            tokio::select! {
+                order = queue.recv() => match order {
+                    Some(order) => {
+                        gathered.push(order);
+                        // Let the interval's orders arrive, then take them all.
+                        tokio::select! {
+                            _ = tokio::time::sleep(flush_every) => false,
+                            _ = &mut stopped => true,
+                        }
                     }
-                }
-                None => true,
-            },
-            _ = &mut stopped => true,
+                    None => true,
+                },
+                _ = &mut stopped => true,
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(flush_every) => false,
+                _ = &mut stopped => true,
+            }
         };
         while let Ok(order) = queue.try_recv() {
             gathered.push(order);
         }
-        make(&ledger, mark, &gathered).await;
+        let mut failed = make(&ledger, mark, &gathered).await;
+        if stopping && !failed.is_empty() {
+            // One more try: the connection may have been on a runtime that has just stopped.
+            let again: Vec<OrderId> = failed.drain().collect();
+            failed = make(&ledger, mark, &again).await;
+        }
+        if failed.len() > MAX_RETAINED {
+            tracing::warn!(
+                orders = failed.len(),
+                ?mark,
+                "giving up marks that keep failing"
+            );
+            failed.clear();
+        }
         {
             let mut unmarked = lock(&unmarked);
-            for order in &gathered {
+            for order in gathered.iter().filter(|order| !failed.contains(*order)) {
                 unmarked.remove(order);
             }
         }
-        gathered.clear();
         if stopping {
+            for order in &failed {
+                lock(&unmarked).remove(order);
+            }
             return;
         }
+        gathered = failed.into_iter().collect();
     }
 }
+
+/// Most orders kept for the next flush after their mark failed (Redis down): past it they are
+/// given up, which only costs the sweeper some work (see the module's docs).
+pub const MAX_RETAINED: usize = 100_000;
 
 fn lock(unmarked: &Unmarked) -> std::sync::MutexGuard<'_, HashSet<OrderId>> {
     unmarked.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn make(ledger: &StockLedger, mark: Mark, orders: &[OrderId]) {
+/// Makes `mark` on `orders`, one call per SKU; the orders whose call failed.
+async fn make(ledger: &StockLedger, mark: Mark, orders: &[OrderId]) -> HashSet<OrderId> {
     let mut by_sku: HashMap<SkuId, Vec<&OrderId>> = HashMap::new();
     for order in orders {
         by_sku.entry(order.sku()).or_default().push(order);
     }
+    let mut failed = HashSet::new();
     for (sku, orders) in by_sku {
         let made = match mark {
             Mark::Acknowledged => ledger.mark_all_acknowledged(&sku, &orders).await.map(drop),
             Mark::Finished => ledger.finish(&sku, &orders).await.map(drop),
         };
         if let Err(error) = made {
-            // Both marks only guide the sweeper (see the module's docs).
-            tracing::warn!(%sku, orders = orders.len(), ?mark, %error, "could not mark orders");
+            // Kept for the next flush; both marks only guide the sweeper (see the module's docs).
+            tracing::warn!(%sku, orders = orders.len(), ?mark, %error, "could not mark orders; will retry");
+            failed.extend(orders.into_iter().cloned());
         }
     }
+    failed
 }

@@ -4,6 +4,7 @@
 // Test helpers panic to report, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod load;
 mod trace;
 
 use flash_sim::Scenario;

@@ -75,7 +75,20 @@ async fn a_sold_out_sale_is_answered_from_memory_and_returned_units_sell_again_w
     // A retry of the accepted order still gets its order, on either replica.
     let (status, again) = gw.buy(sku.as_str(), "alice", "k1", json!({})).await;
     assert_eq!((status, &again["order_id"]), (202, &first["order_id"]));
-    let (status, again) = buy_on_other("alice", "k1").await;
+    // The other replica knows the order once its gateway has marked it acknowledged (within
+    // `gateway.ack_flush_ms`); until then it answers 409 request_in_progress.
+    let (status, again) = testkit::eventually(
+        Duration::from_secs(5),
+        "the retry on the other replica",
+        || async {
+            let answer = buy_on_other("alice", "k1").await;
+            if answer.0 == 409 {
+                assert_eq!(answer.1["code"], "request_in_progress");
+            }
+            (answer.0 == 202).then_some(answer)
+        },
+    )
+    .await;
     assert_eq!((status, &again["order_id"]), (202, &first["order_id"]));
 
     // The unit comes back (as a compensation does it). Within the bound, both replicas sell it.
