@@ -364,6 +364,16 @@ def check_rendering(path: Path, args) -> int:
     for key in ("SECKILL__HTTP__HOST", "SECKILL__HTTP__PORT", "SECKILL__HTTP__OPS_PORT", "SECKILL__SHUTDOWN__GRACE_SECS",
                 "SECKILL__KAFKA__BOOTSTRAP_SERVERS", "SECKILL__KAFKA__PARTITIONS", "SECKILL__LOG__FORMAT"):
         checker.expect(key in config, f"seckill-config lacks {key}")
+    # A key the services do not know is ignored by them: catch it here (a renamed setting).
+    defaults = tomllib.loads((ROOT / "config" / "default.toml").read_text())
+    for key in sorted(config):
+        path = key.removeprefix("SECKILL__").lower().split("__")
+        node = defaults
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        # `kafka.client.*` passes librdkafka properties through.
+        known = node is not None or path[:2] == ["kafka", "client"]
+        checker.expect(known, f"seckill-config sets {key}, which is no key of config/default.toml")
     checker.expect(config.get("SECKILL__HTTP__HOST") == "0.0.0.0", "SECKILL__HTTP__HOST must be 0.0.0.0 in a pod")
     checker.expect(config.get("SECKILL__DATABASE__MIGRATE_ON_START") == "false",
                    "SECKILL__DATABASE__MIGRATE_ON_START must be false: the migration Job migrates")
