@@ -17,7 +17,8 @@
 #   worker's own transaction at the worker's batch size, one client (one hot SKU is one
 #   partition, written one batch at a time);
 # - end to end: `seckill-sim demo`, 100,000 buyers for 10,000 units.
-# For every load run, the CPU time the stack process and Redis spent (from /proc) is kept.
+# For every load run, the CPU time the stack process (in all, and by thread group) and Redis
+# spent (from /proc) is kept.
 # scripts/bench_report.py turns it all into the generated part of docs/benchmarks.md and
 # docs/bench/chart.svg.
 #
@@ -84,9 +85,11 @@ trap cleanup EXIT
 load() {
   local name=$1; shift
   local s0 r0
+  python3 scripts/bench_report.py thread-ticks "$stack" > "$out/$name.threads"
   s0=$(ticks "$stack"); r0=$(ticks "$redis_pid")
   "$sim" load --url "$gateway" --quiet --output "$out/$name.json" "$@" > "$out/$name.txt"
   echo "$(( $(ticks "$stack") - s0 )) $(( $(ticks "$redis_pid") - r0 )) $(getconf CLK_TCK)" > "$out/$name.cpu"
+  python3 scripts/bench_report.py thread-ticks "$stack" >> "$out/$name.threads"
   printf '  %-22s %s\n' "$name" "$(head -n 1 "$out/$name.txt")"
   # The next run must not share the cores with the worker writing this one's orders.
   python3 scripts/bench_report.py wait-drained "$worker_metrics" > "$out/$name.drain"

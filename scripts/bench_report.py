@@ -8,6 +8,7 @@ Usage:
   bench_report.py write OUT MARKDOWN SVG       the report
   bench_report.py drain-rate METRICS_URL       from the worker's first written batch until it
                                                stops writing: orders, seconds, orders/s
+  bench_report.py thread-ticks PID             CPU ticks per thread group (http, kafka, ...)
   bench_report.py pgbench-script BATCH         the worker's transaction for pgbench
   bench_report.py worker-batches METRICS_URL   orders in batches, seconds in them, batches
   bench_report.py wait-drained METRICS_URL     waits (up to 300 s) until the worker's lag on the
@@ -42,6 +43,13 @@ def load_runs(out, name):
             stack, redis, hz = (int(x) for x in open(cpu_path).read().split())
             report["cpu_us"] = 1e6 * stack / hz / max(report["requests"], 1)
             report["redis_us"] = 1e6 * redis / hz / max(report["requests"], 1)
+        threads_path = path[: -len(".json")] + ".threads"
+        if os.path.exists(threads_path):
+            before, after = (json.loads(line) for line in open(threads_path))
+            report["threads_us"] = {
+                group: 1e6 * (after.get(group, 0) - before.get(group, 0)) / hz / max(report["requests"], 1)
+                for group in after
+            }
         reports.append(report)
     return reports
 
@@ -178,6 +186,23 @@ def write(out, markdown, svg):
     row("sold-out path (stock 0)", "sold_out", "`/healthz`", healthz, 0.8)
     row("accept path, 1 hot SKU", "accept", "reserve script", reserve, 0.5)
     row("accept path, 50 SKUs", "accept50", "reserve script", reserve, 0.5)
+    groups = ("http", "kafka", "runtime", "database", "other")
+    lines += [
+        "",
+        "Where the stack process's CPU went, µs per request, by thread (median of the runs;",
+        "`http` = the gateway's HTTP workers, `kafka` = librdkafka's threads with the in-process",
+        "broker, `runtime` = the async runtime of the worker, the replayer, the Redis connection",
+        "and the marks, `database` = sqlx):",
+        "",
+        "| scenario | " + " | ".join(groups) + " |",
+        "| --- |" + " ---: |" * len(groups),
+    ]
+    for label, name in (("`GET /healthz`", "healthz"), ("sold-out path", "sold_out"),
+                        ("accept, 1 SKU", "accept"), ("accept, 50 SKUs", "accept50")):
+        reports = [r for r in scenarios[name] if "threads_us" in r]
+        if reports:
+            cells = [median([r["threads_us"].get(g, 0.0) for r in reports]) for g in groups]
+            lines.append(f"| {label} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
     lines += [
         "",
         "Ceiling of the accept path: the real reserve script (`record.lua` + `reserve.lua`) under",
@@ -509,8 +534,36 @@ def worker_batches(url):
     ), value("seckill_consumer_batch_size_messages_count")
 
 
+# Thread names of the stack process, by what runs on them.
+THREAD_GROUPS = (
+    ("actix-server wo", "http"),  # the gateway's HTTP workers (and the idle ops servers)
+    ("rdk:", "kafka"),  # librdkafka: producer, consumers and the in-process mock broker
+    ("producer pollin", "kafka"),
+    ("tokio-rt-worker", "runtime"),  # worker, replayer, Redis connection, marks
+    ("sqlx", "database"),
+)
+
+
+def thread_ticks(pid):
+    """CPU ticks (user + system) per thread group of process `pid`."""
+    ticks = {}
+    for stat in glob.glob(f"/proc/{pid}/task/*/stat"):
+        try:
+            text = open(stat).read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        used = int(fields[11]) + int(fields[12])
+        group = next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "other")
+        ticks[group] = ticks.get(group, 0) + used
+    return ticks
+
+
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "pgbench-script":
+    if len(sys.argv) == 3 and sys.argv[1] == "thread-ticks":
+        print(json.dumps(thread_ticks(sys.argv[2])))
+    elif len(sys.argv) == 3 and sys.argv[1] == "pgbench-script":
         sys.stdout.write(pgbench_script(int(sys.argv[2])))
     elif len(sys.argv) == 3 and sys.argv[1] == "worker-batches":
         print(" ".join(f"{v:.6f}" for v in worker_batches(sys.argv[2])))

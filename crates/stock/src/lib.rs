@@ -410,9 +410,6 @@ impl StockLedger {
         sku: &SkuId,
         orders: &[&OrderId],
     ) -> Result<Vec<ClaimOutcome>, StockError> {
-        if orders.is_empty() {
-            return Ok(Vec::new());
-        }
         self.advance(sku, ReservationState::Acknowledged, orders)
             .await
     }
@@ -423,9 +420,6 @@ impl StockLedger {
         sku: &SkuId,
         orders: &[&OrderId],
     ) -> Result<Vec<ClaimOutcome>, StockError> {
-        if orders.is_empty() {
-            return Ok(Vec::new());
-        }
         self.advance(sku, ReservationState::Claimed, orders).await
     }
 
@@ -435,6 +429,9 @@ impl StockLedger {
         target: ReservationState,
         orders: &[&OrderId],
     ) -> Result<Vec<ClaimOutcome>, StockError> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
         let keys = self.keys(sku);
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.advance.key(&keys.resv);
