@@ -118,7 +118,7 @@ def demo_runs(out):
         if start < 0:
             figures.append(None)
             continue
-        verdict = json.loads(text[start:])
+        verdict, _ = json.JSONDecoder().raw_decode(text, start + 1)
         holds = all(
             verdict[k] == 0
             for k in ("oversold", "duplicates", "lost", "conservation_gap", "bad_input_violations")
