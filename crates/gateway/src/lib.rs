@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod error;
 pub mod metrics;
+pub mod overload;
 pub mod reconcile;
 pub mod routes;
 pub mod service;
@@ -32,7 +33,6 @@ use settings::secrecy::ExposeSecret;
 use settings::Settings;
 use std::net::TcpListener;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stock::StockLedger;
@@ -65,49 +65,9 @@ pub struct AppState {
     pub sold_out: sold_out::SoldOutFlags,
     /// Marks acknowledged orders in Redis, a batch at a time.
     pub acknowledger: stock::Marks,
-    /// Buy requests being served now, and the most allowed.
-    pub in_flight: InFlight,
+    /// Admission of buy requests (load shedding).
+    pub in_flight: overload::Admission,
     limiter: Option<Arc<DefaultKeyedRateLimiter<UserId>>>,
-}
-
-/// A count of buy requests being served, bounded: past the bound the gateway sheds load.
-pub struct InFlight {
-    now: Arc<AtomicUsize>,
-    max: usize,
-}
-
-/// One admitted request; its slot is freed on drop.
-pub struct InFlightSlot(Arc<AtomicUsize>);
-
-impl InFlight {
-    /// At most `max` at once.
-    pub fn new(max: usize) -> Self {
-        Self {
-            now: Arc::default(),
-            max,
-        }
-    }
-
-    /// A slot, or `None` when `max` requests are being served.
-    pub fn admit(&self) -> Option<InFlightSlot> {
-        let before = self.now.fetch_add(1, Ordering::AcqRel);
-        if before >= self.max {
-            self.now.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(InFlightSlot(self.now.clone()))
-    }
-
-    /// Requests being served now.
-    pub fn current(&self) -> usize {
-        self.now.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for InFlightSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl AppState {
@@ -157,7 +117,10 @@ impl Application {
                 gateway.sold_out_max_orders,
             ),
             acknowledger,
-            in_flight: InFlight::new(gateway.max_in_flight),
+            in_flight: overload::Admission::new(
+                gateway.max_in_flight,
+                Duration::from_millis(gateway.max_loop_lag_ms),
+            ),
             readiness,
             ledger: deps.ledger,
             store: deps.store,
@@ -226,6 +189,8 @@ impl Application {
         grace: Duration,
     ) -> anyhow::Result<actix_web::dev::Server> {
         let mut server = HttpServer::new(move || {
+            // Runs on each HTTP worker's thread: watch that worker's event loop.
+            actix_web::rt::spawn(overload::watch_this_loop());
             let metrics = state.metrics.clone();
             App::new()
                 .app_data(state.clone())
@@ -275,10 +240,10 @@ impl Application {
                                 // The small body is read first: a connection with unread bytes
                                 // would be closed, and the buyer's retry would pay a new one.
                                 let slot = state.in_flight.admit();
-                                let call = match slot {
-                                    Some(_) => Either::Left(srv.call(req)),
-                                    None => {
-                                        state.metrics.shed.inc();
+                                let call = match &slot {
+                                    Ok(_) => Either::Left(srv.call(req)),
+                                    Err(why) => {
+                                        state.metrics.shed.with_label_values(&[why.label()]).inc();
                                         let mut req = req;
                                         let mut body = req.take_payload();
                                         Either::Right(async move {

@@ -21,8 +21,8 @@ pub struct GatewayMetrics {
     pub produce_failures: IntCounter,
     /// `seckill_reservation_releases_total{outcome}`
     pub releases: IntCounterVec,
-    /// Buy requests refused at once because the gateway served as many as it may.
-    pub shed: IntCounter,
+    /// Buy requests refused at once (`overloaded`), by reason (`in_flight`, `loop_lag`).
+    pub shed: IntCounterVec,
     /// Buy requests answered `sold_out` from the local flag, without Redis.
     pub sold_out_local: IntCounter,
 }
@@ -85,11 +85,17 @@ impl GatewayMetrics {
             &["outcome"],
         )
         .expect("valid metric");
-        let shed = IntCounter::new(
-            "seckill_gateway_shed_total",
-            "Buy requests refused with 503 overloaded: the gateway served gateway.max_in_flight already.",
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "seckill_gateway_shed_total",
+                "Buy requests refused with 503 overloaded, by reason: in_flight (gateway.max_in_flight served already) or loop_lag (the HTTP worker ran later than gateway.max_loop_lag_ms).",
+            ),
+            &["reason"],
         )
         .expect("valid metric");
+        for reason in ["in_flight", "loop_lag"] {
+            shed.with_label_values(&[reason]);
+        }
         let sold_out_local = IntCounter::new(
             "seckill_gateway_sold_out_local_total",
             "Buy requests answered sold_out from the gateway's memory, without a Redis call.",

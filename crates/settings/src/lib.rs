@@ -196,6 +196,9 @@ pub struct GatewaySettings {
     /// Most buy requests served at once by one gateway process; past it the gateway answers
     /// 503 `overloaded` with `Retry-After` at once, before verifying the token.
     pub max_in_flight: usize,
+    /// How late an HTTP worker's event loop may run before the buy requests it reads are shed
+    /// (the gateway short of CPU), in ms; 0 turns this off.
+    pub max_loop_lag_ms: u64,
     /// How long a gateway answers `sold_out` from memory before it asks Redis again (the bound
     /// on how long units that came back can go unoffered by one replica), in ms.
     pub sold_out_recheck_ms: u64,

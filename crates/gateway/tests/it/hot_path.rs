@@ -172,7 +172,10 @@ async fn past_max_in_flight_a_buy_is_refused_at_once_with_retry_after_and_reserv
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "overloaded");
     assert!(took < Duration::from_millis(500), "shedding took {took:?}");
-    assert_eq!(gw.app.metrics.shed.get(), 1);
+    assert_eq!(
+        gw.app.metrics.shed.with_label_values(&["in_flight"]).get(),
+        1
+    );
     // The warm-up and the two waiting buys hold units; the refused one holds none.
     assert_eq!(gw.remaining(&sku).await, 7);
     let requests = gw

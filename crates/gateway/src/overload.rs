@@ -1,0 +1,152 @@
+//! Load shedding: a buy request the gateway cannot serve in time is refused at once (503
+//! `overloaded`, `Retry-After: 1`), before its token is verified and before anything is
+//! reserved, so that the requests it does serve are answered quickly.
+//!
+//! Two signals, either of which sheds:
+//! - **Buy requests in flight** past `gateway.max_in_flight`: work piling up behind a slow
+//!   Redis or broker.
+//! - **The HTTP worker's event loop running late** by more than `gateway.max_loop_lag_ms`: the
+//!   gateway short of CPU. Requests then wait in their sockets before any handler sees them, so
+//!   no count of requests in flight notices it; how late the loop's own timer fires does. Each
+//!   HTTP worker thread runs [`watch_this_loop`], and a request is judged by the lag of the
+//!   thread serving it.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often an event loop's timer is checked.
+const TICK: Duration = Duration::from_millis(5);
+
+thread_local! {
+    /// How late this thread's event loop ran lately, in µs (decaying maximum).
+    static LOOP_LAG_US: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Notes, every [`TICK`], how late this thread's event loop fired its timer. Spawn it on each
+/// HTTP worker's (single-threaded) runtime; it ends with the runtime.
+pub async fn watch_this_loop() {
+    loop {
+        let started = Instant::now();
+        tokio::time::sleep(TICK).await;
+        let late = started.elapsed().saturating_sub(TICK);
+        let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        // A late tick counts at once; the memory of it fades by a quarter every tick.
+        LOOP_LAG_US.with(|lag| lag.set(late_us.max(lag.get() - lag.get() / 4)));
+    }
+}
+
+/// How late the event loop of the calling thread ran lately.
+pub fn loop_lag() -> Duration {
+    Duration::from_micros(LOOP_LAG_US.with(Cell::get))
+}
+
+/// Why a request was shed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// `gateway.max_in_flight` requests were being served.
+    InFlight,
+    /// The serving thread's event loop ran later than `gateway.max_loop_lag_ms`.
+    LoopLag,
+}
+
+impl Shed {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Shed::InFlight => "in_flight",
+            Shed::LoopLag => "loop_lag",
+        }
+    }
+}
+
+/// Admission of buy requests.
+pub struct Admission {
+    now: Arc<AtomicUsize>,
+    max_in_flight: usize,
+    max_loop_lag: Duration,
+}
+
+/// One admitted request; its slot is freed on drop.
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Admission {
+    /// At most `max_in_flight` at once, none while the loop is later than `max_loop_lag`
+    /// (zero: that signal is off).
+    pub fn new(max_in_flight: usize, max_loop_lag: Duration) -> Self {
+        Self {
+            now: Arc::default(),
+            max_in_flight,
+            max_loop_lag,
+        }
+    }
+
+    /// A slot, or why there is none.
+    pub fn admit(&self) -> Result<Slot, Shed> {
+        if !self.max_loop_lag.is_zero() && loop_lag() > self.max_loop_lag {
+            return Err(Shed::LoopLag);
+        }
+        let before = self.now.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max_in_flight {
+            self.now.fetch_sub(1, Ordering::AcqRel);
+            return Err(Shed::InFlight);
+        }
+        Ok(Slot(self.now.clone()))
+    }
+
+    /// Requests being served now.
+    pub fn current(&self) -> usize {
+        self.now.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_loop_kept_busy_is_seen_late_and_sheds_until_it_catches_up() {
+        let admission = Admission::new(10, Duration::from_millis(20));
+        // A current-thread runtime: the watcher runs on this thread, as on an HTTP worker.
+        let watch = tokio::spawn(watch_this_loop());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(loop_lag() < Duration::from_millis(20), "{:?}", loop_lag());
+        assert!(admission.admit().is_ok());
+        // Something holds the thread for 60 ms: the watcher's timer fires that late.
+        std::thread::sleep(Duration::from_millis(60));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::task::yield_now().await;
+        let mut waited = 0;
+        while loop_lag() < Duration::from_millis(40) && waited < 50 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            waited += 1;
+        }
+        assert!(loop_lag() >= Duration::from_millis(40), "{:?}", loop_lag());
+        assert!(matches!(admission.admit(), Err(Shed::LoopLag)));
+        // The loop runs on time again; the memory of the late tick fades within ~20 ticks.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(admission.admit().is_ok(), "{:?}", loop_lag());
+        watch.abort();
+    }
+
+    #[test]
+    fn past_max_in_flight_a_request_is_shed_and_a_freed_slot_admits_again() {
+        let admission = Admission::new(2, Duration::ZERO);
+        let first = admission.admit().ok();
+        let second = admission.admit().ok();
+        assert!(first.is_some() && second.is_some());
+        assert!(matches!(admission.admit(), Err(Shed::InFlight)));
+        assert_eq!(admission.current(), 2);
+        drop(first);
+        assert!(admission.admit().is_ok());
+        drop(second);
+        assert_eq!(admission.current(), 0);
+    }
+}
