@@ -36,10 +36,13 @@ pub struct Verifier {
     verified: RwLock<HashMap<u64, Arc<Verified>>>,
 }
 
-struct Verified {
+/// A verified token's buyer and claims.
+pub struct Verified {
     token: Box<str>,
-    user: UserId,
-    claims: Claims,
+    /// The buyer (`sub`).
+    pub user: UserId,
+    /// The claims.
+    pub claims: Claims,
 }
 
 /// Most tokens remembered; past it the memory starts over (a flash sale's buyers fit many times).
@@ -60,7 +63,7 @@ impl Verifier {
         }
     }
 
-    fn verify(&self, req: &HttpRequest) -> Result<(UserId, Claims), ApiError> {
+    fn verify(&self, req: &HttpRequest) -> Result<Arc<Verified>, ApiError> {
         let token = req
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
@@ -72,9 +75,11 @@ impl Verifier {
     }
 
     /// Verifies `token` at `now` (seconds since the epoch).
-    pub fn verify_token(&self, token: &str, now: i64) -> Result<(UserId, Claims), ApiError> {
+    pub fn verify_token(&self, token: &str, now: i64) -> Result<Arc<Verified>, ApiError> {
+        // The signature alone tells tokens apart; a remembered one is compared whole below.
+        let signature = token.rsplit('.').next().unwrap_or(token);
         let mut hasher = std::hash::DefaultHasher::new();
-        hasher.write(token.as_bytes());
+        hasher.write(signature.as_bytes());
         let fingerprint = hasher.finish();
         let remembered = self
             .verified
@@ -90,7 +95,7 @@ impl Verifier {
         if let Some(known) = remembered {
             if *known.token == *token {
                 return match unexpired(&known.claims) {
-                    true => Ok((known.user.clone(), known.claims.clone())),
+                    true => Ok(known),
                     false => Err(ApiError::Unauthorized),
                 };
             }
@@ -102,6 +107,11 @@ impl Verifier {
             return Err(ApiError::Unauthorized);
         }
         let user = UserId::parse(claims.sub.as_str()).map_err(|_| ApiError::Unauthorized)?;
+        let known = Arc::new(Verified {
+            token: token.into(),
+            user,
+            claims,
+        });
         let mut verified = self
             .verified
             .write()
@@ -109,15 +119,8 @@ impl Verifier {
         if verified.len() >= REMEMBERED_TOKENS {
             verified.clear();
         }
-        verified.insert(
-            fingerprint,
-            Arc::new(Verified {
-                token: token.into(),
-                user: user.clone(),
-                claims: claims.clone(),
-            }),
-        );
-        Ok((user, claims))
+        verified.insert(fingerprint, known.clone());
+        Ok(known)
     }
 }
 
@@ -154,7 +157,7 @@ impl FromRequest for Buyer {
         ready(
             verifier(req)
                 .and_then(|v| v.verify(req))
-                .map(|(user, _)| Buyer(user)),
+                .map(|verified| Buyer(verified.user.clone())),
         )
     }
 }
@@ -171,9 +174,9 @@ impl FromRequest for Admin {
         ready(
             verifier(req)
                 .and_then(|v| v.verify(req))
-                .and_then(|(user, claims)| {
-                    if claims.role.as_deref() == Some("admin") {
-                        Ok(Admin(user))
+                .and_then(|verified| {
+                    if verified.claims.role.as_deref() == Some("admin") {
+                        Ok(Admin(verified.user.clone()))
                     } else {
                         Err(ApiError::Forbidden)
                     }
@@ -193,10 +196,10 @@ mod tests {
         let verifier = Verifier::new(SECRET, 0);
         let token = sign(SECRET, "alice", None, 60);
         let now = chrono::Utc::now().timestamp();
-        let (user, _) = verifier.verify_token(&token, now).expect("valid");
+        let user = verifier.verify_token(&token, now).expect("valid").user.clone();
         assert_eq!(user.as_str(), "alice");
         // From memory, the same answer.
-        assert_eq!(verifier.verify_token(&token, now).expect("valid").0, user);
+        assert_eq!(verifier.verify_token(&token, now).expect("valid").user, user);
         // Past its expiry, memory does not help it; nor does verifying it afresh.
         assert!(verifier.verify_token(&token, now + 61).is_err());
         assert!(Verifier::new(SECRET, 0)

@@ -2,7 +2,8 @@
 //! a stable machine `code`; a 5xx tells the client nothing internal (the log has the details).
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{web, HttpResponse, ResponseError};
+use std::sync::LazyLock;
 use serde::Serialize;
 
 /// Everything the API can answer besides success.
@@ -163,12 +164,34 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(Problem {
+        response.body(self.problem())
+    }
+}
+
+impl ApiError {
+    /// The problem document. The answers that come by the thousand in a sale (sold out, shed)
+    /// are serialized once.
+    fn problem(&self) -> web::Bytes {
+        static SOLD_OUT: LazyLock<web::Bytes> = LazyLock::new(|| ApiError::SoldOut.serialize());
+        static OVERLOADED: LazyLock<web::Bytes> =
+            LazyLock::new(|| ApiError::Overloaded.serialize());
+        match self {
+            ApiError::SoldOut => SOLD_OUT.clone(),
+            ApiError::Overloaded => OVERLOADED.clone(),
+            _ => self.serialize(),
+        }
+    }
+
+    fn serialize(&self) -> web::Bytes {
+        let problem = Problem {
             r#type: format!("urn:seckill:error:{}", self.code()),
             title: self.to_string(),
-            status: status.as_u16(),
+            status: self.status_code().as_u16(),
             code: self.code(),
-        })
+        };
+        serde_json::to_vec(&problem)
+            .expect("a problem document always serializes")
+            .into()
     }
 }
 
