@@ -106,7 +106,7 @@ pub struct Report {
     pub requests: u64,
     /// Wall time from the first due request to the last answer, in s.
     pub elapsed_secs: f64,
-    /// Answers (of any outcome) per second.
+    /// Answers (of any outcome but `no_answer`) per second.
     pub throughput: f64,
     /// Offered rate (open loop), requests per second.
     pub offered_rate: Option<f64>,
@@ -237,12 +237,14 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             outcomes.insert((*name).to_owned(), percentiles(histogram));
         }
     }
+    // A request that got no answer (its connection failed) is not counted as an answer.
+    let answered = all.len() - outcomes.get("no_answer").map_or(0, |p| p.count);
     Ok(Report {
         requests: all.len(),
         elapsed_secs: elapsed,
-        throughput: all.len() as f64 / elapsed.max(1e-9),
+        throughput: answered as f64 / elapsed.max(1e-9),
         offered_rate: shared.plan.rate,
-        connections: shared.plan.connections,
+        connections: shared.plan.connections.max(1),
         skus: match &shared.plan.target {
             Target::Buy { skus, .. } => skus.clone(),
             Target::Get { .. } => Vec::new(),

@@ -196,10 +196,17 @@ mod tests {
         let verifier = Verifier::new(SECRET, 0);
         let token = sign(SECRET, "alice", None, 60);
         let now = chrono::Utc::now().timestamp();
-        let user = verifier.verify_token(&token, now).expect("valid").user.clone();
+        let user = verifier
+            .verify_token(&token, now)
+            .expect("valid")
+            .user
+            .clone();
         assert_eq!(user.as_str(), "alice");
         // From memory, the same answer.
-        assert_eq!(verifier.verify_token(&token, now).expect("valid").user, user);
+        assert_eq!(
+            verifier.verify_token(&token, now).expect("valid").user,
+            user
+        );
         // Past its expiry, memory does not help it; nor does verifying it afresh.
         assert!(verifier.verify_token(&token, now + 61).is_err());
         assert!(Verifier::new(SECRET, 0)

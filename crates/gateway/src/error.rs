@@ -3,8 +3,8 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse, ResponseError};
-use std::sync::LazyLock;
 use serde::Serialize;
+use std::sync::LazyLock;
 
 /// Everything the API can answer besides success.
 #[derive(Debug, thiserror::Error)]
