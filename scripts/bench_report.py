@@ -21,6 +21,9 @@ import os
 import re
 import statistics
 import sys
+import time
+import urllib.error
+import urllib.request
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -427,9 +430,6 @@ def chart(scenarios, t, reserve, healthz):
 def wait_drained(url):
     """Polls the worker's /metrics until its lag on every partition is 0 (two readings in a row:
     the gauge is refreshed on a timer)."""
-    import time
-    import urllib.request
-
     started = time.monotonic()
     zeros = 0
     while time.monotonic() - started < 300:
@@ -448,10 +448,6 @@ def wait_drained(url):
 
 def fetch(url, deadline_secs=60):
     """The text at `url`, waiting (up to the deadline) for a service that is still starting."""
-    import time
-    import urllib.error
-    import urllib.request
-
     started = time.monotonic()
     while True:
         try:
@@ -465,9 +461,6 @@ def fetch(url, deadline_secs=60):
 def drain_rate(url):
     """Polls the worker's orders-written counter every 100 ms until it stops moving for 2 s;
     prints the orders written and the rate between the first and the last change."""
-    import time
-    import urllib.request
-
     def written():
         text = fetch(url)
         return sum(
@@ -525,8 +518,6 @@ def pgbench_script(batch):
 
 def worker_batches(url):
     """The worker's batch counters: orders in batches, and seconds spent in them."""
-    import urllib.request
-
     text = fetch(url)
     value = lambda name: sum(
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")

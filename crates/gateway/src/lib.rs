@@ -19,13 +19,11 @@ pub mod sold_out;
 use actix_web::dev::Service;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpMessage;
-use actix_web::ResponseError;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use backends::Backends;
 use domain::UserId;
 use futures::future::Either;
-use futures::StreamExt;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics::GatewayMetrics;
 use rdkafka::producer::FutureProducer;
@@ -66,7 +64,7 @@ pub struct AppState {
     /// Marks acknowledged orders in Redis, a batch at a time.
     pub acknowledger: stock::Marks,
     /// Admission of buy requests (load shedding).
-    pub in_flight: overload::Admission,
+    pub admission: overload::Admission,
     limiter: Option<Arc<DefaultKeyedRateLimiter<UserId>>>,
 }
 
@@ -117,7 +115,7 @@ impl Application {
                 gateway.sold_out_max_orders,
             ),
             acknowledger,
-            in_flight: overload::Admission::new(
+            admission: overload::Admission::new(
                 gateway.max_in_flight,
                 Duration::from_millis(gateway.max_loop_lag_ms),
             ),
@@ -237,27 +235,12 @@ impl Application {
                             let state = state.clone();
                             move |req, srv| {
                                 // Shed before anything costly (the token is not verified yet).
-                                // The small body is read first: a connection with unread bytes
-                                // would be closed, and the buyer's retry would pay a new one.
-                                let slot = state.in_flight.admit();
+                                let slot = state.admission.admit();
                                 let call = match &slot {
                                     Ok(_) => Either::Left(srv.call(req)),
                                     Err(why) => {
                                         state.metrics.shed.with_label_values(&[why.label()]).inc();
-                                        let mut req = req;
-                                        let mut body = req.take_payload();
-                                        Either::Right(async move {
-                                            let mut read = 0;
-                                            while let Some(Ok(chunk)) = body.next().await {
-                                                read += chunk.len();
-                                                if read > routes::orders::MAX_BODY {
-                                                    break;
-                                                }
-                                            }
-                                            let refusal =
-                                                error::ApiError::Overloaded.error_response();
-                                            Ok(req.into_response(refusal))
-                                        })
+                                        Either::Right(overload::refuse(req))
                                     }
                                 };
                                 async move {

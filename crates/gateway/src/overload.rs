@@ -11,10 +11,29 @@
 //!   HTTP worker thread runs [`watch_this_loop`], and a request is judged by the lag of the
 //!   thread serving it.
 
+use crate::error::ApiError;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::{HttpMessage, ResponseError};
+use futures::StreamExt;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The refusal of a shed buy request: 503 `overloaded` with `Retry-After`. Its small body is
+/// read first: a connection with unread bytes would be closed, and the buyer's retry would pay
+/// for a new one.
+pub async fn refuse(mut req: ServiceRequest) -> Result<ServiceResponse, actix_web::Error> {
+    let mut body = req.take_payload();
+    let mut read = 0;
+    while let Some(Ok(chunk)) = body.next().await {
+        read += chunk.len();
+        if read > crate::routes::orders::MAX_BODY {
+            break;
+        }
+    }
+    Ok(req.into_response(ApiError::Overloaded.error_response()))
+}
 
 /// How often an event loop's timer is checked.
 const TICK: Duration = Duration::from_millis(5);

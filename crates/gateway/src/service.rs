@@ -32,12 +32,13 @@ pub async fn place_order(
     trace: &TraceContext,
 ) -> Result<Placed, ApiError> {
     let now = chrono::Utc::now();
+    let now_ms = now.timestamp_millis();
     let ask = Ask {
         sku: &sku,
         user: user.as_str(),
         key: key.as_str(),
         quantity: i64::from(quantity.get()),
-        now_ms: now.timestamp_millis(),
+        now_ms,
     };
     if state.sold_out.answers_sold_out(ask) {
         state.metrics.sold_out_local.inc();
@@ -72,7 +73,6 @@ pub async fn place_order(
     }
     match &outcome {
         ReserveOutcome::SoldOut(seen) => {
-            let now_ms = now.timestamp_millis();
             let sku = &candidate.sku_id;
             state
                 .sold_out

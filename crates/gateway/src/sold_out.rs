@@ -75,12 +75,8 @@ impl SoldOutFlags {
     /// re-check, the first caller to see that is told no (and asks Redis); the others keep the
     /// memory's answer meanwhile.
     pub fn answers_sold_out(&self, ask: Ask<'_>) -> bool {
-        let flag = {
-            let flags = self.flags.read().unwrap_or_else(PoisonError::into_inner);
-            match flags.get(ask.sku) {
-                Some(flag) => flag.clone(),
-                None => return false,
-            }
+        let Some(flag) = self.get(ask.sku) else {
+            return false;
         };
         let Some(orders) = &flag.orders else {
             return false;

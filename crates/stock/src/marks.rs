@@ -35,11 +35,11 @@ pub enum Mark {
 #[derive(Clone)]
 pub struct Marks {
     orders: mpsc::UnboundedSender<OrderId>,
-    unmarked: Unmarked,
+    unmarked: Option<Unmarked>,
 }
 
-/// Orders handed over and not yet marked: the process that has them knows what Redis does not
-/// show yet.
+/// Acknowledged orders handed over and not yet marked: the gateway that has them knows what
+/// Redis does not show yet. Only acknowledgements keep it (nothing asks about finished orders).
 type Unmarked = Arc<Mutex<HashSet<OrderId>>>;
 
 /// The marking task; [`MarksTask::finish`] makes what is left and ends it.
@@ -53,7 +53,7 @@ impl Marks {
     pub fn start(ledger: StockLedger, mark: Mark, flush_every: Duration) -> (Self, MarksTask) {
         let (orders, queue) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel();
-        let unmarked = Unmarked::default();
+        let unmarked = (mark == Mark::Acknowledged).then(Unmarked::default);
         let handle = tokio::spawn(mark_gathered(
             ledger,
             mark,
@@ -67,18 +67,25 @@ impl Marks {
 
     /// Marks `order` within the flush interval.
     pub fn mark(&self, order: OrderId) {
-        lock(&self.unmarked).insert(order.clone());
-        // Fails only once the task has finished (the gateway has stopped serving): the mark is
+        if let Some(unmarked) = &self.unmarked {
+            lock(unmarked).insert(order.clone());
+        }
+        // Fails only once the task has finished (the service has stopped serving): the mark is
         // advisory, so it is dropped.
-        if self.orders.send(order.clone()).is_err() {
-            lock(&self.unmarked).remove(&order);
+        if let Err(unsent) = self.orders.send(order) {
+            if let Some(unmarked) = &self.unmarked {
+                lock(unmarked).remove(&unsent.0);
+            }
         }
     }
 
-    /// Whether `order` was handed over here and is not marked yet (for acknowledgements: its
-    /// reservation still reads `reserved` in Redis, but the broker has its message).
+    /// Whether the acknowledgement of `order` was handed over here and is not marked yet: its
+    /// reservation still reads `reserved` in Redis, but the broker has its message. Always
+    /// false for finished marks.
     pub fn is_unmarked(&self, order: &OrderId) -> bool {
-        lock(&self.unmarked).contains(order)
+        self.unmarked
+            .as_ref()
+            .is_some_and(|unmarked| lock(unmarked).contains(order))
     }
 }
 
@@ -107,7 +114,7 @@ async fn mark_gathered(
     mut queue: mpsc::UnboundedReceiver<OrderId>,
     mut stopped: oneshot::Receiver<()>,
     flush_every: Duration,
-    unmarked: Unmarked,
+    unmarked: Option<Unmarked>,
 ) {
     // Orders to mark: the interval's, and those whose mark failed last time.
     let mut gathered: Vec<OrderId> = Vec::new();
@@ -150,16 +157,16 @@ async fn mark_gathered(
             );
             failed.clear();
         }
-        {
-            let mut unmarked = lock(&unmarked);
-            for order in gathered.iter().filter(|order| !failed.contains(*order)) {
-                unmarked.remove(order);
+        if let Some(unmarked) = &unmarked {
+            // Marked now, given up, or (when stopping) never to be marked by this process.
+            let mut unmarked = lock(unmarked);
+            for order in &gathered {
+                if stopping || !failed.contains(order) {
+                    unmarked.remove(order);
+                }
             }
         }
         if stopping {
-            for order in &failed {
-                lock(&unmarked).remove(order);
-            }
             return;
         }
         gathered = failed.into_iter().collect();

@@ -147,7 +147,7 @@ async fn past_max_in_flight_a_buy_is_refused_at_once_with_retry_after_and_reserv
         })
         .collect();
     testkit::eventually(Duration::from_secs(5), "two requests in flight", || async {
-        (gw.app.in_flight.current() == 2).then_some(())
+        (gw.app.admission.current() == 2).then_some(())
     })
     .await;
     let started = Instant::now();
@@ -193,6 +193,6 @@ async fn past_max_in_flight_a_buy_is_refused_at_once_with_retry_after_and_reserv
         let status = request.await.unwrap();
         assert!(status == 202 || status == 503, "{status}");
     }
-    assert_eq!(gw.app.in_flight.current(), 0, "every slot is given back");
+    assert_eq!(gw.app.admission.current(), 0, "every slot is given back");
     gw.stop.cancel();
 }
