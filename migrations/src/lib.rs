@@ -4,6 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_sales_and_orders;
+mod m20261126_000002_payment_window;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -11,8 +12,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(
-            m20261125_000001_create_sales_and_orders::Migration,
-        )]
+        vec![
+            Box::new(m20261125_000001_create_sales_and_orders::Migration),
+            Box::new(m20261126_000002_payment_window::Migration),
+        ]
     }
 }

@@ -5,7 +5,7 @@
 //!   republished to the orders topic once it has aged `replayer.replay_delay_secs`, carrying its
 //!   replay count, at most `replayer.max_replays` times.
 //! - Any other letter, and a retryable one out of replays, is compensated: the order is recorded
-//!   as failed with its reason (unless it was confirmed after all) and its Redis reservation is
+//!   as failed with its reason (unless it was written after all) and its Redis reservation is
 //!   released. Both steps are idempotent, so a replayer killed half-way simply repeats them.
 //! - A letter whose bytes are not an order has nothing to compensate: the gateway only ever
 //!   produces valid orders, so no reservation stands behind it. It is counted and skipped.
@@ -48,8 +48,9 @@ pub enum Settled {
     Retried,
     /// Order marked failed and reservation released.
     Compensated,
-    /// The order turned out confirmed; nothing to give back.
-    AlreadyConfirmed,
+    /// The order turned out written with its stock taken (awaiting payment, paid or expired
+    /// since); its payment or its expiry decides what is given back, not the replayer.
+    AlreadyWritten,
     /// Not an order; nothing to compensate.
     Unrecoverable,
     /// A permanent failure (a stored value this build cannot read): logged with the letter's
@@ -261,15 +262,18 @@ impl Settler {
         Ok(Some(self.compensate(&order, reason).await?))
     }
 
-    /// Marks `order` failed (unless confirmed) and releases its reservation. Idempotent.
+    /// Marks `order` failed (unless it has a row already) and releases its reservation.
+    /// Idempotent.
     pub async fn compensate(
         &self,
         order: &OrderRequested,
         reason: ReasonCode,
     ) -> Result<Settled, SettleError> {
         match self.store.mark_failed(order, reason).await? {
-            OrderStatus::Confirmed => Ok(Settled::AlreadyConfirmed),
-            _ => {
+            OrderStatus::AwaitingPayment | OrderStatus::Paid | OrderStatus::Expired => {
+                Ok(Settled::AlreadyWritten)
+            }
+            OrderStatus::Failed | OrderStatus::Pending => {
                 let released = self
                     .ledger
                     .release(&order.order_id, ReleaseMode::Compensate)

@@ -19,7 +19,7 @@ impl ReplayerMetrics {
         let settled = IntCounterVec::new(
             Opts::new(
                 "seckill_dead_letters_settled_total",
-                "Dead letters settled, by outcome (retried, compensated, already_confirmed, unrecoverable, abandoned).",
+                "Dead letters settled, by outcome (retried, compensated, already_written, unrecoverable, abandoned).",
             ),
             &["outcome"],
         )
@@ -27,7 +27,7 @@ impl ReplayerMetrics {
         for outcome in [
             "retried",
             "compensated",
-            "already_confirmed",
+            "already_written",
             "unrecoverable",
             "abandoned",
         ] {
@@ -44,7 +44,7 @@ impl ReplayerMetrics {
         let outcome = match settled {
             Settled::Retried => "retried",
             Settled::Compensated => "compensated",
-            Settled::AlreadyConfirmed => "already_confirmed",
+            Settled::AlreadyWritten => "already_written",
             Settled::Unrecoverable => "unrecoverable",
             Settled::Abandoned => "abandoned",
         };

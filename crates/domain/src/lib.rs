@@ -6,6 +6,7 @@ pub mod dead_letter;
 pub mod ids;
 pub mod keys;
 pub mod order;
+pub mod payment;
 pub mod reason;
 pub mod retry;
 pub mod sale;
@@ -14,9 +15,10 @@ pub use dead_letter::{DeadLetter, DeadLetterError};
 pub use ids::{IdError, IdempotencyKey, OrderId, Quantity, SkuId, UserId};
 pub use keys::StockKeys;
 pub use order::{DecodeError, OrderRequested, OrderStatus, ORDER_SCHEMA_VERSION};
+pub use payment::{PaymentId, PaymentNotice, PaymentOutcome, RefundReason};
 pub use reason::ReasonCode;
 pub use retry::Backoff;
-pub use sale::{SaleError, SaleSpec, SaleWindow};
+pub use sale::{Currency, PaymentTerms, Price, SaleError, SaleSpec, SaleWindow};
 
 /// Default name of the topic that carries accepted orders from the gateway to the worker.
 pub const ORDERS_TOPIC: &str = "seckill.orders";

@@ -108,36 +108,53 @@ impl OrderRequested {
     }
 }
 
-/// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where an order is in its life:
+/// `pending` -> `awaiting_payment` -> `paid` | `expired`, or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Reserved in Redis and queued; the worker has not written it yet.
     Pending,
-    /// Written to the database with its stock taken.
-    Confirmed,
+    /// Written to the database with its stock taken; the buyer has until its `pay_by` to pay.
+    AwaitingPayment,
+    /// Paid in time: the unit is sold.
+    Paid,
+    /// Not paid by its `pay_by`: its units went back on sale.
+    Expired,
     /// Will not be fulfilled; its reservation was (or is being) given back.
     Failed,
 }
 
 impl OrderStatus {
+    /// Every status.
+    pub const ALL: [OrderStatus; 5] = [
+        OrderStatus::Pending,
+        OrderStatus::AwaitingPayment,
+        OrderStatus::Paid,
+        OrderStatus::Expired,
+        OrderStatus::Failed,
+    ];
+
     /// The status as stored in the database and shown in the API.
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Pending => "pending",
-            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::AwaitingPayment => "awaiting_payment",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Expired => "expired",
             OrderStatus::Failed => "failed",
         }
     }
 
     /// Parses a stored status.
     pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "pending" => Some(OrderStatus::Pending),
-            "confirmed" => Some(OrderStatus::Confirmed),
-            "failed" => Some(OrderStatus::Failed),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// Whether an order in this status holds its units in the database's stock (awaiting
+    /// payment or paid). Every other written status has given them back, or never took them.
+    pub fn holds_stock(self) -> bool {
+        matches!(self, OrderStatus::AwaitingPayment | OrderStatus::Paid)
     }
 }
 
@@ -162,6 +179,19 @@ mod tests {
     fn an_order_survives_encode_and_decode() {
         let order = sample();
         assert_eq!(OrderRequested::decode(&order.encode()).unwrap(), order);
+    }
+
+    #[test]
+    fn every_status_round_trips_and_only_written_unsettled_or_paid_orders_hold_stock() {
+        for status in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(OrderStatus::parse("confirmed"), None);
+        let holding: Vec<_> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.holds_stock())
+            .collect();
+        assert_eq!(holding, [OrderStatus::AwaitingPayment, OrderStatus::Paid]);
     }
 
     #[test]

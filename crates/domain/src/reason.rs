@@ -29,11 +29,13 @@ pub enum ReasonCode {
     IdempotencyConflict,
     /// A stored value of the order (its row's status or reason) cannot be read by this build.
     UnreadableState,
+    /// The buyer did not pay within the sale's payment window; the units went back on sale.
+    PaymentWindowElapsed,
 }
 
 impl ReasonCode {
     /// Every reason, for metrics pre-registration and documentation.
-    pub const ALL: [ReasonCode; 11] = [
+    pub const ALL: [ReasonCode; 12] = [
         ReasonCode::Undecodable,
         ReasonCode::Oversized,
         ReasonCode::UnsupportedVersion,
@@ -45,6 +47,7 @@ impl ReasonCode {
         ReasonCode::ReplayAttemptsExhausted,
         ReasonCode::IdempotencyConflict,
         ReasonCode::UnreadableState,
+        ReasonCode::PaymentWindowElapsed,
     ];
 
     /// The stable string form.
@@ -61,6 +64,7 @@ impl ReasonCode {
             ReasonCode::ReplayAttemptsExhausted => "replay_attempts_exhausted",
             ReasonCode::IdempotencyConflict => "idempotency_conflict",
             ReasonCode::UnreadableState => "unreadable_state",
+            ReasonCode::PaymentWindowElapsed => "payment_window_elapsed",
         }
     }
 

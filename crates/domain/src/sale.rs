@@ -18,6 +18,124 @@ pub enum SaleError {
     /// The window ends before it starts.
     #[error("ends_at must be after starts_at")]
     Window,
+    /// Payment window outside `1..=MAX_PAYMENT_WINDOW_SECS`.
+    #[error("payment_window_secs must be between 1 and {max}")]
+    PaymentWindow {
+        /// Longest allowed window.
+        max: u32,
+    },
+    /// A price without a currency, a currency without a price, or a negative price.
+    #[error("price_minor (0 or more) and currency (ISO 4217, e.g. \"EUR\") go together")]
+    Price,
+    /// Not three upper-case ASCII letters.
+    #[error("currency must be an ISO 4217 code of three upper-case letters, e.g. \"EUR\"")]
+    Currency,
+}
+
+/// An ISO 4217 currency code: three upper-case ASCII letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    /// Parses a code.
+    pub fn parse(value: &str) -> Result<Self, SaleError> {
+        match value.as_bytes() {
+            &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Self([a, b, c])),
+            _ => Err(SaleError::Currency),
+        }
+    }
+
+    /// The code.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("XXX")
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = SaleError;
+    fn try_from(value: String) -> Result<Self, SaleError> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(value: Currency) -> String {
+        value.as_str().to_owned()
+    }
+}
+
+impl std::fmt::Display for Currency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The price of one unit, in the currency's minor unit (cents for EUR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    /// Minor units per unit sold.
+    pub minor_per_unit: i64,
+    /// Its currency.
+    pub currency: Currency,
+}
+
+/// How a sale is paid: the time a buyer has, and what a payment must amount to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentTerms {
+    /// Seconds a buyer has to pay, counted from when the order is written (the moment it can be
+    /// paid).
+    pub window_secs: u32,
+    /// When set, a payment must be exactly `quantity x price` in this currency; when not, the
+    /// amount is the shop's checkout's business and is not checked.
+    pub price: Option<Price>,
+}
+
+impl PaymentTerms {
+    /// The window when a sale does not name one: 15 minutes.
+    pub const DEFAULT_WINDOW_SECS: u32 = 900;
+    /// Longest window: a week.
+    pub const MAX_WINDOW_SECS: u32 = 7 * 24 * 3600;
+
+    /// Validates terms: a window of `1..=MAX_WINDOW_SECS` seconds; a price and a currency
+    /// together or neither.
+    pub fn new(
+        window_secs: i64,
+        price_minor: Option<i64>,
+        currency: Option<&str>,
+    ) -> Result<Self, SaleError> {
+        if !(1..=i64::from(Self::MAX_WINDOW_SECS)).contains(&window_secs) {
+            return Err(SaleError::PaymentWindow {
+                max: Self::MAX_WINDOW_SECS,
+            });
+        }
+        let price = match (price_minor, currency) {
+            (None, None) => None,
+            (Some(minor), Some(currency)) if minor >= 0 => Some(Price {
+                minor_per_unit: minor,
+                currency: Currency::parse(currency)?,
+            }),
+            _ => return Err(SaleError::Price),
+        };
+        Ok(Self {
+            window_secs: window_secs as u32,
+            price,
+        })
+    }
+
+    /// The window as a duration.
+    pub fn window(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(self.window_secs))
+    }
+}
+
+impl Default for PaymentTerms {
+    fn default() -> Self {
+        Self {
+            window_secs: Self::DEFAULT_WINDOW_SECS,
+            price: None,
+        }
+    }
 }
 
 /// When a sale is open: `starts_at <= now < ends_at`.
@@ -45,13 +163,15 @@ pub struct SaleSpec {
     pub per_user_limit: u32,
     /// When it is open.
     pub window: SaleWindow,
+    /// How it is paid.
+    pub payment: PaymentTerms,
 }
 
 impl SaleSpec {
     /// Largest stock a sale may have.
     pub const MAX_STOCK: i64 = 1_000_000_000;
 
-    /// Validates a definition.
+    /// Validates a definition, with the default payment terms (see [`SaleSpec::with_payment`]).
     pub fn new(
         stock: i64,
         per_user_limit: i64,
@@ -73,7 +193,14 @@ impl SaleSpec {
             stock,
             per_user_limit: per_user_limit as u32,
             window: SaleWindow { starts_at, ends_at },
+            payment: PaymentTerms::default(),
         })
+    }
+
+    /// The same sale with these payment terms.
+    pub fn with_payment(mut self, payment: PaymentTerms) -> Self {
+        self.payment = payment;
+        self
     }
 }
 
@@ -106,5 +233,38 @@ mod tests {
             Err(SaleError::PerUserLimit)
         );
         assert_eq!(SaleSpec::new(1, 1, later, now), Err(SaleError::Window));
+    }
+
+    #[test]
+    fn payment_terms_bound_the_window_and_take_a_price_only_with_its_currency() {
+        let terms = PaymentTerms::new(60, Some(1999), Some("EUR")).unwrap();
+        assert_eq!(terms.window_secs, 60);
+        assert_eq!(terms.price.unwrap().currency.as_str(), "EUR");
+        assert_eq!(PaymentTerms::new(60, None, None).unwrap().price, None);
+        let max = PaymentTerms::MAX_WINDOW_SECS;
+        assert_eq!(
+            PaymentTerms::new(0, None, None),
+            Err(SaleError::PaymentWindow { max })
+        );
+        assert_eq!(
+            PaymentTerms::new(i64::from(max) + 1, None, None),
+            Err(SaleError::PaymentWindow { max })
+        );
+        assert_eq!(PaymentTerms::new(60, Some(5), None), Err(SaleError::Price));
+        assert_eq!(
+            PaymentTerms::new(60, None, Some("EUR")),
+            Err(SaleError::Price)
+        );
+        assert_eq!(
+            PaymentTerms::new(60, Some(-1), Some("EUR")),
+            Err(SaleError::Price)
+        );
+        for bad in ["eur", "EU", "EURO", "€UR"] {
+            assert_eq!(
+                PaymentTerms::new(60, Some(5), Some(bad)),
+                Err(SaleError::Currency),
+                "{bad}"
+            );
+        }
     }
 }

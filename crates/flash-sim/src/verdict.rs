@@ -223,7 +223,7 @@ pub async fn judge(evidence: Evidence<'_>) -> anyhow::Result<Verdict> {
     let mut unannounced = 0usize;
     for row in &rows {
         match row.order_status()? {
-            OrderStatus::Confirmed => {
+            OrderStatus::AwaitingPayment | OrderStatus::Paid => {
                 confirmed_orders += 1;
                 confirmed_units += i64::from(row.quantity);
                 *units_by_user.entry(row.user_id.as_str()).or_insert(0) += i64::from(row.quantity);
@@ -232,7 +232,7 @@ pub async fn judge(evidence: Evidence<'_>) -> anyhow::Result<Verdict> {
                     unannounced += 1;
                 }
             }
-            OrderStatus::Failed => {
+            OrderStatus::Failed | OrderStatus::Expired => {
                 failed_orders += 1;
                 final_rows.insert(row.order_id.as_str());
             }

@@ -20,6 +20,21 @@ pub enum ApiError {
     /// No or bad token (401).
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// A payment notice without a valid signature (401).
+    #[error("{0}")]
+    InvalidSignature(domain::payment::SignatureError),
+    /// The order is still queued: no payment can apply to it yet (409, retry).
+    #[error("the order is still being written; retry the notice shortly")]
+    OrderPending,
+    /// The money came but pays nothing; it is recorded as a refund due (409).
+    #[error("{}", refund_message(*.0))]
+    RefundDue(domain::RefundReason),
+    /// This payment id was notified before with another order, amount or currency (422).
+    #[error("this payment_id was notified before with a different order, amount or currency")]
+    PaymentConflict,
+    /// The amount or currency is not what the order costs; nothing was recorded (422).
+    #[error("{0}")]
+    AmountMismatch(String),
     /// Token valid but not allowed (403).
     #[error("this token may not do that")]
     Forbidden,
@@ -94,6 +109,11 @@ impl ApiError {
         match self {
             ApiError::Invalid { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidSignature(_) => "invalid_signature",
+            ApiError::OrderPending => "order_pending",
+            ApiError::RefundDue(reason) => reason.as_str(),
+            ApiError::PaymentConflict => "payment_conflict",
+            ApiError::AmountMismatch(_) => "amount_mismatch",
             ApiError::Forbidden => "forbidden",
             ApiError::SaleNotActive => "sale_not_active",
             ApiError::SaleNotFound => "sale_not_found",
@@ -117,6 +137,20 @@ impl ApiError {
     }
 }
 
+fn refund_message(reason: domain::RefundReason) -> &'static str {
+    match reason {
+        domain::RefundReason::OrderExpired => {
+            "the order's payment window has closed and its units went back on sale; the payment is recorded as a refund due"
+        }
+        domain::RefundReason::OrderAlreadyPaid => {
+            "the order is already paid by another payment; this payment is recorded as a refund due"
+        }
+        domain::RefundReason::OrderFailed => {
+            "the order failed and holds no unit; the payment is recorded as a refund due"
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Problem<'a> {
     r#type: String,
@@ -129,7 +163,10 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PaymentConflict | ApiError::AmountMismatch(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Forbidden | ApiError::SaleNotActive => StatusCode::FORBIDDEN,
             ApiError::SaleNotFound | ApiError::OrderNotFound | ApiError::RouteNotFound => {
                 StatusCode::NOT_FOUND
@@ -139,7 +176,9 @@ impl ResponseError for ApiError {
             | ApiError::LimitExceeded
             | ApiError::RequestInProgress
             | ApiError::StockConflict(_)
-            | ApiError::SaleNeedsReconcile => StatusCode::CONFLICT,
+            | ApiError::SaleNeedsReconcile
+            | ApiError::OrderPending
+            | ApiError::RefundDue(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded
@@ -156,7 +195,10 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         match self {
-            ApiError::RateLimited | ApiError::RequestInProgress | ApiError::Overloaded => {
+            ApiError::RateLimited
+            | ApiError::RequestInProgress
+            | ApiError::Overloaded
+            | ApiError::OrderPending => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::Unauthorized => {

@@ -65,6 +65,8 @@ pub struct AppState {
     pub acknowledger: stock::Marks,
     /// Admission of buy requests (load shedding).
     pub admission: overload::Admission,
+    /// The payment webhook's secret and tolerance, and the default payment window of sales.
+    pub payments: settings::PaymentSettings,
     limiter: Option<Arc<DefaultKeyedRateLimiter<UserId>>>,
 }
 
@@ -120,6 +122,7 @@ impl Application {
                 Duration::from_millis(gateway.max_loop_lag_ms),
             ),
             readiness,
+            payments: settings.payments.clone(),
             ledger: deps.ledger,
             store: deps.store,
             producer: deps.producer,
@@ -250,6 +253,16 @@ impl Application {
                             }
                         })
                         .route(web::post().to(routes::orders::buy))
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/v1/payments")
+                        .route(web::post().to(routes::payments::notify))
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/v1/admin/refunds")
+                        .route(web::get().to(routes::admin::refunds))
                         .default_service(web::to(routes::method_not_allowed)),
                 )
                 .service(

@@ -25,7 +25,26 @@ pub struct GatewayMetrics {
     pub shed: IntCounterVec,
     /// Buy requests answered `sold_out` from the local flag, without Redis.
     pub sold_out_local: IntCounter,
+    /// `seckill_payments_total{outcome}`: payment notices by how they were answered.
+    pub payments: IntCounterVec,
+    /// `seckill_refunds_due_total`: payments recorded as needing a refund.
+    pub refunds_due: IntCounter,
 }
+
+/// Payment notice outcomes, pre-registered: `paid`, the refund reasons, `replayed` (the same
+/// notice again), and the refusals.
+pub const PAYMENT_OUTCOMES: [&str; 10] = [
+    "paid",
+    "order_expired",
+    "order_already_paid",
+    "order_failed",
+    "replayed",
+    "order_pending",
+    "order_not_found",
+    "amount_mismatch",
+    "payment_conflict",
+    "invalid_signature",
+];
 
 /// Reservation outcomes, pre-registered so every series exists from the start.
 pub const RESERVATION_OUTCOMES: [&str; 6] = [
@@ -101,6 +120,22 @@ impl GatewayMetrics {
             "Buy requests answered sold_out from the gateway's memory, without a Redis call.",
         )
         .expect("valid metric");
+        let payments = IntCounterVec::new(
+            Opts::new(
+                "seckill_payments_total",
+                "Payment notices by outcome: paid, a refund due (order_expired, order_already_paid, order_failed), replayed, or refused.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for outcome in PAYMENT_OUTCOMES {
+            payments.with_label_values(&[outcome]);
+        }
+        let refunds_due = IntCounter::new(
+            "seckill_refunds_due_total",
+            "Payments recorded as needing a refund (late, a second payment, a failed order).",
+        )
+        .expect("valid metric");
         for outcome in RESERVATION_OUTCOMES {
             reservations.with_label_values(&[outcome]);
         }
@@ -113,6 +148,8 @@ impl GatewayMetrics {
             Box::new(releases.clone()),
             Box::new(shed.clone()),
             Box::new(sold_out_local.clone()),
+            Box::new(payments.clone()),
+            Box::new(refunds_due.clone()),
         ] {
             registry
                 .register(collector)
@@ -128,6 +165,8 @@ impl GatewayMetrics {
             shed,
             sold_out_local,
             releases,
+            payments,
+            refunds_due,
         }
     }
 }

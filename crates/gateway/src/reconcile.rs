@@ -5,12 +5,13 @@
 //! every order of that SKU that is still pending was queued before the loss. Reconcile waits until
 //! the dead-letter replayer and then the order worker have committed everything that was in their
 //! topics when it looked (the orders still pending are then in the database), and writes each lost
-//! sale back: remaining stock = the database's stock, each buyer's confirmed units, every order's
-//! idempotency key, confirmed orders as claimed, failed ones as released. Sales Redis still has
+//! sale back: remaining stock = the database's stock, each buyer's units held (awaiting payment or
+//! paid), every order's idempotency key, orders that hold stock as claimed, failed and expired ones
+//! as released. Sales Redis still has
 //! are left alone, so running it twice, or on a healthy Redis, changes nothing.
 
 use anyhow::Context;
-use domain::{IdempotencyKey, OrderId, OrderStatus, SaleSpec, SkuId, UserId};
+use domain::{IdempotencyKey, OrderId, SaleSpec, SkuId, UserId};
 use settings::KafkaSettings;
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,7 +135,7 @@ pub async fn reconcile(
                     user: UserId::parse(&row.user_id)?,
                     key: IdempotencyKey::parse(&row.idempotency_key)?,
                     quantity: i64::from(row.quantity),
-                    confirmed: row.order_status()? == OrderStatus::Confirmed,
+                    holds_stock: row.order_status()?.holds_stock(),
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()

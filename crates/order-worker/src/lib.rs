@@ -10,11 +10,14 @@
 //! the retries run out the orders go to the dead-letter topic as retryable.
 //!
 //! Beside the consumer loop the worker runs the reservation sweeper ([`sweeper`]): a
-//! reservation not written after `sweeper.stale_after_secs` has its order published again.
+//! reservation not written after `sweeper.stale_after_secs` has its order published again; and
+//! the expirer ([`expirer`]): an order not paid by its `pay_by` expires and its units go back on
+//! sale.
 //!
 //! Each order's log lines run in an `order` span with its order id and the trace id its message
 //! header carried from the gateway; its dead letter carries the trace on.
 
+pub mod expirer;
 pub mod metrics;
 pub mod sweeper;
 
@@ -89,10 +92,25 @@ impl Worker {
                 async move { sweeper.round().await }
             },
         );
+        let expirer = expirer::Expirer::new(
+            connections.backends.ledger.clone(),
+            connections.backends.store.clone(),
+            settings.expiry.clone(),
+            metrics.clone(),
+        );
+        let expiring = Periodic::new(
+            "expirer",
+            Duration::from_millis(settings.expiry.interval_ms),
+            move || {
+                let expirer = expirer.clone();
+                async move { expirer.round().await }
+            },
+        );
         let registry = metrics.registry.clone();
         Ok(Self {
             service: Service::build(settings, spec, connections, registry, processor)?
-                .every(sweeping),
+                .every(sweeping)
+                .every(expiring),
             metrics,
             finishing,
         })
@@ -342,10 +360,10 @@ impl Processor {
     async fn settle(&self, incoming: &Incoming<'_>, written: Written) -> Result<(), Transient> {
         let span = incoming.span();
         match written {
-            Written::Confirmed => {
-                self.count("confirmed");
+            Written::Accepted => {
+                self.count("accepted");
                 if tracing::enabled!(tracing::Level::DEBUG) {
-                    span.in_scope(|| tracing::debug!("order confirmed"));
+                    span.in_scope(|| tracing::debug!("order written, awaiting payment"));
                 }
             }
             Written::Failed(reason) => {

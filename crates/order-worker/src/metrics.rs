@@ -28,6 +28,12 @@ pub struct WorkerMetrics {
     pub sweeper_already_written: IntCounter,
     /// `seckill_sweeper_unpublishable_total`
     pub sweeper_unpublishable: IntCounter,
+    /// `seckill_orders_expired_total`
+    pub orders_expired: IntCounter,
+    /// `seckill_expiry_units_returned_total`
+    pub expiry_units_returned: IntCounter,
+    /// `seckill_expiry_rounds_total{result}`
+    pub expiry_rounds: IntCounterVec,
 }
 
 impl WorkerMetrics {
@@ -93,11 +99,32 @@ impl WorkerMetrics {
             "Times a stale reservation was found without a readable outbox entry (each is taken again every stale period).",
         )
         .expect("valid metric");
+        let orders_expired = IntCounter::new(
+            "seckill_orders_expired_total",
+            "Orders not paid by their pay_by, expired by the expirer (their units went back on sale).",
+        )
+        .expect("valid metric");
+        let expiry_units_returned = IntCounter::new(
+            "seckill_expiry_units_returned_total",
+            "Units of expired orders given back to Redis (stock and the buyer's per-user count).",
+        )
+        .expect("valid metric");
+        let expiry_rounds = IntCounterVec::new(
+            Opts::new(
+                "seckill_expiry_rounds_total",
+                "Rounds of the expirer, by result (ok, error).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for result in ["ok", "error"] {
+            expiry_rounds.with_label_values(&[result]);
+        }
         for reason in domain::ReasonCode::ALL {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
         for outcome in [
-            "confirmed",
+            "accepted",
             "failed",
             "key_conflict",
             "unreadable",
@@ -115,6 +142,9 @@ impl WorkerMetrics {
             Box::new(sweeper_republished_age.clone()),
             Box::new(sweeper_already_written.clone()),
             Box::new(sweeper_unpublishable.clone()),
+            Box::new(orders_expired.clone()),
+            Box::new(expiry_units_returned.clone()),
+            Box::new(expiry_rounds.clone()),
         ] {
             registry
                 .register(collector)
@@ -131,6 +161,9 @@ impl WorkerMetrics {
             sweeper_republished_age,
             sweeper_already_written,
             sweeper_unpublishable,
+            orders_expired,
+            expiry_units_returned,
+            expiry_rounds,
         }
     }
 }

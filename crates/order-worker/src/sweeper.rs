@@ -40,7 +40,7 @@ pub struct SweepReport {
     pub sales: usize,
     /// Orders published again.
     pub republished: usize,
-    /// Stale reservations whose order was confirmed after all: finished without a republication.
+    /// Stale reservations whose order was written after all: finished without a republication.
     pub already_written: usize,
     /// Stale reservations without a readable outbox entry: left pending, reported.
     pub unpublishable: usize,
@@ -159,7 +159,7 @@ impl Sweeper {
         }
     }
 
-    /// Finishes the stale reservations whose order is confirmed, publishes the others again
+    /// Finishes the stale reservations whose order is written, publishes the others again
     /// (a failed order still pending has a compensation or a dead letter to come, which its
     /// copy brings about again if the broker lost the first).
     async fn settle(
@@ -170,7 +170,7 @@ impl Sweeper {
         report: &mut SweepReport,
     ) -> anyhow::Result<()> {
         let ids: Vec<&OrderId> = stale.iter().map(|s| &s.order_id).collect();
-        let written = self.store.confirmed_among(&ids).await?;
+        let written = self.store.accepted_among(&ids).await?;
         let written_ids: Vec<&OrderId> = written.iter().collect();
         self.ledger.finish(sku, &written_ids).await?;
         report.already_written += written.len();

@@ -55,6 +55,10 @@ pub struct Settings {
     pub replayer: ReplayerSettings,
     /// The reservation sweeper (runs in the order worker).
     pub sweeper: SweeperSettings,
+    /// The payment webhook (gateway).
+    pub payments: PaymentSettings,
+    /// The expirer of unpaid orders (runs in the order worker).
+    pub expiry: ExpirySettings,
 }
 
 /// `[http]`
@@ -262,6 +266,26 @@ pub struct SweeperSettings {
     pub retain_after_end_secs: u64,
 }
 
+/// `[payments]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentSettings {
+    /// The secret the payment provider signs its notices with (HMAC-SHA256).
+    pub webhook_secret: SecretString,
+    /// Seconds a signature's timestamp may be away from now.
+    pub signature_tolerance_secs: u64,
+    /// Payment window of a sale whose definition names none, in seconds.
+    pub default_window_secs: u32,
+}
+
+/// `[expiry]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExpirySettings {
+    /// Milliseconds between two rounds of the expirer.
+    pub interval_ms: u64,
+    /// Most orders expired per database transaction.
+    pub batch_max: usize,
+}
+
 impl SweeperSettings {
     /// How much longer an acknowledged reservation waits than one the broker never had.
     pub fn queued_grace(&self) -> std::time::Duration {
@@ -402,6 +426,31 @@ impl Settings {
                 "must not be shorter than sweeper.stale_after_secs",
             );
         }
+        if self.payments.webhook_secret.expose_secret().len() < 16 {
+            return invalid("payments.webhook_secret", "must be at least 16 bytes");
+        }
+        if !(1..=3_600).contains(&self.payments.signature_tolerance_secs) {
+            return invalid(
+                "payments.signature_tolerance_secs",
+                "must be between 1 and 3600",
+            );
+        }
+        if !(1..=domain::PaymentTerms::MAX_WINDOW_SECS).contains(&self.payments.default_window_secs)
+        {
+            return invalid(
+                "payments.default_window_secs",
+                format!(
+                    "must be between 1 and {}",
+                    domain::PaymentTerms::MAX_WINDOW_SECS
+                ),
+            );
+        }
+        if !(10..=60_000).contains(&self.expiry.interval_ms) {
+            return invalid("expiry.interval_ms", "must be between 10 and 60000");
+        }
+        if self.expiry.batch_max == 0 {
+            return invalid("expiry.batch_max", "must be at least 1");
+        }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
@@ -448,5 +497,6 @@ mod tests {
         let settings = Settings::defaults();
         let printed = format!("{settings:?}");
         assert!(!printed.contains("local-development-secret"), "{printed}");
+        assert!(!printed.contains("local-webhook-secret"), "{printed}");
     }
 }

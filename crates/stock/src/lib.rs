@@ -186,8 +186,9 @@ pub struct RestoredOrder {
     pub key: IdempotencyKey,
     /// Units.
     pub quantity: i64,
-    /// Confirmed (its units stay taken) or failed (its units were given back).
-    pub confirmed: bool,
+    /// Awaiting payment or paid (its units stay taken), or not (failed or expired: its units
+    /// were given back).
+    pub holds_stock: bool,
 }
 
 /// What restoring a sale did.
@@ -499,8 +500,8 @@ impl StockLedger {
 
     /// Re-creates a sale Redis has lost (see `restore.lua`): `spec.stock` is the sale's total,
     /// `remaining` the units the database has not given to an order, `orders` every order the
-    /// database has of the SKU. Buyers' holdings, idempotency keys and reservations (confirmed
-    /// as claimed, failed as released) are written first, the sale itself last, so the gateway
+    /// database has of the SKU. Buyers' holdings, idempotency keys and reservations (orders that
+    /// hold stock as claimed, failed and expired ones as released) are written first, the sale itself last, so the gateway
     /// sells nothing until the per-user limits and idempotency keys are back. Does nothing when
     /// Redis still has the sale.
     pub async fn restore(
@@ -526,13 +527,13 @@ impl StockLedger {
             return Ok(RestoreOutcome::AlreadyPresent(left.unwrap_or(0)));
         }
         let mut held: std::collections::BTreeMap<&str, i64> = Default::default();
-        let (mut confirmed_units, mut failed_units) = (0, 0);
+        let (mut held_units, mut released_units) = (0, 0);
         for order in orders {
-            if order.confirmed {
+            if order.holds_stock {
                 *held.entry(order.user.as_str()).or_default() += order.quantity;
-                confirmed_units += order.quantity;
+                held_units += order.quantity;
             } else {
-                failed_units += order.quantity;
+                released_units += order.quantity;
             }
         }
         for chunk in held.iter().collect::<Vec<_>>().chunks(CHUNK) {
@@ -546,7 +547,7 @@ impl StockLedger {
             let mut pipe = redis::pipe();
             for order in chunk {
                 let record = ReservationRecord {
-                    state: if order.confirmed {
+                    state: if order.holds_stock {
                         ReservationState::Claimed
                     } else {
                         ReservationState::Released
@@ -576,8 +577,8 @@ impl StockLedger {
             .arg(spec.window.starts_at.timestamp_millis())
             .arg(spec.window.ends_at.timestamp_millis())
             .arg(spec.per_user_limit)
-            .arg(confirmed_units + failed_units)
-            .arg(failed_units)
+            .arg(held_units + released_units)
+            .arg(released_units)
             .invoke_async(&mut conn)
             .await?;
         match reply.0.as_str() {

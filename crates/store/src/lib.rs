@@ -4,6 +4,11 @@
 //! built with sea-query so both speak the same statements.
 
 pub mod entity;
+mod expiry;
+mod payments;
+
+pub use expiry::ExpiredOrder;
+pub use payments::{Paid, RefundDue};
 
 use chrono::{DateTime, Utc};
 use domain::{OrderId, OrderRequested, OrderStatus, ReasonCode, SaleSpec, SkuId};
@@ -101,8 +106,9 @@ pub struct Store {
 /// How an order stands after a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
-    /// Stock taken, row confirmed (now or by an earlier delivery).
-    Confirmed,
+    /// Stock taken and the row written (now or by an earlier delivery); the order may since have
+    /// been paid or have expired.
+    Accepted,
     /// Row failed with this reason (now or earlier).
     Failed(ReasonCode),
     /// Another order of the same buyer, SKU and idempotency key holds the row.
@@ -112,21 +118,40 @@ pub enum Written {
     Unreadable,
 }
 
+/// Orders and their units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Orders.
+    pub orders: i64,
+    /// Their units.
+    pub units: i64,
+}
+
 /// A sale with its figures, as the database sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SaleStats {
     /// Total units.
     pub initial_stock: i64,
-    /// Units not taken by confirmed orders.
+    /// Units not held by an order: on sale.
     pub stock: i64,
-    /// Confirmed orders.
-    pub confirmed_orders: i64,
-    /// Units of confirmed orders.
-    pub confirmed_units: i64,
-    /// Failed orders.
-    pub failed_orders: i64,
-    /// Units of failed orders.
-    pub failed_units: i64,
+    /// Orders written and not yet paid; they hold their units until their `pay_by`.
+    pub awaiting_payment: Tally,
+    /// Orders paid: their units are sold.
+    pub paid: Tally,
+    /// Orders not paid in time: their units went back on sale.
+    pub expired: Tally,
+    /// Orders that failed: they never held a unit in the database.
+    pub failed: Tally,
+    /// Payments that pay no order (late, a second payment, a failed order) and must be
+    /// refunded.
+    pub refunds_due: i64,
+}
+
+impl SaleStats {
+    /// Units held by orders: awaiting payment or paid.
+    pub fn held_units(&self) -> i64 {
+        self.awaiting_payment.units + self.paid.units
+    }
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -147,7 +172,9 @@ impl StoredStatus {
     /// How the order stands; a value this build cannot read is an error.
     fn written(&self) -> Result<Written, StoreError> {
         match entity::parse_status(&self.order_id, &self.status)? {
-            OrderStatus::Confirmed => Ok(Written::Confirmed),
+            OrderStatus::AwaitingPayment | OrderStatus::Paid | OrderStatus::Expired => {
+                Ok(Written::Accepted)
+            }
             OrderStatus::Failed => {
                 let reason = entity::parse_reason(&self.order_id, self.reason.as_deref())?;
                 reason
@@ -167,12 +194,14 @@ impl StoredStatus {
     }
 }
 
-/// An insert of `orders` with `status` and `reason`, skipping any that conflict.
+/// An insert of `orders` with `status` and `reason`, skipping any that conflict; each order's
+/// `pay_by` is `now` plus its SKU's payment window when `windows` has one.
 fn insert_orders(
     orders: &[&OrderRequested],
     status: OrderStatus,
     reason: Option<ReasonCode>,
     now: DateTime<Utc>,
+    windows: &HashMap<String, chrono::Duration>,
 ) -> sea_orm::sea_query::InsertStatement {
     let mut insert = Query::insert();
     insert
@@ -188,9 +217,11 @@ fn insert_orders(
             orders::Column::RequestedAt,
             orders::Column::CreatedAt,
             orders::Column::UpdatedAt,
+            orders::Column::PayBy,
         ])
         .on_conflict(OnConflict::new().do_nothing().to_owned());
     for o in orders {
+        let pay_by = windows.get(o.sku_id.as_str()).map(|window| now + *window);
         insert.values_panic([
             o.order_id.as_str().into(),
             o.user_id.as_str().into(),
@@ -202,6 +233,7 @@ fn insert_orders(
             o.requested_at.into(),
             now.into(),
             now.into(),
+            pay_by.into(),
         ]);
     }
     insert
@@ -266,6 +298,19 @@ impl Store {
         self.db.get_database_backend()
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock first, as
+    /// `BEGIN IMMEDIATE` would: a transaction that reads before it writes cannot wait for
+    /// another writer (SQLite refuses its first write at once with `SQLITE_BUSY`), and the
+    /// worker, the expirer and payments write at the same time.
+    async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
+        let txn = self.db.begin().await?;
+        if self.backend() == DbBackend::Sqlite {
+            txn.execute_unprepared("UPDATE sales SET sku_id = sku_id WHERE 0")
+                .await?;
+        }
+        Ok(txn)
+    }
+
     /// The sale of `sku`, if any.
     pub async fn sale(&self, sku: &SkuId) -> Result<Option<sales::Model>, StoreError> {
         Ok(sales::Entity::find_by_id(sku.as_str())
@@ -293,8 +338,8 @@ impl Store {
             .await?)
     }
 
-    /// Which of `ids` have a confirmed row.
-    pub async fn confirmed_among(&self, ids: &[&OrderId]) -> Result<HashSet<OrderId>, StoreError> {
+    /// Which of `ids` have a row that took its stock (awaiting payment, paid or expired since).
+    pub async fn accepted_among(&self, ids: &[&OrderId]) -> Result<HashSet<OrderId>, StoreError> {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
@@ -302,7 +347,11 @@ impl Store {
             .select_only()
             .column(orders::Column::OrderId)
             .filter(orders::Column::OrderId.is_in(ids.iter().map(|id| id.as_str())))
-            .filter(orders::Column::Status.eq(OrderStatus::Confirmed.as_str()))
+            .filter(orders::Column::Status.is_in([
+                OrderStatus::AwaitingPayment.as_str(),
+                OrderStatus::Paid.as_str(),
+                OrderStatus::Expired.as_str(),
+            ]))
             .into_tuple::<String>()
             .all(&self.db)
             .await?
@@ -319,7 +368,7 @@ impl Store {
     /// remaining stock, refused if it would go below what is sold.
     pub async fn upsert_sale(&self, sku: &SkuId, spec: &SaleSpec) -> Result<(), StoreError> {
         let now = Utc::now();
-        let txn = self.db.begin().await?;
+        let txn = self.begin_write().await?;
         let mut find = sales::Entity::find_by_id(sku.as_str());
         if self.backend() == DbBackend::Postgres {
             find = find.lock_exclusive();
@@ -338,6 +387,9 @@ impl Store {
                         sales::Column::EndsAt,
                         sales::Column::CreatedAt,
                         sales::Column::UpdatedAt,
+                        sales::Column::PaymentWindowSecs,
+                        sales::Column::PriceMinor,
+                        sales::Column::Currency,
                     ])
                     .values_panic([
                         sku.as_str().into(),
@@ -348,6 +400,9 @@ impl Store {
                         spec.window.ends_at.into(),
                         now.into(),
                         now.into(),
+                        (spec.payment.window_secs as i32).into(),
+                        spec.payment.price.map(|p| p.minor_per_unit).into(),
+                        spec.payment.price.map(|p| p.currency.to_string()).into(),
                     ])
                     .to_owned();
                 txn.execute(self.backend().build(&insert)).await?;
@@ -370,6 +425,18 @@ impl Store {
                     .value(sales::Column::PerUserLimit, spec.per_user_limit as i32)
                     .value(sales::Column::StartsAt, spec.window.starts_at)
                     .value(sales::Column::EndsAt, spec.window.ends_at)
+                    .value(
+                        sales::Column::PaymentWindowSecs,
+                        spec.payment.window_secs as i32,
+                    )
+                    .value(
+                        sales::Column::PriceMinor,
+                        spec.payment.price.map(|p| p.minor_per_unit),
+                    )
+                    .value(
+                        sales::Column::Currency,
+                        spec.payment.price.map(|p| p.currency.to_string()),
+                    )
                     .value(sales::Column::UpdatedAt, now)
                     .and_where(Expr::col(sales::Column::SkuId).eq(sku.as_str()))
                     .to_owned();
@@ -383,8 +450,9 @@ impl Store {
     /// Writes a batch of orders in one transaction and returns how each order stands, by order
     /// id. An order id that comes twice is written once.
     ///
-    /// The steps: insert the orders (`ON CONFLICT DO NOTHING`, so a redelivered order is written
-    /// once); take the stock of the newly inserted ones per SKU with one guarded update
+    /// The steps: read the payment windows of the batch's sales; insert the orders as awaiting
+    /// payment until now plus their sale's window (`ON CONFLICT DO NOTHING`, so a redelivered
+    /// order is written once); take the stock of the newly inserted ones per SKU with one guarded update
     /// (`stock >= sum`), or, when the sum does not fit, order by order in message order, marking
     /// failed the ones the stock cannot cover (`db_out_of_stock`) or that have no sale
     /// (`unknown_sku`); read back how every order of the batch stands.
@@ -401,8 +469,9 @@ impl Store {
             return Ok(HashMap::new());
         }
         let now = Utc::now();
-        let txn = self.db.begin().await?;
-        let inserted = self.insert_new(&txn, &orders, now).await?;
+        let txn = self.begin_write().await?;
+        let windows = self.payment_windows(&txn, &orders).await?;
+        let inserted = self.insert_new(&txn, &orders, now, &windows).await?;
         let taking: Vec<&OrderRequested> = orders
             .iter()
             .copied()
@@ -422,14 +491,36 @@ impl Store {
             .collect())
     }
 
-    /// Inserts the orders as confirmed, skipping any that conflict; the ids inserted now.
+    /// The payment window of each sale the orders are for, by SKU (a SKU without a sale is
+    /// absent; its orders fail as `unknown_sku`).
+    async fn payment_windows(
+        &self,
+        txn: &impl ConnectionTrait,
+        orders: &[&OrderRequested],
+    ) -> Result<HashMap<String, chrono::Duration>, StoreError> {
+        let skus: HashSet<&str> = orders.iter().map(|o| o.sku_id.as_str()).collect();
+        Ok(sales::Entity::find()
+            .select_only()
+            .column(sales::Column::SkuId)
+            .column(sales::Column::PaymentWindowSecs)
+            .filter(sales::Column::SkuId.is_in(skus))
+            .into_tuple::<(String, i32)>()
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(|(sku, secs)| (sku, chrono::Duration::seconds(i64::from(secs))))
+            .collect())
+    }
+
+    /// Inserts the orders as awaiting payment, skipping any that conflict; the ids inserted now.
     async fn insert_new(
         &self,
         txn: &impl ConnectionTrait,
         orders: &[&OrderRequested],
         now: DateTime<Utc>,
+        windows: &HashMap<String, chrono::Duration>,
     ) -> Result<HashSet<String>, StoreError> {
-        let mut insert = insert_orders(orders, OrderStatus::Confirmed, None, now);
+        let mut insert = insert_orders(orders, OrderStatus::AwaitingPayment, None, now, windows);
         insert.returning_col(orders::Column::OrderId);
         txn.query_all(self.backend().build(&insert))
             .await?
@@ -568,15 +659,22 @@ impl Store {
             == 1)
     }
 
-    /// Records `order` as failed with `reason`, unless it is confirmed. Returns the status it
-    /// ends with: `Failed` means the caller should release its reservation (idempotently);
-    /// `Confirmed` means the order went through after all and nothing must be given back.
+    /// Records `order` as failed with `reason`, unless it has a row already. Returns the status
+    /// it ends with: `Failed` means the caller should release its reservation (idempotently);
+    /// any other means the order went through after all and its row's life (payment or expiry)
+    /// decides what is given back.
     pub async fn mark_failed(
         &self,
         order: &OrderRequested,
         reason: ReasonCode,
     ) -> Result<OrderStatus, StoreError> {
-        let insert = insert_orders(&[order], OrderStatus::Failed, Some(reason), Utc::now());
+        let insert = insert_orders(
+            &[order],
+            OrderStatus::Failed,
+            Some(reason),
+            Utc::now(),
+            &HashMap::new(),
+        );
         self.db.execute(self.backend().build(&insert)).await?;
         let stored = orders::Entity::find_by_id(order.order_id.as_str())
             .one(&self.db)
@@ -634,25 +732,27 @@ impl Store {
         )
         .all(&txn)
         .await?;
+        let refunds_due = self.refunds_due_of(&txn, sku).await?;
         txn.commit().await?;
         let mut stats = SaleStats {
             initial_stock: sale.initial_stock,
             stock: sale.stock,
-            confirmed_orders: 0,
-            confirmed_units: 0,
-            failed_orders: 0,
-            failed_units: 0,
+            awaiting_payment: Tally::default(),
+            paid: Tally::default(),
+            expired: Tally::default(),
+            failed: Tally::default(),
+            refunds_due,
         };
         for row in totals {
+            let tally = Tally {
+                orders: row.orders,
+                units: row.units.unwrap_or(0),
+            };
             match entity::parse_status(sku.as_str(), &row.status)? {
-                OrderStatus::Confirmed => {
-                    stats.confirmed_orders = row.orders;
-                    stats.confirmed_units = row.units.unwrap_or(0);
-                }
-                OrderStatus::Failed => {
-                    stats.failed_orders = row.orders;
-                    stats.failed_units = row.units.unwrap_or(0);
-                }
+                OrderStatus::AwaitingPayment => stats.awaiting_payment = tally,
+                OrderStatus::Paid => stats.paid = tally,
+                OrderStatus::Expired => stats.expired = tally,
+                OrderStatus::Failed => stats.failed = tally,
                 OrderStatus::Pending => {
                     return Err(StoreError::Corrupt {
                         order_id: format!("(an order of {sku})"),

@@ -150,7 +150,11 @@ async fn compensating_the_same_dead_letter_twice_has_one_effect() {
     assert_eq!((snapshot.remaining, snapshot.released), (10, 3));
     let stats = ctx.store().await.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!(
-        (stats.failed_orders, stats.confirmed_orders, stats.stock),
+        (
+            stats.failed.orders,
+            stats.awaiting_payment.orders,
+            stats.stock
+        ),
         (1, 0, 10)
     );
     let row = ctx.store().await.order(&o.order_id).await.unwrap().unwrap();

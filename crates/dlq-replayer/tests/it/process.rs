@@ -40,7 +40,7 @@ async fn a_replayer_killed_mid_drain_is_replaced_and_each_letter_has_one_effect(
             .sale_stats(&sku)
             .await
             .unwrap()
-            .map_or(0, |s| s.failed_orders)
+            .map_or(0, |s| s.failed.orders)
     };
     let binary = env!("CARGO_BIN_EXE_seckill-dlq-replayer");
     let mut doomed = ServiceProcess::start(binary, &["run"], &ctx.settings);
@@ -67,10 +67,10 @@ async fn a_replayer_killed_mid_drain_is_replaced_and_each_letter_has_one_effect(
     // Compensations: once each, whatever the kill interrupted.
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!(
-        stats.failed_orders, PERMANENT as i64,
+        stats.failed.orders, PERMANENT as i64,
         "killed after {at_kill} compensations"
     );
-    assert_eq!(stats.confirmed_orders, 0);
+    assert_eq!(stats.awaiting_payment.orders, 0);
     assert_eq!(stats.stock, STOCK, "the database stock is untouched");
     let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
     assert_eq!(

@@ -179,7 +179,7 @@ async fn every_service_exports_metrics_promtool_accepts_and_they_add_up() {
         sample(
             &worker,
             "seckill_orders_persisted_total",
-            &["outcome=\"confirmed\""]
+            &["outcome=\"accepted\""]
         ),
         Some(accepted),
         "worker orders confirmed"

@@ -141,7 +141,9 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
     );
 
     // Gateway and worker log the order under the buyer's trace id.
-    let confirmed = logs.first(BUYER_TRACE, "order confirmed").await;
+    let confirmed = logs
+        .first(BUYER_TRACE, "order written, awaiting payment")
+        .await;
     assert_eq!(confirmed["span"]["order_id"], order_id.as_str());
     assert_eq!(confirmed["target"], "order_worker");
     assert_ne!(confirmed["span"]["span_id"], gateway_hop.span_id().as_str());

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod health;
 pub mod orders;
+pub mod payments;
 
 use crate::error::ApiError;
 use actix_web::{web, HttpResponse};

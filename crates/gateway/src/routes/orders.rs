@@ -71,6 +71,11 @@ struct OrderView {
     quantity: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<ReasonCode>,
+    /// The end of the payment window (orders written to the database).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pay_by: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paid_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `GET /v1/orders/{order_id}`: the caller's own order. Another buyer's order is answered
@@ -92,6 +97,8 @@ pub async fn get_order(
             order_id: row.order_id,
             sku_id: row.sku_id,
             quantity: Some(row.quantity),
+            pay_by: row.pay_by,
+            paid_at: row.paid_at,
         }));
     }
     match state.ledger.reservation(&id).await? {
@@ -108,6 +115,8 @@ pub async fn get_order(
                 status,
                 quantity: None,
                 reason,
+                pay_by: None,
+                paid_at: None,
             }))
         }
         _ => Err(ApiError::OrderNotFound),

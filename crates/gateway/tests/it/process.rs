@@ -122,7 +122,7 @@ async fn in_flight_units(ctx: &TestContext, sku: &domain::SkuId) -> (i64, stock:
     let snapshot = ctx.ledger().snapshot(sku).await.unwrap().unwrap();
     let stats = ctx.store().await.sale_stats(sku).await.unwrap().unwrap();
     (
-        snapshot.reserved - snapshot.released - stats.confirmed_units,
+        snapshot.reserved - snapshot.released - stats.held_units(),
         snapshot,
     )
 }
@@ -190,7 +190,7 @@ async fn a_gateway_killed_with_hundreds_of_requests_in_flight_strands_no_unit() 
     let (stop, handle) = worker(&settings).await;
     testkit::eventually(Duration::from_secs(30), "the served orders", || async {
         let stats = ctx.store().await.sale_stats(&sku).await.ok()??;
-        (stats.confirmed_orders == SERVED as i64).then_some(())
+        (stats.awaiting_payment.orders == SERVED as i64).then_some(())
     })
     .await;
     let (stranded, _) = in_flight_units(&ctx, &sku).await;
@@ -215,10 +215,10 @@ async fn a_gateway_killed_with_hundreds_of_requests_in_flight_strands_no_unit() 
     eprintln!(
         "kill test: {} units reserved, {stranded} stranded by the kill, {} rows, in flight {in_flight} \
          {settled_in:?} after a worker with the sweeper started",
-        snapshot.reserved, stats.confirmed_orders
+        snapshot.reserved, stats.awaiting_payment.orders
     );
-    assert_eq!(stats.confirmed_orders, (SERVED + IN_FLIGHT) as i64);
-    assert_eq!(snapshot.remaining + stats.confirmed_units, STOCK);
+    assert_eq!(stats.awaiting_payment.orders, (SERVED + IN_FLIGHT) as i64);
+    assert_eq!(snapshot.remaining + stats.held_units(), STOCK);
     assert_eq!(stats.stock, snapshot.remaining);
 
     // Retries with the same keys get the orders the rows hold.
@@ -235,6 +235,6 @@ async fn a_gateway_killed_with_hundreds_of_requests_in_flight_strands_no_unit() 
             .await;
         assert_eq!(status, 202, "{answer}");
         assert_eq!(answer["order_id"], row.order_id.as_str(), "{answer}");
-        assert_eq!(answer["status"], "confirmed", "{answer}");
+        assert_eq!(answer["status"], "awaiting_payment", "{answer}");
     }
 }

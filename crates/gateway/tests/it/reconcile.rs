@@ -78,7 +78,7 @@ async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without
     assert_eq!(reports[0].outcome, RestoreOutcome::Restored(STOCK - 4));
     assert_eq!(reports[0].orders, 3);
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
-    assert_eq!((stats.confirmed_units, stats.stock), (4, STOCK - 4));
+    assert_eq!((stats.held_units(), stats.stock), (4, STOCK - 4));
     let snapshot = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
     assert_eq!(snapshot.remaining, STOCK - 4);
     assert_eq!(snapshot.initial, STOCK);
@@ -120,14 +120,14 @@ async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without
         "the last orders written",
         || async {
             let stats = store.sale_stats(&sku).await.unwrap().unwrap();
-            (stats.confirmed_orders == 3 + (STOCK - 4)).then_some(stats)
+            (stats.awaiting_payment.orders == 3 + (STOCK - 4)).then_some(stats)
         },
     )
     .await;
     // No oversell, no loss, conservation on both sides.
-    assert_eq!(stats.confirmed_units, STOCK);
+    assert_eq!(stats.held_units(), STOCK);
     assert_eq!(stats.stock, 0);
-    assert_eq!(stats.failed_orders, 0);
+    assert_eq!(stats.failed.orders, 0);
     let snapshot = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
     assert_eq!(snapshot.remaining, 0);
     assert_eq!(snapshot.reserved - snapshot.released, STOCK);

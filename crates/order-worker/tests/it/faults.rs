@@ -36,7 +36,7 @@ async fn assert_invariants(ctx: &TestContext, sku: &SkuId, stock: i64, orders: &
     let store = ctx.store().await;
     let stats = store.sale_stats(sku).await.unwrap().unwrap();
     let rows = store.orders_of(sku).await.unwrap();
-    assert!(stats.confirmed_units <= stock, "oversold: {stats:?}");
+    assert!(stats.held_units() <= stock, "oversold: {stats:?}");
     assert_eq!(rows.len(), orders.len(), "one row per accepted order");
     for o in orders {
         assert!(
@@ -45,15 +45,19 @@ async fn assert_invariants(ctx: &TestContext, sku: &SkuId, stock: i64, orders: &
             o.order_id
         );
     }
-    assert_eq!(stats.confirmed_orders as usize, orders.len(), "{stats:?}");
-    assert_eq!(stats.initial_stock - stats.stock, stats.confirmed_units);
+    assert_eq!(
+        stats.awaiting_payment.orders as usize,
+        orders.len(),
+        "{stats:?}"
+    );
+    assert_eq!(stats.initial_stock - stats.stock, stats.held_units());
     let snapshot = ctx.ledger().snapshot(sku).await.unwrap().unwrap();
     assert_eq!(
-        snapshot.remaining + stats.confirmed_units,
+        snapshot.remaining + stats.held_units(),
         stock,
         "{snapshot:?}"
     );
-    assert_eq!(snapshot.reserved - snapshot.released, stats.confirmed_units);
+    assert_eq!(snapshot.reserved - snapshot.released, stats.held_units());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +112,7 @@ async fn while_the_database_is_down_the_worker_retries_dead_letters_as_retryable
         "the replayed orders to be confirmed",
         || async {
             let stats = store.sale_stats(&sku).await.ok()??;
-            (stats.confirmed_orders == 20).then_some(())
+            (stats.awaiting_payment.orders == 20).then_some(())
         },
     )
     .await;

@@ -77,7 +77,7 @@ async fn settled(ctx: &TestContext, sku: &SkuId, expected: usize) -> store::Sale
     let store = ctx.store().await;
     eventually(PATIENCE, "orders to be written", || async {
         let stats = store.sale_stats(sku).await.ok()??;
-        (stats.confirmed_orders + stats.failed_orders == expected as i64).then_some(stats)
+        (stats.awaiting_payment.orders + stats.failed.orders == expected as i64).then_some(stats)
     })
     .await
 }
@@ -111,7 +111,11 @@ async fn queued_orders_are_confirmed_claimed_and_committed_so_the_lag_drops_to_z
     let (stop, metrics, handle) = start_worker(&ctx, &group).await;
     let stats = settled(&ctx, &sku, 12).await;
     assert_eq!(
-        (stats.confirmed_orders, stats.confirmed_units, stats.stock),
+        (
+            stats.awaiting_payment.orders,
+            stats.held_units(),
+            stats.stock
+        ),
         (12, 12, 8)
     );
     for o in &orders {
@@ -130,10 +134,7 @@ async fn queued_orders_are_confirmed_claimed_and_committed_so_the_lag_drops_to_z
     })
     .await;
     assert_eq!(lag, 0);
-    assert_eq!(
-        metrics.persisted.with_label_values(&["confirmed"]).get(),
-        12
-    );
+    assert_eq!(metrics.persisted.with_label_values(&["accepted"]).get(), 12);
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
@@ -164,11 +165,15 @@ async fn a_message_delivered_twice_and_consumed_again_by_a_new_group_writes_one_
     .await;
     let stats = ctx.store().await.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!(
-        (stats.confirmed_orders, stats.confirmed_units, stats.stock),
+        (
+            stats.awaiting_payment.orders,
+            stats.held_units(),
+            stats.stock
+        ),
         (3, 3, 7)
     );
     assert_eq!(
-        metrics.persisted.with_label_values(&["confirmed"]).get(),
+        metrics.persisted.with_label_values(&["accepted"]).get(),
         4,
         "redelivered orders report their stored outcome"
     );
@@ -225,7 +230,7 @@ async fn poison_messages_reach_the_dead_letter_topic_with_their_reason_and_the_w
     .unwrap();
     let (stop, metrics, handle) = start_worker(&ctx, &ctx.settings.kafka.worker_group).await;
     let stats = settled(&ctx, &sku, 2).await;
-    assert_eq!(stats.confirmed_orders, 2);
+    assert_eq!(stats.awaiting_payment.orders, 2);
     let letters = dead_letters(&ctx, poison.len()).await;
     for (letter, (payload, reason)) in letters.iter().zip(&poison) {
         assert_eq!(header_text(letter, header::REASON), *reason);
@@ -269,7 +274,7 @@ async fn the_database_refuses_what_a_wrong_redis_let_through_and_the_reservation
     let (stop, metrics, handle) = start_worker(&ctx, &ctx.settings.kafka.worker_group).await;
     let stats = settled(&ctx, &sku, orders.len()).await;
     assert_eq!(
-        (stats.confirmed_units, stats.stock, stats.failed_orders),
+        (stats.held_units(), stats.stock, stats.failed.orders),
         (DB_STOCK, 0, 1)
     );
     let refused = ctx
@@ -323,7 +328,11 @@ async fn an_order_whose_reservation_the_gateway_released_gets_no_row_and_takes_n
     let (stop, metrics, handle) = start_worker(&ctx, &ctx.settings.kafka.worker_group).await;
     let stats = settled(&ctx, &sku, 1).await;
     assert_eq!(
-        (stats.confirmed_orders, stats.failed_orders, stats.stock),
+        (
+            stats.awaiting_payment.orders,
+            stats.failed.orders,
+            stats.stock
+        ),
         (1, 0, 4)
     );
     let store = ctx.store().await;

@@ -62,7 +62,7 @@ async fn confirmed(ctx: &TestContext, sku: &SkuId) -> i64 {
         .sale_stats(sku)
         .await
         .unwrap()
-        .map(|s| s.confirmed_orders)
+        .map(|s| s.awaiting_payment.orders)
         .unwrap_or(0)
 }
 
@@ -100,7 +100,7 @@ async fn sigterm_finishes_the_batch_commits_and_exits_cleanly_within_the_grace_p
     .await;
     assert!(next.terminate(grace(&ctx)).success());
     let stats = ctx.store().await.sale_stats(&sku).await.unwrap().unwrap();
-    assert_eq!((stats.confirmed_units, stats.stock), (N, 0));
+    assert_eq!((stats.held_units(), stats.stock), (N, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,10 +132,13 @@ async fn a_worker_killed_mid_batch_is_replaced_and_nothing_is_lost_or_doubled() 
     let store = ctx.store().await;
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
     // No oversell, no duplicate, no loss, stock conserved on both sides.
-    assert_eq!(stats.confirmed_orders, N, "killed after {at_kill} rows");
-    assert_eq!(stats.confirmed_units, N);
+    assert_eq!(
+        stats.awaiting_payment.orders, N,
+        "killed after {at_kill} rows"
+    );
+    assert_eq!(stats.held_units(), N);
     assert_eq!(stats.stock, 0);
-    assert_eq!(stats.failed_orders, 0);
+    assert_eq!(stats.failed.orders, 0);
     let rows = store.orders_of(&sku).await.unwrap();
     let ids: std::collections::HashSet<_> = rows.iter().map(|r| r.order_id.as_str()).collect();
     assert!(
@@ -143,8 +146,8 @@ async fn a_worker_killed_mid_batch_is_replaced_and_nothing_is_lost_or_doubled() 
         "an order is missing"
     );
     let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
-    assert_eq!(snapshot.remaining + stats.confirmed_units, N);
-    assert_eq!(snapshot.reserved - snapshot.released, stats.confirmed_units);
+    assert_eq!(snapshot.remaining + stats.held_units(), N);
+    assert_eq!(snapshot.reserved - snapshot.released, stats.held_units());
     let lag = testkit::group_lag(
         &ctx.endpoint(),
         &ctx.settings.kafka.worker_group,
@@ -217,17 +220,17 @@ async fn a_worker_crashing_while_a_second_joins_the_group_loses_and_doubles_noth
         let stats = store.sale_stats(sku).await.unwrap().unwrap();
         assert_eq!(
             (
-                stats.confirmed_orders,
-                stats.confirmed_units,
+                stats.awaiting_payment.orders,
+                stats.held_units(),
                 stats.stock,
-                stats.failed_orders
+                stats.failed.orders
             ),
             (PER_SKU, PER_SKU, 0, 0),
             "{sku} (crash after {at_crash} rows)"
         );
         let snapshot = ledger.snapshot(sku).await.unwrap().unwrap();
         assert_eq!(snapshot.remaining, 0);
-        assert_eq!(snapshot.reserved - snapshot.released, stats.confirmed_units);
+        assert_eq!(snapshot.reserved - snapshot.released, stats.held_units());
         for row in store.orders_of(sku).await.unwrap() {
             assert!(written.insert(row.order_id), "an order was written twice");
         }

@@ -108,12 +108,16 @@ async fn the_sweeper_and_a_slow_worker_racing_on_the_same_orders_write_each_once
     assert_eq!(copies.len(), 10);
     let stats = ctx.store().await.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!(
-        (stats.confirmed_orders, stats.confirmed_units, stats.stock),
+        (
+            stats.awaiting_payment.orders,
+            stats.held_units(),
+            stats.stock
+        ),
         (10, 10, 10),
         "one row per order, stock taken once"
     );
     assert_eq!(
-        metrics.persisted.with_label_values(&["confirmed"]).get(),
+        metrics.persisted.with_label_values(&["accepted"]).get(),
         20,
         "both copies of each order were consumed; the second found the first's row"
     );
@@ -247,13 +251,16 @@ async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
         "every accepted order written",
         || async {
             let stats = store.sale_stats(&sku).await.ok()??;
-            (stats.confirmed_orders == 51).then_some(())
+            (stats.awaiting_payment.orders == 51).then_some(())
         },
     )
     .await;
     for order in &lost {
         let row = store.order(&order.order_id).await.unwrap().unwrap();
-        assert_eq!(row.order_status().unwrap(), domain::OrderStatus::Confirmed);
+        assert_eq!(
+            row.order_status().unwrap(),
+            domain::OrderStatus::AwaitingPayment
+        );
     }
     // At least once each; again every STALE_AFTER while the worker works through what the broker
     // kept (the copies are absorbed by the idempotent write).
@@ -275,7 +282,7 @@ async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
     let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!(snapshot.unfinished, 0);
-    assert_eq!(snapshot.remaining + stats.confirmed_units, STOCK);
+    assert_eq!(snapshot.remaining + stats.held_units(), STOCK);
     assert_eq!(stats.stock, STOCK - 51);
 }
 

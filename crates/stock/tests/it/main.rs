@@ -294,7 +294,7 @@ async fn the_scripts_and_rust_read_and_write_one_reservation_record_format() {
                 user: UserId::parse("bob").unwrap(),
                 key: IdempotencyKey::parse("k|2").unwrap(),
                 quantity: 3,
-                confirmed: true,
+                holds_stock: true,
             }],
         )
         .await

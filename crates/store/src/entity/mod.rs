@@ -3,6 +3,7 @@
 //! not parse is a [`StoreError::Corrupt`], never a default.
 
 pub mod orders;
+pub mod payments;
 pub mod sales;
 
 use crate::StoreError;

@@ -17,10 +17,10 @@ pub struct Model {
     pub quantity: i32,
     /// The buyer's idempotency key.
     pub idempotency_key: String,
-    /// `confirmed` or `failed` (`pending` orders exist only in Redis and Kafka); read it with
-    /// [`Model::order_status`].
+    /// `awaiting_payment`, `paid`, `expired` or `failed` (`pending` orders exist only in Redis
+    /// and Kafka); read it with [`Model::order_status`].
     pub status: String,
-    /// Why it failed; read it with [`Model::failure_reason`].
+    /// Why it failed or expired; read it with [`Model::failure_reason`].
     pub reason: Option<String>,
     /// When the gateway accepted it.
     pub requested_at: DateTimeUtc,
@@ -28,6 +28,15 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// Last change.
     pub updated_at: DateTimeUtc,
+    /// The end of the payment window (orders that took stock).
+    pub pay_by: Option<DateTimeUtc>,
+    /// When it was paid.
+    pub paid_at: Option<DateTimeUtc>,
+    /// The payment that paid it.
+    pub payment_id: Option<String>,
+    /// When Redis got the units of the expired order back (`NULL` while the expirer still owes
+    /// them).
+    pub units_returned_at: Option<DateTimeUtc>,
 }
 
 /// No relations.
@@ -42,7 +51,7 @@ impl Model {
         super::parse_status(&self.order_id, &self.status)
     }
 
-    /// Why the order failed, if it did; a value this build cannot read is an error.
+    /// Why the order failed or expired, if it did; a value this build cannot read is an error.
     pub fn failure_reason(&self) -> Result<Option<domain::ReasonCode>, crate::StoreError> {
         super::parse_reason(&self.order_id, self.reason.as_deref())
     }

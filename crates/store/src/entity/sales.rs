@@ -11,7 +11,7 @@ pub struct Model {
     pub sku_id: String,
     /// Total units of the sale.
     pub initial_stock: i64,
-    /// Units not yet taken by a confirmed order.
+    /// Units not held by an order (awaiting payment or paid).
     pub stock: i64,
     /// Most units per buyer.
     pub per_user_limit: i32,
@@ -19,6 +19,12 @@ pub struct Model {
     pub starts_at: DateTimeUtc,
     /// Closing time (exclusive).
     pub ends_at: DateTimeUtc,
+    /// Seconds a buyer has to pay once the order is written.
+    pub payment_window_secs: i32,
+    /// Price of one unit in the currency's minor unit; `NULL`: payments are not checked.
+    pub price_minor: Option<i64>,
+    /// ISO 4217 code of the price (set with `price_minor`).
+    pub currency: Option<String>,
     /// Row creation.
     pub created_at: DateTimeUtc,
     /// Last change.
@@ -30,3 +36,19 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The sale's payment terms; stored values this build cannot read are an error.
+    pub fn payment_terms(&self) -> Result<domain::PaymentTerms, crate::StoreError> {
+        domain::PaymentTerms::new(
+            i64::from(self.payment_window_secs),
+            self.price_minor,
+            self.currency.as_deref(),
+        )
+        .map_err(|error| crate::StoreError::Corrupt {
+            order_id: format!("(the sale {})", self.sku_id),
+            column: "payment terms",
+            value: error.to_string(),
+        })
+    }
+}

@@ -29,13 +29,13 @@ async fn a_redelivered_batch_writes_each_order_once_and_takes_its_stock_once() {
     for _ in 0..3 {
         let outcome = store.persist_batch(&batch).await.unwrap();
         assert!(
-            outcome.iter().all(|(_, w)| *w == Written::Confirmed),
+            outcome.iter().all(|(_, w)| *w == Written::Accepted),
             "{outcome:?}"
         );
     }
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
-    assert_eq!(stats.confirmed_orders, 4);
-    assert_eq!(stats.confirmed_units, 8);
+    assert_eq!(stats.awaiting_payment.orders, 4);
+    assert_eq!(stats.held_units(), 8);
     assert_eq!(stats.stock, 2);
 }
 
@@ -58,8 +58,8 @@ async fn the_database_refuses_the_order_beyond_its_stock_even_if_redis_let_it_th
     assert_eq!(refused[0].0, &batch[STOCK as usize].order_id);
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!(stats.stock, 0);
-    assert_eq!(stats.confirmed_units, STOCK);
-    assert_eq!(stats.failed_orders, 1);
+    assert_eq!(stats.held_units(), STOCK);
+    assert_eq!(stats.failed.orders, 1);
     // A second batch against an empty stock is refused as a whole.
     let late = order(&sku, "late", "k", 1);
     let outcome = store.persist_batch([&late]).await.unwrap();
@@ -95,7 +95,7 @@ async fn marking_failed_never_overrides_a_confirmed_order_and_is_idempotent() {
             .mark_failed(&confirmed, ReasonCode::RetriesExhausted)
             .await
             .unwrap(),
-        OrderStatus::Confirmed
+        OrderStatus::AwaitingPayment
     );
     let lost_in_queue = order(&sku, "b", "k", 1);
     for _ in 0..2 {
@@ -109,7 +109,11 @@ async fn marking_failed_never_overrides_a_confirmed_order_and_is_idempotent() {
     }
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!(
-        (stats.confirmed_orders, stats.failed_orders, stats.stock),
+        (
+            stats.awaiting_payment.orders,
+            stats.failed.orders,
+            stats.stock
+        ),
         (1, 1, 2)
     );
 }
@@ -122,7 +126,7 @@ async fn a_second_order_under_the_same_buyer_key_is_reported_as_a_conflict() {
     let first = order(&sku, "a", "same-key", 1);
     let second = order(&sku, "a", "same-key", 1);
     let outcome = store.persist_batch([&first, &second]).await.unwrap();
-    assert_eq!(outcome[&first.order_id], Written::Confirmed);
+    assert_eq!(outcome[&first.order_id], Written::Accepted);
     assert_eq!(outcome[&second.order_id], Written::KeyConflict);
     assert_eq!(store.sale_stats(&sku).await.unwrap().unwrap().stock, 2);
 }
@@ -153,9 +157,9 @@ async fn the_same_order_twice_in_one_batch_takes_its_stock_once() {
     let once = order(&sku, "u", "k", 3);
     let outcome = store.persist_batch([&once, &once]).await.unwrap();
     assert_eq!(outcome.len(), 1, "one order, once");
-    assert_eq!(outcome[&once.order_id], Written::Confirmed);
+    assert_eq!(outcome[&once.order_id], Written::Accepted);
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
-    assert_eq!((stats.confirmed_orders, stats.stock), (1, 7));
+    assert_eq!((stats.awaiting_payment.orders, stats.stock), (1, 7));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +182,7 @@ async fn sale_figures_read_while_batches_commit_always_add_up() {
     while !writer.is_finished() {
         let stats = store.sale_stats(&sku).await.unwrap().unwrap();
         assert_eq!(
-            stats.stock + stats.confirmed_units,
+            stats.stock + stats.held_units(),
             STOCK,
             "a read mid-commit: {stats:?}"
         );
@@ -186,7 +190,7 @@ async fn sale_figures_read_while_batches_commit_always_add_up() {
     }
     writer.await.unwrap();
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
-    assert_eq!((stats.stock, stats.confirmed_units), (0, STOCK));
+    assert_eq!((stats.stock, stats.held_units()), (0, STOCK));
     assert!(reads > 10, "only {reads} reads overlapped the writes");
 }
 
@@ -223,7 +227,7 @@ async fn a_stored_status_or_reason_this_build_cannot_read_is_an_error_never_a_de
     let other = order(&sku, "b", "k", 1);
     let redelivered = store.persist_batch([&o, &other]).await.unwrap();
     assert_eq!(redelivered[&o.order_id], Written::Unreadable);
-    assert_eq!(redelivered[&other.order_id], Written::Confirmed);
+    assert_eq!(redelivered[&other.order_id], Written::Accepted);
     assert!(store.sale_stats(&sku).await.is_err());
     assert!(store.mark_failed(&o, ReasonCode::UnknownSku).await.is_err());
 

@@ -1,0 +1,343 @@
+//! A payment provider's notice that an order was paid, how it is signed, and what it can come
+//! to. The signature follows the scheme common providers use for webhooks: the header
+//! `Seckill-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`, where several
+//! `v1` entries may stand side by side while a secret is being rotated.
+
+use crate::sale::Currency;
+use crate::{IdError, OrderId};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// The header that carries the signature.
+pub const SIGNATURE_HEADER: &str = "Seckill-Signature";
+
+/// Payloads above this size are refused before their signature is checked.
+pub const MAX_NOTICE_BYTES: usize = 2 * 1024;
+
+/// The provider's id of a payment: 1 to 128 visible ASCII characters. A notice is idempotent on
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PaymentId(String);
+
+impl PaymentId {
+    /// Longest accepted id.
+    pub const MAX_LEN: usize = 128;
+
+    /// Parses an id.
+    pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+        let value = value.into();
+        if value.is_empty() || value.len() > Self::MAX_LEN {
+            return Err(IdError::Length {
+                what: "payment_id",
+                max: Self::MAX_LEN,
+            });
+        }
+        if !value.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(IdError::Charset {
+                what: "payment_id",
+                allowed: "visible ASCII characters",
+            });
+        }
+        Ok(Self(value))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PaymentId {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, IdError> {
+        Self::parse(value)
+    }
+}
+
+impl From<PaymentId> for String {
+    fn from(value: PaymentId) -> String {
+        value.0
+    }
+}
+
+impl std::fmt::Display for PaymentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// "This order was paid": the body of `POST /v1/payments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentNotice {
+    /// The provider's payment id.
+    pub payment_id: PaymentId,
+    /// The order paid for.
+    pub order_id: OrderId,
+    /// The amount, in the currency's minor unit (0 or more).
+    pub amount_minor: u64,
+    /// The currency.
+    pub currency: Currency,
+}
+
+/// What a payment came to. Every outcome is final and stored with the payment, so the same
+/// notice again is answered the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentOutcome {
+    /// The order is paid by it.
+    Paid,
+    /// The money came, but pays no order: it must be refunded.
+    RefundDue(RefundReason),
+}
+
+/// Why money that came in must go back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundReason {
+    /// The order's payment window had closed: its units went back on sale.
+    OrderExpired,
+    /// The order was already paid by another payment.
+    OrderAlreadyPaid,
+    /// The order failed and never held a unit.
+    OrderFailed,
+}
+
+impl RefundReason {
+    /// Every reason.
+    pub const ALL: [RefundReason; 3] = [
+        RefundReason::OrderExpired,
+        RefundReason::OrderAlreadyPaid,
+        RefundReason::OrderFailed,
+    ];
+
+    /// The stable string form (stored, shown, and the API's error code).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundReason::OrderExpired => "order_expired",
+            RefundReason::OrderAlreadyPaid => "order_already_paid",
+            RefundReason::OrderFailed => "order_failed",
+        }
+    }
+
+    /// Parses the string form.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == value)
+    }
+}
+
+impl std::fmt::Display for RefundReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PaymentOutcome {
+    /// The stored outcome column: `paid` or `refund_due`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentOutcome::Paid => "paid",
+            PaymentOutcome::RefundDue(_) => "refund_due",
+        }
+    }
+
+    /// The stored reason column.
+    pub fn reason(self) -> Option<RefundReason> {
+        match self {
+            PaymentOutcome::Paid => None,
+            PaymentOutcome::RefundDue(reason) => Some(reason),
+        }
+    }
+
+    /// Reads the stored columns back.
+    pub fn parse(outcome: &str, reason: Option<&str>) -> Option<Self> {
+        match (outcome, reason) {
+            ("paid", None) => Some(PaymentOutcome::Paid),
+            ("refund_due", Some(reason)) => RefundReason::parse(reason).map(Self::RefundDue),
+            _ => None,
+        }
+    }
+}
+
+/// Why a signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// No `Seckill-Signature` header.
+    #[error("the Seckill-Signature header is required")]
+    Missing,
+    /// The header is not `t=<unix seconds>,v1=<hex>[,v1=<hex>...]`.
+    #[error("the Seckill-Signature header must read t=<unix seconds>,v1=<hex HMAC-SHA256>")]
+    Malformed,
+    /// The timestamp is further from now than the tolerance: a replayed or delayed notice.
+    #[error("the signature's timestamp is more than {tolerance_secs} s away from now")]
+    Stale {
+        /// The tolerance.
+        tolerance_secs: u64,
+    },
+    /// No `v1` matches the body under the secret.
+    #[error("the signature does not match the body")]
+    Mismatch,
+}
+
+fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+/// The header value signing `body` at `timestamp` (unix seconds) with `secret`: what a provider
+/// sends (the demo and the tests sign with it).
+pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let digest = mac(secret, timestamp, body).finalize().into_bytes();
+    format!("t={timestamp},v1={}", hex::encode(digest))
+}
+
+/// Checks `header` against `body`: a timestamp within `tolerance_secs` of `now` (unix seconds)
+/// and a `v1` that is the body's HMAC under `secret` (compared in constant time).
+pub fn verify(
+    header: Option<&str>,
+    body: &[u8],
+    secret: &[u8],
+    now: i64,
+    tolerance_secs: u64,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        let (name, value) = part
+            .trim()
+            .split_once('=')
+            .ok_or(SignatureError::Malformed)?;
+        match name {
+            "t" => {
+                let t: i64 = value.parse().map_err(|_| SignatureError::Malformed)?;
+                if timestamp.replace(t).is_some() {
+                    return Err(SignatureError::Malformed);
+                }
+            }
+            "v1" => signatures.push(hex::decode(value).map_err(|_| SignatureError::Malformed)?),
+            // Other schemes (a future v2) are skipped, as providers' clients do.
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+    if signatures.is_empty() {
+        return Err(SignatureError::Malformed);
+    }
+    if now.abs_diff(timestamp) > tolerance_secs {
+        return Err(SignatureError::Stale { tolerance_secs });
+    }
+    let expected = mac(secret, timestamp, body);
+    if signatures
+        .iter()
+        .any(|signature| expected.clone().verify_slice(signature).is_ok())
+    {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"whsec-test";
+    const BODY: &[u8] = br#"{"payment_id":"p-1"}"#;
+
+    #[test]
+    fn a_signed_body_verifies_within_the_tolerance_and_not_outside_it() {
+        let header = sign(SECRET, 1_000, BODY);
+        assert_eq!(verify(Some(&header), BODY, SECRET, 1_000, 300), Ok(()));
+        assert_eq!(verify(Some(&header), BODY, SECRET, 1_300, 300), Ok(()));
+        assert_eq!(
+            verify(Some(&header), BODY, SECRET, 1_301, 300),
+            Err(SignatureError::Stale {
+                tolerance_secs: 300
+            })
+        );
+        assert_eq!(
+            verify(Some(&header), BODY, SECRET, 699, 300),
+            Err(SignatureError::Stale {
+                tolerance_secs: 300
+            }),
+            "a timestamp from the future beyond the tolerance"
+        );
+    }
+
+    #[test]
+    fn another_body_another_secret_or_another_timestamp_does_not_verify() {
+        let header = sign(SECRET, 1_000, BODY);
+        let mismatch = Err(SignatureError::Mismatch);
+        assert_eq!(verify(Some(&header), b"{}", SECRET, 1_000, 300), mismatch);
+        assert_eq!(verify(Some(&header), BODY, b"other", 1_000, 300), mismatch);
+        let moved = header.replace("t=1000", "t=1001");
+        assert_eq!(verify(Some(&moved), BODY, SECRET, 1_000, 300), mismatch);
+    }
+
+    #[test]
+    fn a_rotated_secret_verifies_through_any_of_several_v1_entries() {
+        let old = sign(b"old", 1_000, BODY);
+        let new = sign(SECRET, 1_000, BODY);
+        let both = format!("{old}, {}", new.split_once(',').unwrap().1);
+        assert_eq!(verify(Some(&both), BODY, SECRET, 1_000, 300), Ok(()));
+        assert_eq!(verify(Some(&both), BODY, b"old", 1_000, 300), Ok(()));
+    }
+
+    #[test]
+    fn malformed_headers_are_refused_as_such() {
+        for bad in [
+            "",
+            "t=1000",
+            "v1=00",
+            "t=x,v1=00",
+            "t=1000,v1=zz",
+            "t=1,t=1,v1=00",
+            "junk",
+        ] {
+            assert_eq!(
+                verify(Some(bad), BODY, SECRET, 1_000, 300),
+                Err(SignatureError::Malformed),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            verify(None, BODY, SECRET, 1_000, 300),
+            Err(SignatureError::Missing)
+        );
+    }
+
+    #[test]
+    fn a_notice_parses_strictly_and_outcomes_round_trip_through_their_columns() {
+        let notice: PaymentNotice = serde_json::from_str(
+            r#"{"payment_id":"pay_1","order_id":"sku-1.0000000000000000000000000000000a","amount_minor":1999,"currency":"EUR"}"#,
+        )
+        .unwrap();
+        assert_eq!(notice.payment_id.as_str(), "pay_1");
+        for bad in [
+            r#"{"payment_id":"","order_id":"sku-1.0000000000000000000000000000000a","amount_minor":1,"currency":"EUR"}"#,
+            r#"{"payment_id":"p","order_id":"nope","amount_minor":1,"currency":"EUR"}"#,
+            r#"{"payment_id":"p","order_id":"sku-1.0000000000000000000000000000000a","amount_minor":-1,"currency":"EUR"}"#,
+            r#"{"payment_id":"p","order_id":"sku-1.0000000000000000000000000000000a","amount_minor":1,"currency":"eur"}"#,
+            r#"{"payment_id":"p","order_id":"sku-1.0000000000000000000000000000000a","amount_minor":1,"currency":"EUR","x":1}"#,
+        ] {
+            assert!(serde_json::from_str::<PaymentNotice>(bad).is_err(), "{bad}");
+        }
+        let mut outcomes = vec![PaymentOutcome::Paid];
+        outcomes.extend(RefundReason::ALL.map(PaymentOutcome::RefundDue));
+        for outcome in outcomes {
+            let reason = outcome.reason().map(RefundReason::as_str);
+            assert_eq!(
+                PaymentOutcome::parse(outcome.as_str(), reason),
+                Some(outcome)
+            );
+        }
+        assert_eq!(PaymentOutcome::parse("paid", Some("order_expired")), None);
+        assert_eq!(PaymentOutcome::parse("refund_due", None), None);
+    }
+}

@@ -1,0 +1,119 @@
+//! The payment provider's webhook: `POST /v1/payments`.
+//!
+//! The notice is authenticated by its signature (no bearer token: the provider is not a buyer),
+//! then applied in one database transaction (`Store::pay`), which decides a payment racing the
+//! order's expiry under the order's row lock. The answer depends on the order only, and is
+//! stored with the payment, so the provider's retries of a notice get the same answer:
+//! - `200 {"order_id", "status": "paid", "payment_id"}`: paid in time;
+//! - `409 order_expired | order_already_paid | order_failed`: the money pays nothing and is
+//!   recorded as a refund due (`GET /v1/admin/refunds`); no unit moves;
+//! - `409 order_pending` (with `Retry-After`): the order is still queued; retry;
+//! - `404 order_not_found`, `422 amount_mismatch` (the sale has a price and the notice does not
+//!   match it), `422 payment_conflict` (the id was used for another notice), `401
+//!   invalid_signature`; none of these records anything.
+
+use super::{parse_json, read_body};
+use crate::error::ApiError;
+use crate::metrics::PAYMENT_OUTCOMES;
+use crate::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use domain::payment::{self, MAX_NOTICE_BYTES, SIGNATURE_HEADER};
+use domain::{OrderId, PaymentId, PaymentNotice, PaymentOutcome};
+use serde::Serialize;
+use settings::secrecy::ExposeSecret;
+use stock::ReservationState;
+use store::Paid;
+
+#[derive(Serialize)]
+struct PaidView<'a> {
+    order_id: &'a OrderId,
+    status: domain::OrderStatus,
+    payment_id: &'a PaymentId,
+}
+
+/// `POST /v1/payments`
+pub async fn notify(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let applied = apply(&state, &req, payload).await;
+    let label = match &applied {
+        Ok((_, _, true)) => "replayed",
+        Ok((_, PaymentOutcome::Paid, false)) => "paid",
+        Ok((_, PaymentOutcome::RefundDue(reason), false)) => reason.as_str(),
+        Err(error) => error.code(),
+    };
+    if PAYMENT_OUTCOMES.contains(&label) {
+        state.metrics.payments.with_label_values(&[label]).inc();
+    }
+    match applied? {
+        (notice, PaymentOutcome::Paid, _) => Ok(HttpResponse::Ok().json(PaidView {
+            order_id: &notice.order_id,
+            status: domain::OrderStatus::Paid,
+            payment_id: &notice.payment_id,
+        })),
+        (_, PaymentOutcome::RefundDue(reason), _) => Err(ApiError::RefundDue(reason)),
+    }
+}
+
+/// Verifies and applies the notice: the notice, what it came to, and whether that repeats an
+/// earlier notice's answer.
+async fn apply(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(PaymentNotice, PaymentOutcome, bool), ApiError> {
+    let body = read_body(payload, MAX_NOTICE_BYTES).await?;
+    let header = req
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .map(|value| value.to_str().unwrap_or_default());
+    let now = chrono::Utc::now();
+    payment::verify(
+        header,
+        &body,
+        state.payments.webhook_secret.expose_secret().as_bytes(),
+        now.timestamp(),
+        state.payments.signature_tolerance_secs,
+    )
+    .map_err(ApiError::InvalidSignature)?;
+    let notice: PaymentNotice = parse_json(&body)?;
+    let (outcome, replayed) = match state.store.pay(&notice, now).await? {
+        Paid::Recorded { outcome, .. } => (outcome, false),
+        Paid::Replayed(outcome) => (outcome, true),
+        Paid::Conflict => return Err(ApiError::PaymentConflict),
+        Paid::AmountMismatch {
+            expected_minor,
+            currency,
+        } => return Err(ApiError::AmountMismatch(format!(
+            "the order costs {expected_minor} in minor units of {currency}; nothing was recorded"
+        ))),
+        Paid::OrderNotFound => return Err(not_written(state, &notice.order_id).await?),
+    };
+    let span = tracing::info_span!(
+        "payment",
+        order_id = %notice.order_id,
+        payment_id = %notice.payment_id,
+    );
+    span.in_scope(|| match outcome {
+        PaymentOutcome::Paid => tracing::info!(replayed, "order paid"),
+        PaymentOutcome::RefundDue(reason) if !replayed => {
+            state.metrics.refunds_due.inc();
+            tracing::warn!(%reason, "a payment pays no order; recorded as a refund due");
+        }
+        PaymentOutcome::RefundDue(_) => {}
+    });
+    Ok((notice, outcome, replayed))
+}
+
+/// The answer for an order the database does not have: still queued (its reservation stands),
+/// or unknown.
+async fn not_written(state: &AppState, order_id: &OrderId) -> Result<ApiError, ApiError> {
+    Ok(match state.ledger.reservation(order_id).await? {
+        Some(reservation) if reservation.state != ReservationState::Released => {
+            ApiError::OrderPending
+        }
+        _ => ApiError::OrderNotFound,
+    })
+}

@@ -1,0 +1,160 @@
+//! The expirer: an order not paid by its `pay_by` expires, and its units go back on sale.
+//!
+//! Each round, in two steps:
+//! 1. **Follow-up**: expired orders whose units Redis has not got back yet (an expirer, or a
+//!    late payment, stopped between its database commit and its Redis call) get them now.
+//! 2. **Expiry**: the orders due are expired in the database, a batch per transaction
+//!    (`Store::expire_due`: status `expired`, units back to the sale's stock, rows taken
+//!    `FOR UPDATE SKIP LOCKED`), then released in Redis (`release.lua` in `compensate` mode:
+//!    the stock, the buyer's count toward the per-user limit, and the reservation marked
+//!    released, so a second release changes nothing), then marked returned.
+//!
+//! So the units go back exactly once whatever stops where: the database's share is guarded by
+//! the order's status in one transaction, Redis's by the reservation's state in one script, and
+//! the link between them (`units_returned_at`) is only set once Redis has answered.
+//!
+//! It runs in the order worker, beside its consumer loop and the sweeper: the worker already
+//! holds the database and Redis, writes the orders whose windows it closes, and scales with its
+//! replicas, which expire disjoint orders at once. A gateway caching "sold out" sells the
+//! returned units again within `gateway.sold_out_recheck_ms`.
+
+use crate::metrics::WorkerMetrics;
+use chrono::Utc;
+use domain::OrderId;
+use futures::future::join_all;
+use settings::ExpirySettings;
+use stock::{ReleaseMode, ReleaseOutcome, StockLedger};
+use store::{ExpiredOrder, Store};
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryReport {
+    /// Orders expired in the database this round.
+    pub expired: usize,
+    /// Units Redis got back this round (expired now or owed by an earlier round).
+    pub units_returned: i64,
+    /// Expired orders whose reservation Redis no longer has (Redis lost it; `reconcile`
+    /// rebuilds the sale with the order released).
+    pub missing: usize,
+}
+
+/// Expires unpaid orders.
+#[derive(Clone)]
+pub struct Expirer {
+    ledger: StockLedger,
+    store: Store,
+    config: ExpirySettings,
+    metrics: WorkerMetrics,
+}
+
+impl Expirer {
+    /// An expirer taking `config.batch_max` orders per transaction.
+    pub fn new(
+        ledger: StockLedger,
+        store: Store,
+        config: ExpirySettings,
+        metrics: WorkerMetrics,
+    ) -> Self {
+        Self {
+            ledger,
+            store,
+            config,
+            metrics,
+        }
+    }
+
+    /// One round: the follow-up of what earlier rounds owe Redis, then the orders due now.
+    pub async fn expire(&self) -> anyhow::Result<ExpiryReport> {
+        let mut report = ExpiryReport::default();
+        loop {
+            let owed = self
+                .store
+                .unreturned_expiries(self.config.batch_max)
+                .await?;
+            let full = owed.len() == self.config.batch_max;
+            self.return_units(&owed, &mut report).await?;
+            if !full {
+                break;
+            }
+        }
+        loop {
+            let expired = self
+                .store
+                .expire_due(Utc::now(), self.config.batch_max)
+                .await?;
+            report.expired += expired.len();
+            self.metrics.orders_expired.inc_by(expired.len() as u64);
+            let full = expired.len() == self.config.batch_max;
+            self.return_units(&expired, &mut report).await?;
+            if !full {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// One round, counted and logged: what the worker runs on its timer.
+    pub async fn round(&self) -> anyhow::Result<()> {
+        let expired = self.expire().await;
+        self.metrics
+            .expiry_rounds
+            .with_label_values(&[if expired.is_ok() { "ok" } else { "error" }])
+            .inc();
+        let report = expired?;
+        if report.expired > 0 || report.units_returned > 0 {
+            tracing::info!(?report, "unpaid orders expired");
+        }
+        Ok(())
+    }
+
+    /// Gives the units of expired orders back to Redis, then records that it did. The calls
+    /// run at once on the multiplexed connection.
+    async fn return_units(
+        &self,
+        orders: &[ExpiredOrder],
+        report: &mut ExpiryReport,
+    ) -> anyhow::Result<()> {
+        if orders.is_empty() {
+            return Ok(());
+        }
+        let releases = orders.iter().map(|order| {
+            self.ledger
+                .release(&order.order_id, ReleaseMode::Compensate)
+        });
+        let mut returned: Vec<&OrderId> = Vec::with_capacity(orders.len());
+        let mut failure = None;
+        for (order, released) in orders.iter().zip(join_all(releases).await) {
+            match released {
+                Ok(ReleaseOutcome::Released) => {
+                    report.units_returned += order.quantity;
+                    self.metrics
+                        .expiry_units_returned
+                        .inc_by(order.quantity as u64);
+                    returned.push(&order.order_id);
+                }
+                Ok(ReleaseOutcome::AlreadyReleased | ReleaseOutcome::Claimed) => {
+                    returned.push(&order.order_id);
+                }
+                Ok(ReleaseOutcome::Missing) => {
+                    report.missing += 1;
+                    tracing::warn!(
+                        order_id = %order.order_id,
+                        "an expired order has no reservation in Redis; reconcile rebuilds its sale with it released"
+                    );
+                    returned.push(&order.order_id);
+                }
+                Err(error) => {
+                    tracing::warn!(order_id = %order.order_id, %error, "giving an expired order's units back to Redis failed; the next round tries again");
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        self.store
+            .mark_units_returned(&returned, Utc::now())
+            .await?;
+        match failure {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Payments, in the database: a notice pays its order, or is recorded as a refund due, in one
+//! transaction that holds the order's row. A payment and the expiry of the same order are
+//! decided by that row: whichever takes it first changes its status, and the other finds the
+//! status changed (see `expiry`).
+
+use crate::entity::{orders, payments, sales};
+use crate::expiry::{expire_rows, ExpiredOrder};
+use crate::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use domain::{Currency, OrderStatus, PaymentNotice, PaymentOutcome, RefundReason, SkuId};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+/// What a payment notice came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Paid {
+    /// Recorded now with this outcome. `expired` holds the order this notice found past its
+    /// `pay_by` and expired on the spot; its units went back to the database's stock, Redis
+    /// gets them from the expirer (or from the caller).
+    Recorded {
+        /// The outcome.
+        outcome: PaymentOutcome,
+        /// The order expired by this notice, if any.
+        expired: Option<ExpiredOrder>,
+    },
+    /// The same payment was notified before and answered with this outcome; nothing changed.
+    Replayed(PaymentOutcome),
+    /// The payment id was notified before for another order, amount or currency.
+    Conflict,
+    /// No such order in the database (it may still be queued).
+    OrderNotFound,
+    /// The sale has a price, and the amount or the currency is not `quantity x price`; nothing
+    /// is recorded.
+    AmountMismatch {
+        /// What the order costs.
+        expected_minor: i64,
+        /// In this currency.
+        currency: Currency,
+    },
+}
+
+/// A payment that pays no order and must be refunded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefundDue {
+    /// The provider's payment id.
+    pub payment_id: String,
+    /// The order it was for.
+    pub order_id: String,
+    /// The order's SKU.
+    pub sku_id: String,
+    /// Amount to refund, in the currency's minor unit.
+    pub amount_minor: i64,
+    /// Its currency.
+    pub currency: String,
+    /// Why it pays nothing.
+    pub reason: RefundReason,
+    /// When the notice came.
+    pub received_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Applies a payment notice at `now`: pays its order if it awaits payment and its window is
+    /// open; else records the payment as a refund due (the order expired, was paid by another
+    /// payment, or failed). An order found past its `pay_by` and not yet expired is expired
+    /// here, so the answer and the order agree at once. Idempotent on the payment id.
+    pub async fn pay(
+        &self,
+        notice: &PaymentNotice,
+        now: DateTime<Utc>,
+    ) -> Result<Paid, StoreError> {
+        let txn = self.begin_write().await?;
+        let mut find = orders::Entity::find_by_id(notice.order_id.as_str());
+        if self.backend() == DbBackend::Postgres {
+            find = find.lock_exclusive();
+        }
+        let Some(order) = find.one(&txn).await? else {
+            return Ok(Paid::OrderNotFound);
+        };
+        if let Some(earlier) = payments::Entity::find_by_id(notice.payment_id.as_str())
+            .one(&txn)
+            .await?
+        {
+            let same = earlier.order_id == notice.order_id.as_str()
+                && earlier.amount_minor == notice.amount_minor as i64
+                && earlier.currency == notice.currency.as_str();
+            return Ok(if same {
+                Paid::Replayed(earlier.payment_outcome()?)
+            } else {
+                Paid::Conflict
+            });
+        }
+        let mut expired = None;
+        let outcome = match order.order_status()? {
+            OrderStatus::AwaitingPayment if order.pay_by.is_some_and(|pay_by| now < pay_by) => {
+                if let Some(mismatch) = self.check_amount(&txn, &order, notice).await? {
+                    return Ok(mismatch);
+                }
+                self.mark_paid(&txn, &order, notice, now).await?;
+                PaymentOutcome::Paid
+            }
+            OrderStatus::AwaitingPayment => {
+                let ids = [order.order_id.clone()];
+                expired = expire_rows(&txn, self.backend(), &ids, now).await?.pop();
+                PaymentOutcome::RefundDue(RefundReason::OrderExpired)
+            }
+            OrderStatus::Expired => PaymentOutcome::RefundDue(RefundReason::OrderExpired),
+            OrderStatus::Paid => PaymentOutcome::RefundDue(RefundReason::OrderAlreadyPaid),
+            OrderStatus::Failed => PaymentOutcome::RefundDue(RefundReason::OrderFailed),
+            OrderStatus::Pending => {
+                return Err(StoreError::Corrupt {
+                    order_id: order.order_id,
+                    column: "status",
+                    value: "pending".into(),
+                })
+            }
+        };
+        if !self
+            .record(&txn, notice, &order.sku_id, outcome, now)
+            .await?
+        {
+            // The same payment id is being recorded for another order right now.
+            return Ok(Paid::Conflict);
+        }
+        txn.commit().await?;
+        Ok(Paid::Recorded { outcome, expired })
+    }
+
+    /// `None` when the amount is right for the order (or the sale has no price).
+    async fn check_amount(
+        &self,
+        txn: &impl ConnectionTrait,
+        order: &orders::Model,
+        notice: &PaymentNotice,
+    ) -> Result<Option<Paid>, StoreError> {
+        let sale = sales::Entity::find_by_id(order.sku_id.as_str())
+            .one(txn)
+            .await?;
+        let Some(price) = sale
+            .map(|s| s.payment_terms())
+            .transpose()?
+            .and_then(|t| t.price)
+        else {
+            return Ok(None);
+        };
+        let expected_minor = price.minor_per_unit * i64::from(order.quantity);
+        let right = notice.currency == price.currency
+            && i64::try_from(notice.amount_minor).is_ok_and(|amount| amount == expected_minor);
+        Ok((!right).then_some(Paid::AmountMismatch {
+            expected_minor,
+            currency: price.currency,
+        }))
+    }
+
+    async fn mark_paid(
+        &self,
+        txn: &impl ConnectionTrait,
+        order: &orders::Model,
+        notice: &PaymentNotice,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let update = Query::update()
+            .table(orders::Entity)
+            .value(orders::Column::Status, OrderStatus::Paid.as_str())
+            .value(orders::Column::PaidAt, now)
+            .value(orders::Column::PaymentId, notice.payment_id.as_str())
+            .value(orders::Column::UpdatedAt, now)
+            .and_where(Expr::col(orders::Column::OrderId).eq(order.order_id.as_str()))
+            .and_where(Expr::col(orders::Column::Status).eq(OrderStatus::AwaitingPayment.as_str()))
+            .to_owned();
+        let changed = txn
+            .execute(self.backend().build(&update))
+            .await?
+            .rows_affected();
+        if changed != 1 {
+            // Cannot happen while the row (PostgreSQL) or the database (SQLite) is locked by this
+            // transaction; checked so that no bug can pay an order twice.
+            return Err(StoreError::Db(sea_orm::DbErr::Custom(format!(
+                "order {} changed while it was being paid",
+                order.order_id
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Inserts the payment row; `false` if its id is taken.
+    async fn record(
+        &self,
+        txn: &impl ConnectionTrait,
+        notice: &PaymentNotice,
+        sku: &str,
+        outcome: PaymentOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let insert = Query::insert()
+            .into_table(payments::Entity)
+            .columns([
+                payments::Column::PaymentId,
+                payments::Column::OrderId,
+                payments::Column::SkuId,
+                payments::Column::AmountMinor,
+                payments::Column::Currency,
+                payments::Column::Outcome,
+                payments::Column::Reason,
+                payments::Column::ReceivedAt,
+            ])
+            .values_panic([
+                notice.payment_id.as_str().into(),
+                notice.order_id.as_str().into(),
+                sku.into(),
+                (notice.amount_minor as i64).into(),
+                notice.currency.as_str().into(),
+                outcome.as_str().into(),
+                outcome.reason().map(RefundReason::as_str).into(),
+                now.into(),
+            ])
+            .on_conflict(
+                OnConflict::column(payments::Column::PaymentId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .to_owned();
+        Ok(txn
+            .execute(self.backend().build(&insert))
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    /// The payments that must be refunded, oldest first, at most `limit`.
+    pub async fn refunds_due(&self, limit: u64) -> Result<Vec<RefundDue>, StoreError> {
+        payments::Entity::find()
+            .filter(payments::Column::Outcome.eq("refund_due"))
+            .order_by_asc(payments::Column::ReceivedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let reason =
+                    row.payment_outcome()?
+                        .reason()
+                        .ok_or_else(|| StoreError::Corrupt {
+                            order_id: row.order_id.clone(),
+                            column: "payments.reason",
+                            value: "NULL on a refund due".into(),
+                        })?;
+                Ok(RefundDue {
+                    payment_id: row.payment_id,
+                    order_id: row.order_id,
+                    sku_id: row.sku_id,
+                    amount_minor: row.amount_minor,
+                    currency: row.currency,
+                    reason,
+                    received_at: row.received_at,
+                })
+            })
+            .collect()
+    }
+
+    /// How many payments of `sku`'s orders must be refunded.
+    pub(crate) async fn refunds_due_of(
+        &self,
+        txn: &impl ConnectionTrait,
+        sku: &SkuId,
+    ) -> Result<i64, StoreError> {
+        Ok(payments::Entity::find()
+            .filter(payments::Column::SkuId.eq(sku.as_str()))
+            .filter(payments::Column::Outcome.eq("refund_due"))
+            .count(txn)
+            .await? as i64)
+    }
+
+    /// The payments of the orders of `sku` (tests and the demo's verdict).
+    pub async fn payments_of_sku(&self, sku: &SkuId) -> Result<Vec<payments::Model>, StoreError> {
+        Ok(payments::Entity::find()
+            .filter(payments::Column::SkuId.eq(sku.as_str()))
+            .all(&self.db)
+            .await?)
+    }
+}
