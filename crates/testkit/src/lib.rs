@@ -153,7 +153,12 @@ impl TestContext {
 
     /// Puts `sku` on sale in both the database and Redis, open now for an hour.
     pub async fn open_sale(&self, sku: &SkuId, stock: i64, per_user_limit: i64) -> SaleSpec {
-        let spec = open_spec(stock, per_user_limit);
+        self.open_sale_as(sku, open_spec(stock, per_user_limit))
+            .await
+    }
+
+    /// Puts `sku` on sale as `spec` says, in both the database and Redis.
+    pub async fn open_sale_as(&self, sku: &SkuId, spec: SaleSpec) -> SaleSpec {
         self.store()
             .await
             .upsert_sale(sku, &spec)
@@ -161,6 +166,72 @@ impl TestContext {
             .expect("sale saved");
         self.ledger().warm(sku, &spec).await.expect("sale warmed");
         spec
+    }
+}
+
+/// Orders as the worker leaves them: reserved in Redis the gateway's way, claimed, written to
+/// the database (awaiting payment, `pay_by` = now + the sale's window) and out of the outbox.
+/// Panics unless every order is accepted and written.
+pub async fn written_orders(
+    ledger: &stock::StockLedger,
+    store: &store::Store,
+    orders: &[OrderRequested],
+) {
+    for order in orders {
+        let outcome = reserve(ledger, order).await;
+        assert!(
+            matches!(outcome, stock::ReserveOutcome::Accepted(_)),
+            "reserving {}: {outcome:?}",
+            order.order_id
+        );
+    }
+    for chunk in orders.chunks(500) {
+        let sku = &chunk[0].sku_id;
+        let ids: Vec<&OrderId> = chunk.iter().map(|o| &o.order_id).collect();
+        ledger.claim(sku, &ids).await.expect("redis answers");
+        let written = store
+            .persist_batch(chunk)
+            .await
+            .expect("the batch is written");
+        for order in chunk {
+            assert_eq!(
+                written.get(&order.order_id),
+                Some(&store::Written::Accepted),
+                "writing {}",
+                order.order_id
+            );
+        }
+        ledger.finish(sku, &ids).await.expect("redis answers");
+    }
+}
+
+/// A payment notice of `order`, signed the provider's way at `now` with `secret`: the body and
+/// its `Seckill-Signature` header.
+pub fn signed_notice(
+    secret: &[u8],
+    payment_id: &str,
+    order: &OrderId,
+    amount_minor: u64,
+    currency: &str,
+) -> (Vec<u8>, String) {
+    let body = serde_json::to_vec(&serde_json::json!({
+        "payment_id": payment_id,
+        "order_id": order.as_str(),
+        "amount_minor": amount_minor,
+        "currency": currency,
+    }))
+    .expect("a notice serializes");
+    let header = domain::payment::sign(secret, Utc::now().timestamp(), &body);
+    (body, header)
+}
+
+/// A payment notice (store-level tests).
+pub fn notice(payment_id: &str, order: &OrderId, amount_minor: u64) -> domain::PaymentNotice {
+    domain::PaymentNotice {
+        payment_id: domain::PaymentId::parse(payment_id).expect("valid payment id"),
+        order_id: order.clone(),
+        amount_minor,
+        currency: domain::Currency::parse("EUR").expect("valid currency"),
     }
 }
 

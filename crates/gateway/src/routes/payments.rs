@@ -86,9 +86,11 @@ async fn apply(
         Paid::AmountMismatch {
             expected_minor,
             currency,
-        } => return Err(ApiError::AmountMismatch(format!(
+        } => {
+            return Err(ApiError::AmountMismatch(format!(
             "the order costs {expected_minor} in minor units of {currency}; nothing was recorded"
-        ))),
+        )))
+        }
         Paid::OrderNotFound => return Err(not_written(state, &notice.order_id).await?),
     };
     let span = tracing::info_span!(

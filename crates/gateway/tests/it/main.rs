@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod hot_path;
+mod payments;
 mod process;
 mod reconcile;
 

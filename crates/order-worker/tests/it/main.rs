@@ -3,6 +3,7 @@
 // Test helpers panic to report, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod expiry;
 mod faults;
 mod process;
 mod sweeper;

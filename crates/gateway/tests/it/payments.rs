@@ -1,0 +1,396 @@
+//! The payment webhook over real HTTP: paid in time, the same notice twice, late, for a paid,
+//! failed, queued or unknown order, with a bad signature or a wrong amount; and units an
+//! expiry returns sold again at once, through the sold-out flag.
+
+use super::{sku, Running};
+use domain::{OrderId, PaymentTerms, SkuId};
+use serde_json::{json, Value};
+use std::time::Duration;
+use testkit::{order, signed_notice, written_orders, TestContext};
+
+impl Running {
+    fn webhook_secret(&self) -> Vec<u8> {
+        use settings::secrecy::ExposeSecret;
+        self.ctx
+            .settings
+            .payments
+            .webhook_secret
+            .expose_secret()
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// Sends a notice signed with the gateway's webhook secret.
+    async fn pay(
+        &self,
+        payment_id: &str,
+        order: &OrderId,
+        amount: u64,
+        currency: &str,
+    ) -> (u16, Value) {
+        let (body, signature) =
+            signed_notice(&self.webhook_secret(), payment_id, order, amount, currency);
+        self.notify(body, Some(signature)).await
+    }
+
+    async fn notify(&self, body: Vec<u8>, signature: Option<String>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/payments", self.url))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("Seckill-Signature", signature);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn admin_get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(self.admin())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.unwrap()
+    }
+
+    async fn order_of(&self, user: &str, order: &OrderId) -> Value {
+        let response = self
+            .client
+            .get(format!("{}/v1/orders/{order}", self.url))
+            .bearer_auth(self.token(user))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    fn payments_counted(&self, outcome: &str) -> u64 {
+        self.app
+            .metrics
+            .payments
+            .with_label_values(&[outcome])
+            .get()
+    }
+}
+
+/// A sale giving `window_secs` to pay, optionally at a price, with `n` orders written (buyer
+/// `buyer-<i>`, one unit each).
+async fn sale_with_orders(
+    gw: &Running,
+    sku: &SkuId,
+    stock: i64,
+    terms: PaymentTerms,
+    n: usize,
+) -> Vec<OrderId> {
+    let spec = testkit::open_spec(stock, 2).with_payment(terms);
+    gw.ctx.open_sale_as(sku, spec).await;
+    let orders: Vec<_> = (0..n)
+        .map(|i| order(sku, &format!("buyer-{i}"), "k-1", 1))
+        .collect();
+    written_orders(&gw.ctx.ledger(), &gw.ctx.store().await, &orders).await;
+    orders.into_iter().map(|o| o.order_id).collect()
+}
+
+fn window(secs: i64) -> PaymentTerms {
+    PaymentTerms::new(secs, None, None).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_in_time_pays_the_order_once_and_the_same_notice_again_changes_nothing() {
+    let gw = Running::start().await;
+    let sku = sku();
+    let orders = sale_with_orders(&gw, &sku, 5, window(600), 1).await;
+    let id = &orders[0];
+    let before = gw.order_of("buyer-0", id).await;
+    assert_eq!(before["status"], "awaiting_payment", "{before}");
+    assert!(before["pay_by"].is_string(), "{before}");
+
+    let (status, paid) = gw.pay("pay-1", id, 100, "EUR").await;
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(
+        paid,
+        json!({"order_id": id.as_str(), "status": "paid", "payment_id": "pay-1"})
+    );
+    let after = gw.order_of("buyer-0", id).await;
+    assert_eq!(after["status"], "paid", "{after}");
+    assert!(after["paid_at"].is_string(), "{after}");
+
+    // The provider retries: same answer, nothing moves.
+    assert_eq!(gw.pay("pay-1", id, 100, "EUR").await, (200, paid.clone()));
+    assert_eq!(gw.payments_counted("paid"), 1);
+    assert_eq!(gw.payments_counted("replayed"), 1);
+    // The same id for another amount is a client bug.
+    let (status, conflict) = gw.pay("pay-1", id, 999, "EUR").await;
+    assert_eq!(
+        (status, conflict["code"].as_str()),
+        (422, Some("payment_conflict"))
+    );
+    // A second payment of a paid order is money to give back.
+    let (status, twice) = gw.pay("pay-2", id, 100, "EUR").await;
+    assert_eq!(
+        (status, twice["code"].as_str()),
+        (409, Some("order_already_paid")),
+        "{twice}"
+    );
+
+    let sale = gw.admin_get(&format!("/v1/admin/sales/{sku}")).await;
+    assert_eq!(
+        sale["database"]["paid"],
+        json!({"orders": 1, "units": 1}),
+        "{sale}"
+    );
+    assert_eq!(sale["database"]["stock"], 4, "{sale}");
+    assert_eq!(sale["database"]["refunds_due"], 1, "{sale}");
+    let refunds = gw.admin_get("/v1/admin/refunds").await;
+    let listed = refunds["refunds_due"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{refunds}");
+    assert_eq!(listed[0]["payment_id"], "pay-2");
+    assert_eq!(listed[0]["reason"], "order_already_paid");
+    assert_eq!(gw.app.metrics.refunds_due.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_after_expiry_is_409_recorded_as_a_refund_and_moves_no_unit() {
+    let gw = Running::start().await;
+    let sku = sku();
+    let store = gw.ctx.store().await;
+    let orders = sale_with_orders(&gw, &sku, 3, window(1), 2).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    // The first order expired before its payment came: the expirer ran.
+    let expirer = order_worker::expirer::Expirer::new(
+        gw.ctx.ledger(),
+        store.clone(),
+        gw.ctx.settings.expiry.clone(),
+        order_worker::metrics::WorkerMetrics::new(telemetry::new_registry()),
+    );
+    let report = expirer.expire().await.unwrap();
+    assert_eq!((report.expired, report.units_returned), (2, 2));
+    let stock_before = store.sale_stats(&sku).await.unwrap().unwrap().stock;
+    let remaining_before = gw.remaining(&sku).await;
+    assert_eq!((stock_before, remaining_before), (3, 3));
+
+    let (status, late) = gw.pay("late-1", &orders[0], 100, "EUR").await;
+    assert_eq!(
+        (status, late["code"].as_str()),
+        (409, Some("order_expired")),
+        "{late}"
+    );
+    assert_eq!(
+        gw.pay("late-1", &orders[0], 100, "EUR").await.0,
+        409,
+        "a retry answers the same"
+    );
+    assert_eq!(
+        store.sale_stats(&sku).await.unwrap().unwrap().stock,
+        stock_before
+    );
+    assert_eq!(gw.remaining(&sku).await, remaining_before);
+    let view = gw.order_of("buyer-0", &orders[0]).await;
+    assert_eq!(view["status"], "expired", "{view}");
+    assert_eq!(view["reason"], "payment_window_elapsed", "{view}");
+    let refunds = gw.admin_get("/v1/admin/refunds").await;
+    assert_eq!(
+        refunds["refunds_due"][0]["reason"], "order_expired",
+        "{refunds}"
+    );
+    assert_eq!(gw.payments_counted("order_expired"), 1);
+    assert_eq!(gw.payments_counted("replayed"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_payment_that_beats_the_expirer_expires_the_order_itself() {
+    let gw = Running::start().await;
+    let sku = sku();
+    let store = gw.ctx.store().await;
+    let orders = sale_with_orders(&gw, &sku, 1, window(1), 1).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    let (status, late) = gw.pay("late-1", &orders[0], 100, "EUR").await;
+    assert_eq!(
+        (status, late["code"].as_str()),
+        (409, Some("order_expired")),
+        "{late}"
+    );
+    let row = store.order(&orders[0]).await.unwrap().unwrap();
+    assert_eq!(row.status, "expired");
+    assert_eq!(
+        row.units_returned_at, None,
+        "Redis is the expirer's to give back"
+    );
+    assert_eq!(store.sale_stats(&sku).await.unwrap().unwrap().stock, 1);
+    assert_eq!(gw.remaining(&sku).await, 0);
+    let expirer = order_worker::expirer::Expirer::new(
+        gw.ctx.ledger(),
+        store.clone(),
+        gw.ctx.settings.expiry.clone(),
+        order_worker::metrics::WorkerMetrics::new(telemetry::new_registry()),
+    );
+    let report = expirer.expire().await.unwrap();
+    assert_eq!((report.expired, report.units_returned), (0, 1));
+    assert_eq!(gw.remaining(&sku).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_without_a_valid_signature_are_401_and_record_nothing() {
+    let gw = Running::start().await;
+    let sku = sku();
+    let orders = sale_with_orders(&gw, &sku, 2, window(600), 1).await;
+    let id = &orders[0];
+    let (body, good) = signed_notice(&gw.webhook_secret(), "pay-1", id, 100, "EUR");
+    let now = chrono::Utc::now().timestamp();
+    let cases = [
+        ("no header", None),
+        (
+            "another secret",
+            Some(domain::payment::sign(b"not-the-webhook-secret", now, &body)),
+        ),
+        (
+            "stale",
+            Some(domain::payment::sign(
+                &gw.webhook_secret(),
+                now - 301,
+                &body,
+            )),
+        ),
+        ("malformed", Some("v1=abc".to_owned())),
+        (
+            "signature of another body",
+            Some(domain::payment::sign(&gw.webhook_secret(), now, b"{}")),
+        ),
+    ];
+    for (what, signature) in cases {
+        let (status, problem) = gw.notify(body.clone(), signature).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (401, Some("invalid_signature")),
+            "{what}: {problem}"
+        );
+    }
+    let view = gw.order_of("buyer-0", id).await;
+    assert_eq!(view["status"], "awaiting_payment", "{view}");
+    assert_eq!(gw.payments_counted("invalid_signature"), 5);
+    assert_eq!(
+        gw.notify(body, Some(good)).await.0,
+        200,
+        "the genuine notice still pays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_unknown_failed_and_mispriced_orders_each_get_their_own_answer() {
+    let gw = Running::start().await;
+    let sku = sku();
+    let terms = PaymentTerms::new(600, Some(1999), Some("EUR")).unwrap();
+    let orders = sale_with_orders(&gw, &sku, 5, terms, 1).await;
+    // Mispriced: nothing recorded, the right amount then pays.
+    for (amount, currency) in [(1000, "EUR"), (1999, "USD")] {
+        let (status, problem) = gw.pay("pay-1", &orders[0], amount, currency).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (422, Some("amount_mismatch")),
+            "{problem}"
+        );
+    }
+    assert_eq!(gw.pay("pay-1", &orders[0], 1999, "EUR").await.0, 200);
+
+    // Queued: reserved in Redis, not yet written.
+    let queued = order(&sku, "buyer-q", "k-1", 1);
+    testkit::reserve(&gw.ctx.ledger(), &queued).await;
+    let (status, problem) = gw.pay("pay-q", &queued.order_id, 1999, "EUR").await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("order_pending")),
+        "{problem}"
+    );
+    // Unknown.
+    let unknown = order(&sku, "nobody", "k-1", 1).order_id;
+    let (status, problem) = gw.pay("pay-u", &unknown, 1999, "EUR").await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (404, Some("order_not_found")),
+        "{problem}"
+    );
+    // Failed.
+    let failed = order(&sku, "buyer-f", "k-1", 1);
+    let store = gw.ctx.store().await;
+    store
+        .mark_failed(&failed, domain::ReasonCode::DbOutOfStock)
+        .await
+        .unwrap();
+    let (status, problem) = gw.pay("pay-f", &failed.order_id, 1999, "EUR").await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("order_failed")),
+        "{problem}"
+    );
+    // Bad body (signed, so it reaches the parser).
+    let (body, signature) = {
+        let body = br#"{"payment_id": "", "order_id": 1}"#.to_vec();
+        let header =
+            domain::payment::sign(&gw.webhook_secret(), chrono::Utc::now().timestamp(), &body);
+        (body, header)
+    };
+    let (status, problem) = gw.notify(body, Some(signature)).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{problem}"
+    );
+
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!((stats.paid.orders, stats.refunds_due), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_an_expiry_returns_are_sold_again_at_once_though_the_sale_was_sold_out() {
+    let mut ctx = TestContext::new().await.unwrap();
+    ctx.settings.gateway.sold_out_recheck_ms = 200;
+    let gw = Running::on(ctx).await;
+    let sku = sku();
+    let store = gw.ctx.store().await;
+    sale_with_orders(&gw, &sku, 1, window(1), 1).await;
+    // Sold out, and remembered by the gateway.
+    for key in ["a", "b", "c"] {
+        let (status, body) = gw.buy(sku.as_str(), "latecomer", key, json!({})).await;
+        assert_eq!((status, body["code"].as_str()), (409, Some("sold_out")));
+    }
+    assert!(
+        gw.app.metrics.sold_out_local.get() >= 1,
+        "the flag answered"
+    );
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let expirer = order_worker::expirer::Expirer::new(
+        gw.ctx.ledger(),
+        store.clone(),
+        gw.ctx.settings.expiry.clone(),
+        order_worker::metrics::WorkerMetrics::new(telemetry::new_registry()),
+    );
+    testkit::eventually(Duration::from_secs(5), "the order to expire", || async {
+        (expirer.expire().await.unwrap().units_returned == 1).then_some(())
+    })
+    .await;
+    let returned = std::time::Instant::now();
+    let (status, bought) = testkit::eventually(
+        Duration::from_secs(2),
+        "the returned unit to sell",
+        || async {
+            let answer = gw.buy(sku.as_str(), "latecomer", "d", json!({})).await;
+            (answer.0 == 202).then_some(answer)
+        },
+    )
+    .await;
+    assert_eq!(status, 202, "{bought}");
+    assert!(
+        returned.elapsed() < Duration::from_millis(1_000),
+        "sold again within the re-check bound: {:?}",
+        returned.elapsed()
+    );
+}

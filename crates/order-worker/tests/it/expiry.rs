@@ -1,0 +1,213 @@
+//! The expirer against the machine's PostgreSQL and Redis: unpaid orders expire and their units
+//! go back exactly once, with several expirers, after a crash between the database and Redis,
+//! and while payments race the deadline.
+
+use chrono::Utc;
+use domain::{OrderRequested, OrderStatus, PaymentOutcome, PaymentTerms, SkuId};
+use order_worker::expirer::{Expirer, ExpiryReport};
+use order_worker::metrics::WorkerMetrics;
+use std::collections::HashMap;
+use std::time::Duration;
+use stock::{ReleaseMode, ReserveOutcome};
+use store::Paid;
+use testkit::{order, written_orders, TestContext};
+
+fn sku() -> SkuId {
+    SkuId::parse(testkit::unique("exp-")).unwrap()
+}
+
+/// A sale of `stock` units, one per buyer, that gives `window_secs` to pay.
+async fn sale(ctx: &TestContext, sku: &SkuId, stock: i64, window_secs: i64) {
+    let spec = testkit::open_spec(stock, 1)
+        .with_payment(PaymentTerms::new(window_secs, None, None).unwrap());
+    ctx.open_sale_as(sku, spec).await;
+}
+
+fn buyers(sku: &SkuId, n: usize) -> Vec<OrderRequested> {
+    (0..n)
+        .map(|i| order(sku, &format!("buyer-{i}"), "k-1", 1))
+        .collect()
+}
+
+fn expirer(ctx: &TestContext, store: &store::Store) -> Expirer {
+    Expirer::new(
+        ctx.ledger(),
+        store.clone(),
+        ctx.settings.expiry.clone(),
+        WorkerMetrics::new(telemetry::new_registry()),
+    )
+}
+
+/// The sale as both sides see it: (database stock, expired orders, Redis remaining, Redis
+/// released units).
+async fn books(ctx: &TestContext, store: &store::Store, sku: &SkuId) -> (i64, i64, i64, i64) {
+    let stats = store.sale_stats(sku).await.unwrap().unwrap();
+    let redis = ctx.ledger().snapshot(sku).await.unwrap().unwrap();
+    (
+        stats.stock,
+        stats.expired.orders,
+        redis.remaining,
+        redis.released,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_expirers_at_once_return_each_unpaid_unit_once_and_the_buyers_may_buy_again() {
+    let ctx = TestContext::new().await.unwrap();
+    let store = ctx.store().await;
+    let sku = sku();
+    sale(&ctx, &sku, 50, 1).await;
+    let orders = buyers(&sku, 40);
+    written_orders(&ctx.ledger(), &store, &orders).await;
+    assert_eq!(books(&ctx, &store, &sku).await, (10, 0, 10, 0));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    let (a, b) = (expirer(&ctx, &store), expirer(&ctx, &store));
+    let (first, second) = tokio::join!(a.expire(), b.expire());
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.expired + second.expired, 40, "{first:?} {second:?}");
+    assert_eq!(first.units_returned + second.units_returned, 40);
+    assert_eq!(books(&ctx, &store, &sku).await, (50, 40, 50, 40));
+    for o in &orders {
+        let row = store.order(&o.order_id).await.unwrap().unwrap();
+        assert_eq!(row.order_status().unwrap(), OrderStatus::Expired);
+        assert!(row.units_returned_at.is_some());
+    }
+    assert_eq!(a.expire().await.unwrap(), ExpiryReport::default());
+    assert_eq!(books(&ctx, &store, &sku).await, (50, 40, 50, 40));
+    // The per-user limit is 1: a buyer whose order expired may buy again.
+    let again = order(&sku, "buyer-0", "k-2", 1);
+    assert!(matches!(
+        testkit::reserve(&ctx.ledger(), &again).await,
+        ReserveOutcome::Accepted(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expirer_stopped_between_the_database_and_redis_is_followed_up_once() {
+    let ctx = TestContext::new().await.unwrap();
+    let store = ctx.store().await;
+    let ledger = ctx.ledger();
+    let sku = sku();
+    sale(&ctx, &sku, 10, 1).await;
+    let orders = buyers(&sku, 10);
+    written_orders(&ledger, &store, &orders).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    // Stopped right after its commit: the database has the units back, Redis does not.
+    let expired = store.expire_due(Utc::now(), 500).await.unwrap();
+    assert_eq!(expired.len(), 10);
+    assert_eq!(books(&ctx, &store, &sku).await, (10, 10, 0, 0));
+    // Stopped after Redis answered for three of them, before it recorded that.
+    for o in &expired[..3] {
+        ledger
+            .release(&o.order_id, ReleaseMode::Compensate)
+            .await
+            .unwrap();
+    }
+    assert_eq!(books(&ctx, &store, &sku).await, (10, 10, 3, 3));
+
+    let report = expirer(&ctx, &store).expire().await.unwrap();
+    assert_eq!(
+        (report.expired, report.units_returned),
+        (0, 7),
+        "{report:?}"
+    );
+    assert_eq!(books(&ctx, &store, &sku).await, (10, 10, 10, 10));
+    let report = expirer(&ctx, &store).expire().await.unwrap();
+    assert_eq!(report, ExpiryReport::default());
+    assert_eq!(books(&ctx, &store, &sku).await, (10, 10, 10, 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_orders_paid_and_expired_at_the_deadline_end_one_way_each_and_conserve_stock() {
+    const N: usize = 1000;
+    let ctx = TestContext::new().await.unwrap();
+    let store = ctx.store().await;
+    let sku = sku();
+    sale(&ctx, &sku, N as i64, 2).await;
+    let orders = buyers(&sku, N);
+    written_orders(&ctx.ledger(), &store, &orders).await;
+    let deadline = store
+        .order(&orders[N - 1].order_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .pay_by
+        .unwrap();
+
+    // Payments spread over 600 ms around the last order's deadline, two expirers running
+    // rounds all the while.
+    let start = deadline - chrono::Duration::milliseconds(300);
+    let payments = orders.iter().enumerate().map(|(i, o)| {
+        let store = store.clone();
+        let at = start + chrono::Duration::microseconds(600 * i as i64);
+        async move {
+            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            let notice = testkit::notice(&format!("pay-{i}"), &o.order_id, 100);
+            let paid = store.pay(&notice, Utc::now()).await.unwrap();
+            (o.order_id.clone(), paid)
+        }
+    });
+    let expiring = |expirer: Expirer| async move {
+        let until = deadline + chrono::Duration::milliseconds(400);
+        let mut expired = 0;
+        while Utc::now() < until {
+            expired += expirer.expire().await.unwrap().expired;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        expired
+    };
+    let (answers, expired_a, expired_b) = tokio::join!(
+        futures::future::join_all(payments),
+        expiring(expirer(&ctx, &store)),
+        expiring(expirer(&ctx, &store)),
+    );
+    let last = expirer(&ctx, &store).expire().await.unwrap();
+
+    let mut by_answer: HashMap<PaymentOutcome, usize> = HashMap::new();
+    for (order_id, paid) in &answers {
+        let Paid::Recorded { outcome, .. } = paid else {
+            panic!("{order_id}: {paid:?}");
+        };
+        *by_answer.entry(*outcome).or_default() += 1;
+        let row = store.order(order_id).await.unwrap().unwrap();
+        let status = row.order_status().unwrap();
+        match outcome {
+            PaymentOutcome::Paid => assert_eq!(status, OrderStatus::Paid, "{order_id}"),
+            PaymentOutcome::RefundDue(_) => assert_eq!(status, OrderStatus::Expired, "{order_id}"),
+        }
+    }
+    let paid = by_answer.get(&PaymentOutcome::Paid).copied().unwrap_or(0);
+    let expired = N - paid;
+    assert!(
+        paid > 0 && expired > 0,
+        "the deadline fell inside the payments: {paid} paid, {expired} expired"
+    );
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stats.paid.orders,
+            stats.expired.orders,
+            stats.awaiting_payment.orders
+        ),
+        (paid as i64, expired as i64, 0)
+    );
+    assert_eq!(
+        stats.refunds_due, expired as i64,
+        "every late payment is a refund due"
+    );
+    assert_eq!(stats.stock, expired as i64, "database stock conserved");
+    let redis = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (redis.remaining, redis.released),
+        (expired as i64, expired as i64),
+        "Redis stock conserved"
+    );
+    println!(
+        "{paid} paid, {expired} expired (by the expirers: {}, by late payments: {})",
+        expired_a + expired_b + last.expired,
+        expired - (expired_a + expired_b + last.expired)
+    );
+}
