@@ -53,11 +53,16 @@ pub struct Planned {
 /// Builds the plan: one first order per user, then retries, second orders, over-limit orders
 /// and malformed requests in fixed shares, shuffled with `seed`.
 pub fn plan(users: usize, requests: usize, seed: u64) -> Vec<Planned> {
+    plan_named("buyer", users, requests, seed)
+}
+
+/// [`plan`] with buyers named `<name>-<n>`.
+pub fn plan_named(name: &str, users: usize, requests: usize, seed: u64) -> Vec<Planned> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut plan: Vec<Planned> = (0..users)
         .map(|u| Planned {
-            user: format!("buyer-{u}"),
-            key: format!("buyer-{u}-order-1"),
+            user: format!("{name}-{u}"),
+            key: format!("{name}-{u}-order-1"),
             kind: Kind::First,
         })
         .collect();
@@ -74,16 +79,16 @@ pub fn plan(users: usize, requests: usize, seed: u64) -> Vec<Planned> {
         let u = rng.usize(..users.max(1));
         let share = i * 10 / extra.max(1);
         let (key, kind) = match share {
-            0..=2 => (format!("buyer-{u}-order-1"), Kind::Retry),
-            3..=4 => (format!("buyer-{u}-order-2"), Kind::Second),
-            5..=7 => (format!("buyer-{u}-order-3"), Kind::OverLimit),
+            0..=2 => (format!("{name}-{u}-order-1"), Kind::Retry),
+            3..=4 => (format!("{name}-{u}-order-2"), Kind::Second),
+            5..=7 => (format!("{name}-{u}-order-3"), Kind::OverLimit),
             _ => (
-                format!("buyer-{u}-bad-{i}"),
+                format!("{name}-{u}-bad-{i}"),
                 Kind::Malformed(malformed[i % malformed.len()]),
             ),
         };
         plan.push(Planned {
-            user: format!("buyer-{u}"),
+            user: format!("{name}-{u}"),
             key,
             kind,
         });

@@ -19,6 +19,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Simulate a flash sale end to end and print a verdict; exits 1 if an invariant breaks.
+    ///
+    /// A first crowd buys; a share of them pay as soon as their orders are written; the other
+    /// orders expire after the payment window and their units go back on sale (some of those
+    /// buyers pay late and are refused); a second crowd buys the returned units and pays.
     Demo {
         /// Units on sale.
         #[arg(long, default_value_t = 1_000)]
@@ -41,6 +45,18 @@ enum Command {
         /// Seconds to wait for the pipeline to drain.
         #[arg(long, default_value_t = 120)]
         drain_timeout: u64,
+        /// Seconds buyers have to pay; unpaid orders then expire and their units go back on sale.
+        #[arg(long, default_value_t = 10)]
+        payment_window_secs: i64,
+        /// Share of the first crowd's orders that are paid in time (0 to 1).
+        #[arg(long, default_value_t = 0.7)]
+        pay_share: f64,
+        /// Buyers who did not pay who send their payment after the window closed (refused).
+        #[arg(long, default_value_t = 100)]
+        late_payers: usize,
+        /// Buyers of the second crowd, who buy the units that came back (and pay).
+        #[arg(long, default_value_t = 2_000)]
+        latecomers: usize,
         /// Print the verdict as JSON too.
         #[arg(long)]
         json: bool,
@@ -152,8 +168,16 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             seed,
             drain_timeout,
+            payment_window_secs,
+            pay_share,
+            late_payers,
+            latecomers,
             json,
         } => {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&pay_share),
+                "--pay-share must be between 0 and 1"
+            );
             // The demo's crowd is many buyers; the per-user rate limit guards a real shop.
             settings.gateway.per_user_rate_per_sec = 0;
             let scenario = Scenario {
@@ -165,6 +189,11 @@ async fn main() -> anyhow::Result<()> {
                 seed,
                 drain_timeout: Duration::from_secs(drain_timeout),
                 progress: true,
+                payment_window_secs,
+                pay_share,
+                late_payers,
+                latecomers,
+                ..Scenario::default()
             };
             let verdict = flash_sim::demo(settings, &scenario).await?;
             println!("{}", verdict.render());

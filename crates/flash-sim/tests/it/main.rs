@@ -25,15 +25,33 @@ async fn a_flash_sale_sells_exactly_its_stock_and_loses_nothing() {
         concurrency: 32,
         seed: 7,
         drain_timeout: Duration::from_secs(60),
-        progress: false,
+        payment_window_secs: 3,
+        pay_share: 0.5,
+        late_payers: 10,
+        latecomers: 100,
+        ..Scenario::default()
     };
     let verdict = flash_sim::demo(settings, &scenario).await.unwrap();
     println!("{}", verdict.render());
-    assert_eq!(verdict.requests, 900);
+    assert_eq!(verdict.requests, 900 + 200, "both crowds");
     assert_eq!(
-        verdict.confirmed_units, 60,
-        "the whole stock sells, no more"
+        verdict.paid.units + verdict.awaiting_payment.units,
+        60,
+        "the whole stock sells, no more, the unpaid units a second time: {}",
+        verdict.render()
     );
+    assert!(verdict.expired.units > 0, "half the buyers did not pay");
+    assert_eq!(
+        verdict.resold_units, verdict.expired.units,
+        "the latecomers bought every unit that came back"
+    );
+    assert_eq!(verdict.paid_twice, 0);
+    assert_eq!(verdict.payments.late_sent, 10);
+    assert_eq!(verdict.payments.late_refused, 10);
+    assert_eq!(verdict.payments.late_moved_units, 0);
+    assert_eq!(verdict.refunds_due, 10 + verdict.payments.too_late as i64);
+    assert!(verdict.payments.replays > 0);
+    assert_eq!(verdict.payments.replays_same, verdict.payments.replays);
     assert_eq!(verdict.oversold, 0);
     assert_eq!(verdict.duplicates, 0);
     assert_eq!(verdict.lost, 0);
@@ -124,7 +142,11 @@ async fn every_service_exports_metrics_promtool_accepts_and_they_add_up() {
         concurrency: 16,
         seed: 11,
         drain_timeout: Duration::from_secs(60),
-        progress: false,
+        payment_window_secs: 3,
+        pay_share: 0.5,
+        late_payers: 10,
+        latecomers: 100,
+        ..Scenario::default()
     };
     let verdict = flash_sim::run_sale(&stack, &scenario).await.unwrap();
     assert!(verdict.holds(), "{}", verdict.render());

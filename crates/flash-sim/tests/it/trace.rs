@@ -90,6 +90,7 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
         seed: 1,
         drain_timeout: PATIENCE,
         progress: false,
+        ..Scenario::default()
     };
     flash_sim::create_sale(&stack.gateway_url(), &ctx.secret(), &sku, &scenario)
         .await

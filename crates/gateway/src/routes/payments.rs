@@ -102,7 +102,7 @@ async fn apply(
         PaymentOutcome::Paid => tracing::info!(replayed, "order paid"),
         PaymentOutcome::RefundDue(reason) if !replayed => {
             state.metrics.refunds_due.inc();
-            tracing::warn!(%reason, "a payment pays no order; recorded as a refund due");
+            tracing::info!(%reason, "a payment pays no order; recorded as a refund due");
         }
         PaymentOutcome::RefundDue(_) => {}
     });

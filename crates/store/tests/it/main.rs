@@ -295,3 +295,83 @@ async fn a_read_only_primary_is_a_transient_error_and_a_refused_statement_a_perm
         .unwrap_err();
     assert!(read_only.is_transient(), "{read_only:?}");
 }
+
+#[tokio::test]
+async fn the_payment_window_migration_keeps_confirmed_orders_sold_and_goes_back_down() {
+    use migration::{Migrator, MigratorTrait};
+    use store::sea_orm::{ConnectionTrait, Database};
+    let (url, _) = fresh_database().await.unwrap();
+    let db = Database::connect(url.as_str()).await.unwrap();
+    Migrator::up(&db, Some(1)).await.unwrap();
+    db.execute_unprepared(
+        "INSERT INTO sales (sku_id, initial_stock, stock, per_user_limit, starts_at, ends_at, created_at, updated_at) \
+         VALUES ('old-sale', 10, 9, 1, now(), now() + interval '1 hour', now(), now()); \
+         INSERT INTO orders (order_id, user_id, sku_id, quantity, idempotency_key, status, requested_at, created_at, updated_at) \
+         VALUES ('old-sale.0000000000000000000000000000000a', 'alice', 'old-sale', 1, 'k', 'confirmed', now(), now(), now())",
+    )
+    .await
+    .unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    let store = Store::from_connection(db.clone());
+    let id = domain::OrderId::parse("old-sale.0000000000000000000000000000000a").unwrap();
+    let row = store.order(&id).await.unwrap().unwrap();
+    assert_eq!(
+        row.order_status().unwrap(),
+        OrderStatus::Paid,
+        "a confirmed order was sold"
+    );
+    let sale = store
+        .sale(&SkuId::parse("old-sale").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sale.payment_terms().unwrap(),
+        domain::PaymentTerms::default()
+    );
+
+    Migrator::down(&db, Some(1)).await.unwrap();
+    let status: String = db
+        .query_one(store::statement(
+            db.get_database_backend(),
+            "SELECT status FROM orders",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "status")
+        .unwrap();
+    assert_eq!(status, "confirmed");
+}
+
+#[tokio::test]
+async fn paying_is_idempotent_on_the_payment_id_and_a_paid_order_is_never_expired() {
+    let store = store().await;
+    let sku = sku();
+    store.upsert_sale(&sku, &open_spec(3, 1)).await.unwrap();
+    let o = order(&sku, "alice", "k", 1);
+    store.persist_batch([&o]).await.unwrap();
+    let notice = testkit::notice("pay-1", &o.order_id, 100);
+    let now = chrono::Utc::now();
+    let first = store.pay(&notice, now).await.unwrap();
+    assert_eq!(
+        first,
+        store::Paid::Recorded {
+            outcome: domain::PaymentOutcome::Paid,
+            expired: None
+        }
+    );
+    assert_eq!(
+        store.pay(&notice, now).await.unwrap(),
+        store::Paid::Replayed(domain::PaymentOutcome::Paid)
+    );
+    // Past its window, a paid order stays paid and keeps its unit.
+    let later = now + chrono::Duration::hours(1);
+    assert!(store.expire_due(later, 100).await.unwrap().is_empty());
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (stats.paid.orders, stats.expired.orders, stats.stock),
+        (1, 0, 2)
+    );
+    assert_eq!(store.payments_of_sku(&sku).await.unwrap().len(), 1);
+}
