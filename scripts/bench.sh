@@ -192,6 +192,7 @@ if [ -z "${SKIP_DEMO:-}" ]; then
   echo "== end to end: seckill-sim demo, 100,000 buyers for 10,000 units (PostgreSQL), $RUNS runs"
   for run in $(seq 1 "$RUNS"); do
     "$sim" demo --stock 10000 --users 100000 --requests 100000 --per-user-limit 1 \
+      --pay-share 0 --late-payers 0 --latecomers 0 \
       --seed "$run" --json > "$out/demo-$run.txt" 2> "$out/demo-$run.log" || true
     grep -E "^throughput|PASS|FAIL" "$out/demo-$run.txt" | sed 's/^/  /' || tail -n 5 "$out/demo-$run.txt"
   done

@@ -4,7 +4,7 @@
 //! Both read with a throwaway consumer group from the replayer group's committed offsets to the
 //! end of each partition, and neither commits anything for the replayer: the running replayer
 //! still settles every letter afterwards. That second handling has no second effect: the worker
-//! writes an order once, a compensation never overrides a confirmed order, and a released
+//! writes an order once, a compensation never overrides a written order, and a released
 //! reservation stays released. To have a replay win over a compensation, stop `run` first.
 
 use anyhow::Context;

@@ -124,6 +124,7 @@ pub async fn run_sale(stack: &LocalStack, scenario: &Scenario) -> anyhow::Result
     );
     let mut payments = verdict::PaymentEvidence {
         window_secs: scenario.payment_window_secs,
+        latecomers: scenario.latecomers,
         ..Default::default()
     };
 

@@ -235,6 +235,10 @@ async fn main() -> anyhow::Result<()> {
                 "buyer token    {}  (sub = alice)",
                 gateway::auth::sign(&secret, "alice", None, 86_400)
             );
+            println!(
+                "payments       POST {}/v1/payments, signed with payments.webhook_secret (README: \"Paying orders\")",
+                stack.gateway_url()
+            );
             println!("Ctrl-C stops everything.");
             telemetry::terminate_signal().await;
             stack.stop().await

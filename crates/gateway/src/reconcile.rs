@@ -115,8 +115,10 @@ pub async fn reconcile(
         .await?;
     }
     for sku in lost {
-        let sale = store
-            .sale(&sku)
+        // One snapshot: an order the expirer expires meanwhile is either still holding its units
+        // in both reads, or expired with its units back in both.
+        let (sale, rows) = store
+            .sale_with_orders(&sku)
             .await?
             .with_context(|| format!("sale {sku} vanished from the database"))?;
         let spec = SaleSpec::new(
@@ -125,9 +127,7 @@ pub async fn reconcile(
             sale.starts_at,
             sale.ends_at,
         )?;
-        let orders = store
-            .orders_of(&sku)
-            .await?
+        let orders = rows
             .into_iter()
             .map(|row| {
                 Ok(RestoredOrder {

@@ -181,7 +181,7 @@ async fn release_after_failed_produce(
     let label = match &outcome {
         Ok(ReleaseOutcome::Released) => "released",
         Ok(ReleaseOutcome::AlreadyReleased) => "already_released",
-        Ok(ReleaseOutcome::Missing) => "missing",
+        Ok(ReleaseOutcome::Missing | ReleaseOutcome::SaleMissing) => "missing",
         Ok(ReleaseOutcome::Claimed) => "claimed",
         Err(_) => "error",
     };

@@ -11,7 +11,9 @@
 //!
 //! So the units go back exactly once whatever stops where: the database's share is guarded by
 //! the order's status in one transaction, Redis's by the reservation's state in one script, and
-//! the link between them (`units_returned_at`) is only set once Redis has answered.
+//! the link between them (`units_returned_at`) is only set once Redis has answered. A sale Redis
+//! has lost (`release.lua` answers `no_sale` and changes nothing) keeps its expired orders owed
+//! until `reconcile` has rebuilt it; a later round then releases what reconcile wrote.
 //!
 //! It runs in the order worker, beside its consumer loop and the sweeper: the worker already
 //! holds the database and Redis, writes the orders whose windows it closes, and scales with its
@@ -33,9 +35,12 @@ pub struct ExpiryReport {
     pub expired: usize,
     /// Units Redis got back this round (expired now or owed by an earlier round).
     pub units_returned: i64,
-    /// Expired orders whose reservation Redis no longer has (Redis lost it; `reconcile`
-    /// rebuilds the sale with the order released).
+    /// Expired orders whose reservation Redis no longer has although it has the sale (the
+    /// sale ended and its per-order keys expired): recorded as returned, nothing to give back.
     pub missing: usize,
+    /// Expired orders of sales Redis has lost: left owed until `reconcile` has rebuilt the
+    /// sale.
+    pub owed: usize,
 }
 
 /// Expires unpaid orders.
@@ -72,8 +77,10 @@ impl Expirer {
                 .unreturned_expiries(self.config.batch_max)
                 .await?;
             let full = owed.len() == self.config.batch_max;
+            let still_owed = report.owed;
             self.return_units(&owed, &mut report).await?;
-            if !full {
+            // Orders of a sale Redis lost stay owed: the next batch would be the same one.
+            if !full || report.owed > still_owed {
                 break;
             }
         }
@@ -93,9 +100,17 @@ impl Expirer {
         Ok(report)
     }
 
-    /// One round, counted and logged: what the worker runs on its timer.
+    /// One round, counted and logged: what the worker runs on its timer. It also reads how
+    /// many orders await payment, for the gauges.
     pub async fn round(&self) -> anyhow::Result<()> {
-        let expired = self.expire().await;
+        let expired = async {
+            let report = self.expire().await?;
+            let awaiting = self.store.awaiting_payment_totals().await?;
+            self.metrics.orders_awaiting_payment.set(awaiting.orders);
+            self.metrics.units_awaiting_payment.set(awaiting.units);
+            anyhow::Ok(report)
+        }
+        .await;
         self.metrics
             .expiry_rounds
             .with_label_values(&[if expired.is_ok() { "ok" } else { "error" }])
@@ -103,6 +118,12 @@ impl Expirer {
         let report = expired?;
         if report.expired > 0 || report.units_returned > 0 {
             tracing::info!(?report, "unpaid orders expired");
+        }
+        if report.owed > 0 {
+            tracing::warn!(
+                owed = report.owed,
+                "expired orders of sales Redis has lost wait for `reconcile` to give their units back"
+            );
         }
         Ok(())
     }
@@ -135,13 +156,21 @@ impl Expirer {
                 Ok(ReleaseOutcome::AlreadyReleased | ReleaseOutcome::Claimed) => {
                     returned.push(&order.order_id);
                 }
+                // The sale is there but not the reservation: its sale ended and its per-order keys
+                // expired (`sweeper.retain_after_end_secs`). There is nothing Redis can take
+                // back; the ended sale's Redis stock stays short by these units.
                 Ok(ReleaseOutcome::Missing) => {
                     report.missing += 1;
                     tracing::warn!(
                         order_id = %order.order_id,
-                        "an expired order has no reservation in Redis; reconcile rebuilds its sale with it released"
+                        "an expired order's reservation is gone from Redis (its sale's keys expired); its units are back in the database only"
                     );
                     returned.push(&order.order_id);
+                }
+                // Redis lost the whole sale: `reconcile` rebuilds it from the database. Until it
+                // has, the order stays owed, and a later round releases what reconcile wrote.
+                Ok(ReleaseOutcome::SaleMissing) => {
+                    report.owed += 1;
                 }
                 Err(error) => {
                     tracing::warn!(order_id = %order.order_id, %error, "giving an expired order's units back to Redis failed; the next round tries again");

@@ -2,7 +2,8 @@
 //! metrics to the same registry).
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 /// Every metric the worker records.
@@ -34,6 +35,10 @@ pub struct WorkerMetrics {
     pub expiry_units_returned: IntCounter,
     /// `seckill_expiry_rounds_total{result}`
     pub expiry_rounds: IntCounterVec,
+    /// `seckill_orders_awaiting_payment`
+    pub orders_awaiting_payment: IntGauge,
+    /// `seckill_units_awaiting_payment`
+    pub units_awaiting_payment: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -120,6 +125,16 @@ impl WorkerMetrics {
         for result in ["ok", "error"] {
             expiry_rounds.with_label_values(&[result]);
         }
+        let orders_awaiting_payment = IntGauge::new(
+            "seckill_orders_awaiting_payment",
+            "Orders written and not yet paid nor expired, across all sales (read by the expirer each round; every replica reports the same figure).",
+        )
+        .expect("valid metric");
+        let units_awaiting_payment = IntGauge::new(
+            "seckill_units_awaiting_payment",
+            "Units those orders hold until they are paid or expire.",
+        )
+        .expect("valid metric");
         for reason in domain::ReasonCode::ALL {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
@@ -145,6 +160,8 @@ impl WorkerMetrics {
             Box::new(orders_expired.clone()),
             Box::new(expiry_units_returned.clone()),
             Box::new(expiry_rounds.clone()),
+            Box::new(orders_awaiting_payment.clone()),
+            Box::new(units_awaiting_payment.clone()),
         ] {
             registry
                 .register(collector)
@@ -164,6 +181,8 @@ impl WorkerMetrics {
             orders_expired,
             expiry_units_returned,
             expiry_rounds,
+            orders_awaiting_payment,
+            units_awaiting_payment,
         }
     }
 }

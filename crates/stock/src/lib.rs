@@ -140,6 +140,9 @@ pub enum ReleaseOutcome {
     Missing,
     /// `produce_failed` mode only: the worker already claimed it, so the order is in the queue.
     Claimed,
+    /// Redis has no such sale (it lost it; `reconcile` rebuilds it from the database): nothing
+    /// was changed.
+    SaleMissing,
 }
 
 /// Why a reservation is released.
@@ -388,6 +391,7 @@ impl StockLedger {
             "already" => ReleaseOutcome::AlreadyReleased,
             "missing" => ReleaseOutcome::Missing,
             "claimed" => ReleaseOutcome::Claimed,
+            "no_sale" => ReleaseOutcome::SaleMissing,
             _ => {
                 return Err(StockError::Reply {
                     script: "release",

@@ -86,6 +86,31 @@ impl Store {
             .collect()
     }
 
+    /// Orders awaiting payment across all sales, and their units (the expirer's gauges; the
+    /// `(status, pay_by)` index bounds the read to those orders).
+    pub async fn awaiting_payment_totals(&self) -> Result<crate::Tally, StoreError> {
+        let select = Query::select()
+            .expr_as(
+                Expr::col(orders::Column::OrderId).count(),
+                sea_orm::sea_query::Alias::new("orders"),
+            )
+            .expr_as(
+                Expr::cust("CAST(COALESCE(SUM(quantity), 0) AS BIGINT)"),
+                sea_orm::sea_query::Alias::new("units"),
+            )
+            .from(orders::Entity)
+            .and_where(Expr::col(orders::Column::Status).eq(OrderStatus::AwaitingPayment.as_str()))
+            .to_owned();
+        let row = self.db.query_one(self.backend().build(&select)).await?;
+        Ok(match row {
+            Some(row) => crate::Tally {
+                orders: row.try_get("", "orders")?,
+                units: row.try_get("", "units")?,
+            },
+            None => crate::Tally::default(),
+        })
+    }
+
     /// Records that Redis has the units of these expired orders back. Idempotent.
     pub async fn mark_units_returned(
         &self,

@@ -694,6 +694,27 @@ impl Store {
             .await?)
     }
 
+    /// The sale of `sku` and all its orders, read in one snapshot (a repeatable-read
+    /// transaction on PostgreSQL; SQLite's read transaction is one): what `reconcile` rebuilds
+    /// Redis from, while the expirer may be expiring orders.
+    pub async fn sale_with_orders(
+        &self,
+        sku: &SkuId,
+    ) -> Result<Option<(sales::Model, Vec<orders::Model>)>, StoreError> {
+        let isolation =
+            (self.backend() == DbBackend::Postgres).then_some(IsolationLevel::RepeatableRead);
+        let txn = self.db.begin_with_config(isolation, None).await?;
+        let Some(sale) = sales::Entity::find_by_id(sku.as_str()).one(&txn).await? else {
+            return Ok(None);
+        };
+        let orders = orders::Entity::find()
+            .filter(orders::Column::SkuId.eq(sku.as_str()))
+            .all(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(Some((sale, orders)))
+    }
+
     /// Orders of `sku` (verdicts and tests).
     pub async fn orders_of(&self, sku: &SkuId) -> Result<Vec<orders::Model>, StoreError> {
         Ok(orders::Entity::find()

@@ -137,3 +137,78 @@ async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without
     stop.cancel();
     worker.await.unwrap().unwrap();
 }
+
+/// Redis loses a sale while some of its orders are past their payment window: the expirer gives
+/// their units back to the database at once and waits for `reconcile` before it touches Redis,
+/// so the rebuilt sale counts every unit once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_that_expire_while_redis_has_lost_their_sale_are_given_back_once_after_reconcile() {
+    let gw = Running::start().await;
+    let sku = sku();
+    let store = gw.ctx.store().await;
+    let spec =
+        testkit::open_spec(5, 1).with_payment(domain::PaymentTerms::new(1, None, None).unwrap());
+    gw.ctx.open_sale_as(&sku, spec).await;
+    let orders: Vec<_> = ["ann", "ben", "cat"]
+        .iter()
+        .map(|user| testkit::order(&sku, user, "k1", 1))
+        .collect();
+    testkit::written_orders(&gw.ctx.ledger(), &store, &orders).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    gw.ctx.ledger().forget(&sku).await.unwrap();
+
+    let expirer = order_worker::expirer::Expirer::new(
+        gw.ctx.ledger(),
+        store.clone(),
+        gw.ctx.settings.expiry.clone(),
+        order_worker::metrics::WorkerMetrics::new(telemetry::new_registry()),
+    );
+    let report = expirer.expire().await.unwrap();
+    assert_eq!(
+        (report.expired, report.owed, report.units_returned),
+        (3, 3, 0),
+        "{report:?}"
+    );
+    assert!(
+        gw.ctx.ledger().snapshot(&sku).await.unwrap().is_none(),
+        "the release wrote nothing into the lost sale"
+    );
+    let report = expirer.expire().await.unwrap();
+    assert_eq!(
+        (report.expired, report.owed),
+        (0, 3),
+        "still owed, and the round ends"
+    );
+
+    let options = gateway::reconcile::Options {
+        skus: vec![sku.clone()],
+        drain_timeout: Duration::from_secs(60),
+    };
+    let reports = gateway::reconcile::reconcile(
+        &gw.ctx.ledger(),
+        &store,
+        &gw.ctx.endpoint(),
+        &gw.ctx.settings.kafka,
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reports[0].outcome, RestoreOutcome::Restored(5));
+    let report = expirer.expire().await.unwrap();
+    assert_eq!(
+        (report.owed, report.units_returned),
+        (0, 0),
+        "reconcile wrote them released"
+    );
+    let redis = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (redis.remaining, stats.stock, stats.held_units()),
+        (5, 5, 0)
+    );
+    assert_eq!(redis.reserved - redis.released, 0, "conserved");
+    for user in ["ann", "ben", "cat"] {
+        let (status, body) = gw.buy(sku.as_str(), user, "k2", json!({})).await;
+        assert_eq!(status, 202, "{user} may buy again: {body}");
+    }
+}

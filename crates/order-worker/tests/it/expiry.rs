@@ -60,6 +60,23 @@ async fn two_expirers_at_once_return_each_unpaid_unit_once_and_the_buyers_may_bu
     let orders = buyers(&sku, 40);
     written_orders(&ctx.ledger(), &store, &orders).await;
     assert_eq!(books(&ctx, &store, &sku).await, (10, 0, 10, 0));
+    let metrics = WorkerMetrics::new(telemetry::new_registry());
+    let watching = Expirer::new(
+        ctx.ledger(),
+        store.clone(),
+        ctx.settings.expiry.clone(),
+        metrics.clone(),
+    );
+    watching.round().await.unwrap();
+    assert_eq!(
+        (
+            metrics.orders_awaiting_payment.get(),
+            metrics.units_awaiting_payment.get()
+        ),
+        (40, 40),
+        "the gauges (this test has its own database)"
+    );
+    assert_eq!(metrics.orders_expired.get(), 0, "nothing is due yet");
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 
     let (a, b) = (expirer(&ctx, &store), expirer(&ctx, &store));
@@ -74,6 +91,9 @@ async fn two_expirers_at_once_return_each_unpaid_unit_once_and_the_buyers_may_bu
         assert!(row.units_returned_at.is_some());
     }
     assert_eq!(a.expire().await.unwrap(), ExpiryReport::default());
+    watching.round().await.unwrap();
+    assert_eq!(metrics.units_awaiting_payment.get(), 0);
+    assert_eq!(metrics.orders_awaiting_payment.get(), 0);
     assert_eq!(books(&ctx, &store, &sku).await, (50, 40, 50, 40));
     // The per-user limit is 1: a buyer whose order expired may buy again.
     let again = order(&sku, "buyer-0", "k-2", 1);

@@ -7,7 +7,12 @@
 --   mode "compensate": the order failed for good; release whatever its state, keep the
 --     idempotency entry so a retry with the same key shows the same (failed) order.
 -- A released order leaves the outbox: there is nothing left to publish.
--- Returns: released | already | missing | claimed
+-- A sale Redis does not have (it lost it, and `reconcile` may be rebuilding it from the database
+-- right now) is left alone: a release would write into the keys reconcile is filling.
+-- Returns: released | already | missing | claimed | no_sale
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 'no_sale'
+end
 local record = redis.call('HGET', KEYS[5], ARGV[1])
 if not record then
   return 'missing'
