@@ -114,6 +114,12 @@ impl LocalStack {
                 Err(_) => tracing::error!(service = name, "service did not stop in time"),
             }
         }
+        // The services have returned, but the gateway's HTTP workers drop their share of its
+        // state (the producer among it) on their own threads a moment later. The embedded broker
+        // must outlive every client, or each logs the broker's disappearance as an error.
+        if self.broker.is_some() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         if let Some(mut redis) = self.redis.take() {
             let _ = redis.kill().await;
         }
