@@ -77,7 +77,17 @@ impl Store {
             find = find.lock_exclusive();
         }
         let Some(order) = find.one(&txn).await? else {
-            return Ok(Paid::OrderNotFound);
+            // A payment id already used (for an order that exists) is a conflict, whatever the
+            // order this notice names.
+            let used = payments::Entity::find_by_id(notice.payment_id.as_str())
+                .one(&txn)
+                .await?
+                .is_some();
+            return Ok(if used {
+                Paid::Conflict
+            } else {
+                Paid::OrderNotFound
+            });
         };
         if let Some(earlier) = payments::Entity::find_by_id(notice.payment_id.as_str())
             .one(&txn)

@@ -374,4 +374,13 @@ async fn paying_is_idempotent_on_the_payment_id_and_a_paid_order_is_never_expire
         (1, 0, 2)
     );
     assert_eq!(store.payments_of_sku(&sku).await.unwrap().len(), 1);
+    // The same payment id for an order the database does not have is still a conflict.
+    let unknown = order(&sku, "bob", "k", 1).order_id;
+    assert_eq!(
+        store
+            .pay(&testkit::notice("pay-1", &unknown, 100), now)
+            .await
+            .unwrap(),
+        store::Paid::Conflict
+    );
 }
