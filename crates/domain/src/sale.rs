@@ -24,8 +24,8 @@ pub enum SaleError {
         /// Longest allowed window.
         max: u32,
     },
-    /// A price without a currency, a currency without a price, or a negative price.
-    #[error("price_minor (0 or more) and currency (ISO 4217, e.g. \"EUR\") go together")]
+    /// A price without a currency, a currency without a price, or a price out of range.
+    #[error("price_minor (0 to 10000000000000) and currency (ISO 4217, e.g. \"EUR\") go together")]
     Price,
     /// Not three upper-case ASCII letters.
     #[error("currency must be an ISO 4217 code of three upper-case letters, e.g. \"EUR\"")]
@@ -96,6 +96,9 @@ impl PaymentTerms {
     pub const DEFAULT_WINDOW_SECS: u32 = 900;
     /// Longest window: a week.
     pub const MAX_WINDOW_SECS: u32 = 7 * 24 * 3600;
+    /// Highest price of one unit, in minor units: an order of the largest quantity stays within
+    /// the largest amount a payment notice may carry.
+    pub const MAX_PRICE_MINOR: i64 = 10_000_000_000_000;
 
     /// Validates terms: a window of `1..=MAX_WINDOW_SECS` seconds; a price and a currency
     /// together or neither.
@@ -111,10 +114,12 @@ impl PaymentTerms {
         }
         let price = match (price_minor, currency) {
             (None, None) => None,
-            (Some(minor), Some(currency)) if minor >= 0 => Some(Price {
-                minor_per_unit: minor,
-                currency: Currency::parse(currency)?,
-            }),
+            (Some(minor), Some(currency)) if (0..=Self::MAX_PRICE_MINOR).contains(&minor) => {
+                Some(Price {
+                    minor_per_unit: minor,
+                    currency: Currency::parse(currency)?,
+                })
+            }
             _ => return Err(SaleError::Price),
         };
         Ok(Self {
@@ -257,6 +262,11 @@ mod tests {
         );
         assert_eq!(
             PaymentTerms::new(60, Some(-1), Some("EUR")),
+            Err(SaleError::Price)
+        );
+        let too_dear = PaymentTerms::MAX_PRICE_MINOR + 1;
+        assert_eq!(
+            PaymentTerms::new(60, Some(too_dear), Some("EUR")),
             Err(SaleError::Price)
         );
         for bad in ["eur", "EU", "EURO", "€UR"] {

@@ -41,6 +41,12 @@ pub struct ExpiryReport {
     /// Expired orders of sales Redis has lost: left owed until `reconcile` has rebuilt the
     /// sale.
     pub owed: usize,
+    /// Expired orders whose release failed this round (Redis unreachable): left owed, tried
+    /// again next round.
+    pub failed: usize,
+    /// Expired orders whose reservation record cannot be read: Redis cannot take their units
+    /// back; recorded as returned and logged, so they do not hold up the others.
+    pub unreadable: usize,
 }
 
 /// Expires unpaid orders.
@@ -69,18 +75,21 @@ impl Expirer {
     }
 
     /// One round: the follow-up of what earlier rounds owe Redis, then the orders due now.
+    /// A release that fails does not stop the round (the order stays owed); the round then
+    /// ends in an error after it has done all it could. A database error ends it at once.
     pub async fn expire(&self) -> anyhow::Result<ExpiryReport> {
         let mut report = ExpiryReport::default();
+        let mut failure = None;
         loop {
             let owed = self
                 .store
                 .unreturned_expiries(self.config.batch_max)
                 .await?;
             let full = owed.len() == self.config.batch_max;
-            let still_owed = report.owed;
-            self.return_units(&owed, &mut report).await?;
-            // Orders of a sale Redis lost stay owed: the next batch would be the same one.
-            if !full || report.owed > still_owed {
+            let stuck = report.owed + report.failed;
+            self.return_units(&owed, &mut report, &mut failure).await?;
+            // An order left owed would come back in the next batch: the round moves on.
+            if !full || report.owed + report.failed > stuck {
                 break;
             }
         }
@@ -92,12 +101,19 @@ impl Expirer {
             report.expired += expired.len();
             self.metrics.orders_expired.inc_by(expired.len() as u64);
             let full = expired.len() == self.config.batch_max;
-            self.return_units(&expired, &mut report).await?;
+            self.return_units(&expired, &mut report, &mut failure)
+                .await?;
             if !full {
                 break;
             }
         }
-        Ok(report)
+        match failure {
+            Some(error) => Err(anyhow::Error::new(error).context(format!(
+                "{} expired orders stay owed to Redis",
+                report.failed
+            ))),
+            None => Ok(report),
+        }
     }
 
     /// One round, counted and logged: what the worker runs on its timer. It also reads how
@@ -134,6 +150,7 @@ impl Expirer {
         &self,
         orders: &[ExpiredOrder],
         report: &mut ExpiryReport,
+        failure: &mut Option<stock::StockError>,
     ) -> anyhow::Result<()> {
         if orders.is_empty() {
             return Ok(());
@@ -143,7 +160,6 @@ impl Expirer {
                 .release(&order.order_id, ReleaseMode::Compensate)
         });
         let mut returned: Vec<&OrderId> = Vec::with_capacity(orders.len());
-        let mut failure = None;
         for (order, released) in orders.iter().zip(join_all(releases).await) {
             match released {
                 Ok(ReleaseOutcome::Released) => {
@@ -172,7 +188,17 @@ impl Expirer {
                 Ok(ReleaseOutcome::SaleMissing) => {
                     report.owed += 1;
                 }
+                Err(error) if !error.is_transient() => {
+                    report.unreadable += 1;
+                    tracing::error!(
+                        order_id = %order.order_id,
+                        %error,
+                        "an expired order's reservation cannot be released; its units are back in the database only"
+                    );
+                    returned.push(&order.order_id);
+                }
                 Err(error) => {
+                    report.failed += 1;
                     tracing::warn!(order_id = %order.order_id, %error, "giving an expired order's units back to Redis failed; the next round tries again");
                     failure.get_or_insert(error);
                 }
@@ -181,9 +207,6 @@ impl Expirer {
         self.store
             .mark_units_returned(&returned, Utc::now())
             .await?;
-        match failure {
-            Some(error) => Err(error.into()),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }

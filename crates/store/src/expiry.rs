@@ -4,7 +4,7 @@
 //! has, the order's `units_returned_at` stays empty, so an expirer that stopped in between is
 //! followed up by the next round, on any replica.
 
-use crate::entity::orders;
+use crate::entity::{orders, sales};
 use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use domain::{OrderId, OrderStatus, ReasonCode};
@@ -168,12 +168,12 @@ pub(crate) async fn expire_rows(
     }
     for (sku, units) in units_by_sku {
         let give_back = Query::update()
-            .table(crate::entity::sales::Entity)
+            .table(sales::Entity)
             .value(
-                crate::entity::sales::Column::Stock,
-                Expr::col(crate::entity::sales::Column::Stock).add(units),
+                sales::Column::Stock,
+                Expr::col(sales::Column::Stock).add(units),
             )
-            .and_where(Expr::col(crate::entity::sales::Column::SkuId).eq(sku))
+            .and_where(Expr::col(sales::Column::SkuId).eq(sku))
             .to_owned();
         txn.execute(backend.build(&give_back)).await?;
     }

@@ -479,6 +479,8 @@ impl Store {
             .collect();
         let refused = self.take_stock_for(&txn, &taking).await?;
         self.mark_refused(&txn, &refused, now).await?;
+        self.set_missed_windows(&txn, &taking, &windows, &refused, now)
+            .await?;
         let mut stored = self.stored_outcomes(&txn, &orders).await?;
         txn.commit().await?;
         Ok(orders
@@ -510,6 +512,42 @@ impl Store {
             .into_iter()
             .map(|(sku, secs)| (sku, chrono::Duration::seconds(i64::from(secs))))
             .collect())
+    }
+
+    /// Sets `pay_by` on the orders that took stock from a sale whose window this transaction
+    /// did not see when it inserted them: the sale's row was committed between the two reads
+    /// (an admin creating it while its first orders arrive). Without it they would never expire.
+    async fn set_missed_windows(
+        &self,
+        txn: &impl ConnectionTrait,
+        taking: &[&OrderRequested],
+        windows: &HashMap<String, chrono::Duration>,
+        refused: &[(&OrderId, ReasonCode)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let refused: HashSet<&OrderId> = refused.iter().map(|(id, _)| *id).collect();
+        let missed: Vec<&OrderRequested> = taking
+            .iter()
+            .copied()
+            .filter(|o| !windows.contains_key(o.sku_id.as_str()) && !refused.contains(&o.order_id))
+            .collect();
+        if missed.is_empty() {
+            return Ok(());
+        }
+        for (sku, window) in self.payment_windows(txn, &missed).await? {
+            let update = Query::update()
+                .table(orders::Entity)
+                .value(orders::Column::PayBy, now + window)
+                .and_where(Expr::col(orders::Column::SkuId).eq(sku.as_str()))
+                .and_where(
+                    Expr::col(orders::Column::OrderId)
+                        .is_in(missed.iter().map(|o| o.order_id.as_str())),
+                )
+                .and_where(Expr::col(orders::Column::PayBy).is_null())
+                .to_owned();
+            txn.execute(self.backend().build(&update)).await?;
+        }
+        Ok(())
     }
 
     /// Inserts the orders as awaiting payment, skipping any that conflict; the ids inserted now.

@@ -4,7 +4,7 @@
 //! status changed (see `expiry`).
 
 use crate::entity::{orders, payments, sales};
-use crate::expiry::{expire_rows, ExpiredOrder};
+use crate::expiry::expire_rows;
 use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use domain::{Currency, OrderStatus, PaymentNotice, PaymentOutcome, RefundReason, SkuId};
@@ -17,15 +17,10 @@ use sea_orm::{
 /// What a payment notice came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Paid {
-    /// Recorded now with this outcome. `expired` holds the order this notice found past its
-    /// `pay_by` and expired on the spot; its units went back to the database's stock, Redis
-    /// gets them from the expirer (or from the caller).
-    Recorded {
-        /// The outcome.
-        outcome: PaymentOutcome,
-        /// The order expired by this notice, if any.
-        expired: Option<ExpiredOrder>,
-    },
+    /// Recorded now with this outcome. A notice that found its order past its `pay_by` and
+    /// not yet expired expired it on the spot: its units went back to the database's stock,
+    /// and Redis gets them from the expirer's next round (its `units_returned_at` is empty).
+    Recorded(PaymentOutcome),
     /// The same payment was notified before and answered with this outcome; nothing changed.
     Replayed(PaymentOutcome),
     /// The payment id was notified before for another order, amount or currency.
@@ -102,7 +97,6 @@ impl Store {
                 Paid::Conflict
             });
         }
-        let mut expired = None;
         let outcome = match order.order_status()? {
             OrderStatus::AwaitingPayment if order.pay_by.is_some_and(|pay_by| now < pay_by) => {
                 if let Some(mismatch) = self.check_amount(&txn, &order, notice).await? {
@@ -113,7 +107,7 @@ impl Store {
             }
             OrderStatus::AwaitingPayment => {
                 let ids = [order.order_id.clone()];
-                expired = expire_rows(&txn, self.backend(), &ids, now).await?.pop();
+                expire_rows(&txn, self.backend(), &ids, now).await?;
                 PaymentOutcome::RefundDue(RefundReason::OrderExpired)
             }
             OrderStatus::Expired => PaymentOutcome::RefundDue(RefundReason::OrderExpired),
@@ -135,7 +129,7 @@ impl Store {
             return Ok(Paid::Conflict);
         }
         txn.commit().await?;
-        Ok(Paid::Recorded { outcome, expired })
+        Ok(Paid::Recorded(outcome))
     }
 
     /// `None` when the amount is right for the order (or the sale has no price).
@@ -155,7 +149,10 @@ impl Store {
         else {
             return Ok(None);
         };
-        let expected_minor = price.minor_per_unit * i64::from(order.quantity);
+        // Both factors are bounded (a price, a quantity), so the product fits.
+        let expected_minor = price
+            .minor_per_unit
+            .saturating_mul(i64::from(order.quantity));
         let right = notice.currency == price.currency
             && i64::try_from(notice.amount_minor).is_ok_and(|amount| amount == expected_minor);
         Ok((!right).then_some(Paid::AmountMismatch {
@@ -242,7 +239,7 @@ impl Store {
     /// The payments that must be refunded, oldest first, at most `limit`.
     pub async fn refunds_due(&self, limit: u64) -> Result<Vec<RefundDue>, StoreError> {
         payments::Entity::find()
-            .filter(payments::Column::Outcome.eq("refund_due"))
+            .filter(payments::Column::Outcome.eq(PaymentOutcome::REFUND_DUE))
             .order_by_asc(payments::Column::ReceivedAt)
             .limit(limit)
             .all(&self.db)
@@ -278,7 +275,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         Ok(payments::Entity::find()
             .filter(payments::Column::SkuId.eq(sku.as_str()))
-            .filter(payments::Column::Outcome.eq("refund_due"))
+            .filter(payments::Column::Outcome.eq(PaymentOutcome::REFUND_DUE))
             .count(txn)
             .await? as i64)
     }

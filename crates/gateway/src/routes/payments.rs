@@ -80,7 +80,7 @@ async fn apply(
     .map_err(ApiError::InvalidSignature)?;
     let notice: PaymentNotice = parse_json(&body)?;
     let (outcome, replayed) = match state.store.pay(&notice, now).await? {
-        Paid::Recorded { outcome, .. } => (outcome, false),
+        Paid::Recorded(outcome) => (outcome, false),
         Paid::Replayed(outcome) => (outcome, true),
         Paid::Conflict => return Err(ApiError::PaymentConflict),
         Paid::AmountMismatch {

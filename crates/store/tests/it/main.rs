@@ -354,13 +354,7 @@ async fn paying_is_idempotent_on_the_payment_id_and_a_paid_order_is_never_expire
     let notice = testkit::notice("pay-1", &o.order_id, 100);
     let now = chrono::Utc::now();
     let first = store.pay(&notice, now).await.unwrap();
-    assert_eq!(
-        first,
-        store::Paid::Recorded {
-            outcome: domain::PaymentOutcome::Paid,
-            expired: None
-        }
-    );
+    assert_eq!(first, store::Paid::Recorded(domain::PaymentOutcome::Paid));
     assert_eq!(
         store.pay(&notice, now).await.unwrap(),
         store::Paid::Replayed(domain::PaymentOutcome::Paid)
@@ -383,4 +377,62 @@ async fn paying_is_idempotent_on_the_payment_id_and_a_paid_order_is_never_expire
             .unwrap(),
         store::Paid::Conflict
     );
+}
+
+/// The embedded default: the same payment window on SQLite, where write transactions take the
+/// database lock first and timestamps compare as text.
+#[tokio::test]
+async fn on_sqlite_orders_await_payment_are_paid_once_and_the_unpaid_expire_with_their_units() {
+    let dir = std::env::temp_dir().join(testkit::unique("seckill-sqlite-"));
+    let mut settings = settings::Settings::defaults().database;
+    settings.sqlite_path = dir.join("seckill.db");
+    let store = Store::connect(&settings).await.unwrap();
+    let sku = sku();
+    store.upsert_sale(&sku, &open_spec(5, 1)).await.unwrap();
+    let orders: Vec<_> = (0..3)
+        .map(|i| order(&sku, &format!("u{i}"), "k", 1))
+        .collect();
+    store.persist_batch(&orders).await.unwrap();
+    let now = chrono::Utc::now();
+    let paying = testkit::notice("pay-0", &orders[0].order_id, 100);
+    let (first, again) = tokio::join!(store.pay(&paying, now), store.pay(&paying, now));
+    let mut answers = [first.unwrap(), again.unwrap()];
+    answers.sort_by_key(|a| matches!(a, store::Paid::Replayed(_)));
+    assert_eq!(
+        answers,
+        [
+            store::Paid::Recorded(domain::PaymentOutcome::Paid),
+            store::Paid::Replayed(domain::PaymentOutcome::Paid)
+        ]
+    );
+    assert!(
+        store.expire_due(now, 100).await.unwrap().is_empty(),
+        "none is due yet"
+    );
+    let later = now + chrono::Duration::seconds(901);
+    let expired = store.expire_due(later, 100).await.unwrap();
+    assert_eq!(expired.len(), 2);
+    let late = testkit::notice("pay-1", &orders[1].order_id, 100);
+    assert_eq!(
+        store.pay(&late, later).await.unwrap(),
+        store::Paid::Recorded(domain::PaymentOutcome::RefundDue(
+            domain::RefundReason::OrderExpired
+        ))
+    );
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stats.paid.orders,
+            stats.expired.orders,
+            stats.stock,
+            stats.refunds_due
+        ),
+        (1, 2, 4, 1)
+    );
+    let owed = store.unreturned_expiries(100).await.unwrap();
+    assert_eq!(owed.len(), 2);
+    let ids: Vec<_> = owed.iter().map(|o| &o.order_id).collect();
+    store.mark_units_returned(&ids, later).await.unwrap();
+    assert!(store.unreturned_expiries(100).await.unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(dir);
 }
