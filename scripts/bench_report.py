@@ -331,7 +331,7 @@ def write(out, markdown, svg):
             "",
             "### End to end: 100,000 buyers for 10,000 units (`seckill-sim demo`, PostgreSQL)",
             "",
-            "`seckill-sim demo --stock 10000 --users 100000 --requests 100000 --per-user-limit 1 --seed <run>`.",
+            "`seckill-sim demo --stock 10000 --users 100000 --requests 100000 --per-user-limit 1 --pay-share 0 --late-payers 0 --latecomers 0 --seed <run>` (no payments: the figure is the first crowd and its drain).",
             "Its crowd is the demo's own (reqwest, a token signed per request), not `seckill-sim load`.",
             "Target: every accepted order written within twice the time the buyers took to send.",
             "",
