@@ -98,6 +98,16 @@ async fn sale_with_orders(
     orders.into_iter().map(|o| o.order_id).collect()
 }
 
+/// An expirer of the test's world (the gateway's tests run one by hand, not a whole worker).
+pub(super) fn expirer(gw: &Running, store: &store::Store) -> order_worker::expirer::Expirer {
+    order_worker::expirer::Expirer::new(
+        gw.ctx.ledger(),
+        store.clone(),
+        gw.ctx.settings.expiry.clone(),
+        order_worker::metrics::WorkerMetrics::new(telemetry::new_registry()),
+    )
+}
+
 fn window(secs: i64) -> PaymentTerms {
     PaymentTerms::new(secs, None, None).unwrap()
 }
@@ -165,12 +175,7 @@ async fn a_payment_after_expiry_is_409_recorded_as_a_refund_and_moves_no_unit() 
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 
     // The first order expired before its payment came: the expirer ran.
-    let expirer = order_worker::expirer::Expirer::new(
-        gw.ctx.ledger(),
-        store.clone(),
-        gw.ctx.settings.expiry.clone(),
-        order_worker::metrics::WorkerMetrics::new(telemetry::new_registry()),
-    );
+    let expirer = expirer(&gw, &store);
     let report = expirer.expire().await.unwrap();
     assert_eq!((report.expired, report.units_returned), (2, 2));
     let stock_before = store.sale_stats(&sku).await.unwrap().unwrap().stock;
@@ -227,12 +232,7 @@ async fn a_late_payment_that_beats_the_expirer_expires_the_order_itself() {
     );
     assert_eq!(store.sale_stats(&sku).await.unwrap().unwrap().stock, 1);
     assert_eq!(gw.remaining(&sku).await, 0);
-    let expirer = order_worker::expirer::Expirer::new(
-        gw.ctx.ledger(),
-        store.clone(),
-        gw.ctx.settings.expiry.clone(),
-        order_worker::metrics::WorkerMetrics::new(telemetry::new_registry()),
-    );
+    let expirer = expirer(&gw, &store);
     let report = expirer.expire().await.unwrap();
     assert_eq!((report.expired, report.units_returned), (0, 1));
     assert_eq!(gw.remaining(&sku).await, 1);
@@ -367,12 +367,7 @@ async fn units_an_expiry_returns_are_sold_again_at_once_though_the_sale_was_sold
         "the flag answered"
     );
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let expirer = order_worker::expirer::Expirer::new(
-        gw.ctx.ledger(),
-        store.clone(),
-        gw.ctx.settings.expiry.clone(),
-        order_worker::metrics::WorkerMetrics::new(telemetry::new_registry()),
-    );
+    let expirer = expirer(&gw, &store);
     testkit::eventually(Duration::from_secs(5), "the order to expire", || async {
         (expirer.expire().await.unwrap().units_returned == 1).then_some(())
     })

@@ -157,12 +157,7 @@ async fn orders_that_expire_while_redis_has_lost_their_sale_are_given_back_once_
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     gw.ctx.ledger().forget(&sku).await.unwrap();
 
-    let expirer = order_worker::expirer::Expirer::new(
-        gw.ctx.ledger(),
-        store.clone(),
-        gw.ctx.settings.expiry.clone(),
-        order_worker::metrics::WorkerMetrics::new(telemetry::new_registry()),
-    );
+    let expirer = super::payments::expirer(&gw, &store);
     let report = expirer.expire().await.unwrap();
     assert_eq!(
         (report.expired, report.owed, report.units_returned),
