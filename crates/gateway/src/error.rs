@@ -59,6 +59,9 @@ pub enum ApiError {
     /// Per-user limit reached (409).
     #[error("this order would exceed the per-user limit")]
     LimitExceeded,
+    /// The idempotency key was used before for a different request (422).
+    #[error("{0}")]
+    KeyReused(String),
     /// The first request with this idempotency key is still being enqueued (409).
     #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
     RequestInProgress,
@@ -123,6 +126,7 @@ impl ApiError {
             ApiError::SoldOut => "sold_out",
             ApiError::LimitExceeded => "limit_exceeded",
             ApiError::RequestInProgress => "request_in_progress",
+            ApiError::KeyReused(_) => "idempotency_key_reused",
             ApiError::StockConflict(_) => "stock_conflict",
             ApiError::SaleNeedsReconcile => "sale_needs_reconcile",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
@@ -164,7 +168,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized | ApiError::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
-            ApiError::PaymentConflict | ApiError::AmountMismatch(_) => {
+            ApiError::PaymentConflict | ApiError::AmountMismatch(_) | ApiError::KeyReused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::Forbidden | ApiError::SaleNotActive => StatusCode::FORBIDDEN,

@@ -47,11 +47,12 @@ pub const PAYMENT_OUTCOMES: [&str; 10] = [
 ];
 
 /// Reservation outcomes, pre-registered so every series exists from the start.
-pub const RESERVATION_OUTCOMES: [&str; 6] = [
+pub const RESERVATION_OUTCOMES: [&str; 7] = [
     "accepted",
     "sold_out",
     "limit_exceeded",
     "duplicate",
+    "key_reused",
     "not_found",
     "not_active",
 ];

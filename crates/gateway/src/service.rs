@@ -61,6 +61,7 @@ pub async fn place_order(
     let label = match &outcome {
         ReserveOutcome::Accepted(_) => "accepted",
         ReserveOutcome::Duplicate { .. } => "duplicate",
+        ReserveOutcome::KeyReused { .. } => "key_reused",
         ReserveOutcome::SoldOut(_) => "sold_out",
         ReserveOutcome::LimitExceeded => "limit_exceeded",
         ReserveOutcome::NotFound => "not_found",
@@ -80,7 +81,7 @@ pub async fn place_order(
                 .await;
         }
         // A known order is answered before the stock is looked at: it says nothing of it.
-        ReserveOutcome::Duplicate { .. } => {}
+        ReserveOutcome::Duplicate { .. } | ReserveOutcome::KeyReused { .. } => {}
         _ => state.sold_out.clear(&candidate.sku_id),
     }
     match outcome {
@@ -104,6 +105,9 @@ pub async fn place_order(
                 }
             }
         }
+        ReserveOutcome::KeyReused { order_id, quantity } => Err(ApiError::KeyReused(format!(
+            "this Idempotency-Key already names order {order_id} for a quantity of {quantity}; use a new key for a different request"
+        ))),
         ReserveOutcome::SoldOut(_) => Err(ApiError::SoldOut),
         ReserveOutcome::LimitExceeded => Err(ApiError::LimitExceeded),
         ReserveOutcome::NotActive => Err(ApiError::SaleNotActive),

@@ -106,6 +106,14 @@ pub enum ReserveOutcome {
         /// Where that order's reservation is.
         state: ReservationState,
     },
+    /// The same user and key already have an order for another quantity: the client reused
+    /// the key for a different request. Nothing was reserved.
+    KeyReused {
+        /// The order the key belongs to.
+        order_id: OrderId,
+        /// Its quantity.
+        quantity: i64,
+    },
     /// Not enough stock left.
     SoldOut(SoldOut),
     /// The buyer would hold more than the per-user limit.
@@ -359,6 +367,13 @@ impl StockLedger {
                     _ => return Err(bad(&reply)),
                 }
             }
+            Some("key_reused") => ReserveOutcome::KeyReused {
+                order_id: order(&reply)?,
+                quantity: reply
+                    .get(2)
+                    .and_then(|q| q.parse().ok())
+                    .ok_or_else(|| bad(&reply))?,
+            },
             Some("limit_exceeded") => ReserveOutcome::LimitExceeded,
             Some("not_found") => ReserveOutcome::NotFound,
             Some("not_active") => ReserveOutcome::NotActive,

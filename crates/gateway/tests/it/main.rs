@@ -534,3 +534,51 @@ async fn readiness_goes_false_while_the_broker_is_down_and_true_when_it_is_back(
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_reused_for_another_quantity_is_422_and_reserves_nothing() {
+    let gw = Running::start().await;
+    let sku = sku();
+    gw.ctx.open_sale(&sku, 10, 5).await;
+    let (status, first) = gw
+        .buy(sku.as_str(), "erin", "k-1", json!({"quantity": 1}))
+        .await;
+    assert_eq!(status, 202, "{first}");
+    let (status, reused) = gw
+        .buy(sku.as_str(), "erin", "k-1", json!({"quantity": 2}))
+        .await;
+    assert_eq!(
+        (status, reused["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{reused}"
+    );
+    assert!(
+        reused["title"]
+            .as_str()
+            .unwrap()
+            .contains(first["order_id"].as_str().unwrap()),
+        "the answer names the order the key belongs to: {reused}"
+    );
+    assert_eq!(gw.remaining(&sku).await, 9, "nothing more was reserved");
+    // The same request again is still the same order; another key is another order.
+    let (status, again) = gw
+        .buy(sku.as_str(), "erin", "k-1", json!({"quantity": 1}))
+        .await;
+    assert!(matches!(status, 202 | 409), "{again}");
+    if status == 202 {
+        assert_eq!(again["order_id"], first["order_id"]);
+    }
+    let (status, other) = gw
+        .buy(sku.as_str(), "erin", "k-2", json!({"quantity": 2}))
+        .await;
+    assert_eq!(status, 202, "{other}");
+    assert_eq!(gw.remaining(&sku).await, 7);
+    assert_eq!(
+        gw.app
+            .metrics
+            .reservations
+            .with_label_values(&["key_reused"])
+            .get(),
+        1
+    );
+}

@@ -2,15 +2,25 @@
 -- KEYS: sale, stock, buyers, idem, resv, pending, outbox (all of one SKU, one hash tag)
 -- ARGV: user, idempotency key, candidate order id, quantity, now (ms since epoch), the order
 --   message (the outbox entry)
--- Answers: accepted <id> | duplicate <id> <state> | sold_out <left> <reserved> <ends_at> |
---   limit_exceeded | not_found | not_active
+-- Answers: accepted <id> | duplicate <id> <state> | key_reused <id> <quantity> |
+--   sold_out <left> <reserved> <ends_at> | limit_exceeded | not_found | not_active
+-- A known (user, key) is answered before anything else: with its order when the request is the
+-- same (its quantity, the body's only field; the SKU is the key's scope), or `key_reused` when
+-- the key comes back with another quantity (a client bug: nothing is reserved).
 -- Writes the order's reservation record (record.lua) in state R, the message in the outbox, and
 -- the order in the pending index at `now`, where it stays until it is written or released.
 local idem_field = ARGV[1] .. '|' .. ARGV[2]
 local existing = redis.call('HGET', KEYS[4], idem_field)
 if existing then
   local record = redis.call('HGET', KEYS[5], existing)
-  return {'duplicate', existing, record and decode_record(existing, record).state or 'X'}
+  if not record then
+    return {'duplicate', existing, 'X'}
+  end
+  local r = decode_record(existing, record)
+  if r.qty ~= tonumber(ARGV[4]) then
+    return {'key_reused', existing, tostring(r.qty)}
+  end
+  return {'duplicate', existing, r.state}
 end
 local sale = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'per_user_limit', 'reserved')
 if not sale[1] then
