@@ -6,7 +6,7 @@ TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nexte
 MIGRATE ?= status
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-redis build release test lint fmt demo bench stack migrate topics lag dlq-inspect dlq-replay reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
+.PHONY: help deps deps-redis build release test lint fmt demo bench stack openapi migrate topics lag dlq-inspect dlq-replay reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
 OVERLAY ?= dev
 
 help: ## List the targets
@@ -62,6 +62,9 @@ dlq-replay: ## Republish unsettled dead letters of one reason: make dlq-replay R
 
 reconcile: ## Rebuild in Redis the sales Redis lost, from the database (after a Redis restart): make reconcile [SKU=...]
 	$(CARGO) run --release -q -p gateway --bin seckill-gateway -- reconcile $(if $(SKU),--sku $(SKU))
+
+openapi: ## Write the OpenAPI document the gateway serves at /openapi.json to docs/openapi.json
+	$(CARGO) run -q -p gateway --bin seckill-gateway -- openapi > docs/openapi.json
 
 deploy-render: ## Render the Kubernetes manifests of an overlay: make deploy-render OVERLAY=dev|prod
 	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)

@@ -111,6 +111,7 @@ impl OrderRequested {
 /// Where an order is in its life:
 /// `pending` -> `awaiting_payment` -> `paid` | `expired`, or `failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Reserved in Redis and queued; the worker has not written it yet.

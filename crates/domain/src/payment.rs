@@ -84,16 +84,24 @@ impl std::fmt::Display for PaymentId {
 
 /// "This order was paid": the body of `POST /v1/payments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PaymentNotice {
-    /// The provider's payment id.
+    /// The provider's payment id: 1 to 128 visible ASCII characters.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 1, max_length = 128, example = "pay_7Hq2"))]
     pub payment_id: PaymentId,
     /// The order paid for.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "phone-x.019abf3c5e7d7c3a9d2e4b1f0a6c8e21"))]
     pub order_id: OrderId,
-    /// The amount, in the currency's minor unit (0 to [`MAX_AMOUNT_MINOR`]).
+    /// The amount, in the currency's minor unit (0 to 10^15).
     #[serde(deserialize_with = "bounded_amount")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_000_u64, example = 19999)
+    )]
     pub amount_minor: u64,
-    /// The currency.
+    /// The currency: an ISO 4217 code.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[A-Z]{3}$", example = "EUR"))]
     pub currency: Currency,
 }
 
@@ -110,6 +118,7 @@ pub enum PaymentOutcome {
 
 /// Why money that came in must go back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RefundReason {
     /// The order's payment window had closed: its units went back on sale.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// A stable, low-cardinality reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
     /// The payload is not JSON (or not an object).

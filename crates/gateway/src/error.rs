@@ -155,11 +155,21 @@ fn refund_message(reason: domain::RefundReason) -> &'static str {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// Every error answer (`application/problem+json`, RFC 9457).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// `urn:seckill:error:<code>`.
+    #[schema(example = "urn:seckill:error:sold_out")]
     r#type: String,
+    /// What went wrong, for people.
+    #[schema(example = "sold out")]
     title: String,
+    /// The HTTP status.
+    #[schema(example = 409)]
     status: u16,
+    /// The stable machine code: what a client branches on. Each answer of each route lists the
+    /// codes it can carry.
+    #[schema(example = "sold_out")]
     code: &'a str,
 }
 

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod overload;
 pub mod reconcile;
 pub mod routes;
@@ -189,6 +190,7 @@ impl Application {
         workers: usize,
         grace: Duration,
     ) -> anyhow::Result<actix_web::dev::Server> {
+        let openapi = openapi::document();
         let mut server = HttpServer::new(move || {
             // Runs on each HTTP worker's thread: watch that worker's event loop.
             actix_web::rt::spawn(overload::watch_this_loop());
@@ -275,6 +277,10 @@ impl Application {
                         .route(web::put().to(routes::admin::put_sale))
                         .route(web::get().to(routes::admin::get_sale))
                         .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+                        .url("/openapi.json", openapi.clone()),
                 )
                 .route("/healthz", web::get().to(routes::health::healthz))
                 .route("/readyz", web::get().to(routes::health::readyz))

@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     /// Serve the buyer and admin API until SIGTERM (the default).
     Serve,
+    /// Print the OpenAPI document of the API (what `/openapi.json` serves; `make openapi`
+    /// writes it to docs/openapi.json).
+    Openapi,
     /// Rebuild in Redis every sale Redis has lost, from the database, once the order worker
     /// and the dead-letter replayer have caught up. Sales Redis still has are left alone.
     Reconcile {
@@ -32,11 +35,17 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
+    // The document needs no settings (nor a reachable anything).
+    if let Command::Openapi = command {
+        print!("{}", gateway::openapi::pretty_json());
+        return Ok(());
+    }
     let settings = settings::Settings::load().context("loading settings")?;
     telemetry::init_tracing(&settings.log);
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => serve(settings).await,
+        Command::Openapi => Ok(()),
         Command::Reconcile {
             skus,
             drain_timeout_secs,

@@ -13,9 +13,10 @@ use stock::{OutboxEntry, ReleaseMode, ReleaseOutcome, ReservationState, ReserveO
 use telemetry::TraceContext;
 
 /// An order the buyer can follow.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Placed {
     /// The order.
+    #[schema(value_type = String, example = "phone-x.019abf3c5e7d7c3a9d2e4b1f0a6c8e21")]
     pub order_id: OrderId,
     /// Where it is.
     pub status: OrderStatus,

@@ -213,6 +213,7 @@ pub enum RestoreOutcome {
 
 /// A sale as Redis sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerSnapshot {
     /// Units still reservable.
     pub remaining: i64,

@@ -120,6 +120,7 @@ pub enum Written {
 
 /// Orders and their units.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tally {
     /// Orders.
     pub orders: i64,
@@ -129,6 +130,7 @@ pub struct Tally {
 
 /// A sale with its figures, as the database sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SaleStats {
     /// Total units.
     pub initial_stock: i64,

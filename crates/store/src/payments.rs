@@ -39,6 +39,7 @@ pub enum Paid {
 
 /// A payment that pays no order and must be refunded.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefundDue {
     /// The provider's payment id.
     pub payment_id: String,

@@ -3,7 +3,7 @@
 
 use super::{parse_json, read_body};
 use crate::auth::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -11,38 +11,78 @@ use domain::{PaymentTerms, SaleSpec, SkuId};
 use serde::{Deserialize, Serialize};
 use stock::WarmOutcome;
 
-#[derive(Deserialize)]
+/// A sale's whole definition.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SaleBody {
+pub struct SaleBody {
+    /// Total units, 0 to 1,000,000,000 (a change applies the difference; never below what is
+    /// reserved or sold).
+    #[schema(minimum = 0, maximum = 1_000_000_000, example = 1000)]
     stock: i64,
+    /// Most units per buyer, 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000, example = 2)]
     per_user_limit: i64,
+    /// Opening time.
     starts_at: DateTime<Utc>,
+    /// Closing time (exclusive), after `starts_at`.
     ends_at: DateTime<Utc>,
-    /// Seconds a buyer has to pay (default `payments.default_window_secs`).
+    /// Seconds a buyer has to pay, 1 to 604,800 (default `payments.default_window_secs`).
+    #[schema(minimum = 1, maximum = 604_800, example = 900)]
     payment_window_secs: Option<i64>,
-    /// Price of one unit in minor units; with `currency`, payments must match it.
+    /// Price of one unit in minor units, 0 to 10^13; with `currency`, payments must match it.
+    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64, example = 19999)]
     price_minor: Option<i64>,
+    /// ISO 4217 code of the price.
+    #[schema(example = "EUR")]
     currency: Option<String>,
 }
 
-#[derive(Serialize)]
-struct SaleView {
+/// A sale as saved.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SaleView {
+    /// The SKU.
     sku_id: String,
+    /// Total units.
     stock: i64,
+    /// Most units per buyer.
     per_user_limit: u32,
+    /// Opening time.
     starts_at: DateTime<Utc>,
+    /// Closing time.
     ends_at: DateTime<Utc>,
+    /// Seconds a buyer has to pay.
     payment_window_secs: u32,
+    /// Price of one unit in minor units (when the sale has a price).
     #[serde(skip_serializing_if = "Option::is_none")]
     price_minor: Option<i64>,
+    /// Its currency.
     #[serde(skip_serializing_if = "Option::is_none")]
     currency: Option<String>,
+    /// Units Redis can still reserve.
     redis_remaining: i64,
 }
 
 /// `PUT /v1/admin/sales/{sku_id}`: creates or updates a sale. A new total stock is applied as a
 /// delta in Redis first (refused if it would go below what is reserved), then in the database;
 /// if the database refuses, Redis is put back.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/sales/{sku_id}",
+    tag = "admin",
+    summary = "Create or change a sale",
+    params(("sku_id" = String, Path, description = "The SKU")),
+    request_body(content = SaleBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Saved in the database and warmed into Redis", body = SaleView),
+        (status = 400, description = "`invalid_sku`, `invalid_body`, `invalid_sale`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`stock_conflict`: below what is reserved or sold; `sale_needs_reconcile`: Redis lost the sale", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`stock_unavailable`, `database_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin" = []))
+)]
 pub async fn put_sale(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -113,10 +153,14 @@ pub async fn put_sale(
     }))
 }
 
-#[derive(Serialize)]
-struct SaleStatsView {
+/// A sale's figures as Redis and the database see them.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SaleStatsView {
+    /// The SKU.
     sku_id: String,
+    /// The database's figures.
     database: store::SaleStats,
+    /// Redis's (absent when Redis has lost the sale).
     redis: Option<stock::LedgerSnapshot>,
     /// Units reserved in Redis and neither held by an order in the database (awaiting payment
     /// or paid) nor released yet: orders still in the queue, failed orders whose compensation
@@ -125,6 +169,22 @@ struct SaleStatsView {
 }
 
 /// `GET /v1/admin/sales/{sku_id}`: the sale as Redis and the database see it.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/sales/{sku_id}",
+    tag = "admin",
+    summary = "A sale's figures",
+    params(("sku_id" = String, Path, description = "The SKU")),
+    responses(
+        (status = 200, description = "Stock and orders by status, from both sides", body = SaleStatsView),
+        (status = 400, description = "`invalid_sku`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`sale_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`stock_unavailable`, `database_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin" = []))
+)]
 pub async fn get_sale(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -147,15 +207,39 @@ pub async fn get_sale(
 }
 
 /// The query of `GET /v1/admin/refunds`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RefundsQuery {
-    /// Most refunds listed.
+    /// Most refunds listed, 1 to 1000 (default 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+}
+
+/// The payments to refund.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RefundsView {
+    /// Oldest first.
+    refunds_due: Vec<store::RefundDue>,
 }
 
 /// `GET /v1/admin/refunds[?limit=n]`: the payments that pay no order (late, a second payment,
 /// a failed order) and must be refunded, oldest first (at most `limit`, default and most 1000).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/refunds",
+    tag = "admin",
+    summary = "Payments to refund",
+    params(RefundsQuery),
+    responses(
+        (status = 200, description = "Refunds due, oldest first", body = RefundsView),
+        (status = 400, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`database_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin" = []))
+)]
 pub async fn refunds(
     state: web::Data<AppState>,
     req: actix_web::HttpRequest,
@@ -165,5 +249,7 @@ pub async fn refunds(
         .map_err(|e| ApiError::invalid("invalid_query", e))?;
     let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
     let refunds = state.store.refunds_due(limit).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "refunds_due": refunds })))
+    Ok(HttpResponse::Ok().json(RefundsView {
+        refunds_due: refunds,
+    }))
 }

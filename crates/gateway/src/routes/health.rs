@@ -4,18 +4,38 @@ use crate::AppState;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+/// What `/healthz` and `/readyz` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` (readiness).
+    #[schema(example = "ok")]
+    status: String,
+    /// The dependencies that do not answer (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failing: Option<Vec<String>>,
+}
+
 /// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness",
+    responses((status = 200, description = "The process answers", body = Health)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: Redis, the broker and the database all answer. While one does not, the
 /// gateway is taken out of the load balancer instead of answering 503 to every buyer.
+#[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness: Redis, the broker and the database answer",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Not ready; `failing` names what does not answer", body = Health),
+    ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     state.readiness.respond().await
 }
 
 /// `GET /metrics`
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
+    responses((status = 200, description = "The text exposition format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -2,7 +2,7 @@
 
 use super::{parse_json, read_body};
 use crate::auth::Buyer;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::service::{place_order, Placed};
 use crate::AppState;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -14,13 +14,46 @@ use telemetry::TraceContext;
 /// The largest buy request body read.
 pub const MAX_BODY: usize = 1024;
 
-#[derive(Deserialize)]
+/// The body of a buy request; an empty body buys one unit.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BuyBody {
+pub struct BuyBody {
+    /// Units, 1 to 100 (default 1).
+    #[schema(minimum = 1, maximum = 100, example = 1)]
     quantity: Option<i64>,
 }
 
 /// `POST /v1/sales/{sku_id}/orders`
+#[utoipa::path(
+    post,
+    path = "/v1/sales/{sku_id}/orders",
+    tag = "buyers",
+    summary = "Buy: reserve units and queue the order",
+    description = "Reserves the units in Redis and queues the order; answers `202` once the broker has it. \
+The same buyer with the same `Idempotency-Key` and the same quantity gets the same order back (`202`, with its \
+current status), never a second one; the same key with another quantity is `422 idempotency_key_reused`. \
+Keys are remembered while the sale runs and `sweeper.retain_after_end_secs` (24 h) after it ends.",
+    params(
+        ("sku_id" = String, Path, description = "The SKU on sale: 1 to 64 ASCII letters, digits, `-`, `_`"),
+        ("Idempotency-Key" = String, Header, description = "1 to 64 visible ASCII characters; the same key is the same order"),
+        ("traceparent" = Option<String>, Header, description = "W3C Trace Context: the gateway continues this trace"),
+    ),
+    request_body(content = Option<BuyBody>, content_type = "application/json", description = "May be empty: one unit"),
+    responses(
+        (status = 202, description = "Reserved and queued (or the same order again, with its status now)", body = Placed,
+            headers(("traceresponse" = String, description = "The request's trace and the gateway's span"))),
+        (status = 400, description = "`invalid_sku`, `missing_idempotency_key`, `invalid_idempotency_key`, `invalid_body`, `invalid_quantity`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid buyer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`sale_not_active`: before the start or after the end", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`sale_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`sold_out`, `limit_exceeded`, `request_in_progress` (retry after `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: over 1 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_key_reused`: the key names an order of another quantity; nothing reserved", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`overloaded`, `broker_unavailable`, `stock_unavailable`, `database_unavailable`, `sale_not_ready`: nothing stays reserved; retry", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("buyer" = []))
+)]
 pub async fn buy(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -62,24 +95,49 @@ pub async fn buy(
     Ok(HttpResponse::Accepted().json(placed))
 }
 
-#[derive(Serialize)]
-struct OrderView {
+/// An order as its buyer sees it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OrderView {
+    /// The order.
     order_id: String,
+    /// Its SKU.
     sku_id: String,
+    /// Where it is.
     status: OrderStatus,
+    /// Units (once written to the database).
     #[serde(skip_serializing_if = "Option::is_none")]
     quantity: Option<i32>,
+    /// Why it failed or expired.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<ReasonCode>,
     /// The end of the payment window (orders written to the database).
     #[serde(skip_serializing_if = "Option::is_none")]
     pay_by: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it was paid.
     #[serde(skip_serializing_if = "Option::is_none")]
     paid_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `GET /v1/orders/{order_id}`: the caller's own order. Another buyer's order is answered
 /// exactly like a missing one.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{order_id}",
+    tag = "buyers",
+    summary = "The caller's own order",
+    params(
+        ("order_id" = String, Path, description = "`<sku_id>.<32 hex digits>`"),
+        ("traceparent" = Option<String>, Header, description = "W3C Trace Context"),
+    ),
+    responses(
+        (status = 200, description = "The order: pending (queued), awaiting_payment (with pay_by), paid, expired or failed (with a reason)", body = OrderView),
+        (status = 400, description = "`invalid_order_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found` (also for another buyer's order)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`stock_unavailable`, `database_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("buyer" = []))
+)]
 pub async fn get_order(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -13,7 +13,7 @@
 //!   invalid_signature`; none of these records anything.
 
 use super::{parse_json, read_body};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::metrics::PAYMENT_OUTCOMES;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -24,14 +24,44 @@ use settings::secrecy::ExposeSecret;
 use stock::ReservationState;
 use store::Paid;
 
-#[derive(Serialize)]
-struct PaidView<'a> {
+/// A paid order.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PaidView<'a> {
+    /// The order.
+    #[schema(value_type = String)]
     order_id: &'a OrderId,
+    /// `paid`.
     status: domain::OrderStatus,
+    /// The payment that paid it.
+    #[schema(value_type = String)]
     payment_id: &'a PaymentId,
 }
 
 /// `POST /v1/payments`
+#[utoipa::path(
+    post,
+    path = "/v1/payments",
+    tag = "payments",
+    summary = "Payment provider's webhook: an order was paid",
+    description = "Signed, not authenticated by a token: `Seckill-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">` \
+with `payments.webhook_secret`; several `v1` entries may stand side by side while a secret rotates. Idempotent on \
+`payment_id`: the same notice again gets the same answer and changes nothing.",
+    params(
+        ("Seckill-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256>`"),
+    ),
+    request_body(content = PaymentNotice, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Paid in time", body = PaidView),
+        (status = 400, description = "`invalid_body`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_signature`: missing, malformed, outside the tolerance, or not matching the body; nothing recorded", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`; nothing recorded", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`order_expired`, `order_already_paid`, `order_failed`: recorded as a refund due, no unit moves; `order_pending`: still queued, retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: over 2 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`payment_conflict`: the id was used with another order, amount or currency; `amount_mismatch`: not quantity x the sale's price; nothing recorded", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`database_unavailable`, `stock_unavailable`: retry", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("webhook_signature" = []))
+)]
 pub async fn notify(
     state: web::Data<AppState>,
     req: HttpRequest,

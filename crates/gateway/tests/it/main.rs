@@ -582,3 +582,48 @@ async fn an_idempotency_key_reused_for_another_quantity_is_422_and_reserves_noth
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_openapi_document_is_the_one_the_gateway_generates_and_serves() {
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json"),
+    )
+    .unwrap();
+    assert!(
+        committed == gateway::openapi::pretty_json(),
+        "docs/openapi.json differs from what the handlers' annotations generate: run `make openapi` and commit it"
+    );
+    let gw = Running::start().await;
+    let served: Value = gw
+        .client
+        .get(format!("{}/openapi.json", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, serde_json::from_str::<Value>(&committed).unwrap());
+    assert_eq!(served["openapi"], "3.1.0");
+    for route in [
+        "/v1/sales/{sku_id}/orders",
+        "/v1/orders/{order_id}",
+        "/v1/payments",
+        "/v1/admin/sales/{sku_id}",
+        "/v1/admin/refunds",
+    ] {
+        assert!(served["paths"][route].is_object(), "{route} is documented");
+    }
+    let page = gw
+        .client
+        .get(format!("{}/docs/", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("swagger-ui"),
+        "the page for people: {html:.200}"
+    );
+}
