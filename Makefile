@@ -6,7 +6,7 @@ TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nexte
 MIGRATE ?= status
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-redis build release test lint fmt demo bench stack openapi migrate topics lag dlq-inspect dlq-replay reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
+.PHONY: help deps deps-redis build release test fuzz lint fmt demo bench stack openapi migrate topics lag dlq-inspect dlq-replay reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
 OVERLAY ?= dev
 
 help: ## List the targets
@@ -24,8 +24,12 @@ build: ## Build every crate (debug)
 release: ## Build the service binaries (release)
 	$(CARGO) build --release --workspace --bins
 
-test: deps deploy-check ## Run all tests (local Redis and PostgreSQL, embedded Kafka) and the deploy/ checks
+test: deps deploy-check ## Run all tests (local Redis and PostgreSQL, embedded Kafka), the deploy/ checks and the HTTP fuzzer
 	$(CARGO) $(TEST_RUNNER) --workspace
+	scripts/fuzz.sh
+
+fuzz: deps ## Fuzz the gateway's HTTP API from its OpenAPI document (schemathesis, a few thousand requests)
+	scripts/fuzz.sh
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check

@@ -18,6 +18,10 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 if [ "$want" = all ] || [ "$want" = bench ]; then
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 fi
+# The HTTP fuzzer of `make test` (schemathesis, from PyPI) runs in a virtualenv.
+if [ "$want" = all ]; then
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3 python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -216,6 +216,11 @@ async fn main() -> anyhow::Result<()> {
                 .as_bytes()
                 .to_vec();
             println!("gateway        {}", stack.gateway_url());
+            println!(
+                "api docs       {}/docs/  (OpenAPI: {}/openapi.json)",
+                stack.gateway_url(),
+                stack.gateway_url()
+            );
             if stack.worker_ops_port != 0 {
                 println!(
                     "worker ops     http://127.0.0.1:{}/metrics",

@@ -70,7 +70,7 @@ pub struct SaleView {
     path = "/v1/admin/sales/{sku_id}",
     tag = "admin",
     summary = "Create or change a sale",
-    params(("sku_id" = String, Path, description = "The SKU")),
+    params(super::SkuPath),
     request_body(content = SaleBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Saved in the database and warmed into Redis", body = SaleView),
@@ -174,7 +174,7 @@ pub struct SaleStatsView {
     path = "/v1/admin/sales/{sku_id}",
     tag = "admin",
     summary = "A sale's figures",
-    params(("sku_id" = String, Path, description = "The SKU")),
+    params(super::SkuPath),
     responses(
         (status = 200, description = "Stock and orders by status, from both sides", body = SaleStatsView),
         (status = 400, description = "`invalid_sku`", body = Problem, content_type = "application/problem+json"),

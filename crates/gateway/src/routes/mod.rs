@@ -9,6 +9,45 @@ use crate::error::ApiError;
 use actix_web::{web, HttpResponse};
 use futures::StreamExt;
 
+/// The `{sku_id}` of a path, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct SkuPath {
+    /// The SKU on sale.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "phone-x")]
+    sku_id: String,
+}
+
+/// The `{order_id}` of a path, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct OrderPath {
+    /// `<sku_id>.<32 hex digits>`.
+    #[param(
+        pattern = "^[A-Za-z0-9_-]{1,64}\\.[0-9a-f]{32}$",
+        example = "phone-x.019abf3c5e7d7c3a9d2e4b1f0a6c8e21"
+    )]
+    order_id: String,
+}
+
+/// The headers of a buy request, as the OpenAPI document describes them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct BuyHeaders {
+    /// The same key from the same buyer for the same request is the same order.
+    #[param(
+        rename = "Idempotency-Key",
+        pattern = "^[!-~]{1,64}$",
+        example = "buy-1"
+    )]
+    idempotency_key: String,
+    /// W3C Trace Context: the gateway continues this trace.
+    traceparent: Option<String>,
+}
+
 /// Reads a request body of at most `limit` bytes.
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();

@@ -33,11 +33,7 @@ pub struct BuyBody {
 The same buyer with the same `Idempotency-Key` and the same quantity gets the same order back (`202`, with its \
 current status), never a second one; the same key with another quantity is `422 idempotency_key_reused`. \
 Keys are remembered while the sale runs and `sweeper.retain_after_end_secs` (24 h) after it ends.",
-    params(
-        ("sku_id" = String, Path, description = "The SKU on sale: 1 to 64 ASCII letters, digits, `-`, `_`"),
-        ("Idempotency-Key" = String, Header, description = "1 to 64 visible ASCII characters; the same key is the same order"),
-        ("traceparent" = Option<String>, Header, description = "W3C Trace Context: the gateway continues this trace"),
-    ),
+    params(super::SkuPath, super::BuyHeaders),
     request_body(content = Option<BuyBody>, content_type = "application/json", description = "May be empty: one unit"),
     responses(
         (status = 202, description = "Reserved and queued (or the same order again, with its status now)", body = Placed,
@@ -126,7 +122,7 @@ pub struct OrderView {
     tag = "buyers",
     summary = "The caller's own order",
     params(
-        ("order_id" = String, Path, description = "`<sku_id>.<32 hex digits>`"),
+        super::OrderPath,
         ("traceparent" = Option<String>, Header, description = "W3C Trace Context"),
     ),
     responses(
