@@ -1,7 +1,9 @@
 """After the fuzzer (scripts/fuzz.sh): once the pipeline is at rest, every unit of the sale is
 accounted for. A unit reserved by a request that got no order would show as a unit Redis holds
-that no order in the database holds. Usage: fuzz_check.py <gateway url> <admin token> <sku>"""
+that no order in the database holds. Usage: fuzz_check.py [--create] <gateway url> <admin token>
+<sku> (--create: put the sale on sale first, 100,000 units, open for an hour)."""
 
+import datetime
 import json
 import sys
 import time
@@ -16,6 +18,27 @@ def sale(gateway, admin, sku):
         return json.load(response)
 
 
+def create(gateway, admin, sku):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    body = json.dumps(
+        {
+            "stock": 100_000,
+            "per_user_limit": 1000,
+            "starts_at": (now - datetime.timedelta(minutes=1)).isoformat(),
+            "ends_at": (now + datetime.timedelta(hours=1)).isoformat(),
+            "payment_window_secs": 900,
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{gateway}/v1/admin/sales/{sku}",
+        data=body,
+        method="PUT",
+        headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
 def gaps(view):
     db, redis = view["database"], view["redis"]
     held = db["awaiting_payment"]["units"] + db["paid"]["units"]
@@ -28,6 +51,9 @@ def gaps(view):
 
 
 def main():
+    if sys.argv[1] == "--create":
+        create(*sys.argv[2:5])
+        return
     gateway, admin, sku = sys.argv[1:4]
     deadline = time.monotonic() + 60
     while True:
