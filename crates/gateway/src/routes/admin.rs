@@ -33,7 +33,7 @@ pub struct SaleBody {
     #[schema(minimum = 0, maximum = 10_000_000_000_000_i64, example = 19999)]
     price_minor: Option<i64>,
     /// ISO 4217 code of the price.
-    #[schema(example = "EUR")]
+    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     currency: Option<String>,
 }
 
@@ -247,7 +247,13 @@ pub async fn refunds(
 ) -> Result<HttpResponse, ApiError> {
     let query = web::Query::<RefundsQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::invalid("invalid_query", e))?;
-    let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
+    let limit = query.limit.unwrap_or(1000);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
     let refunds = state.store.refunds_due(limit).await?;
     Ok(HttpResponse::Ok().json(RefundsView {
         refunds_due: refunds,

@@ -164,6 +164,18 @@ async fn a_payment_in_time_pays_the_order_once_and_the_same_notice_again_changes
     assert_eq!(listed[0]["payment_id"], "pay-2");
     assert_eq!(listed[0]["reason"], "order_already_paid");
     assert_eq!(gw.app.metrics.refunds_due.get(), 1);
+    for query in ["limit=0", "limit=1001", "limit=x", "page=2"] {
+        let response = gw
+            .client
+            .get(format!("{}/v1/admin/refunds?{query}", gw.url))
+            .bearer_auth(gw.admin())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], "invalid_query", "{query}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
