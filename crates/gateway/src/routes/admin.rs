@@ -70,7 +70,7 @@ pub struct SaleView {
     path = "/v1/admin/sales/{sku_id}",
     tag = "admin",
     summary = "Create or change a sale",
-    params(super::SkuPath),
+    params(super::SkuPath, super::TraceHeaders),
     request_body(content = SaleBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Saved in the database and warmed into Redis", body = SaleView),
@@ -174,7 +174,7 @@ pub struct SaleStatsView {
     path = "/v1/admin/sales/{sku_id}",
     tag = "admin",
     summary = "A sale's figures",
-    params(super::SkuPath),
+    params(super::SkuPath, super::TraceHeaders),
     responses(
         (status = 200, description = "Stock and orders by status, from both sides", body = SaleStatsView),
         (status = 400, description = "`invalid_sku`", body = Problem, content_type = "application/problem+json"),
@@ -230,7 +230,7 @@ pub struct RefundsView {
     path = "/v1/admin/refunds",
     tag = "admin",
     summary = "Payments to refund",
-    params(RefundsQuery),
+    params(RefundsQuery, super::TraceHeaders),
     responses(
         (status = 200, description = "Refunds due, oldest first", body = RefundsView),
         (status = 400, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),

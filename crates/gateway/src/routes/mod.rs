@@ -32,6 +32,15 @@ pub struct OrderPath {
     order_id: String,
 }
 
+/// The trace header every route takes, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct TraceHeaders {
+    /// W3C Trace Context: the gateway continues this trace (and names it in `traceresponse`).
+    traceparent: Option<String>,
+}
+
 /// The headers of a buy request, as the OpenAPI document describes them.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]

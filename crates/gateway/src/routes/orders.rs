@@ -121,10 +121,7 @@ pub struct OrderView {
     path = "/v1/orders/{order_id}",
     tag = "buyers",
     summary = "The caller's own order",
-    params(
-        super::OrderPath,
-        ("traceparent" = Option<String>, Header, description = "W3C Trace Context"),
-    ),
+    params(super::OrderPath, super::TraceHeaders),
     responses(
         (status = 200, description = "The order: pending (queued), awaiting_payment (with pay_by), paid, expired or failed (with a reason)", body = OrderView),
         (status = 400, description = "`invalid_order_id`", body = Problem, content_type = "application/problem+json"),

@@ -48,6 +48,7 @@ with `payments.webhook_secret`; several `v1` entries may stand side by side whil
 `payment_id`: the same notice again gets the same answer and changes nothing.",
     params(
         ("Seckill-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256>`"),
+        super::TraceHeaders,
     ),
     request_body(content = PaymentNotice, content_type = "application/json"),
     responses(
