@@ -30,9 +30,20 @@ pub enum SettingsError {
     },
 }
 
+/// The environments (`SECKILL_ENV`) where the development secrets of `config/default.toml` are
+/// accepted: a developer's machine (`local`, the default) and the test suites (`test`). Any
+/// other name (`production`, `staging`, `dev`...) is a deployment, where they are refused.
+pub const DEVELOPMENT_ENVIRONMENTS: [&str; 2] = ["local", "test"];
+
+/// The shortest secret a deployment may use, in bytes.
+pub const MIN_DEPLOYED_SECRET_BYTES: usize = 32;
+
 /// All settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
+    /// The environment's name, from `SECKILL_ENV` (default `local`); not a key of the files.
+    #[serde(skip)]
+    pub environment: String,
     /// HTTP listeners.
     pub http: HttpSettings,
     /// Graceful shutdown.
@@ -303,6 +314,7 @@ impl Settings {
         let dir = std::env::var("SECKILL_CONFIG_DIR").unwrap_or_else(|_| "config".into());
         let env = std::env::var("SECKILL_ENV").unwrap_or_else(|_| "local".into());
         Self::load_from(
+            &env,
             Some(PathBuf::from(dir).join(format!("{env}.toml"))),
             config::Environment::with_prefix("SECKILL")
                 .prefix_separator("__")
@@ -312,11 +324,16 @@ impl Settings {
 
     /// Loads the compiled-in defaults only, for tests and the dev stack to adjust in code.
     pub fn defaults() -> Self {
-        Self::load_from(None, config::Environment::with_prefix("SECKILL_NEVER_SET"))
-            .expect("the compiled-in default settings are valid")
+        Self::load_from(
+            "local",
+            None,
+            config::Environment::with_prefix("SECKILL_NEVER_SET"),
+        )
+        .expect("the compiled-in default settings are valid")
     }
 
     fn load_from(
+        name: &str,
         overlay: Option<PathBuf>,
         environment: config::Environment,
     ) -> Result<Self, SettingsError> {
@@ -327,7 +344,8 @@ impl Settings {
         if let Some(path) = overlay {
             builder = builder.add_source(config::File::from(path).required(false));
         }
-        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.environment = name.to_owned();
         settings.validate()?;
         Ok(settings)
     }
@@ -454,6 +472,57 @@ impl Settings {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
+        self.validate_deployed_secrets()
+    }
+
+    /// Whether this is a developer's machine or a test run, where the development secrets are
+    /// accepted.
+    pub fn is_development(&self) -> bool {
+        DEVELOPMENT_ENVIRONMENTS.contains(&self.environment.as_str())
+    }
+
+    /// Outside the development environments, a secret must be one of the deployment's own: not
+    /// the default printed in `config/default.toml` (anyone who reads the repository could sign
+    /// an admin token or a payment with it), and at least [`MIN_DEPLOYED_SECRET_BYTES`] long.
+    fn validate_deployed_secrets(&self) -> Result<(), SettingsError> {
+        if self.is_development() {
+            return Ok(());
+        }
+        let defaults = config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .build()?;
+        let secrets = [
+            (
+                "auth.jwt_secret",
+                "SECKILL__AUTH__JWT_SECRET",
+                &self.auth.jwt_secret,
+            ),
+            (
+                "payments.webhook_secret",
+                "SECKILL__PAYMENTS__WEBHOOK_SECRET",
+                &self.payments.webhook_secret,
+            ),
+        ];
+        for (key, variable, secret) in secrets {
+            let secret = secret.expose_secret();
+            let problem = if defaults.get_string(key).ok().as_deref() == Some(secret) {
+                "is the development default printed in config/default.toml"
+            } else if secret.len() < MIN_DEPLOYED_SECRET_BYTES {
+                "is shorter than 32 bytes"
+            } else {
+                continue;
+            };
+            return Err(SettingsError::Invalid {
+                key,
+                problem: format!(
+                    "{problem}, and SECKILL_ENV is {:?} (a deployment): set a secret of your own, at least 32 random bytes, in {variable} (the development secrets are accepted only when SECKILL_ENV is local or test)",
+                    self.environment
+                ),
+            });
+        }
         Ok(())
     }
 }
@@ -488,8 +557,55 @@ mod tests {
                 ]
                 .into(),
             ));
-        let err = Settings::load_from(None, env).unwrap_err();
+        let err = Settings::load_from("local", None, env).unwrap_err();
         assert!(err.to_string().contains("kafka.partitions"), "{err}");
+    }
+
+    #[test]
+    fn a_deployment_refuses_the_development_secrets_and_short_ones_naming_the_key() {
+        let none = || config::Environment::with_prefix("SECKILL_NEVER_SET");
+        let err = Settings::load_from("production", None, none()).unwrap_err();
+        assert!(err.to_string().contains("auth.jwt_secret"), "{err}");
+        assert!(err.to_string().contains("development default"), "{err}");
+        for environment in DEVELOPMENT_ENVIRONMENTS {
+            let settings = Settings::load_from(environment, None, none()).unwrap();
+            assert!(settings.is_development());
+        }
+        let with = |vars: &[(&str, &str)]| {
+            config::Environment::default()
+                .prefix("T")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(
+                    vars.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ))
+        };
+        let own = "a-secret-of-this-deployment-32-bytes-long";
+        let err = Settings::load_from("production", None, with(&[("T__AUTH__JWT_SECRET", own)]))
+            .unwrap_err();
+        assert!(err.to_string().contains("payments.webhook_secret"), "{err}");
+        let err = Settings::load_from(
+            "staging",
+            None,
+            with(&[
+                ("T__AUTH__JWT_SECRET", "only-twenty-bytes-ok"),
+                ("T__PAYMENTS__WEBHOOK_SECRET", own),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("shorter than 32 bytes"), "{err}");
+        let settings = Settings::load_from(
+            "production",
+            None,
+            with(&[
+                ("T__AUTH__JWT_SECRET", own),
+                ("T__PAYMENTS__WEBHOOK_SECRET", own),
+            ]),
+        )
+        .unwrap();
+        assert!(!settings.is_development());
     }
 
     #[test]

@@ -627,3 +627,20 @@ async fn the_committed_openapi_document_is_the_one_the_gateway_generates_and_ser
         "the page for people: {html:.200}"
     );
 }
+
+#[test]
+fn a_deployment_with_the_development_secret_refuses_to_start_and_names_the_key() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_seckill-gateway"))
+        .env("SECKILL_ENV", "production")
+        .env("SECKILL_CONFIG_DIR", "/nonexistent")
+        .env_remove("SECKILL__AUTH__JWT_SECRET")
+        .env_remove("SECKILL__PAYMENTS__WEBHOOK_SECRET")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "it must not start");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("auth.jwt_secret") && stderr.contains("development default"),
+        "{stderr}"
+    );
+}
