@@ -49,7 +49,7 @@ checks=not_a_server_error,status_code_conformance,content_type_conformance,respo
 run() {
   local name=$1; shift
   say "run: $name"
-  "$venv/bin/schemathesis" run "$gateway/openapi.json" --checks "$checks" \
+  "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "$gateway/openapi.json" --checks "$checks" \
     --phases examples,fuzzing --max-examples "$examples" --workers 2 \
     --suppress-health-check all --seed 42 --no-color \
     --report ndjson --report-dir "$out/$name" "$@" > "$out/$name.txt" 2>&1
