@@ -63,6 +63,7 @@ start_stack() {
   done
   gateway=$(awk '/^gateway / {print $2}' "$out/stack.txt" || true)
   [ -n "$gateway" ] || { echo "the stack did not start:"; cat "$out/stack.txt"; exit 1; }
+  admin=$(awk '/^admin api / {print $3}' "$out/stack.txt")
   worker_metrics=$(awk '/^worker ops / {print $3}' "$out/stack.txt")
   kafka=$(awk '/^kafka / {print $2}' "$out/stack.txt")
 }
@@ -87,7 +88,7 @@ load() {
   local s0 r0
   python3 scripts/bench_report.py thread-ticks "$stack" > "$out/$name.threads"
   s0=$(ticks "$stack"); r0=$(ticks "$redis_pid")
-  "$sim" load --url "$gateway" --quiet --output "$out/$name.json" "$@" > "$out/$name.txt"
+  "$sim" load --url "$gateway" --admin-url "$admin" --quiet --output "$out/$name.json" "$@" > "$out/$name.txt"
   echo "$(( $(ticks "$stack") - s0 )) $(( $(ticks "$redis_pid") - r0 )) $(getconf CLK_TCK)" > "$out/$name.cpu"
   python3 scripts/bench_report.py thread-ticks "$stack" >> "$out/$name.threads"
   printf '  %-22s %s\n' "$name" "$(head -n 1 "$out/$name.txt")"
@@ -145,7 +146,7 @@ for path in accept sold_out; do
   stock_arg=(); [ "$path" = sold_out ] && stock_arg=(--stock 0)
   prefix="bench-monitor-$path-$(date +%s)"
   # The sale is put on sale before MONITOR starts: only the buyers' requests are counted.
-  "$sim" load --url "$gateway" --quiet --create-sales 1 --sale-prefix "$prefix" \
+  "$sim" load --url "$gateway" --admin-url "$admin" --quiet --create-sales 1 --sale-prefix "$prefix" \
     "${stock_arg[@]}" --requests 0 > /dev/null
   timeout 15 redis-cli MONITOR > "$out/monitor-$path.txt" &
   monitor=$!
@@ -167,7 +168,7 @@ psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "INSERT INTO sales (sku_id, i
 free_port() { python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 for run in $(seq 1 "$RUNS"); do
   start_stack --without-worker
-  "$sim" load --url "$gateway" --quiet --create-sales 1 --requests "$DRAIN" > "$out/drain-$run-load.txt"
+  "$sim" load --url "$gateway" --admin-url "$admin" --quiet --create-sales 1 --requests "$DRAIN" > "$out/drain-$run-load.txt"
   port=$(free_port)
   SECKILL__KAFKA__BOOTSTRAP_SERVERS="$kafka" SECKILL__HTTP__OPS_PORT="$port" SECKILL__LOG__FILTER=warn \
     target/release/seckill-order-worker > "$out/drain-$run-worker.log" 2>&1 &

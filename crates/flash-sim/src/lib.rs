@@ -94,7 +94,7 @@ pub async fn run_sale(stack: &LocalStack, scenario: &Scenario) -> anyhow::Result
     let sku = SkuId::parse(format!("demo-{}", chrono::Utc::now().timestamp_millis()))?;
     let secret = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
     wait_ready(&stack.gateway_url()).await?;
-    create_sale(&stack.gateway_url(), &secret, &sku, scenario).await?;
+    create_sale(&stack.admin_url(), &secret, &sku, scenario).await?;
     println!(
         "sale {sku}: {} units at {} (minor units of EUR), limit {} per buyer, {} s to pay; {} buyers send {} requests, {} at a time",
         scenario.stock,
@@ -428,17 +428,17 @@ async fn wait_ready(base_url: &str) -> anyhow::Result<()> {
     bail!("the gateway did not become ready within 10 s")
 }
 
-/// Creates the sale through the admin API, open from now for an hour, with the scenario's
-/// payment window and price.
+/// Creates the sale through the admin API at `admin_url`, open from now for an hour, with the
+/// scenario's payment window and price.
 pub async fn create_sale(
-    base_url: &str,
+    admin_url: &str,
     secret: &[u8],
     sku: &SkuId,
     scenario: &Scenario,
 ) -> anyhow::Result<()> {
     let token = gateway::auth::sign(secret, "demo-admin", Some("admin"), 600);
     put_sale_with(
-        base_url,
+        admin_url,
         &token,
         sku,
         scenario.stock,
@@ -452,18 +452,18 @@ pub async fn create_sale(
     .await
 }
 
-/// Puts `sku` on sale through the admin API with `admin_token`: `stock` units, at most
-/// `per_user_limit` per buyer, open from a second ago for an hour, with the default payment
+/// Puts `sku` on sale through the admin API at `admin_url` with `admin_token`: `stock` units, at
+/// most `per_user_limit` per buyer, open from a second ago for an hour, with the default payment
 /// window and no price.
 pub async fn put_sale(
-    base_url: &str,
+    admin_url: &str,
     admin_token: &str,
     sku: &SkuId,
     stock: i64,
     per_user_limit: i64,
 ) -> anyhow::Result<()> {
     put_sale_with(
-        base_url,
+        admin_url,
         admin_token,
         sku,
         stock,
@@ -475,7 +475,7 @@ pub async fn put_sale(
 
 /// [`put_sale`] with `terms` (`payment_window_secs`, `price_minor`, `currency`) added to the body.
 async fn put_sale_with(
-    base_url: &str,
+    admin_url: &str,
     admin_token: &str,
     sku: &SkuId,
     stock: i64,
@@ -493,7 +493,7 @@ async fn put_sale_with(
         body.extend(terms.clone());
     }
     let response = reqwest::Client::new()
-        .put(format!("{base_url}/v1/admin/sales/{sku}"))
+        .put(format!("{admin_url}/v1/admin/sales/{sku}"))
         .bearer_auth(admin_token)
         .json(&body)
         .send()

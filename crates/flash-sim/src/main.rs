@@ -80,7 +80,7 @@ enum Command {
     /// you do not hold. Every request has a new Idempotency-Key.
     ///
     /// Examples:
-    ///   seckill-sim load --url http://127.0.0.1:8080 --create-sales 1 --stock 0 --duration 10
+    ///   seckill-sim load --url http://127.0.0.1:8080 --admin-url http://127.0.0.1:8081 --create-sales 1 --stock 0 --duration 10
     ///   seckill-sim load --url http://gateway:8080 --sku phone-1 --token-file tokens.txt --rate 5000 --duration 30
     ///   seckill-sim load --url http://127.0.0.1:8080 --get /healthz --duration 10
     #[command(verbatim_doc_comment)]
@@ -96,6 +96,10 @@ struct LoadArgs {
     /// A SKU on sale to buy; repeat for several (requests go round-robin).
     #[arg(long = "sku")]
     skus: Vec<String>,
+    /// The gateway's admin API, for --create-sales (`http.admin_port`; default: 8081 on the
+    /// --url host).
+    #[arg(long)]
+    admin_url: Option<String>,
     /// Put this many fresh SKUs on sale first (admin API) and buy those.
     #[arg(long)]
     create_sales: Option<usize>,
@@ -153,6 +157,9 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = settings::Settings::load().context("loading settings")?;
     if std::env::var_os("SECKILL__HTTP__PORT").is_none() {
         settings.http.port = 0;
+    }
+    if std::env::var_os("SECKILL__HTTP__ADMIN_PORT").is_none() {
+        settings.http.admin_port = 0;
     }
     if std::env::var_os("SECKILL__LOG__FILTER").is_none() && std::env::var_os("RUST_LOG").is_none()
     {
@@ -217,6 +224,10 @@ async fn main() -> anyhow::Result<()> {
                 .to_vec();
             println!("gateway        {}", stack.gateway_url());
             println!(
+                "admin api      {}  (/v1/admin/...; not on the public port)",
+                stack.admin_url()
+            );
+            println!(
                 "api docs       {}/docs/  (OpenAPI: {}/openapi.json)",
                 stack.gateway_url(),
                 stack.gateway_url()
@@ -255,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
 async fn load(settings: &settings::Settings, args: LoadArgs) -> anyhow::Result<()> {
     let LoadArgs {
         url,
+        admin_url,
         mut skus,
         create_sales,
         sale_prefix,
@@ -278,6 +290,15 @@ async fn load(settings: &settings::Settings, args: LoadArgs) -> anyhow::Result<(
         .strip_prefix("http://")
         .context("--url must start with http://")?
         .to_owned();
+    let admin_url = match admin_url {
+        Some(admin_url) => admin_url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = address
+                .rsplit_once(':')
+                .map_or(address.as_str(), |(host, _)| host);
+            format!("http://{host}:8081")
+        }
+    };
     let secret = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
     let run_id = format!("load-{}", uuid::Uuid::now_v7().simple());
     let target = match get {
@@ -290,7 +311,7 @@ async fn load(settings: &settings::Settings, args: LoadArgs) -> anyhow::Result<(
                 for n in 0..count {
                     let prefix = sale_prefix.as_deref().unwrap_or(&run_id);
                     let sku = domain::SkuId::parse(format!("{prefix}-{n}"))?;
-                    flash_sim::put_sale(&url, &token, &sku, stock, per_user_limit).await?;
+                    flash_sim::put_sale(&admin_url, &token, &sku, stock, per_user_limit).await?;
                     skus.push(sku.to_string());
                 }
             }

@@ -17,6 +17,8 @@ pub struct LocalStack {
     pub settings: Settings,
     /// The gateway's port on 127.0.0.1.
     pub gateway_port: u16,
+    /// Port of the gateway's admin API.
+    pub admin_port: u16,
     /// The worker's ops port.
     pub worker_ops_port: u16,
     /// The replayer's ops port.
@@ -62,6 +64,7 @@ impl LocalStack {
         };
         let replayer = dlq_replayer::Replayer::connect(&settings, bootstrap).await?;
         let gateway_port = gateway.port();
+        let admin_port = gateway.admin_port();
         let worker_ops_port = worker.as_ref().map_or(0, |worker| worker.ops_port());
         let replayer_ops_port = replayer.ops_port();
         let mut services = vec![
@@ -83,6 +86,7 @@ impl LocalStack {
         Ok(Self {
             settings,
             gateway_port,
+            admin_port,
             worker_ops_port,
             replayer_ops_port,
             broker,
@@ -95,6 +99,11 @@ impl LocalStack {
     /// The gateway's base URL.
     pub fn gateway_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
+    /// The base URL of the gateway's admin API.
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
     }
 
     /// Whether the broker is the embedded one.

@@ -80,10 +80,27 @@ impl AppState {
     }
 }
 
+/// Where the admin API (`/v1/admin/...`) is served: its own listener's port, and on the public
+/// one only when `http.admin_on_public` says so.
+#[derive(Debug, Clone, Copy)]
+struct AdminAccess {
+    port: u16,
+    on_public: bool,
+}
+
+impl AdminAccess {
+    /// Whether a request that came in on `local_port` may reach the admin API.
+    fn allows(self, local_port: u16) -> bool {
+        self.on_public || local_port == self.port
+    }
+}
+
 /// A bound, not yet running gateway.
 pub struct Application {
     listener: TcpListener,
     port: u16,
+    admin_listener: TcpListener,
+    admin: AdminAccess,
     state: web::Data<AppState>,
     verifier: web::Data<auth::Verifier>,
     workers: usize,
@@ -99,6 +116,13 @@ impl Application {
         let listener =
             TcpListener::bind(&address).with_context(|| format!("cannot bind {address}"))?;
         let port = listener.local_addr()?.port();
+        let admin_address = format!("{}:{}", settings.http.host, settings.http.admin_port);
+        let admin_listener = TcpListener::bind(&admin_address)
+            .with_context(|| format!("cannot bind the admin port {admin_address}"))?;
+        let admin = AdminAccess {
+            port: admin_listener.local_addr()?.port(),
+            on_public: settings.http.admin_on_public,
+        };
         let limiter = NonZeroU32::new(settings.gateway.per_user_rate_per_sec).map(|rate| {
             let burst = NonZeroU32::new(settings.gateway.per_user_burst).unwrap_or(rate);
             Arc::new(RateLimiter::keyed(
@@ -139,6 +163,8 @@ impl Application {
         Ok(Self {
             listener,
             port,
+            admin_listener,
+            admin,
             state,
             verifier,
             workers: settings.http.workers,
@@ -150,6 +176,11 @@ impl Application {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the admin API.
+    pub fn admin_port(&self) -> u16 {
+        self.admin.port
     }
 
     /// The shared state (tests read its metrics).
@@ -164,7 +195,8 @@ impl Application {
         let server = Self::into_server(
             self.state,
             self.verifier,
-            self.listener,
+            [self.listener, self.admin_listener],
+            self.admin,
             self.workers,
             self.grace,
         )?;
@@ -186,7 +218,8 @@ impl Application {
     fn into_server(
         state: web::Data<AppState>,
         verifier: web::Data<auth::Verifier>,
-        listener: TcpListener,
+        [public, admin_listener]: [TcpListener; 2],
+        admin: AdminAccess,
         workers: usize,
         grace: Duration,
     ) -> anyhow::Result<actix_web::dev::Server> {
@@ -263,19 +296,34 @@ impl Application {
                         .default_service(web::to(routes::method_not_allowed)),
                 )
                 .service(
-                    web::resource("/v1/admin/refunds")
-                        .route(web::get().to(routes::admin::refunds))
-                        .default_service(web::to(routes::method_not_allowed)),
+                    web::scope("/v1/admin")
+                        // The public port answers admin paths like unknown ones.
+                        .wrap_fn(move |req, srv| {
+                            if admin.allows(req.app_config().local_addr().port()) {
+                                Either::Left(srv.call(req))
+                            } else {
+                                let refused =
+                                    req.into_response(actix_web::ResponseError::error_response(
+                                        &error::ApiError::RouteNotFound,
+                                    ));
+                                Either::Right(futures::future::ok(refused))
+                            }
+                        })
+                        .service(
+                            web::resource("/refunds")
+                                .route(web::get().to(routes::admin::refunds))
+                                .default_service(web::to(routes::method_not_allowed)),
+                        )
+                        .service(
+                            web::resource("/sales/{sku_id}")
+                                .route(web::put().to(routes::admin::put_sale))
+                                .route(web::get().to(routes::admin::get_sale))
+                                .default_service(web::to(routes::method_not_allowed)),
+                        ),
                 )
                 .service(
                     web::resource("/v1/orders/{order_id}")
                         .route(web::get().to(routes::orders::get_order))
-                        .default_service(web::to(routes::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/v1/admin/sales/{sku_id}")
-                        .route(web::put().to(routes::admin::put_sale))
-                        .route(web::get().to(routes::admin::get_sale))
                         .default_service(web::to(routes::method_not_allowed)),
                 )
                 .service(
@@ -292,6 +340,6 @@ impl Application {
         if workers > 0 {
             server = server.workers(workers);
         }
-        Ok(server.listen(listener)?.run())
+        Ok(server.listen(public)?.listen(admin_listener)?.run())
     }
 }

@@ -91,6 +91,10 @@ async fn serve(settings: settings::Settings) -> anyhow::Result<()> {
     let broker = kafka::LocalBroker::for_settings(&settings.kafka).await?;
     let deps = backends::Backends::connect(&settings, broker.bootstrap()).await?;
     let app = gateway::Application::build(&settings, deps)?;
-    tracing::info!(port = app.port(), "gateway listening");
+    tracing::info!(
+        port = app.port(),
+        admin_port = app.admin_port(),
+        "gateway listening"
+    );
     app.run_until_stopped(shutdown).await
 }

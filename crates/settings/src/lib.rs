@@ -83,6 +83,10 @@ pub struct HttpSettings {
     pub workers: usize,
     /// Ops port of the worker and replayer (0 = any free port).
     pub ops_port: u16,
+    /// Port of the gateway's admin API (0 = any free port).
+    pub admin_port: u16,
+    /// Whether the public port serves the admin API too.
+    pub admin_on_public: bool,
 }
 
 /// `[shutdown]`

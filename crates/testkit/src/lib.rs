@@ -90,6 +90,10 @@ impl TestContext {
         let mut settings = Settings::defaults();
         settings.http.port = 0;
         settings.http.ops_port = 0;
+        settings.http.admin_port = 0;
+        // Most tests drive the admin API through the gateway's one URL; the test of the
+        // separate admin listener turns this off.
+        settings.http.admin_on_public = true;
         settings.shutdown.grace_secs = 10;
         settings.kafka.bootstrap_servers = broker.bootstrap_servers().to_owned();
         settings.kafka.orders_topic = unique("orders-");
@@ -420,6 +424,11 @@ pub fn service_env(settings: &Settings) -> Vec<(String, String)> {
             settings.redis.key_prefix.clone(),
         ),
         ("SECKILL__HTTP__PORT", "0".to_owned()),
+        ("SECKILL__HTTP__ADMIN_PORT", "0".to_owned()),
+        (
+            "SECKILL__HTTP__ADMIN_ON_PUBLIC",
+            settings.http.admin_on_public.to_string(),
+        ),
         (
             "SECKILL__GATEWAY__MAX_LOOP_LAG_MS",
             settings.gateway.max_loop_lag_ms.to_string(),

@@ -92,7 +92,7 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
         progress: false,
         ..Scenario::default()
     };
-    flash_sim::create_sale(&stack.gateway_url(), &ctx.secret(), &sku, &scenario)
+    flash_sim::create_sale(&stack.admin_url(), &ctx.secret(), &sku, &scenario)
         .await
         .unwrap();
     let orders = probe(&stack, &stack.settings.kafka.orders_topic);

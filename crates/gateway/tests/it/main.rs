@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 struct Running {
     ctx: TestContext,
     url: String,
+    admin_url: String,
     client: reqwest::Client,
     stop: CancellationToken,
     app: actix_web::web::Data<gateway::AppState>,
@@ -35,12 +36,14 @@ impl Running {
             .unwrap();
         let app = gateway::Application::build(&ctx.settings, deps).unwrap();
         let url = format!("http://127.0.0.1:{}", app.port());
+        let admin_url = format!("http://127.0.0.1:{}", app.admin_port());
         let state = app.state();
         let stop = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(stop.clone()));
         Self {
             ctx,
             url,
+            admin_url,
             client: reqwest::Client::new(),
             stop,
             app: state,
@@ -643,4 +646,46 @@ fn a_deployment_with_the_development_secret_refuses_to_start_and_names_the_key()
         stderr.contains("auth.jwt_secret") && stderr.contains("development default"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_listens_on_its_own_port_and_the_public_one_does_not_reveal_it() {
+    let mut ctx = TestContext::new().await.unwrap();
+    ctx.settings.http.admin_on_public = false;
+    let gw = Running::on(ctx).await;
+    let sku = sku();
+    let now = chrono::Utc::now();
+    let sale = json!({
+        "stock": 5, "per_user_limit": 1,
+        "starts_at": now - chrono::Duration::minutes(1),
+        "ends_at": now + chrono::Duration::hours(1),
+    });
+    let put = |base: &str| {
+        gw.client
+            .put(format!("{base}/v1/admin/sales/{sku}"))
+            .bearer_auth(gw.admin())
+            .json(&sale)
+            .send()
+    };
+    let public = put(&gw.url).await.unwrap();
+    assert_eq!(
+        public.status(),
+        404,
+        "the public port does not serve the admin API"
+    );
+    let problem: Value = public.json().await.unwrap();
+    assert_eq!(problem["code"], "not_found");
+    let refunds = gw
+        .client
+        .get(format!("{}/v1/admin/refunds", gw.url))
+        .bearer_auth(gw.admin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refunds.status(), 404);
+    assert_ne!(gw.admin_url, gw.url);
+    assert_eq!(put(&gw.admin_url).await.unwrap().status(), 200);
+    // The buyers' API stays on the public port.
+    let (status, body) = gw.buy(sku.as_str(), "olga", "k1", json!({})).await;
+    assert_eq!(status, 202, "{body}");
 }
