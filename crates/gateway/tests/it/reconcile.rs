@@ -9,6 +9,27 @@ use std::time::Duration;
 use stock::RestoreOutcome;
 use tokio_util::sync::CancellationToken;
 
+/// `make reconcile SKU=<sku>`, in the test's world.
+async fn reconcile_sale(
+    gw: &Running,
+    store: &store::Store,
+    sku: &domain::SkuId,
+) -> Vec<gateway::reconcile::SaleReport> {
+    let options = gateway::reconcile::Options {
+        skus: vec![sku.clone()],
+        drain_timeout: Duration::from_secs(60),
+    };
+    gateway::reconcile::reconcile(
+        &gw.ctx.ledger(),
+        store,
+        &gw.ctx.endpoint(),
+        &gw.ctx.settings.kafka,
+        &options,
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without_oversell() {
     let gw = Running::start().await;
@@ -61,22 +82,8 @@ async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without
         .unwrap();
     let worker = tokio::spawn(worker.run_until_stopped(stop.clone()));
 
-    let options = gateway::reconcile::Options {
-        skus: vec![sku.clone()],
-        drain_timeout: Duration::from_secs(60),
-    };
     let store = gw.ctx.store().await;
-    let reconcile = || async {
-        gateway::reconcile::reconcile(
-            &gw.ctx.ledger(),
-            &store,
-            &gw.ctx.endpoint(),
-            &gw.ctx.settings.kafka,
-            &options,
-        )
-        .await
-        .unwrap()
-    };
+    let reconcile = || reconcile_sale(&gw, &store, &sku);
     let reports = reconcile().await;
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].outcome, RestoreOutcome::Restored(STOCK - 4));
@@ -181,19 +188,7 @@ async fn orders_that_expire_while_redis_has_lost_their_sale_are_given_back_once_
         "still owed, and the round ends"
     );
 
-    let options = gateway::reconcile::Options {
-        skus: vec![sku.clone()],
-        drain_timeout: Duration::from_secs(60),
-    };
-    let reports = gateway::reconcile::reconcile(
-        &gw.ctx.ledger(),
-        &store,
-        &gw.ctx.endpoint(),
-        &gw.ctx.settings.kafka,
-        &options,
-    )
-    .await
-    .unwrap();
+    let reports = reconcile_sale(&gw, &store, &sku).await;
     assert_eq!(reports[0].outcome, RestoreOutcome::Restored(5));
     let report = expirer.expire().await.unwrap();
     assert_eq!(
