@@ -28,7 +28,6 @@ use futures::future::Either;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics::GatewayMetrics;
 use rdkafka::producer::FutureProducer;
-use settings::secrecy::ExposeSecret;
 use settings::Settings;
 use std::net::TcpListener;
 use std::num::NonZeroU32;
@@ -156,10 +155,7 @@ impl Application {
             metrics: GatewayMetrics::new(telemetry::new_registry()),
             limiter,
         });
-        let verifier = web::Data::new(auth::Verifier::new(
-            settings.auth.jwt_secret.expose_secret().as_bytes(),
-            settings.auth.leeway_secs,
-        ));
+        let verifier = web::Data::new(auth::Verifier::from_settings(&settings.auth)?);
         Ok(Self {
             listener,
             port,

@@ -203,6 +203,16 @@ pub struct AuthSettings {
     pub jwt_secret: SecretString,
     /// Clock skew tolerance in seconds.
     pub leeway_secs: u64,
+    /// A JWKS document of the identity provider's public keys (empty: HS256 with the secret).
+    pub jwks_file: PathBuf,
+    /// Required `iss` (empty: not checked).
+    pub issuer: String,
+    /// Required `aud` (empty: not checked).
+    pub audience: String,
+    /// The claim naming the caller's role (a string, or a list of strings).
+    pub role_claim: String,
+    /// The role that opens the admin API.
+    pub admin_role: String,
 }
 
 /// `[gateway]`
