@@ -33,6 +33,9 @@ WORKDIR /app
 USER 10001:10001
 # In a container the listeners must face the network, not loopback (the default in config/).
 ENV SECKILL__HTTP__HOST=0.0.0.0
+# An image runs as a deployment unless told otherwise: the gateway then refuses the development
+# secrets of config/default.toml (SECKILL_ENV=local, or test, accepts them).
+ENV SECKILL_ENV=production
 # Gateway API (http.port) and the ops port of the worker and the replayer (http.ops_port).
 EXPOSE 8080 9090
 CMD ["seckill-gateway"]

@@ -14,10 +14,12 @@ out=target/fuzz
 mkdir -p "$out"
 
 venv=$out/venv
-if [ ! -x "$venv/bin/schemathesis" ]; then
-  say "installing schemathesis into $venv"
+version=4.32.5
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $version"; then
+  say "installing schemathesis $version into $venv"
+  rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'schemathesis==4.32.5'
+  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$version"
 fi
 
 rm -f "$out/seckill.db" "$out/seckill.db-wal" "$out/seckill.db-shm"
@@ -29,12 +31,22 @@ export SECKILL__LOG__FILTER="error"
 cargo build -q -p flash-sim --bin seckill-sim
 ./target/debug/seckill-sim stack > "$out/stack.out" 2> "$out/stack.log" &
 stack=$!
-trap 'kill -INT $stack 2>/dev/null || true; wait $stack 2>/dev/null || true' EXIT
+stop_stack() {
+  kill -TERM $stack 2>/dev/null || true
+  for _ in $(seq 300); do kill -0 $stack 2>/dev/null || break; sleep 0.1; done
+  kill -KILL $stack 2>/dev/null || true
+  wait $stack 2>/dev/null || true
+  redis-cli --scan --pattern "$SECKILL__REDIS__KEY_PREFIX*" 2>/dev/null \
+    | xargs -r -n 500 redis-cli del > /dev/null 2>&1 || true
+}
+trap stop_stack EXIT
 for _ in $(seq 600); do
   grep -q "Ctrl-C stops everything" "$out/stack.out" 2>/dev/null && break
   kill -0 $stack 2>/dev/null || { cat "$out/stack.log"; say "the stack did not start"; exit 1; }
   sleep 0.1
 done
+grep -q "Ctrl-C stops everything" "$out/stack.out" \
+  || { cat "$out/stack.log"; say "the stack did not start within 60 s"; exit 1; }
 gateway=$(awk '/^gateway /{print $2}' "$out/stack.out")
 admin=$(awk '/^admin token /{print $3}' "$out/stack.out")
 admin_api=$(awk '/^admin api /{print $3}' "$out/stack.out")
@@ -71,7 +83,7 @@ run forged-admin "$admin_api" -H "Authorization: Bearer a.forged.token" --includ
 run no-token "$gateway" --exclude-tag admin || status=1
 run no-token-admin "$admin_api" --include-tag admin || status=1
 
-generated=$(grep -hoE '[0-9]+ generated' "$out"/*.txt | awk '{n += $1} END {print n + 0}')
+generated=$( (grep -hoE '[0-9]+ generated' "$out"/*.txt || true) | awk '{n += $1} END {print n + 0}')
 say "$generated requests generated in all"
 say "at rest: every unit reserved by the fuzzer's requests is accounted for"
 "$venv/bin/python" scripts/fuzz_check.py "$admin_api" "$admin" phone-x || status=1

@@ -115,6 +115,7 @@ impl Verifier {
             required.push("aud");
         }
         verifier.validation.set_required_spec_claims(&required);
+        verifier.validation.validate_nbf = true;
         verifier.role_claim = auth.role_claim.clone();
         verifier.admin_role = auth.admin_role.clone();
         Ok(verifier)
@@ -490,6 +491,20 @@ mod tests {
                     60,
                 ),
             ),
+            ("an HS256 token naming the key, with the right claims", {
+                let mut header = Header::new(Algorithm::HS256);
+                header.kid = Some("key-1".into());
+                jsonwebtoken::encode(
+                    &header,
+                    &claims(
+                        "https://id.example.com/",
+                        "seckill",
+                        serde_json::json!(["shop-admin"]),
+                    ),
+                    &EncodingKey::from_secret(b"local-development-secret-change-me"),
+                )
+                .expect("HS256 signs")
+            }),
         ];
         for (what, token) in refused {
             assert!(

@@ -111,6 +111,7 @@ impl Application {
     /// Binds the listener of the settings (port 0 = any free port) and prepares the state.
     /// Must be called inside a Tokio runtime (it starts the acknowledger task).
     pub fn build(settings: &Settings, deps: Backends) -> anyhow::Result<Self> {
+        settings.require_deployed_secrets()?;
         let address = format!("{}:{}", settings.http.host, settings.http.port);
         let listener =
             TcpListener::bind(&address).with_context(|| format!("cannot bind {address}"))?;

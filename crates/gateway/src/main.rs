@@ -81,6 +81,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: settings::Settings) -> anyhow::Result<()> {
+    // Before anything is connected: a deployment with the development secret does not start.
+    settings
+        .require_deployed_secrets()
+        .context("checking the gateway's secrets")?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signalled = telemetry::terminate_signal();
     let stop = shutdown.clone();

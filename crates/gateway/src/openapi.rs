@@ -55,11 +55,11 @@ impl utoipa::Modify for SecuritySchemes {
         };
         components.add_security_scheme(
             "buyer",
-            jwt("HS256 JWT signed with `auth.jwt_secret`; `sub` is the buyer's id"),
+            jwt("A JWT: HS256 signed with `auth.jwt_secret`, or an identity provider's (`auth.jwks_file`); `sub` is the buyer's id"),
         );
         components.add_security_scheme(
             "admin",
-            jwt("HS256 JWT signed with `auth.jwt_secret`, with the claim `role: admin`"),
+            jwt("A buyer's kind of JWT whose role claim (`auth.role_claim`, default `role`) names `auth.admin_role` (default `admin`)"),
         );
         components.add_security_scheme(
             "webhook_signature",

@@ -486,7 +486,7 @@ impl Settings {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
-        self.validate_deployed_secrets()
+        Ok(())
     }
 
     /// Whether this is a developer's machine or a test run, where the development secrets are
@@ -495,12 +495,33 @@ impl Settings {
         DEVELOPMENT_ENVIRONMENTS.contains(&self.environment.as_str())
     }
 
-    /// Outside the development environments, a secret must be one of the deployment's own: not
-    /// the default printed in `config/default.toml` (anyone who reads the repository could sign
-    /// an admin token or a payment with it), and at least [`MIN_DEPLOYED_SECRET_BYTES`] long.
-    fn validate_deployed_secrets(&self) -> Result<(), SettingsError> {
+    /// What the gateway, the one service that verifies tokens and payment notices, checks at
+    /// start-up. Outside the development environments a secret it uses must be the
+    /// deployment's own: not the default printed in `config/default.toml` (anyone who reads the
+    /// repository could sign an admin token or a payment with it), and at least
+    /// [`MIN_DEPLOYED_SECRET_BYTES`] long. With an identity provider's keys (`auth.jwks_file`)
+    /// the HS256 secret is not used, and `auth.issuer` and `auth.audience` are required
+    /// instead: without them a token the provider issued for any other application would do.
+    pub fn require_deployed_secrets(&self) -> Result<(), SettingsError> {
         if self.is_development() {
             return Ok(());
+        }
+        let identity_provider = !self.auth.jwks_file.as_os_str().is_empty();
+        if identity_provider {
+            for (key, value) in [
+                ("auth.issuer", &self.auth.issuer),
+                ("auth.audience", &self.auth.audience),
+            ] {
+                if value.is_empty() {
+                    return Err(SettingsError::Invalid {
+                        key,
+                        problem: format!(
+                            "is required with auth.jwks_file when SECKILL_ENV is {:?} (a deployment): without it a token the identity provider issued for another application is accepted",
+                            self.environment
+                        ),
+                    });
+                }
+            }
         }
         let defaults = config::Config::builder()
             .add_source(config::File::from_str(
@@ -521,6 +542,9 @@ impl Settings {
             ),
         ];
         for (key, variable, secret) in secrets {
+            if identity_provider && key == "auth.jwt_secret" {
+                continue;
+            }
             let secret = secret.expose_secret();
             let problem = if defaults.get_string(key).ok().as_deref() == Some(secret) {
                 "is the development default printed in config/default.toml"
@@ -578,12 +602,16 @@ mod tests {
     #[test]
     fn a_deployment_refuses_the_development_secrets_and_short_ones_naming_the_key() {
         let none = || config::Environment::with_prefix("SECKILL_NEVER_SET");
-        let err = Settings::load_from("production", None, none()).unwrap_err();
+        let check = |name: &str, environment| {
+            Settings::load_from(name, None, environment)
+                .expect("the settings load: only the gateway checks its secrets")
+                .require_deployed_secrets()
+        };
+        let err = check("production", none()).unwrap_err();
         assert!(err.to_string().contains("auth.jwt_secret"), "{err}");
         assert!(err.to_string().contains("development default"), "{err}");
         for environment in DEVELOPMENT_ENVIRONMENTS {
-            let settings = Settings::load_from(environment, None, none()).unwrap();
-            assert!(settings.is_development());
+            assert!(check(environment, none()).is_ok());
         }
         let with = |vars: &[(&str, &str)]| {
             config::Environment::default()
@@ -597,12 +625,10 @@ mod tests {
                 ))
         };
         let own = "a-secret-of-this-deployment-32-bytes-long";
-        let err = Settings::load_from("production", None, with(&[("T__AUTH__JWT_SECRET", own)]))
-            .unwrap_err();
+        let err = check("production", with(&[("T__AUTH__JWT_SECRET", own)])).unwrap_err();
         assert!(err.to_string().contains("payments.webhook_secret"), "{err}");
-        let err = Settings::load_from(
+        let err = check(
             "staging",
-            None,
             with(&[
                 ("T__AUTH__JWT_SECRET", "only-twenty-bytes-ok"),
                 ("T__PAYMENTS__WEBHOOK_SECRET", own),
@@ -610,16 +636,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("shorter than 32 bytes"), "{err}");
-        let settings = Settings::load_from(
+        assert!(check(
             "production",
-            None,
             with(&[
                 ("T__AUTH__JWT_SECRET", own),
                 ("T__PAYMENTS__WEBHOOK_SECRET", own),
             ]),
         )
-        .unwrap();
-        assert!(!settings.is_development());
+        .is_ok());
+        // With an identity provider the HS256 secret is unused, and iss and aud are required.
+        let err = check(
+            "production",
+            with(&[
+                ("T__AUTH__JWKS_FILE", "/etc/seckill/jwks.json"),
+                ("T__PAYMENTS__WEBHOOK_SECRET", own),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("auth.issuer"), "{err}");
+        assert!(check(
+            "production",
+            with(&[
+                ("T__AUTH__JWKS_FILE", "/etc/seckill/jwks.json"),
+                ("T__AUTH__ISSUER", "https://id.example.com/"),
+                ("T__AUTH__AUDIENCE", "seckill"),
+                ("T__PAYMENTS__WEBHOOK_SECRET", own),
+            ]),
+        )
+        .is_ok());
     }
 
     #[test]

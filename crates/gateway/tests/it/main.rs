@@ -633,11 +633,19 @@ async fn the_committed_openapi_document_is_the_one_the_gateway_generates_and_ser
 
 #[test]
 fn a_deployment_with_the_development_secret_refuses_to_start_and_names_the_key() {
+    // The development secret given explicitly (a `.env` file nearby cannot replace it), from a
+    // directory with no `.env`, and no backend to reach: the check comes first.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_seckill-gateway"))
+        .current_dir(std::env::temp_dir())
         .env("SECKILL_ENV", "production")
         .env("SECKILL_CONFIG_DIR", "/nonexistent")
-        .env_remove("SECKILL__AUTH__JWT_SECRET")
-        .env_remove("SECKILL__PAYMENTS__WEBHOOK_SECRET")
+        .env(
+            "SECKILL__AUTH__JWT_SECRET",
+            "local-development-secret-change-me",
+        )
+        .env("SECKILL__REDIS__URL", "redis://127.0.0.1:1")
+        .env("SECKILL__KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     assert!(!output.status.success(), "it must not start");
