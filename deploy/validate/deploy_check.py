@@ -366,11 +366,11 @@ def check_rendering(path: Path, args) -> int:
         checker.expect(key in config, f"seckill-config lacks {key}")
     # A key the services do not know is ignored by them: catch it here (a renamed setting).
     defaults = tomllib.loads((ROOT / "config" / "default.toml").read_text())
-    # SECKILL_ENV names the environment: outside `local` and `test` the services refuse the
+    # SECKILL_ENV names the environment: outside `local` and `test` the gateway refuses the
     # development secrets, so a cluster must never run as `local`.
     checker.expect(config.get("SECKILL_ENV") not in (None, "local", "test"),
                    "seckill-config must set SECKILL_ENV to the deployment's name (not local or test): "
-                   "the services then refuse the development secrets")
+                   "the gateway then refuses the development secrets")
     for key in sorted(k for k in config if k != "SECKILL_ENV"):
         path = key.removeprefix("SECKILL__").lower().split("__")
         node = defaults
