@@ -80,16 +80,17 @@ impl Expirer {
     pub async fn expire(&self) -> anyhow::Result<ExpiryReport> {
         let mut report = ExpiryReport::default();
         let mut failure = None;
+        let mut after = None;
         loop {
             let owed = self
                 .store
-                .unreturned_expiries(self.config.batch_max)
+                .unreturned_expiries(self.config.batch_max, after.as_ref())
                 .await?;
             let full = owed.len() == self.config.batch_max;
-            let stuck = report.owed + report.failed;
             self.return_units(&owed, &mut report, &mut failure).await?;
-            // An order left owed would come back in the next batch: the round moves on.
-            if !full || report.owed + report.failed > stuck {
+            // Orders left owed (a sale Redis lost, Redis unreachable) are paged past.
+            after = owed.last().map(|order| order.order_id.clone());
+            if !full {
                 break;
             }
         }

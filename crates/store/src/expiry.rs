@@ -67,17 +67,25 @@ impl Store {
         Ok(expired)
     }
 
-    /// Expired orders whose units Redis has not been given back yet, oldest first, at most
-    /// `limit`.
-    pub async fn unreturned_expiries(&self, limit: usize) -> Result<Vec<ExpiredOrder>, StoreError> {
-        let select = Query::select()
+    /// Expired orders whose units Redis has not been given back yet, by order id, at most
+    /// `limit`, after the order id `after` (pages, so that orders left owed do not hold up
+    /// the others).
+    pub async fn unreturned_expiries(
+        &self,
+        limit: usize,
+        after: Option<&OrderId>,
+    ) -> Result<Vec<ExpiredOrder>, StoreError> {
+        let mut select = Query::select();
+        select
             .columns([orders::Column::OrderId, orders::Column::Quantity])
             .from(orders::Entity)
             .and_where(Expr::col(orders::Column::Status).eq(OrderStatus::Expired.as_str()))
             .and_where(Expr::col(orders::Column::UnitsReturnedAt).is_null())
-            .order_by(orders::Column::PayBy, sea_orm::Order::Asc)
-            .limit(limit as u64)
-            .to_owned();
+            .order_by(orders::Column::OrderId, sea_orm::Order::Asc)
+            .limit(limit as u64);
+        if let Some(after) = after {
+            select.and_where(Expr::col(orders::Column::OrderId).gt(after.as_str()));
+        }
         self.db
             .query_all(self.backend().build(&select))
             .await?

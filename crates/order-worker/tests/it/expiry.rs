@@ -258,3 +258,39 @@ async fn an_unreadable_reservation_holds_up_neither_its_batch_nor_the_next_round
     );
     assert_eq!(books(&ctx, &store, &sku).await, (5, 4, 4, 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_owed_to_a_sale_redis_lost_do_not_hold_up_the_other_sales() {
+    let ctx = TestContext::new().await.unwrap();
+    let store = ctx.store().await;
+    let ledger = ctx.ledger();
+    let name = testkit::unique("exp-");
+    // Order ids sort by SKU: the lost sale's orders come first in the follow-up.
+    let lost = SkuId::parse(format!("{name}-a")).unwrap();
+    let kept = SkuId::parse(format!("{name}-b")).unwrap();
+    sale(&ctx, &lost, 3, 1).await;
+    sale(&ctx, &kept, 1, 1).await;
+    written_orders(&ledger, &store, &buyers(&lost, 3)).await;
+    written_orders(&ledger, &store, &buyers(&kept, 1)).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Expired in the database; then Redis loses one sale before the releases.
+    assert_eq!(store.expire_due(Utc::now(), 500).await.unwrap().len(), 4);
+    ledger.forget(&lost).await.unwrap();
+
+    let mut config = ctx.settings.expiry.clone();
+    config.batch_max = 2;
+    let expirer = Expirer::new(
+        ledger.clone(),
+        store.clone(),
+        config,
+        WorkerMetrics::new(telemetry::new_registry()),
+    );
+    let report = expirer.expire().await.unwrap();
+    assert_eq!(
+        (report.owed, report.units_returned),
+        (3, 1),
+        "the kept sale's unit came back past a full batch of owed ones: {report:?}"
+    );
+    assert_eq!(ledger.snapshot(&kept).await.unwrap().unwrap().remaining, 1);
+    assert_eq!(store.unreturned_expiries(10, None).await.unwrap().len(), 3);
+}

@@ -429,10 +429,14 @@ async fn on_sqlite_orders_await_payment_are_paid_once_and_the_unpaid_expire_with
         ),
         (1, 2, 4, 1)
     );
-    let owed = store.unreturned_expiries(100).await.unwrap();
+    let owed = store.unreturned_expiries(100, None).await.unwrap();
     assert_eq!(owed.len(), 2);
     let ids: Vec<_> = owed.iter().map(|o| &o.order_id).collect();
     store.mark_units_returned(&ids, later).await.unwrap();
-    assert!(store.unreturned_expiries(100).await.unwrap().is_empty());
+    assert!(store
+        .unreturned_expiries(100, None)
+        .await
+        .unwrap()
+        .is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
