@@ -116,6 +116,12 @@ string_id!(
     |c: char| c.is_ascii_graphic()
 );
 
+string_id!(
+    /// A payment provider's id of a payment: a payment notice is idempotent on it.
+    PaymentId, "payment_id", 128, "visible ASCII characters",
+    |c: char| c.is_ascii_graphic()
+);
+
 /// An order's id: `<sku_id>.<32 hex digits>`.
 ///
 /// It carries its SKU so that a pending order, which so far only exists as a reservation in the

@@ -4,7 +4,7 @@
 //! `v1` entries may stand side by side while a secret is being rotated.
 
 use crate::sale::Currency;
-use crate::{IdError, OrderId};
+use crate::OrderId;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -29,58 +29,7 @@ fn bounded_amount<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u
     Ok(amount)
 }
 
-/// The provider's id of a payment: 1 to 128 visible ASCII characters. A notice is idempotent on
-/// it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PaymentId(String);
-
-impl PaymentId {
-    /// Longest accepted id.
-    pub const MAX_LEN: usize = 128;
-
-    /// Parses an id.
-    pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
-        let value = value.into();
-        if value.is_empty() || value.len() > Self::MAX_LEN {
-            return Err(IdError::Length {
-                what: "payment_id",
-                max: Self::MAX_LEN,
-            });
-        }
-        if !value.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(IdError::Charset {
-                what: "payment_id",
-                allowed: "visible ASCII characters",
-            });
-        }
-        Ok(Self(value))
-    }
-
-    /// The id.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for PaymentId {
-    type Error = IdError;
-    fn try_from(value: String) -> Result<Self, IdError> {
-        Self::parse(value)
-    }
-}
-
-impl From<PaymentId> for String {
-    fn from(value: PaymentId) -> String {
-        value.0
-    }
-}
-
-impl std::fmt::Display for PaymentId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::ids::PaymentId;
 
 /// "This order was paid": the body of `POST /v1/payments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -187,15 +187,7 @@ async fn pay_in_time(
     orders: &[(OrderId, i64)],
     evidence: &mut verdict::PaymentEvidence,
 ) {
-    let notices: Vec<provider::Payment> = orders
-        .iter()
-        .map(|(order_id, units)| provider::Payment {
-            payment_id: format!("pay-{order_id}"),
-            order_id: order_id.clone(),
-            amount_minor: (scenario.price_minor * units) as u64,
-            currency: "EUR",
-        })
-        .collect();
+    let notices = notices(scenario, "pay", orders);
     let answers = provider.notify_all(&notices).await;
     for answer in &answers {
         evidence.sent += 1;
@@ -227,16 +219,8 @@ async fn pay_late(
     evidence: &mut verdict::PaymentEvidence,
 ) -> anyhow::Result<()> {
     let before = watch.units(sku).await?;
-    let notices: Vec<provider::Payment> = unpaid
-        .iter()
-        .take(scenario.late_payers)
-        .map(|(order_id, units)| provider::Payment {
-            payment_id: format!("late-{order_id}"),
-            order_id: order_id.clone(),
-            amount_minor: (scenario.price_minor * units) as u64,
-            currency: "EUR",
-        })
-        .collect();
+    let late = &unpaid[..unpaid.len().min(scenario.late_payers)];
+    let notices = notices(scenario, "late", late);
     for answer in provider.notify_all(&notices).await {
         evidence.late_sent += 1;
         match (answer.status, answer.code.as_deref()) {
@@ -251,6 +235,19 @@ async fn pay_late(
         evidence.late_sent, evidence.late_refused
     );
     Ok(())
+}
+
+/// The notices paying `orders` (id, units) at the sale's price, with ids `<prefix>-<order id>`.
+fn notices(scenario: &Scenario, prefix: &str, orders: &[(OrderId, i64)]) -> Vec<provider::Payment> {
+    orders
+        .iter()
+        .map(|(order_id, units)| provider::Payment {
+            payment_id: format!("{prefix}-{order_id}"),
+            order_id: order_id.clone(),
+            amount_minor: (scenario.price_minor * units) as u64,
+            currency: "EUR",
+        })
+        .collect()
 }
 
 fn unexpected(evidence: &mut verdict::PaymentEvidence, answer: &provider::Answered) {

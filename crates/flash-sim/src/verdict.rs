@@ -449,7 +449,8 @@ fn paid_twice(
     paid_by: &HashMap<&str, Option<&str>>,
 ) -> usize {
     let mut paying: HashMap<&str, Vec<&str>> = HashMap::new();
-    for payment in payments.iter().filter(|p| p.outcome == "paid") {
+    let paid = domain::PaymentOutcome::Paid.as_str();
+    for payment in payments.iter().filter(|p| p.outcome == paid) {
         paying
             .entry(payment.order_id.as_str())
             .or_default()

@@ -300,6 +300,14 @@ impl Store {
         self.db.get_database_backend()
     }
 
+    /// A read-only view of one moment: a repeatable-read transaction on PostgreSQL (SQLite's
+    /// read transaction is one already).
+    async fn begin_snapshot(&self) -> Result<sea_orm::DatabaseTransaction, StoreError> {
+        let isolation =
+            (self.backend() == DbBackend::Postgres).then_some(IsolationLevel::RepeatableRead);
+        Ok(self.db.begin_with_config(isolation, None).await?)
+    }
+
     /// A transaction that will write. On SQLite it takes the write lock first, as
     /// `BEGIN IMMEDIATE` would: a transaction that reads before it writes cannot wait for
     /// another writer (SQLite refuses its first write at once with `SQLITE_BUSY`), and the
@@ -741,9 +749,7 @@ impl Store {
         &self,
         sku: &SkuId,
     ) -> Result<Option<(sales::Model, Vec<orders::Model>)>, StoreError> {
-        let isolation =
-            (self.backend() == DbBackend::Postgres).then_some(IsolationLevel::RepeatableRead);
-        let txn = self.db.begin_with_config(isolation, None).await?;
+        let txn = self.begin_snapshot().await?;
         let Some(sale) = sales::Entity::find_by_id(sku.as_str()).one(&txn).await? else {
             return Ok(None);
         };
@@ -768,9 +774,7 @@ impl Store {
     /// one), so a batch committed between the two reads cannot show its orders without the
     /// stock they took.
     pub async fn sale_stats(&self, sku: &SkuId) -> Result<Option<SaleStats>, StoreError> {
-        let isolation =
-            (self.backend() == DbBackend::Postgres).then_some(IsolationLevel::RepeatableRead);
-        let txn = self.db.begin_with_config(isolation, None).await?;
+        let txn = self.begin_snapshot().await?;
         let Some(sale) = sales::Entity::find_by_id(sku.as_str()).one(&txn).await? else {
             return Ok(None);
         };
