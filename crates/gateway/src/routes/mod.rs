@@ -70,8 +70,16 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::B
     Ok(body)
 }
 
-/// Parses a JSON body into `T`, answering 400 `invalid_body` with serde's explanation.
+/// Parses a JSON object body into `T`, answering 400 `invalid_body` with serde's explanation.
+/// Every body of the API is an object; serde would also read a struct from an array of its
+/// fields' values (`[null]` as `{"quantity": null}`), which the contract does not allow.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::invalid("invalid_body", e))
 }
 

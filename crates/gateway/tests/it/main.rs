@@ -190,6 +190,15 @@ async fn bad_input_gets_a_4xx_with_a_stable_code_and_reserves_nothing() {
             "invalid_body",
         ),
         (
+            "JSON, but an array of the fields' values",
+            c.post(&orders)
+                .bearer_auth(&buyer)
+                .header("Idempotency-Key", "k-array")
+                .body("[null]"),
+            400,
+            "invalid_body",
+        ),
+        (
             "unknown field",
             c.post(&orders)
                 .bearer_auth(&buyer)
