@@ -61,7 +61,19 @@ impl Endpoint {
                 "request.timeout.ms",
                 (self.delivery_timeout_ms / 2).max(1000).to_string(),
             );
+        // librdkafka times out a queued message only when the thread of its broker wakes, and
+        // while that broker is down the thread sleeps until its next reconnect: up to
+        // `reconnect.backoff.max.ms`, 10 s by default. Capped, the delivery timeout stays the
+        // bound on how long a buyer waits for the 503 of an outage.
+        if !self.sets("reconnect.backoff.max.ms") {
+            let cap = (self.delivery_timeout_ms / 4).clamp(100, 1000);
+            config.set("reconnect.backoff.max.ms", cap.to_string());
+        }
         config
+    }
+
+    fn sets(&self, property: &str) -> bool {
+        self.extra.iter().any(|(key, _)| key == property)
     }
 
     /// The consumer configuration for `group`: manual commits only, a new group starts from the

@@ -398,8 +398,10 @@ async fn when_the_broker_does_not_acknowledge_the_buyer_gets_503_and_the_reserva
         (503, Some("broker_unavailable")),
         "{body}"
     );
+    // The delivery timeout (2 s here) plus at most one capped reconnect backoff (0.5 s) and
+    // room for two busy cores; librdkafka's default backoff made it 10 s.
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(6),
         "the 503 took {:?}",
         started.elapsed()
     );
