@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs (Debian/Ubuntu, apt) and starts what seckill's demo and tests need on this machine:
-# build tools for librdkafka, redis-server and PostgreSQL. Idempotent: does nothing that is
+# build tools for librdkafka (with OpenSSL), redis-server and PostgreSQL. Idempotent: does nothing that is
 # already done. Usage: scripts/deps.sh [redis|bench|all]   (redis = only what `make demo` needs;
 # bench = what the tests need and curl-free load tools: redis-benchmark comes with Redis, pgbench
 # with PostgreSQL's client)
@@ -14,6 +14,8 @@ command -v cargo >/dev/null || { say "cargo not found: install Rust (https://rus
 missing=()
 for tool in gcc g++ make pkg-config; do command -v "$tool" >/dev/null || missing+=(build-essential pkg-config); done
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+# librdkafka is built with TLS and SASL (rdkafka's ssl feature) against the system OpenSSL.
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 command -v redis-server >/dev/null || missing+=(redis-server)
 if [ "$want" = all ] || [ "$want" = bench ]; then
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)

@@ -3,7 +3,8 @@
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
-use settings::KafkaSettings;
+use settings::secrecy::ExposeSecret;
+use settings::{KafkaSecurity, KafkaSettings};
 
 /// Where the brokers are and how to talk to them: the bootstrap string plus the extra client
 /// properties of the settings. In embedded mode the bootstrap string is the mock cluster's.
@@ -17,6 +18,8 @@ pub struct Endpoint {
     pub linger_ms: u32,
     /// Producer `delivery.timeout.ms`.
     pub delivery_timeout_ms: u32,
+    /// TLS and SASL (plaintext for the embedded broker).
+    pub security: KafkaSecurity,
 }
 
 impl Endpoint {
@@ -35,14 +38,42 @@ impl Endpoint {
                 .collect(),
             linger_ms: settings.linger_ms,
             delivery_timeout_ms: settings.delivery_timeout_ms,
+            // The embedded broker listens in plaintext.
+            security: match bootstrap {
+                Some(_) => KafkaSecurity::default(),
+                None => settings.security.clone(),
+            },
         }
     }
 
-    /// A configuration with the bootstrap servers and the extra properties.
+    /// A configuration with the bootstrap servers, the security settings and the extra
+    /// properties.
     pub fn base_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
         config.set("socket.keepalive.enable", "true");
+        let security = &self.security;
+        config.set("security.protocol", security.protocol.as_librdkafka());
+        if security.protocol.uses_sasl() {
+            config
+                .set("sasl.mechanism", security.sasl_mechanism.as_librdkafka())
+                .set("sasl.username", &security.sasl_username)
+                .set("sasl.password", security.sasl_password.expose_secret());
+        }
+        if security.protocol.uses_tls() {
+            // The broker's host name is checked against its certificate (librdkafka's default
+            // since 2.0, set here so that no version can differ).
+            config.set("ssl.endpoint.identification.algorithm", "https");
+            for (property, path) in [
+                ("ssl.ca.location", &security.tls.ca_file),
+                ("ssl.certificate.location", &security.tls.certificate_file),
+                ("ssl.key.location", &security.tls.key_file),
+            ] {
+                if !path.as_os_str().is_empty() {
+                    config.set(property, path.to_string_lossy());
+                }
+            }
+        }
         for (key, value) in &self.extra {
             config.set(key, value);
         }

@@ -127,6 +127,149 @@ pub struct RedisSettings {
     pub max_in_flight: usize,
     /// Seconds to wait for a connection or reply.
     pub timeout_secs: u64,
+    /// TLS of a `rediss://` URL.
+    #[serde(default)]
+    pub tls: TlsFiles,
+}
+
+/// PEM files of a TLS client: the CA that signed the server's certificate (empty = the system's
+/// CAs) and, for mutual TLS, the client's certificate and key (both or neither).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TlsFiles {
+    /// CA certificates (PEM); empty = the system's.
+    #[serde(default)]
+    pub ca_file: PathBuf,
+    /// Client certificate (PEM) for mutual TLS; empty = none.
+    #[serde(default)]
+    pub certificate_file: PathBuf,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key_file: PathBuf,
+}
+
+impl TlsFiles {
+    /// Whether any file is set.
+    pub fn is_set(&self) -> bool {
+        [&self.ca_file, &self.certificate_file, &self.key_file]
+            .iter()
+            .any(|path| !path.as_os_str().is_empty())
+    }
+
+    /// Checks that the client certificate and key come together and that every file set can
+    /// be read; `section` is the dotted prefix of the keys (`redis.tls`), named in the error.
+    fn validate(&self, section: &'static str) -> Result<(), SettingsError> {
+        let files = [
+            ("ca_file", &self.ca_file),
+            ("certificate_file", &self.certificate_file),
+            ("key_file", &self.key_file),
+        ];
+        if self.certificate_file.as_os_str().is_empty() != self.key_file.as_os_str().is_empty() {
+            return Err(SettingsError::Invalid {
+                key: section,
+                problem: "certificate_file and key_file go together (mutual TLS): set both or neither"
+                    .into(),
+            });
+        }
+        for (name, path) in files {
+            if path.as_os_str().is_empty() {
+                continue;
+            }
+            if let Err(error) = std::fs::metadata(path) {
+                return Err(SettingsError::Invalid {
+                    key: section,
+                    problem: format!("{name} {}: {error}", path.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How the Kafka clients reach the brokers (librdkafka's `security.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaSecurityProtocol {
+    /// No TLS, no authentication (a private network, the embedded broker).
+    #[default]
+    Plaintext,
+    /// TLS; with a client certificate, mutual TLS.
+    Ssl,
+    /// SASL authentication without TLS.
+    SaslPlaintext,
+    /// SASL authentication over TLS (Confluent Cloud, Amazon MSK with SCRAM, Aiven...).
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    /// The value librdkafka takes.
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    /// Whether the connection is TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    /// Whether the client authenticates with SASL.
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// The SASL mechanisms the clients support (built into librdkafka; Kerberos is not built).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    /// User name and password in the clear (only over TLS).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// Salted challenge-response, SHA-256.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// Salted challenge-response, SHA-512.
+    #[default]
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The value librdkafka takes.
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// `[kafka.security]`: TLS and SASL to the brokers. Ignored by the embedded broker.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KafkaSecurity {
+    /// `security.protocol`.
+    #[serde(default)]
+    pub protocol: KafkaSecurityProtocol,
+    /// `sasl.mechanism`, with a `sasl_*` protocol.
+    #[serde(default)]
+    pub sasl_mechanism: SaslMechanism,
+    /// SASL user name.
+    #[serde(default)]
+    pub sasl_username: String,
+    /// SASL password (secret).
+    #[serde(default = "empty_secret")]
+    pub sasl_password: SecretString,
+    /// TLS files, with an `ssl` protocol.
+    #[serde(default)]
+    pub tls: TlsFiles,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
 }
 
 /// `[kafka]`
@@ -152,6 +295,9 @@ pub struct KafkaSettings {
     pub linger_ms: u32,
     /// Producer `delivery.timeout.ms`.
     pub delivery_timeout_ms: u32,
+    /// TLS and SASL to the brokers.
+    #[serde(default)]
+    pub security: KafkaSecurity,
     /// Extra librdkafka properties for every client.
     #[serde(default)]
     pub client: BTreeMap<String, String>,
@@ -486,7 +632,64 @@ impl Settings {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
-        Ok(())
+        self.validate_transport_security()
+    }
+
+    /// The TLS and SASL settings of the backends: complete, consistent with the URLs, and every
+    /// file readable, so that a mistake stops the service at start-up, naming the key, instead
+    /// of failing every connection later.
+    fn validate_transport_security(&self) -> Result<(), SettingsError> {
+        let invalid = |key: &'static str, problem: &str| {
+            Err(SettingsError::Invalid {
+                key,
+                problem: problem.into(),
+            })
+        };
+        let security = &self.kafka.security;
+        if security.protocol.uses_sasl() {
+            if security.sasl_username.is_empty() {
+                return invalid(
+                    "kafka.security.sasl_username",
+                    "is required with a sasl_* kafka.security.protocol",
+                );
+            }
+            if security.sasl_password.expose_secret().is_empty() {
+                return invalid(
+                    "kafka.security.sasl_password",
+                    "is required with a sasl_* kafka.security.protocol",
+                );
+            }
+        }
+        if security.tls.is_set() && !security.protocol.uses_tls() {
+            return invalid(
+                "kafka.security.tls",
+                "is set, but kafka.security.protocol is not ssl or sasl_ssl: the files would not be used",
+            );
+        }
+        if security.protocol.uses_sasl()
+            && !security.protocol.uses_tls()
+            && security.sasl_mechanism == SaslMechanism::Plain
+            && !self.is_development()
+        {
+            return invalid(
+                "kafka.security.protocol",
+                "sasl_plaintext with the PLAIN mechanism sends the password in the clear: use sasl_ssl",
+            );
+        }
+        security.tls.validate("kafka.security.tls")?;
+        let redis_tls = self
+            .redis
+            .url
+            .expose_secret()
+            .trim_start()
+            .starts_with("rediss://");
+        if self.redis.tls.is_set() && !redis_tls {
+            return invalid(
+                "redis.tls",
+                "is set, but redis.url is not a rediss:// URL: the files would not be used",
+            );
+        }
+        self.redis.tls.validate("redis.tls")
     }
 
     /// Whether this is a developer's machine or a test run, where the development secrets are

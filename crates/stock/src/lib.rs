@@ -245,6 +245,41 @@ struct Scripts {
     retire: Script,
 }
 
+/// The client of `settings.url`; a `rediss://` URL is TLS, checked against `settings.tls`'s CA
+/// (or the system's) and, with a client certificate, mutual.
+fn client(settings: &RedisSettings) -> Result<redis::Client, StockError> {
+    let url = settings.url.expose_secret();
+    let config = |e: &dyn std::fmt::Display| StockError::Config(e.to_string());
+    if !settings.tls.is_set() {
+        return redis::Client::open(url).map_err(|e| config(&e));
+    }
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| StockError::Config(format!("redis.tls.{key} {}: {e}", path.display())))
+    };
+    let optional = |key: &str, path: &std::path::Path| {
+        (!path.as_os_str().is_empty())
+            .then(|| read(key, path))
+            .transpose()
+    };
+    let tls = &settings.tls;
+    let client_tls = match (
+        optional("certificate_file", &tls.certificate_file)?,
+        optional("key_file", &tls.key_file)?,
+    ) {
+        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        _ => None,
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls,
+        root_cert: optional("ca_file", &tls.ca_file)?,
+    };
+    redis::Client::build_with_tls(url, certificates).map_err(|e| config(&e))
+}
+
 /// The ledger: one multiplexed connection (every caller's commands are pipelined on it, and it
 /// reconnects by itself) and the scripts, called by `EVALSHA`.
 #[derive(Clone)]
@@ -260,8 +295,7 @@ impl StockLedger {
     /// it must be called inside a Tokio runtime.
     pub fn new(settings: &RedisSettings) -> Result<Self, StockError> {
         let timeout = Duration::from_secs(settings.timeout_secs.max(1));
-        let client = redis::Client::open(settings.url.expose_secret())
-            .map_err(|e| StockError::Config(e.to_string()))?;
+        let client = client(settings)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

@@ -11,6 +11,8 @@ use stock::{
 };
 use testkit::{fresh_ledger, open_spec};
 
+mod tls;
+
 fn sku() -> SkuId {
     SkuId::parse(testkit::unique("sku-")).unwrap()
 }
