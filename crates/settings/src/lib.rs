@@ -166,8 +166,9 @@ impl TlsFiles {
         if self.certificate_file.as_os_str().is_empty() != self.key_file.as_os_str().is_empty() {
             return Err(SettingsError::Invalid {
                 key: section,
-                problem: "certificate_file and key_file go together (mutual TLS): set both or neither"
-                    .into(),
+                problem:
+                    "certificate_file and key_file go together (mutual TLS): set both or neither"
+                        .into(),
             });
         }
         for (name, path) in files {
@@ -867,6 +868,108 @@ mod tests {
             ]),
         )
         .is_ok());
+    }
+
+    /// The settings loaded with the variables `vars` (`T__SECTION__KEY`), or why not.
+    fn load_with(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let env = config::Environment::default()
+            .prefix("T")
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(
+                vars.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ));
+        Settings::load_from("production", None, env)
+    }
+
+    #[test]
+    fn kafka_security_comes_from_its_keys_and_incomplete_or_unused_settings_name_the_key() {
+        let file = std::env::temp_dir().join(format!("seckill-ca-{}.pem", std::process::id()));
+        std::fs::write(&file, "not read here").unwrap();
+        let ca = file.to_str().unwrap();
+        let loaded = load_with(&[
+            ("T__KAFKA__SECURITY__PROTOCOL", "sasl_ssl"),
+            ("T__KAFKA__SECURITY__SASL_MECHANISM", "SCRAM-SHA-256"),
+            ("T__KAFKA__SECURITY__SASL_USERNAME", "seckill"),
+            ("T__KAFKA__SECURITY__SASL_PASSWORD", "s3cret"),
+            ("T__KAFKA__SECURITY__TLS__CA_FILE", ca),
+        ])
+        .unwrap();
+        let security = &loaded.kafka.security;
+        assert_eq!(security.protocol, KafkaSecurityProtocol::SaslSsl);
+        assert_eq!(security.sasl_mechanism, SaslMechanism::ScramSha256);
+        assert_eq!(security.tls.ca_file, file);
+        assert!(!format!("{loaded:?}").contains("s3cret"));
+
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (
+                &[("T__KAFKA__SECURITY__PROTOCOL", "sasl_ssl")],
+                "kafka.security.sasl_username",
+            ),
+            (
+                &[
+                    ("T__KAFKA__SECURITY__PROTOCOL", "sasl_ssl"),
+                    ("T__KAFKA__SECURITY__SASL_USERNAME", "seckill"),
+                ],
+                "kafka.security.sasl_password",
+            ),
+            (
+                &[("T__KAFKA__SECURITY__TLS__CA_FILE", ca)],
+                "kafka.security.tls",
+            ),
+            (
+                &[
+                    ("T__KAFKA__SECURITY__PROTOCOL", "sasl_plaintext"),
+                    ("T__KAFKA__SECURITY__SASL_MECHANISM", "PLAIN"),
+                    ("T__KAFKA__SECURITY__SASL_USERNAME", "seckill"),
+                    ("T__KAFKA__SECURITY__SASL_PASSWORD", "s3cret"),
+                ],
+                "kafka.security.protocol",
+            ),
+            (
+                &[
+                    ("T__KAFKA__SECURITY__PROTOCOL", "ssl"),
+                    ("T__KAFKA__SECURITY__TLS__CA_FILE", "/nonexistent/ca.pem"),
+                ],
+                "kafka.security.tls",
+            ),
+        ];
+        for (vars, key) in cases {
+            let error = load_with(vars).unwrap_err().to_string();
+            assert!(error.contains(&format!("`{key}`")), "{vars:?}: {error}");
+        }
+        let unknown = load_with(&[("T__KAFKA__SECURITY__SASL_MECHANISM", "GSSAPI")]);
+        assert!(unknown.unwrap_err().to_string().contains("GSSAPI"));
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn redis_tls_files_need_a_rediss_url_and_come_in_pairs() {
+        let file = std::env::temp_dir().join(format!("seckill-cert-{}.pem", std::process::id()));
+        std::fs::write(&file, "not read here").unwrap();
+        let path = file.to_str().unwrap();
+        let loaded = load_with(&[
+            ("T__REDIS__URL", "rediss://seckill:pw@cache:6380"),
+            ("T__REDIS__TLS__CA_FILE", path),
+            ("T__REDIS__TLS__CERTIFICATE_FILE", path),
+            ("T__REDIS__TLS__KEY_FILE", path),
+        ])
+        .unwrap();
+        assert_eq!(loaded.redis.tls.key_file, file);
+
+        let plaintext = load_with(&[("T__REDIS__TLS__CA_FILE", path)]).unwrap_err();
+        assert!(plaintext
+            .to_string()
+            .contains("redis.url is not a rediss:// URL"));
+        let alone = load_with(&[
+            ("T__REDIS__URL", "rediss://cache:6380"),
+            ("T__REDIS__TLS__CERTIFICATE_FILE", path),
+        ])
+        .unwrap_err();
+        assert!(alone.to_string().contains("set both or neither"), "{alone}");
+        std::fs::remove_file(file).unwrap();
     }
 
     #[test]

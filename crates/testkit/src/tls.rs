@@ -110,7 +110,16 @@ impl TlsRedis {
         let server = ca.server("redis");
         let port = crate::process::free_port();
         let child = Command::new("redis-server")
-            .args(["--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--tls-port", &port.to_string()])
             .arg("--tls-cert-file")
             .arg(&server.certificate)
@@ -120,7 +129,11 @@ impl TlsRedis {
             .arg(ca.ca_file())
             .args([
                 "--tls-auth-clients",
-                if clients_need_certificates { "yes" } else { "no" },
+                if clients_need_certificates {
+                    "yes"
+                } else {
+                    "no"
+                },
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

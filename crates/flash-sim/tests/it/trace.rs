@@ -9,50 +9,32 @@ use kafka::rdkafka::message::OwnedMessage;
 use kafka::rdkafka::Message;
 use serde_json::Value;
 use settings::LogFormat;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use telemetry::trace::TRACEPARENT;
 use telemetry::TraceContext;
-use testkit::TestContext;
+use testkit::{CapturedLog, TestContext};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 const BUYER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const BUYER_SPAN: &str = "00f067aa0ba902b7";
 const STRAY_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 
-/// The log lines written so far, shared with the global subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// The first JSON line of `trace_id` with `message` in `logs`, waiting for it to be written.
+async fn first(logs: &CapturedLog, trace_id: &str, message: &str) -> Value {
+    testkit::eventually(PATIENCE, &format!("a log line {message:?}"), || {
+        let found = lines(logs, trace_id, message);
+        async move { found.into_iter().next() }
+    })
+    .await
 }
 
-impl Captured {
-    /// The first JSON line of `trace_id` with `message`, waiting for it to be written.
-    async fn first(&self, trace_id: &str, message: &str) -> Value {
-        testkit::eventually(PATIENCE, &format!("a log line {message:?}"), || {
-            let found = self.lines(trace_id, message);
-            async move { found.into_iter().next() }
-        })
-        .await
-    }
-
-    /// The JSON lines whose current span has `trace_id` and whose message is `message`.
-    fn lines(&self, trace_id: &str, message: &str) -> Vec<Value> {
-        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        text.lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|line| line["span"]["trace_id"] == trace_id && line["message"] == message)
-            .collect()
-    }
+/// The JSON lines of `logs` whose current span has `trace_id` and whose message is `message`.
+fn lines(logs: &CapturedLog, trace_id: &str, message: &str) -> Vec<Value> {
+    logs.text()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["span"]["trace_id"] == trace_id && line["message"] == message)
+        .collect()
 }
 
 fn probe(stack: &LocalStack, topic: &str) -> StreamConsumer {
@@ -68,7 +50,7 @@ async fn next(consumer: &StreamConsumer) -> OwnedMessage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_replayer_logs() {
-    let logs = Captured::default();
+    let logs = CapturedLog::default();
     let mut log = settings::Settings::defaults().log;
     log.format = LogFormat::Json;
     log.filter = "warn,gateway=debug,order_worker=debug,dlq_replayer=info".into();
@@ -142,13 +124,11 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
     );
 
     // Gateway and worker log the order under the buyer's trace id.
-    let confirmed = logs
-        .first(BUYER_TRACE, "order written, awaiting payment")
-        .await;
+    let confirmed = first(&logs, BUYER_TRACE, "order written, awaiting payment").await;
     assert_eq!(confirmed["span"]["order_id"], order_id.as_str());
     assert_eq!(confirmed["target"], "order_worker");
     assert_ne!(confirmed["span"]["span_id"], gateway_hop.span_id().as_str());
-    let queued = logs.lines(BUYER_TRACE, "order queued");
+    let queued = lines(&logs, BUYER_TRACE, "order queued");
     assert_eq!(queued.len(), 1, "one gateway line for the order");
     assert_eq!(queued[0]["span"]["order_id"], order_id.as_str());
     assert_eq!(queued[0]["span"]["span_id"], gateway_hop.span_id().as_str());
@@ -177,17 +157,17 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
     );
     let letter_hop = kafka::trace::carried(&letter).expect("a valid traceparent");
     assert_eq!(letter_hop.trace_id(), STRAY_TRACE);
-    let compensated = logs.first(STRAY_TRACE, "order compensated").await;
+    let compensated = first(&logs, STRAY_TRACE, "order compensated").await;
     assert_eq!(compensated["target"], "dlq_replayer");
     assert_eq!(compensated["span"]["order_id"], stray.order_id.as_str());
-    let failed = logs.lines(STRAY_TRACE, "order failed");
+    let failed = lines(&logs, STRAY_TRACE, "order failed");
     assert_eq!(failed.len(), 1, "the worker's line for the stray order");
     assert_eq!(
         failed[0]["span"]["span_id"],
         letter_hop.span_id().as_str(),
         "the dead letter names the worker's span as its parent"
     );
-    let dead_lettered = logs.first(STRAY_TRACE, "dead-lettered").await;
+    let dead_lettered = first(&logs, STRAY_TRACE, "dead-lettered").await;
     assert_eq!(dead_lettered["reason"], "unknown_sku");
     assert_eq!(dead_lettered["span"]["order_id"], stray.order_id.as_str());
     stack.stop().await.unwrap();

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use testkit::{eventually, TestContext};
 
+mod security;
+
 fn lag_of(gauge: &prometheus::IntGaugeVec, topic: &str, partitions: i32) -> i64 {
     (0..partitions)
         .map(|p| gauge.with_label_values(&[topic, &p.to_string()]).get())

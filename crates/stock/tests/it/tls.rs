@@ -68,10 +68,7 @@ async fn an_acl_user_with_a_client_certificate_sells_and_without_either_is_refus
 
     let wrong_password = StockLedger::new(&with_certificate("seckill:wrong@")).unwrap();
     let refused = wrong_password.ping().await.unwrap_err().to_string();
-    assert!(
-        refused.contains("authentication failed"),
-        "{refused}"
-    );
+    assert!(refused.contains("authentication failed"), "{refused}");
 
     let no_certificate = StockLedger::new(&settings(server.url("seckill:s3cret@"), &ca)).unwrap();
     assert!(no_certificate.ping().await.is_err());

@@ -7,6 +7,8 @@ use domain::{OrderStatus, ReasonCode, SkuId};
 use store::{Store, StoreError, Written};
 use testkit::{fresh_database, open_spec, order};
 
+mod tls;
+
 async fn store() -> Store {
     let (url, _) = fresh_database().await.unwrap();
     let mut settings = settings::Settings::defaults().database;
