@@ -3,8 +3,10 @@
 //! handler that takes a [`Buyer`] or an [`Admin`] cannot run for an anonymous caller.
 //!
 //! The keys: HS256 with `auth.jwt_secret` (local runs, the simulator), or the RS256/ES256 keys of
-//! an identity provider from a JWKS document (`auth.jwks_file`), chosen by each token's `kid`.
-//! `auth.issuer` and `auth.audience`, when set, must match `iss` and `aud`.
+//! an identity provider from its JWKS document (`auth.jwks_file` or `auth.jwks_url`), chosen by
+//! each token's `kid` and read again every `auth.jwks_refresh_secs`, and soon after a token names
+//! a key the document lacks ([`Verifier::keep_keys_fresh`]). `auth.issuer` and `auth.audience`,
+//! when set, must match `iss` and `aud`.
 
 use crate::error::ApiError;
 use actix_web::dev::Payload;
@@ -15,7 +17,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::{ready, Ready};
 use std::hash::Hasher;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// The claims the gateway reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,25 +35,158 @@ pub struct Claims {
     pub other: serde_json::Map<String, serde_json::Value>,
 }
 
+/// An identity provider's keys, by `kid`, each with its one algorithm.
+type KeySet = HashMap<String, (DecodingKey, Algorithm)>;
+
 /// The keys tokens are verified with.
 enum Keys {
     /// HS256 with the shared secret.
     Secret(DecodingKey),
-    /// An identity provider's keys, by `kid`, each with its one algorithm.
-    Jwks(HashMap<String, (DecodingKey, Algorithm)>),
+    /// An identity provider's.
+    Provider(Arc<KeySource>),
 }
 
 /// Why the token keys could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
-    /// The JWKS file cannot be read or parsed.
-    #[error("auth.jwks_file {path}: {problem}")]
+    /// The JWKS document cannot be read, fetched or parsed.
+    #[error("{key} {origin}: {problem}")]
     Jwks {
-        /// The file.
-        path: String,
+        /// The setting naming the source: `auth.jwks_file` or `auth.jwks_url`.
+        key: &'static str,
+        /// The file or URL.
+        origin: String,
         /// What is wrong.
         problem: String,
     },
+}
+
+/// The largest JWKS document read (providers publish a few keys, a few KiB).
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// Where an identity provider's keys come from, and the keys read from there last.
+pub struct KeySource {
+    origin: Origin,
+    keys: RwLock<Arc<KeySet>>,
+    /// The document the keys were read from, to tell a change from a read of the same keys.
+    document: Mutex<String>,
+    /// Told when a token names a key the set lacks.
+    missing_key: tokio::sync::Notify,
+}
+
+enum Origin {
+    File(PathBuf),
+    Url {
+        url: String,
+        client: reqwest::Client,
+    },
+}
+
+impl KeySource {
+    fn file(path: PathBuf) -> Self {
+        Self::new(Origin::File(path))
+    }
+
+    fn url(url: String) -> Result<Self, KeysError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| KeysError::Jwks {
+                key: "auth.jwks_url",
+                origin: url.clone(),
+                problem: format!("no HTTP client: {e}"),
+            })?;
+        Ok(Self::new(Origin::Url { url, client }))
+    }
+
+    fn new(origin: Origin) -> Self {
+        Self {
+            origin,
+            keys: RwLock::default(),
+            document: Mutex::default(),
+            missing_key: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Whether it holds keys (it does once a read succeeded): the gateway's readiness.
+    pub fn has_keys(&self) -> bool {
+        !self.current().is_empty()
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn problem(&self, problem: String) -> KeysError {
+        let (key, origin) = match &self.origin {
+            Origin::File(path) => ("auth.jwks_file", path.display().to_string()),
+            Origin::Url { url, .. } => ("auth.jwks_url", url.clone()),
+        };
+        KeysError::Jwks {
+            key,
+            origin,
+            problem,
+        }
+    }
+
+    /// Reads the document from the file now (start-up: a file that cannot serve stops it).
+    fn load_file_now(&self) -> Result<(), KeysError> {
+        let Origin::File(path) = &self.origin else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| self.problem(e.to_string()))?;
+        self.replace(text).map(|_| ())
+    }
+
+    /// Reads the document again; whether its keys changed.
+    async fn reload(&self) -> Result<bool, KeysError> {
+        let text = match &self.origin {
+            Origin::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| self.problem(e.to_string()))?
+            }
+            Origin::Url { url, client } => {
+                let response = client
+                    .get(url)
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(|e| self.problem(e.to_string()))?;
+                if response
+                    .content_length()
+                    .is_some_and(|length| length > MAX_JWKS_BYTES as u64)
+                {
+                    return Err(self.problem("the document is larger than 1 MiB".into()));
+                }
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.problem(e.to_string()))?;
+                if body.len() > MAX_JWKS_BYTES {
+                    return Err(self.problem("the document is larger than 1 MiB".into()));
+                }
+                String::from_utf8(body.to_vec())
+                    .map_err(|_| self.problem("the document is not UTF-8".into()))?
+            }
+        };
+        self.replace(text)
+    }
+
+    /// Takes the keys of `text` unless it is the document already read; whether they changed.
+    /// A document that cannot serve changes nothing.
+    fn replace(&self, text: String) -> Result<bool, KeysError> {
+        let mut document = self.document.lock().unwrap_or_else(PoisonError::into_inner);
+        if *document == text {
+            return Ok(false);
+        }
+        let keys = parse_jwks(&text).map_err(|problem| self.problem(problem))?;
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        *document = text;
+        Ok(true)
+    }
 }
 
 /// Verifies tokens, and remembers the ones it verified until they expire: a buyer sends the
@@ -95,14 +234,19 @@ impl Verifier {
         }
     }
 
-    /// The verifier the settings describe: the JWKS document of `auth.jwks_file` when it is set
-    /// (read once, at start-up), else HS256 with `auth.jwt_secret`; `auth.issuer` and
-    /// `auth.audience` required when set; the role read from `auth.role_claim`.
+    /// The verifier the settings describe: the identity provider's keys when `auth.jwks_file`
+    /// (read now: a file that cannot serve is a start-up error) or `auth.jwks_url` (fetched by
+    /// [`Verifier::keep_keys_fresh`]) is set, else HS256 with `auth.jwt_secret`; `auth.issuer`
+    /// and `auth.audience` required when set; the role read from `auth.role_claim`.
     pub fn from_settings(auth: &settings::AuthSettings) -> Result<Self, KeysError> {
         use settings::secrecy::ExposeSecret;
         let mut verifier = Self::new(auth.jwt_secret.expose_secret().as_bytes(), auth.leeway_secs);
         if !auth.jwks_file.as_os_str().is_empty() {
-            verifier.keys = Keys::Jwks(load_jwks(&auth.jwks_file)?);
+            let source = KeySource::file(auth.jwks_file.clone());
+            source.load_file_now()?;
+            verifier.keys = Keys::Provider(Arc::new(source));
+        } else if !auth.jwks_url.is_empty() {
+            verifier.keys = Keys::Provider(Arc::new(KeySource::url(auth.jwks_url.clone())?));
         }
         let mut required = vec!["exp", "sub"];
         if !auth.issuer.is_empty() {
@@ -121,25 +265,95 @@ impl Verifier {
         Ok(verifier)
     }
 
-    /// The key and algorithm for `token`: the secret's, or the JWKS key its `kid` names (a
-    /// token whose `kid` is unknown, or whose `alg` is not its key's, is refused).
-    fn key_for(&self, token: &str) -> Result<(&DecodingKey, Algorithm), ApiError> {
+    /// The identity provider's key source, when tokens are the provider's.
+    pub fn key_source(&self) -> Option<Arc<KeySource>> {
         match &self.keys {
-            Keys::Secret(key) => Ok((key, Algorithm::HS256)),
-            Keys::Jwks(keys) => {
+            Keys::Secret(_) => None,
+            Keys::Provider(source) => Some(source.clone()),
+        }
+    }
+
+    /// Keeps the identity provider's keys fresh until `stop`: reads the document every
+    /// `every`, soon (not before `soonest` after the last read) when a token names a key it
+    /// lacks, and every `soonest` (at least a second) until a first read succeeds. A failed
+    /// read keeps the keys read last. When the keys change, the tokens verified so far are
+    /// verified again on their next use. Returns at once with HS256.
+    pub async fn keep_keys_fresh(
+        self: Arc<Self>,
+        every: Duration,
+        soonest: Duration,
+        stop: CancellationToken,
+    ) {
+        let Some(source) = self.key_source() else {
+            return;
+        };
+        let retry = soonest.max(Duration::from_secs(1));
+        let mut last_read = source.has_keys().then(Instant::now);
+        loop {
+            let due = match last_read {
+                None => Instant::now(),
+                Some(at) if source.has_keys() => at + every,
+                Some(at) => at + retry,
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(due) => {}
+                () = source.missing_key.notified() => {
+                    let soonest_read = last_read.map_or_else(Instant::now, |at| at + soonest);
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep_until(soonest_read) => {}
+                    }
+                }
+            }
+            last_read = Some(Instant::now());
+            match source.reload().await {
+                Ok(true) => {
+                    let kids: Vec<String> = source.current().keys().cloned().collect();
+                    tracing::info!(?kids, "identity provider keys read");
+                    self.verified
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clear();
+                }
+                Ok(false) => tracing::debug!("identity provider keys unchanged"),
+                Err(error) => {
+                    tracing::warn!(%error, "identity provider keys not read; the last ones serve");
+                }
+            }
+        }
+    }
+
+    /// The claims of `token`, checked with the secret, or with the provider's key its `kid`
+    /// names (a token whose `kid` is unknown, or whose `alg` is not its key's, is refused; an
+    /// unknown `kid` makes the provider's document be read again soon).
+    fn decode(&self, token: &str) -> Result<Claims, ApiError> {
+        let mut validation = self.validation.clone();
+        let decoded = match &self.keys {
+            Keys::Secret(key) => {
+                validation.algorithms = vec![Algorithm::HS256];
+                jsonwebtoken::decode::<Claims>(token, key, &validation)
+            }
+            Keys::Provider(source) => {
                 let header =
                     jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized)?;
                 let kid = header.kid.ok_or(ApiError::Unauthorized)?;
+                let keys = source.current();
                 let Some((key, algorithm)) = keys.get(&kid) else {
                     tracing::info!(%kid, "a token names a key the JWKS document does not have");
+                    source.missing_key.notify_one();
                     return Err(ApiError::Unauthorized);
                 };
                 if header.alg != *algorithm {
                     return Err(ApiError::Unauthorized);
                 }
-                Ok((key, *algorithm))
+                validation.algorithms = vec![*algorithm];
+                jsonwebtoken::decode::<Claims>(token, key, &validation)
             }
-        }
+        };
+        decoded
+            .map(|data| data.claims)
+            .map_err(|_| ApiError::Unauthorized)
     }
 
     /// Whether `claims` carry the admin role: the role claim is the admin role, or a list
@@ -191,12 +405,7 @@ impl Verifier {
                 };
             }
         }
-        let (key, algorithm) = self.key_for(token)?;
-        let mut validation = self.validation.clone();
-        validation.algorithms = vec![algorithm];
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
-            .map_err(|_| ApiError::Unauthorized)?
-            .claims;
+        let claims = self.decode(token)?;
         if !unexpired(&claims) {
             return Err(ApiError::Unauthorized);
         }
@@ -219,53 +428,45 @@ impl Verifier {
     }
 }
 
-/// Reads a JWKS document: every key with a `kid` and an algorithm this gateway verifies
-/// (RS256/384/512, PS256/384/512, ES256/384, EdDSA), by `kid`.
-fn load_jwks(
-    path: &std::path::Path,
-) -> Result<HashMap<String, (DecodingKey, Algorithm)>, KeysError> {
-    let problem = |problem: String| KeysError::Jwks {
-        path: path.display().to_string(),
-        problem,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+/// The keys of a JWKS document: every key with a `kid` and an algorithm this gateway verifies
+/// (RS256/384/512, PS256/384/512, ES256/384, EdDSA), by `kid`; or what is wrong with it.
+fn parse_jwks(text: &str) -> Result<KeySet, String> {
     let set: jsonwebtoken::jwk::JwkSet =
-        serde_json::from_str(&text).map_err(|e| problem(format!("not a JWKS document: {e}")))?;
+        serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut keys = HashMap::new();
     for jwk in &set.keys {
         let kid = jwk
             .common
             .key_id
             .clone()
-            .ok_or_else(|| problem("a key has no `kid`".into()))?;
+            .ok_or_else(|| "a key has no `kid`".to_owned())?;
         let algorithm = match jwk.common.key_algorithm {
-            Some(algorithm) => algorithm.to_string().parse::<Algorithm>().map_err(|_| {
-                problem(format!(
-                    "key {kid}: algorithm {algorithm} is not for signatures"
-                ))
-            })?,
+            Some(algorithm) => algorithm
+                .to_string()
+                .parse::<Algorithm>()
+                .map_err(|_| format!("key {kid}: algorithm {algorithm} is not for signatures"))?,
             None => match &jwk.algorithm {
                 jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
                 jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
                     jsonwebtoken::jwk::EllipticCurve::P384 => Algorithm::ES384,
                     _ => Algorithm::ES256,
                 },
-                _ => return Err(problem(format!("key {kid}: name its `alg`"))),
+                _ => return Err(format!("key {kid}: name its `alg`")),
             },
         };
         if matches!(
             algorithm,
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
         ) {
-            return Err(problem(format!(
+            return Err(format!(
                 "key {kid}: a shared secret has no place in a JWKS document"
-            )));
+            ));
         }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| problem(format!("key {kid}: {e}")))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
         keys.insert(kid, (key, algorithm));
     }
     if keys.is_empty() {
-        return Err(problem("it holds no key".into()));
+        return Err("it holds no key".into());
     }
     Ok(keys)
 }
@@ -526,5 +727,139 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("no key"), "{err}");
+    }
+
+    /// A JWKS URL on loopback serving whatever document the test sets, counting its reads.
+    struct JwksServer {
+        url: String,
+        document: Arc<Mutex<String>>,
+        reads: Arc<std::sync::atomic::AtomicUsize>,
+        server: actix_web::dev::ServerHandle,
+    }
+
+    impl JwksServer {
+        fn start(document: String) -> Self {
+            let document = Arc::new(Mutex::new(document));
+            let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (served, counted) = (document.clone(), reads.clone());
+            let server = actix_web::HttpServer::new(move || {
+                let (served, counted) = (served.clone(), counted.clone());
+                actix_web::App::new().route(
+                    "/jwks.json",
+                    web::get().to(move || {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let body = served.lock().expect("not poisoned").clone();
+                        async move {
+                            actix_web::HttpResponse::Ok()
+                                .content_type("application/json")
+                                .body(body)
+                        }
+                    }),
+                )
+            })
+            .workers(1)
+            .bind("127.0.0.1:0")
+            .expect("a loopback port");
+            let url = format!("http://{}/jwks.json", server.addrs()[0]);
+            let server = server.run();
+            let handle = server.handle();
+            tokio::spawn(server);
+            Self {
+                url,
+                document,
+                reads,
+                server: handle,
+            }
+        }
+
+        fn serve(&self, provider: &Provider) {
+            *self.document.lock().expect("not poisoned") =
+                std::fs::read_to_string(&provider.jwks).expect("the document");
+        }
+
+        fn reads(&self) -> usize {
+            self.reads.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    async fn eventually_accepted(verifier: &Verifier, token: &str) {
+        for _ in 0..100 {
+            if verifier
+                .verify_token(token, chrono::Utc::now().timestamp())
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the token was not accepted within 5 s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_jwks_url_is_fetched_refetched_for_a_new_kid_at_a_bounded_rate_and_outlives_an_outage(
+    ) {
+        let first = Provider::new("key-1");
+        let server = JwksServer::start(std::fs::read_to_string(&first.jwks).expect("read"));
+        let mut auth = settings_for(&first);
+        auth.jwks_file = PathBuf::new();
+        auth.jwks_url = server.url.clone();
+        let verifier = Arc::new(Verifier::from_settings(&auth).expect("a URL verifier"));
+        let keys = verifier.key_source().expect("a provider's keys");
+        let claims = |sub: &str| {
+            serde_json::json!({"sub": sub, "exp": chrono::Utc::now().timestamp() + 60,
+                "iss": "https://id.example.com/", "aud": "seckill"})
+        };
+        let token = first.token("key-1", claims("alice"));
+        let now = chrono::Utc::now().timestamp();
+        // Nothing fetched yet: not ready, and no token passes.
+        assert!(!keys.has_keys());
+        assert!(verifier.verify_token(&token, now).is_err());
+
+        let stop = CancellationToken::new();
+        let soonest = Duration::from_secs(2);
+        tokio::spawn(verifier.clone().keep_keys_fresh(
+            Duration::from_secs(3600),
+            soonest,
+            stop.clone(),
+        ));
+        eventually_accepted(&verifier, &token).await;
+        assert!(keys.has_keys());
+        assert_eq!(server.reads(), 1);
+
+        // The provider rotates to key-2: the first token naming it is refused and makes the
+        // gateway read the document again, well before the hourly refresh.
+        let second = Provider::new("key-2");
+        server.serve(&second);
+        let rotated = second.token("key-2", claims("bob"));
+        tokio::time::sleep(soonest).await;
+        assert!(verifier.verify_token(&rotated, now).is_err());
+        eventually_accepted(&verifier, &rotated).await;
+        assert_eq!(server.reads(), 2);
+        // Key-1 left the document: its token is refused, although it was verified before.
+        assert!(verifier.verify_token(&token, now).is_err());
+
+        // A flood of tokens naming unknown keys, within one `soonest` of the last read, makes
+        // one more read, once that time is up.
+        let flood = Instant::now();
+        let mut i = 0;
+        while flood.elapsed() < Duration::from_secs(1) {
+            let stranger = second.token(&format!("unknown-{i}"), claims("mallory"));
+            assert!(verifier.verify_token(&stranger, now).is_err());
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(i > 20, "{i} tokens in the flood");
+        tokio::time::sleep(soonest + Duration::from_millis(500)).await;
+        assert_eq!(server.reads(), 3);
+
+        // The provider is down: reads fail, and the keys read last go on serving.
+        server.server.stop(false).await;
+        let unknown = second.token("unknown-after-outage", claims("mallory"));
+        assert!(verifier.verify_token(&unknown, now).is_err());
+        tokio::time::sleep(soonest + Duration::from_millis(500)).await;
+        let later = second.token("key-2", claims("carol"));
+        assert!(verifier.verify_token(&later, now).is_ok());
+        assert!(keys.has_keys());
+        stop.cancel();
     }
 }

@@ -105,6 +105,8 @@ pub struct Application {
     workers: usize,
     grace: Duration,
     acknowledger: stock::MarksTask,
+    /// Stops the refresh of the identity provider's keys when the gateway is gone.
+    key_refresh: tokio_util::sync::DropGuard,
 }
 
 impl Application {
@@ -129,7 +131,22 @@ impl Application {
                 Quota::per_second(rate).allow_burst(burst),
             ))
         });
-        let readiness = deps.readiness(&settings.kafka.orders_topic);
+        let verifier = web::Data::new(auth::Verifier::from_settings(&settings.auth)?);
+        let mut readiness = deps.readiness(&settings.kafka.orders_topic);
+        if let Some(keys) = verifier.key_source() {
+            readiness = readiness.check_with("identity_provider", keys, |keys| async move {
+                match keys.has_keys() {
+                    true => Ok(()),
+                    false => Err("no key read from auth.jwks_url yet"),
+                }
+            });
+        }
+        let key_refresh = CancellationToken::new();
+        tokio::spawn(verifier.clone().into_inner().keep_keys_fresh(
+            Duration::from_secs(settings.auth.jwks_refresh_secs),
+            Duration::from_secs(settings.auth.jwks_min_refetch_secs),
+            key_refresh.clone(),
+        ));
         let gateway = &settings.gateway;
         let (acknowledger, acknowledger_task) = stock::Marks::start(
             deps.ledger.clone(),
@@ -156,7 +173,6 @@ impl Application {
             metrics: GatewayMetrics::new(telemetry::new_registry()),
             limiter,
         });
-        let verifier = web::Data::new(auth::Verifier::from_settings(&settings.auth)?);
         Ok(Self {
             listener,
             port,
@@ -167,6 +183,7 @@ impl Application {
             workers: settings.http.workers,
             grace: Duration::from_secs(settings.shutdown.grace_secs),
             acknowledger: acknowledger_task,
+            key_refresh: key_refresh.drop_guard(),
         })
     }
 
@@ -189,6 +206,7 @@ impl Application {
     /// (up to the grace period) and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let acknowledger = self.acknowledger;
+        let _key_refresh = self.key_refresh;
         let server = Self::into_server(
             self.state,
             self.verifier,

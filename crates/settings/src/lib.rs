@@ -352,6 +352,13 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
     /// A JWKS document of the identity provider's public keys (empty: HS256 with the secret).
     pub jwks_file: PathBuf,
+    /// The identity provider's JWKS URL, fetched instead of a file (empty: none).
+    #[serde(default)]
+    pub jwks_url: String,
+    /// Seconds between two reads of the JWKS document (file or URL).
+    pub jwks_refresh_secs: u64,
+    /// Fewest seconds between two reads when tokens name a key the document does not have.
+    pub jwks_min_refetch_secs: u64,
     /// Required `iss` (empty: not checked).
     pub issuer: String,
     /// Required `aud` (empty: not checked).
@@ -360,6 +367,14 @@ pub struct AuthSettings {
     pub role_claim: String,
     /// The role that opens the admin API.
     pub admin_role: String,
+}
+
+impl AuthSettings {
+    /// Whether tokens are an identity provider's, verified with its published keys
+    /// (`jwks_file` or `jwks_url`), rather than HS256 with `jwt_secret`.
+    pub fn uses_identity_provider(&self) -> bool {
+        !self.jwks_file.as_os_str().is_empty() || !self.jwks_url.is_empty()
+    }
 }
 
 /// `[gateway]`
@@ -633,6 +648,28 @@ impl Settings {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
+        if !self.auth.jwks_url.is_empty() && !self.auth.jwks_file.as_os_str().is_empty() {
+            return invalid(
+                "auth.jwks_url",
+                "and auth.jwks_file are both set: choose one source of keys",
+            );
+        }
+        let jwks_url = self.auth.jwks_url.as_str();
+        if !jwks_url.is_empty()
+            && !jwks_url.starts_with("https://")
+            && !jwks_url.starts_with("http://")
+        {
+            return invalid("auth.jwks_url", "must be an https:// URL");
+        }
+        if !(10..=86_400).contains(&self.auth.jwks_refresh_secs) {
+            return invalid("auth.jwks_refresh_secs", "must be between 10 and 86400");
+        }
+        if self.auth.jwks_min_refetch_secs > self.auth.jwks_refresh_secs {
+            return invalid(
+                "auth.jwks_min_refetch_secs",
+                "must not exceed auth.jwks_refresh_secs",
+            );
+        }
         self.validate_transport_security()
     }
 
@@ -710,7 +747,16 @@ impl Settings {
         if self.is_development() {
             return Ok(());
         }
-        let identity_provider = !self.auth.jwks_file.as_os_str().is_empty();
+        let identity_provider = self.auth.uses_identity_provider();
+        if self.auth.jwks_url.starts_with("http://") {
+            return Err(SettingsError::Invalid {
+                key: "auth.jwks_url",
+                problem: format!(
+                    "must be https:// when SECKILL_ENV is {:?} (a deployment): keys fetched in the clear can be swapped on the way",
+                    self.environment
+                ),
+            });
+        }
         if identity_provider {
             for (key, value) in [
                 ("auth.issuer", &self.auth.issuer),
@@ -720,7 +766,7 @@ impl Settings {
                     return Err(SettingsError::Invalid {
                         key,
                         problem: format!(
-                            "is required with auth.jwks_file when SECKILL_ENV is {:?} (a deployment): without it a token the identity provider issued for another application is accepted",
+                            "is required with auth.jwks_file or auth.jwks_url when SECKILL_ENV is {:?} (a deployment): without it a token the identity provider issued for another application is accepted",
                             self.environment
                         ),
                     });
@@ -943,6 +989,36 @@ mod tests {
         let unknown = load_with(&[("T__KAFKA__SECURITY__SASL_MECHANISM", "GSSAPI")]);
         assert!(unknown.unwrap_err().to_string().contains("GSSAPI"));
         std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn a_jwks_url_is_https_in_a_deployment_needs_issuer_and_audience_and_excludes_a_file() {
+        let secret = "a-deployment-secret-of-at-least-32-bytes!";
+        let base = [
+            ("T__AUTH__JWKS_URL", "https://id.example.com/jwks.json"),
+            ("T__PAYMENTS__WEBHOOK_SECRET", secret),
+        ];
+        let missing = load_with(&base).unwrap().require_deployed_secrets();
+        assert!(missing.unwrap_err().to_string().contains("`auth.issuer`"));
+        let complete = [
+            base[0],
+            base[1],
+            ("T__AUTH__ISSUER", "https://id.example.com/"),
+            ("T__AUTH__AUDIENCE", "seckill"),
+        ];
+        load_with(&complete)
+            .unwrap()
+            .require_deployed_secrets()
+            .unwrap();
+        let mut clear = complete;
+        clear[0] = ("T__AUTH__JWKS_URL", "http://id.example.com/jwks.json");
+        let refused = load_with(&clear).unwrap().require_deployed_secrets();
+        assert!(refused
+            .unwrap_err()
+            .to_string()
+            .contains("must be https://"));
+        let both = load_with(&[base[0], ("T__AUTH__JWKS_FILE", "/etc/jwks.json")]);
+        assert!(both.unwrap_err().to_string().contains("`auth.jwks_url`"));
     }
 
     #[test]

@@ -550,6 +550,28 @@ async fn readiness_goes_false_while_the_broker_is_down_and_true_when_it_is_back(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_identity_provider_cannot_be_reached_is_not_ready_and_names_it() {
+    let mut ctx = TestContext::new().await.unwrap();
+    // Nothing listens on port 1.
+    ctx.settings.auth.jwks_url = "http://127.0.0.1:1/jwks.json".into();
+    let gw = Running::on(ctx).await;
+    let response = gw
+        .client
+        .get(format!("{}/readyz", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "unavailable", "failing": ["identity_provider"]})
+    );
+    // And no token is taken meanwhile, not even one signed with the HS256 secret.
+    let (status, _) = gw.buy("phone-x", "alice", "k", json!({})).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_reused_for_another_quantity_is_422_and_reserves_nothing() {
     let gw = Running::start().await;
     let sku = sku();
