@@ -384,7 +384,7 @@ def check_rendering(path: Path, args) -> int:
                    "SECKILL__DATABASE__MIGRATE_ON_START must be false: the migration Job migrates")
     checker.expect(config.get("SECKILL__LOG__FORMAT") in {"json", "pretty"}, "SECKILL__LOG__FORMAT must be json or pretty")
     for secret_key in ("SECKILL__REDIS__URL", "SECKILL__DATABASE__URL", "SECKILL__AUTH__JWT_SECRET",
-                       "SECKILL__PAYMENTS__WEBHOOK_SECRET"):
+                       "SECKILL__PAYMENTS__WEBHOOK_SECRET", "SECKILL__KAFKA__SECURITY__SASL_PASSWORD"):
         checker.expect(secret_key not in config, f"{secret_key} is a secret: it belongs in seckill-secrets, not the ConfigMap")
     grace = int(config.get("SECKILL__SHUTDOWN__GRACE_SECS", "20"))
     partitions = int(config.get("SECKILL__KAFKA__PARTITIONS", "0"))
@@ -439,10 +439,10 @@ def check_rendering(path: Path, args) -> int:
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
-                    if ref["name"] in secrets:
+                    if ref["name"] in secrets and not ref.get("optional"):
                         data = {**secrets[ref["name"]].get("data", {}), **secrets[ref["name"]].get("stringData", {})}
                         checker.expect(ref["key"] in data, f"{cw}: Secret {ref['name']} has no key {ref['key']}")
-                    else:
+                    elif ref["name"] not in secrets:
                         checker.expect(ref["name"] in args.external_secret,
                                        f"{cw}: Secret {ref['name']} is neither rendered nor declared external")
                 ref = env.get("valueFrom", {}).get("configMapKeyRef")
@@ -496,6 +496,35 @@ def check_rendering(path: Path, args) -> int:
             checker.expect(bool(target["spec"]["template"]["spec"]["containers"][0].get("resources", {}).get("requests", {}).get("cpu")),
                            f"{where}: CPU utilization needs CPU requests on the target")
             checker.ok(f"{where}: targets Deployment/{target['metadata']['name']} (no spec.replicas there)")
+
+    # Network policies: the gateway's selects its pods and opens its public and admin ports; the
+    # datastores' admits every seckill workload (Deployments and the migration Job).
+    policies = {p["metadata"]["name"]: p for p in by_kind.get("NetworkPolicy", [])}
+    gateway_policy = policies.get("seckill-gateway")
+    gateway = pods.get("seckill-gateway")
+    if checker.expect(gateway_policy is not None and gateway is not None, "NetworkPolicy/seckill-gateway and its Deployment are rendered"):
+        where = "NetworkPolicy/seckill-gateway"
+        checker.expect(selector_matches(gateway_policy["spec"]["podSelector"], pod_labels(gateway)),
+                       f"{where}: podSelector does not select the gateway's pods")
+        named_ports = container_ports(gateway)
+        opened = {port["port"] for rule in gateway_policy["spec"].get("ingress", []) for port in rule.get("ports", [])}
+        checker.expect(opened == {"http", "admin"} and opened <= named_ports.keys(),
+                       f"{where}: must open exactly the gateway's named ports http and admin, opens {sorted(map(str, opened))}")
+        admin_rules = [r for r in gateway_policy["spec"].get("ingress", []) if any(p["port"] == "admin" for p in r.get("ports", []))]
+        checker.expect(all(r.get("from") for r in admin_rules), f"{where}: the admin port must be limited to chosen pods")
+        checker.ok(f"{where}: selects the gateway, public port open, admin port limited")
+    datastores = policies.get("seckill-datastores")
+    if checker.expect(datastores is not None, "NetworkPolicy/seckill-datastores is rendered"):
+        where = "NetworkPolicy/seckill-datastores"
+        sources = [peer["podSelector"] for rule in datastores["spec"].get("ingress", []) for peer in rule.get("from", [])
+                   if "podSelector" in peer and not peer.get("namespaceSelector")]
+        checker.expect(all(rule.get("from") for rule in datastores["spec"].get("ingress", [])),
+                       f"{where}: every ingress rule must name who it admits")
+        for workload in workloads:
+            labels = workload["spec"]["template"]["metadata"].get("labels", {})
+            checker.expect(any(selector_matches(s, labels) for s in sources),
+                           f"{where}: {workload['kind']}/{workload['metadata']['name']} cannot reach Redis and PostgreSQL")
+        checker.ok(f"{where}: admits the {len(workloads)} seckill workloads and nothing unnamed")
 
     topics = {config.get("SECKILL__KAFKA__ORDERS_TOPIC"), config.get("SECKILL__KAFKA__DLQ_TOPIC")}
     for scaled in by_kind.get("ScaledObject", []):
