@@ -105,11 +105,37 @@ string_id!(
     /// A stock-keeping unit on sale, e.g. `phone-x-128`. Also the Kafka key and the Redis hash tag.
     SkuId, "sku_id", 64, "ASCII letters, digits, '-' and '_'", is_slug_char
 );
+/// The characters a token's subject keeps as they are in a [`UserId`].
+fn is_plain_user_char(c: char) -> bool {
+    is_slug_char(c) || c == '.' || c == '@'
+}
+
 string_id!(
-    /// A buyer, as named by the `sub` claim of their token.
-    UserId, "user id", 128, "ASCII letters, digits, '-', '_', '.' and '@'",
-    |c: char| is_slug_char(c) || c == '.' || c == '@'
+    /// A buyer, as named by the `sub` claim of their token ([`UserId::from_subject`]).
+    UserId, "user id", 128, "ASCII letters, digits, '-', '_', '.', '@' and '%'",
+    |c: char| is_plain_user_char(c) || c == '%'
 );
+
+impl UserId {
+    /// The buyer a token's `sub` names. Identity providers put other characters in subjects
+    /// (Auth0: `auth0|5f7c...`; others `:` or non-ASCII letters): every byte outside ASCII
+    /// letters, digits and `-_.@` is written `%XX` (`auth0|42` becomes `auth0%7C42`, `%` itself
+    /// `%25`), so each subject names one user id, no two subjects the same one, and none holds
+    /// the characters that separate fields in Redis. Too long once written so: an error.
+    pub fn from_subject(sub: &str) -> Result<Self, IdError> {
+        use std::fmt::Write;
+        let mut id = String::with_capacity(sub.len());
+        for byte in sub.bytes() {
+            let c = char::from(byte);
+            if byte.is_ascii() && is_plain_user_char(c) {
+                id.push(c);
+            } else {
+                let _ = write!(id, "%{byte:02X}");
+            }
+        }
+        Self::parse(id)
+    }
+}
 string_id!(
     /// The client's `Idempotency-Key`: the same key from the same user always means the same order.
     IdempotencyKey, "Idempotency-Key", 64, "visible ASCII characters",
@@ -238,6 +264,23 @@ mod tests {
         assert!(OrderId::parse("phone-1.xyz").is_err());
         assert!(OrderId::parse("phone-1").is_err());
         assert!(OrderId::parse("ph{o}ne.00000000000000000000000000000abc").is_err());
+    }
+
+    #[test]
+    fn a_subject_maps_to_one_user_id_and_two_subjects_never_to_the_same() {
+        let id = |sub: &str| UserId::from_subject(sub).unwrap();
+        assert_eq!(id("alice@example.com").as_str(), "alice@example.com");
+        assert_eq!(id("auth0|5f7c").as_str(), "auth0%7C5f7c");
+        assert_eq!(id("google-oauth2|42").as_str(), "google-oauth2%7C42");
+        assert_eq!(id("a:b c").as_str(), "a%3Ab%20c");
+        assert_eq!(id("jürgen").as_str(), "j%C3%BCrgen");
+        // `%` is written too, so a subject that looks written already stays apart.
+        assert_eq!(id("auth0%7C5f7c").as_str(), "auth0%257C5f7c");
+        assert_ne!(id("auth0%7C5f7c"), id("auth0|5f7c"));
+        // No field separator of the Redis records survives.
+        assert!(!id("x|y{z}:w").as_str().contains(['|', '{', '}', ':']));
+        assert!(UserId::from_subject("").is_err());
+        assert!(UserId::from_subject(&"|".repeat(43)).is_err());
     }
 
     #[test]

@@ -409,7 +409,7 @@ impl Verifier {
         if !unexpired(&claims) {
             return Err(ApiError::Unauthorized);
         }
-        let user = UserId::parse(claims.sub.as_str()).map_err(|_| ApiError::Unauthorized)?;
+        let user = UserId::from_subject(&claims.sub).map_err(|_| ApiError::Unauthorized)?;
         let known = Arc::new(Verified {
             token: token.into(),
             user,
@@ -575,6 +575,20 @@ mod tests {
         // Another secret's token is refused although a valid one is remembered.
         let other = sign(b"another-secret-of-enough-bytes", "alice", None, 60);
         assert!(verifier.verify_token(&other, now).is_err());
+    }
+
+    #[test]
+    fn a_subject_with_characters_user_ids_lack_is_a_buyer_under_its_written_form() {
+        let verifier = Verifier::new(SECRET, 0);
+        let now = chrono::Utc::now().timestamp();
+        let auth0 = verifier
+            .verify_token(&sign(SECRET, "auth0|5f7c", None, 60), now)
+            .expect("an Auth0 subject is a buyer");
+        assert_eq!(auth0.user.as_str(), "auth0%7C5f7c");
+        let lookalike = verifier
+            .verify_token(&sign(SECRET, "auth0%7C5f7c", None, 60), now)
+            .expect("valid");
+        assert_ne!(lookalike.user, auth0.user);
     }
 
     /// An identity provider made up for the test: an ES256 key pair, its JWKS document in a
