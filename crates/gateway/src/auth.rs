@@ -307,7 +307,10 @@ impl Verifier {
                 }
             }
             last_read = Some(Instant::now());
-            match source.reload().await {
+            let read = source.reload().await;
+            // Tokens that named a missing key before this read are answered by it.
+            let _ = futures::FutureExt::now_or_never(source.missing_key.notified());
+            match read {
                 Ok(true) => {
                     let kids: Vec<String> = source.current().keys().cloned().collect();
                     tracing::info!(?kids, "identity provider keys read");
@@ -848,12 +851,13 @@ mod tests {
         tokio::time::sleep(soonest).await;
         assert!(verifier.verify_token(&rotated, now).is_err());
         eventually_accepted(&verifier, &rotated).await;
+        let rotation_read = Instant::now();
         assert_eq!(server.reads(), 2);
         // Key-1 left the document: its token is refused, although it was verified before.
         assert!(verifier.verify_token(&token, now).is_err());
 
-        // A flood of tokens naming unknown keys, within one `soonest` of the last read, makes
-        // one more read, once that time is up.
+        // A flood of tokens naming unknown keys makes at most one read per `soonest` (one
+        // when the flood fits in the time before the next read, as it does on an idle machine).
         let flood = Instant::now();
         let mut i = 0;
         while flood.elapsed() < Duration::from_secs(1) {
@@ -864,7 +868,13 @@ mod tests {
         }
         assert!(i > 20, "{i} tokens in the flood");
         tokio::time::sleep(soonest + Duration::from_millis(500)).await;
-        assert_eq!(server.reads(), 3);
+        let extra = server.reads() - 2;
+        let windows = rotation_read.elapsed().as_secs_f64() / soonest.as_secs_f64();
+        assert!(
+            extra >= 1 && extra as f64 <= windows.floor() + 1.0,
+            "{extra} reads for {i} tokens in {:?}",
+            rotation_read.elapsed()
+        );
 
         // The provider is down: reads fail, and the keys read last go on serving.
         server.server.stop(false).await;

@@ -72,6 +72,18 @@ impl Running {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /readyz`: its status and body.
+    async fn readyz(&self) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}/readyz", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
     async fn remaining(&self, sku: &SkuId) -> i64 {
         self.ctx
             .ledger()
@@ -461,13 +473,7 @@ async fn an_admin_creates_a_sale_and_sees_it_from_both_sides() {
     );
     assert_eq!(view["redis"]["remaining"], 6);
     assert_eq!(view["in_flight_units"], 1);
-    let ready = gw
-        .client
-        .get(format!("{}/readyz", gw.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status().as_u16(), 200);
+    assert_eq!(gw.readyz().await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,16 +527,7 @@ async fn retriable_produce_errors_are_retried_and_the_order_lands_in_kafka_exact
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_goes_false_while_the_broker_is_down_and_true_when_it_is_back() {
     let gw = Running::start().await;
-    let readyz = || async {
-        let response = gw
-            .client
-            .get(format!("{}/readyz", gw.url))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json::<serde_json::Value>().await.unwrap())
-    };
+    let readyz = || gw.readyz();
     let ready = || async { readyz().await.0 };
     assert_eq!(readyz().await, (200, json!({"status": "ok"})));
     gw.ctx.broker.mock().broker_down(1).unwrap();
@@ -555,16 +552,12 @@ async fn a_gateway_whose_identity_provider_cannot_be_reached_is_not_ready_and_na
     // Nothing listens on port 1.
     ctx.settings.auth.jwks_url = "http://127.0.0.1:1/jwks.json".into();
     let gw = Running::on(ctx).await;
-    let response = gw
-        .client
-        .get(format!("{}/readyz", gw.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 503);
     assert_eq!(
-        response.json::<Value>().await.unwrap(),
-        json!({"status": "unavailable", "failing": ["identity_provider"]})
+        gw.readyz().await,
+        (
+            503,
+            json!({"status": "unavailable", "failing": ["identity_provider"]})
+        )
     );
     // And no token is taken meanwhile, not even one signed with the HS256 secret.
     let (status, _) = gw.buy("phone-x", "alice", "k", json!({})).await;
