@@ -44,15 +44,18 @@ enum Keys {
     Secret(DecodingKey),
     /// An identity provider's.
     Provider(Arc<KeySource>),
+    /// One public key (PEM) and the algorithm its tokens are signed with.
+    PublicKey(DecodingKey, Algorithm),
 }
 
 /// Why the token keys could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
-    /// The JWKS document cannot be read, fetched or parsed.
+    /// The JWKS document or public key cannot be read, fetched or parsed.
     #[error("{key} {origin}: {problem}")]
-    Jwks {
-        /// The setting naming the source: `auth.jwks_file` or `auth.jwks_url`.
+    Unusable {
+        /// The setting naming the source: `auth.jwks_file`, `auth.jwks_url` or
+        /// `auth.public_key_file`.
         key: &'static str,
         /// The file or URL.
         origin: String,
@@ -91,7 +94,7 @@ impl KeySource {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| KeysError::Jwks {
+            .map_err(|e| KeysError::Unusable {
                 key: "auth.jwks_url",
                 origin: url.clone(),
                 problem: format!("no HTTP client: {e}"),
@@ -125,7 +128,7 @@ impl KeySource {
             Origin::File(path) => ("auth.jwks_file", path.display().to_string()),
             Origin::Url { url, .. } => ("auth.jwks_url", url.clone()),
         };
-        KeysError::Jwks {
+        KeysError::Unusable {
             key,
             origin,
             problem,
@@ -247,6 +250,9 @@ impl Verifier {
             verifier.keys = Keys::Provider(Arc::new(source));
         } else if !auth.jwks_url.is_empty() {
             verifier.keys = Keys::Provider(Arc::new(KeySource::url(auth.jwks_url.clone())?));
+        } else if !auth.public_key_file.as_os_str().is_empty() {
+            let (key, algorithm) = load_public_key(auth)?;
+            verifier.keys = Keys::PublicKey(key, algorithm);
         }
         let mut required = vec!["exp", "sub"];
         if !auth.issuer.is_empty() {
@@ -268,7 +274,7 @@ impl Verifier {
     /// The identity provider's key source, when tokens are the provider's.
     pub fn key_source(&self) -> Option<Arc<KeySource>> {
         match &self.keys {
-            Keys::Secret(_) => None,
+            Keys::Secret(_) | Keys::PublicKey(..) => None,
             Keys::Provider(source) => Some(source.clone()),
         }
     }
@@ -335,6 +341,10 @@ impl Verifier {
         let decoded = match &self.keys {
             Keys::Secret(key) => {
                 validation.algorithms = vec![Algorithm::HS256];
+                jsonwebtoken::decode::<Claims>(token, key, &validation)
+            }
+            Keys::PublicKey(key, algorithm) => {
+                validation.algorithms = vec![*algorithm];
                 jsonwebtoken::decode::<Claims>(token, key, &validation)
             }
             Keys::Provider(source) => {
@@ -474,6 +484,44 @@ fn parse_jwks(text: &str) -> Result<KeySet, String> {
     Ok(keys)
 }
 
+/// The key of `auth.public_key_file` (PEM: an RSA, EC or Ed25519 public key) for
+/// `auth.public_key_algorithm`.
+fn load_public_key(auth: &settings::AuthSettings) -> Result<(DecodingKey, Algorithm), KeysError> {
+    let path = &auth.public_key_file;
+    let unusable = |key: &'static str, problem: String| KeysError::Unusable {
+        key,
+        origin: match key {
+            "auth.public_key_file" => path.display().to_string(),
+            _ => auth.public_key_algorithm.clone(),
+        },
+        problem,
+    };
+    let algorithm = auth
+        .public_key_algorithm
+        .parse::<Algorithm>()
+        .ok()
+        .filter(|a| !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+        .ok_or_else(|| {
+            unusable(
+                "auth.public_key_algorithm",
+                "is not one of RS256/384/512, PS256/384/512, ES256/384, EdDSA".into(),
+            )
+        })?;
+    let pem = std::fs::read(path).map_err(|e| unusable("auth.public_key_file", e.to_string()))?;
+    let key = match algorithm {
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
+        _ => DecodingKey::from_rsa_pem(&pem),
+    }
+    .map_err(|e| {
+        unusable(
+            "auth.public_key_file",
+            format!("not a PEM public key for {algorithm:?}: {e}"),
+        )
+    })?;
+    Ok((key, algorithm))
+}
+
 /// Signs a token (the simulator, tests and `make` helpers mint theirs with this).
 pub fn sign(secret: &[u8], sub: &str, role: Option<&str>, ttl_secs: u64) -> String {
     let mut other = serde_json::Map::new();
@@ -578,6 +626,69 @@ mod tests {
         // Another secret's token is refused although a valid one is remembered.
         let other = sign(b"another-secret-of-enough-bytes", "alice", None, 60);
         assert!(verifier.verify_token(&other, now).is_err());
+    }
+
+    #[test]
+    fn a_single_public_key_verifies_its_algorithms_tokens_only() {
+        use p256::pkcs8::EncodePublicKey;
+        let signing = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let pem = signing
+            .verifying_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .expect("a PEM public key");
+        let path = std::env::temp_dir().join(format!(
+            "seckill-public-key-{}.pem",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::write(&path, pem).expect("written");
+        let mut auth = settings::Settings::defaults().auth;
+        auth.public_key_file = path.clone();
+        auth.public_key_algorithm = "ES256".into();
+        let verifier = Verifier::from_settings(&auth).expect("the key loads");
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({"sub": "alice", "exp": now + 60});
+        let der = {
+            use p256::pkcs8::EncodePrivateKey;
+            signing.to_pkcs8_der().expect("DER")
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_der(der.as_bytes()),
+        )
+        .expect("ES256 signs");
+        assert_eq!(
+            verifier
+                .verify_token(&token, now)
+                .expect("valid")
+                .user
+                .as_str(),
+            "alice"
+        );
+        // An HS256 token with the development secret is not taken by a public-key verifier.
+        assert!(verifier
+            .verify_token(
+                &sign(
+                    b"local-development-secret-change-me",
+                    "eve",
+                    Some("admin"),
+                    60
+                ),
+                now
+            )
+            .is_err());
+        // A key file for another algorithm, or an algorithm that is a shared secret's, is a
+        // start-up error naming the key.
+        auth.public_key_algorithm = "RS256".into();
+        let err = Verifier::from_settings(&auth).err().expect("refused");
+        assert!(err.to_string().contains("auth.public_key_file"), "{err}");
+        auth.public_key_algorithm = "HS256".into();
+        let err = Verifier::from_settings(&auth).err().expect("refused");
+        assert!(
+            err.to_string().contains("auth.public_key_algorithm"),
+            "{err}"
+        );
+        std::fs::remove_file(path).expect("removed");
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl utoipa::Modify for SecuritySchemes {
         };
         components.add_security_scheme(
             "buyer",
-            jwt("A JWT: HS256 signed with `auth.jwt_secret`, or an identity provider's (`auth.jwks_file` or `auth.jwks_url`); `sub` is the buyer's id"),
+            jwt("A JWT: HS256 signed with `auth.jwt_secret`, or an identity provider's (`auth.jwks_url`, `auth.jwks_file` or `auth.public_key_file`); `sub` is the buyer's id"),
         );
         components.add_security_scheme(
             "admin",

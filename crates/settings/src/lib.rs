@@ -355,6 +355,11 @@ pub struct AuthSettings {
     /// The identity provider's JWKS URL, fetched instead of a file (empty: none).
     #[serde(default)]
     pub jwks_url: String,
+    /// One public key (PEM) of the identity provider, instead of a JWKS document (empty: none).
+    #[serde(default)]
+    pub public_key_file: PathBuf,
+    /// The algorithm tokens signed with `public_key_file`'s key use.
+    pub public_key_algorithm: String,
     /// Seconds between two reads of the JWKS document (file or URL).
     pub jwks_refresh_secs: u64,
     /// Fewest seconds between two reads when tokens name a key the document does not have.
@@ -373,7 +378,9 @@ impl AuthSettings {
     /// Whether tokens are an identity provider's, verified with its published keys
     /// (`jwks_file` or `jwks_url`), rather than HS256 with `jwt_secret`.
     pub fn uses_identity_provider(&self) -> bool {
-        !self.jwks_file.as_os_str().is_empty() || !self.jwks_url.is_empty()
+        !self.jwks_file.as_os_str().is_empty()
+            || !self.jwks_url.is_empty()
+            || !self.public_key_file.as_os_str().is_empty()
     }
 }
 
@@ -648,10 +655,15 @@ impl Settings {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
-        if !self.auth.jwks_url.is_empty() && !self.auth.jwks_file.as_os_str().is_empty() {
+        let key_sources = [
+            !self.auth.jwks_url.is_empty(),
+            !self.auth.jwks_file.as_os_str().is_empty(),
+            !self.auth.public_key_file.as_os_str().is_empty(),
+        ];
+        if key_sources.iter().filter(|set| **set).count() > 1 {
             return invalid(
                 "auth.jwks_url",
-                "and auth.jwks_file are both set: choose one source of keys",
+                "auth.jwks_url, auth.jwks_file and auth.public_key_file: set one source of keys",
             );
         }
         let jwks_url = self.auth.jwks_url.as_str();
@@ -766,7 +778,7 @@ impl Settings {
                     return Err(SettingsError::Invalid {
                         key,
                         problem: format!(
-                            "is required with auth.jwks_file or auth.jwks_url when SECKILL_ENV is {:?} (a deployment): without it a token the identity provider issued for another application is accepted",
+                            "is required with an identity provider's keys (auth.jwks_url, auth.jwks_file or auth.public_key_file) when SECKILL_ENV is {:?} (a deployment): without it a token the identity provider issued for another application is accepted",
                             self.environment
                         ),
                     });
