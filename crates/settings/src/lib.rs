@@ -118,7 +118,11 @@ pub enum LogFormat {
 /// `[redis]`
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
-    /// Connection URL (secret: may hold a password).
+    /// One Redis, or a Redis Cluster.
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// Connection URL (secret: may hold a password); in cluster mode, the comma-separated URLs
+    /// of some of the cluster's nodes.
     pub url: SecretString,
     /// Key prefix.
     pub key_prefix: String,
@@ -130,6 +134,30 @@ pub struct RedisSettings {
     /// TLS of a `rediss://` URL.
     #[serde(default)]
     pub tls: TlsFiles,
+}
+
+/// Whether the ledger is one Redis or a Redis Cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One Redis server (with replicas and Sentinel or a managed failover behind one URL).
+    #[default]
+    Standalone,
+    /// A Redis Cluster: keys spread over its primaries by hash slot.
+    Cluster,
+}
+
+impl RedisSettings {
+    /// The node URLs of `url`: one in standalone mode, the comma-separated seeds of a cluster.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.url
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// PEM files of a TLS client: the CA that signed the server's certificate (empty = the system's
@@ -727,12 +755,26 @@ impl Settings {
             );
         }
         security.tls.validate("kafka.security.tls")?;
-        let redis_tls = self
-            .redis
-            .url
-            .expose_secret()
-            .trim_start()
-            .starts_with("rediss://");
+        let nodes = self.redis.node_urls();
+        if nodes.is_empty() {
+            return invalid("redis.url", "is empty");
+        }
+        if self.redis.mode == RedisMode::Standalone && nodes.len() > 1 {
+            return invalid(
+                "redis.url",
+                "holds several URLs, which only redis.mode = \"cluster\" reads",
+            );
+        }
+        let redis_tls = nodes[0].starts_with("rediss://");
+        if nodes
+            .iter()
+            .any(|url| url.starts_with("rediss://") != redis_tls)
+        {
+            return invalid(
+                "redis.url",
+                "mixes redis:// and rediss:// nodes: a cluster is TLS on every node or on none",
+            );
+        }
         if self.redis.tls.is_set() && !redis_tls {
             return invalid(
                 "redis.tls",

@@ -2,6 +2,7 @@
 //! script over the keys of one SKU (one hash tag, so one Redis Cluster slot), which makes it
 //! atomic without locks: two buyers can never take the same last unit.
 
+mod connection;
 pub mod marks;
 pub mod outbox;
 pub mod record;
@@ -11,10 +12,9 @@ pub use outbox::{CorruptEntry, OutboxEntry};
 pub use record::{CorruptRecord, ReservationRecord, ReservationState};
 
 use chrono::{DateTime, Utc};
+use connection::Connection;
 use domain::{IdempotencyKey, OrderId, OrderRequested, SaleSpec, SkuId, StockKeys, UserId};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use settings::secrecy::ExposeSecret;
 use settings::RedisSettings;
 use std::sync::Arc;
 use std::time::Duration;
@@ -245,46 +245,12 @@ struct Scripts {
     retire: Script,
 }
 
-/// The client of `settings.url`; a `rediss://` URL is TLS, checked against `settings.tls`'s CA
-/// (or the system's) and, with a client certificate, mutual.
-fn client(settings: &RedisSettings) -> Result<redis::Client, StockError> {
-    let url = settings.url.expose_secret();
-    let config = |e: &dyn std::fmt::Display| StockError::Config(e.to_string());
-    if !settings.tls.is_set() {
-        return redis::Client::open(url).map_err(|e| config(&e));
-    }
-    let read = |key: &str, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| StockError::Config(format!("redis.tls.{key} {}: {e}", path.display())))
-    };
-    let optional = |key: &str, path: &std::path::Path| {
-        (!path.as_os_str().is_empty())
-            .then(|| read(key, path))
-            .transpose()
-    };
-    let tls = &settings.tls;
-    let client_tls = match (
-        optional("certificate_file", &tls.certificate_file)?,
-        optional("key_file", &tls.key_file)?,
-    ) {
-        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
-            client_cert,
-            client_key,
-        }),
-        _ => None,
-    };
-    let certificates = redis::TlsCertificates {
-        client_tls,
-        root_cert: optional("ca_file", &tls.ca_file)?,
-    };
-    redis::Client::build_with_tls(url, certificates).map_err(|e| config(&e))
-}
-
-/// The ledger: one multiplexed connection (every caller's commands are pipelined on it, and it
-/// reconnects by itself) and the scripts, called by `EVALSHA`.
+/// The ledger: one multiplexed connection to Redis or a Redis Cluster (every caller's commands
+/// are pipelined on it, and it reconnects by itself; see the `connection` module) and the scripts,
+/// called by `EVALSHA`.
 #[derive(Clone)]
 pub struct StockLedger {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     scripts: Arc<Scripts>,
     queued_grace: Duration,
@@ -294,19 +260,8 @@ impl StockLedger {
     /// Sets up the connection. It is made on first use, so this succeeds while Redis is down;
     /// it must be called inside a Tokio runtime.
     pub fn new(settings: &RedisSettings) -> Result<Self, StockError> {
-        let timeout = Duration::from_secs(settings.timeout_secs.max(1));
-        let client = client(settings)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500))
-            .set_concurrency_limit(settings.max_in_flight)
-            .set_pipeline_buffer_size(settings.max_in_flight);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StockError::Config(e.to_string()))?;
         Ok(Self {
-            conn,
+            conn: Connection::new(settings)?,
             queued_grace: Duration::ZERO,
             prefix: settings.key_prefix.clone(),
             scripts: Arc::new(Scripts {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 pub use kafka;
 
 pub mod process;
+pub mod redis_cluster;
 pub mod tls;
 
 /// One test's private world.

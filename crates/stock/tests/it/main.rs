@@ -11,6 +11,7 @@ use stock::{
 };
 use testkit::{fresh_ledger, open_spec};
 
+mod cluster;
 mod tls;
 
 fn sku() -> SkuId {

@@ -1,0 +1,226 @@
+//! A real Redis Cluster of the test's own: six `redis-server` processes in cluster mode on
+//! loopback (three primaries, each with a replica), made with `redis-cli --cluster create`, and
+//! stopped when dropped. Each test gets its own, so a test that kills a primary disturbs no
+//! other test.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a primary may be unreachable before its replica is promoted, in ms.
+pub const NODE_TIMEOUT_MS: u64 = 1000;
+
+/// A running cluster.
+pub struct TestCluster {
+    nodes: Vec<Node>,
+    dir: PathBuf,
+}
+
+struct Node {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl TestCluster {
+    /// Starts six nodes and creates the cluster; returns once every slot is served.
+    pub fn start() -> TestCluster {
+        let dir = std::env::temp_dir().join(crate::unique("seckill-redis-cluster-"));
+        std::fs::create_dir_all(&dir).expect("the cluster's directory can be made");
+        let ports = cluster_ports(6);
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            dir,
+        };
+        for port in ports {
+            let child = cluster.spawn(port);
+            cluster.nodes.push(Node {
+                port,
+                child: Some(child),
+            });
+        }
+        for node in &cluster.nodes {
+            wait_for(
+                Duration::from_secs(10),
+                "a cluster node answers PING",
+                || cli(node.port, &["PING"]).as_deref() == Some("PONG"),
+            );
+        }
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        cluster.wait_until_healthy();
+        cluster
+    }
+
+    fn spawn(&self, port: u16) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            .arg("--cluster-config-file")
+            .arg(self.dir.join(format!("nodes-{port}.conf")))
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (scripts/deps.sh installs it)")
+    }
+
+    /// Waits until every running node sees all 16384 slots served and the cluster `ok`, and
+    /// every replica has synced with its primary (a replica that never did cannot take over).
+    pub fn wait_until_healthy(&self) {
+        let running = || self.nodes.iter().filter(|n| n.child.is_some());
+        wait_for(Duration::from_secs(30), "the cluster to be ok", || {
+            running().all(|n| {
+                cli(n.port, &["CLUSTER", "INFO"]).is_some_and(|info| {
+                    info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                })
+            })
+        });
+        wait_for(Duration::from_secs(30), "every replica to sync", || {
+            running().all(|n| {
+                cli(n.port, &["INFO", "replication"]).is_some_and(|info| {
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                })
+            })
+        });
+    }
+
+    /// The cluster's settings URL: every node, comma-separated.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The port of the primary that serves `key`'s slot now.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        let slot = cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key])
+            .and_then(|s| s.parse::<u16>().ok())
+            .expect("a slot");
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .find(|n| owns(n.port, slot))
+            .map(|n| n.port)
+            .expect("a primary serves the slot")
+    }
+
+    /// The ports of the primaries now.
+    pub fn primaries(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .filter(|n| cli(n.port, &["ROLE"]).is_some_and(|role| role.starts_with("master")))
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// Kills the node on `port` (SIGKILL: no goodbye to the cluster).
+    pub fn kill(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the node on `port` again, with its cluster configuration: it rejoins (a killed
+    /// primary comes back as a replica of the one promoted in its place).
+    pub fn restart(&mut self, port: u16) {
+        let child = self.spawn(port);
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        node.child = Some(child);
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether the node on `port` is the primary that owns `slot` (its own line of CLUSTER NODES).
+fn owns(port: u16, slot: u16) -> bool {
+    let Some(nodes) = cli(port, &["CLUSTER", "NODES"]) else {
+        return false;
+    };
+    nodes
+        .lines()
+        .find(|line| line.contains("myself"))
+        .is_some_and(|line| {
+            line.split_whitespace().skip(8).any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                match (low.parse::<u16>(), high.parse::<u16>()) {
+                    (Ok(low), Ok(high)) => (low..=high).contains(&slot),
+                    _ => false,
+                }
+            })
+        })
+}
+
+/// `redis-cli -p port args...`: its answer, `None` when the node does not answer.
+fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (output.status.success() && !answer.starts_with("Could not connect")).then_some(answer)
+}
+
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `count` ports free now whose cluster bus ports (+10000) are free too.
+fn cluster_ports(count: usize) -> Vec<u16> {
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let mut ports = Vec::new();
+    let mut candidate = 20_000 + (std::process::id().wrapping_mul(7_919) % 9_000) as u16;
+    while ports.len() < count {
+        candidate = 20_000 + (candidate + 7 - 20_000) % 9_990;
+        if free(candidate) && free(candidate + 10_000) && !ports.contains(&candidate) {
+            ports.push(candidate);
+        }
+    }
+    ports
+}
