@@ -516,10 +516,17 @@ def check_rendering(path: Path, args) -> int:
     datastores = policies.get("seckill-datastores")
     if checker.expect(datastores is not None, "NetworkPolicy/seckill-datastores is rendered"):
         where = "NetworkPolicy/seckill-datastores"
-        sources = [peer["podSelector"] for rule in datastores["spec"].get("ingress", []) for peer in rule.get("from", [])
-                   if "podSelector" in peer and not peer.get("namespaceSelector")]
+        peers = [peer for rule in datastores["spec"].get("ingress", []) for peer in rule.get("from", [])]
         checker.expect(all(rule.get("from") for rule in datastores["spec"].get("ingress", [])),
                        f"{where}: every ingress rule must name who it admits")
+        # Only pods of this namespace chosen by a label: no other namespace, no address range,
+        # no empty selector (which admits every pod).
+        for peer in peers:
+            checker.expect(set(peer) == {"podSelector"} and bool(peer["podSelector"].get("matchLabels")),
+                           f"{where}: peer {peer} must be a podSelector with matchLabels")
+        sources = [peer["podSelector"] for peer in peers if "podSelector" in peer]
+        checker.expect(not any(s.get("matchLabels", {}).get("app.kubernetes.io/part-of") for s in sources),
+                       f"{where}: app.kubernetes.io/part-of is on every object kustomize renders; admit a label of its own")
         for workload in workloads:
             labels = workload["spec"]["template"]["metadata"].get("labels", {})
             checker.expect(any(selector_matches(s, labels) for s in sources),

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::future::{ready, Ready};
 use std::hash::Hasher;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -75,6 +76,9 @@ pub struct KeySource {
     document: Mutex<String>,
     /// Told when a token names a key the set lacks.
     missing_key: tokio::sync::Notify,
+    /// Bumped with every change of the keys: a token remembered under an older generation is
+    /// verified again.
+    generation: AtomicU64,
 }
 
 enum Origin {
@@ -91,8 +95,11 @@ impl KeySource {
     }
 
     fn url(url: String) -> Result<Self, KeysError> {
+        // An https URL is never followed to http (a redirect could otherwise downgrade it).
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
+            .https_only(url.starts_with("https://"))
+            .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .map_err(|e| KeysError::Unusable {
                 key: "auth.jwks_url",
@@ -108,6 +115,7 @@ impl KeySource {
             keys: RwLock::default(),
             document: Mutex::default(),
             missing_key: tokio::sync::Notify::new(),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -151,27 +159,33 @@ impl KeySource {
                 std::fs::read_to_string(path).map_err(|e| self.problem(e.to_string()))?
             }
             Origin::Url { url, client } => {
-                let response = client
+                let mut response = client
                     .get(url)
                     .header(reqwest::header::ACCEPT, "application/json")
                     .send()
                     .await
                     .and_then(reqwest::Response::error_for_status)
                     .map_err(|e| self.problem(e.to_string()))?;
+                let too_large = || self.problem("the document is larger than 1 MiB".into());
                 if response
                     .content_length()
                     .is_some_and(|length| length > MAX_JWKS_BYTES as u64)
                 {
-                    return Err(self.problem("the document is larger than 1 MiB".into()));
+                    return Err(too_large());
                 }
-                let body = response
-                    .bytes()
+                // Read chunk by chunk: a server that sends no length is stopped at the limit.
+                let mut body = Vec::new();
+                while let Some(chunk) = response
+                    .chunk()
                     .await
-                    .map_err(|e| self.problem(e.to_string()))?;
-                if body.len() > MAX_JWKS_BYTES {
-                    return Err(self.problem("the document is larger than 1 MiB".into()));
+                    .map_err(|e| self.problem(e.to_string()))?
+                {
+                    if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                String::from_utf8(body.to_vec())
+                String::from_utf8(body)
                     .map_err(|_| self.problem("the document is not UTF-8".into()))?
             }
         };
@@ -186,7 +200,10 @@ impl KeySource {
             return Ok(false);
         }
         let keys = parse_jwks(&text).map_err(|problem| self.problem(problem))?;
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        let mut current = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        *current = Arc::new(keys);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        drop(current);
         *document = text;
         Ok(true)
     }
@@ -208,6 +225,8 @@ pub struct Verifier {
 /// A verified token's buyer and claims.
 pub struct Verified {
     token: Box<str>,
+    /// The generation of the provider's keys it was verified with (0 without a provider).
+    generation: u64,
     /// The buyer (`sub`).
     pub user: UserId,
     /// The claims.
@@ -279,11 +298,21 @@ impl Verifier {
         }
     }
 
+    /// The generation of the provider's keys (read before the keys a token is checked with,
+    /// so a token checked with keys since replaced is never taken from memory).
+    fn key_generation(&self) -> u64 {
+        match &self.keys {
+            Keys::Provider(source) => source.generation.load(Ordering::Acquire),
+            Keys::Secret(_) | Keys::PublicKey(..) => 0,
+        }
+    }
+
     /// Keeps the identity provider's keys fresh until `stop`: reads the document every
     /// `every`, soon (not before `soonest` after the last read) when a token names a key it
     /// lacks, and every `soonest` (at least a second) until a first read succeeds. A failed
     /// read keeps the keys read last. When the keys change, the tokens verified so far are
-    /// verified again on their next use. Returns at once with HS256.
+    /// verified again on their next use (the keys' generation). Returns at once without an
+    /// identity provider's document.
     pub async fn keep_keys_fresh(
         self: Arc<Self>,
         every: Duration,
@@ -293,7 +322,9 @@ impl Verifier {
         let Some(source) = self.key_source() else {
             return;
         };
-        let retry = soonest.max(Duration::from_secs(1));
+        // Unknown kids cost no signature: whatever the settings, never more than a read a second.
+        let soonest = soonest.max(Duration::from_secs(1));
+        let retry = soonest;
         let mut last_read = source.has_keys().then(Instant::now);
         loop {
             let due = match last_read {
@@ -320,10 +351,6 @@ impl Verifier {
                 Ok(true) => {
                     let kids: Vec<String> = source.current().keys().cloned().collect();
                     tracing::info!(?kids, "identity provider keys read");
-                    self.verified
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .clear();
                 }
                 Ok(false) => tracing::debug!("identity provider keys unchanged"),
                 Err(error) => {
@@ -353,7 +380,9 @@ impl Verifier {
                 let kid = header.kid.ok_or(ApiError::Unauthorized)?;
                 let keys = source.current();
                 let Some((key, algorithm)) = keys.get(&kid) else {
-                    tracing::info!(%kid, "a token names a key the JWKS document does not have");
+                    // Anyone can send this: debug, and no more of the kid than a real one has.
+                    let kid: String = kid.chars().take(64).collect();
+                    tracing::debug!(%kid, "a token names a key the JWKS document does not have");
                     source.missing_key.notify_one();
                     return Err(ApiError::Unauthorized);
                 };
@@ -410,8 +439,9 @@ impl Verifier {
             now <= i64::try_from(claims.exp.saturating_add(self.validation.leeway))
                 .unwrap_or(i64::MAX)
         };
+        let generation = self.key_generation();
         if let Some(known) = remembered {
-            if *known.token == *token {
+            if *known.token == *token && known.generation == generation {
                 return match unexpired(&known.claims) {
                     true => Ok(known),
                     false => Err(ApiError::Unauthorized),
@@ -425,6 +455,7 @@ impl Verifier {
         let user = UserId::from_subject(&claims.sub).map_err(|_| ApiError::Unauthorized)?;
         let known = Arc::new(Verified {
             token: token.into(),
+            generation,
             user,
             admin: self.is_admin(&claims),
             claims,
@@ -441,47 +472,76 @@ impl Verifier {
     }
 }
 
-/// The keys of a JWKS document: every key with a `kid` and an algorithm this gateway verifies
-/// (RS256/384/512, PS256/384/512, ES256/384, EdDSA), by `kid`; or what is wrong with it.
+/// The keys of a JWKS document: every signing key with a `kid` and an algorithm this gateway
+/// verifies (RS256/384/512, PS256/384/512, ES256/384, EdDSA), by `kid`; or what is wrong with
+/// it. Other keys are skipped, not refused: providers publish encryption keys (Keycloak's
+/// RSA-OAEP) and keys of other algorithms beside their signing keys, and may add one at any
+/// time. A document with no usable key is refused, naming why each was skipped.
 fn parse_jwks(text: &str) -> Result<KeySet, String> {
-    let set: jsonwebtoken::jwk::JwkSet =
+    #[derive(Deserialize)]
+    struct Document {
+        keys: Vec<serde_json::Value>,
+    }
+    let document: Document =
         serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut keys = HashMap::new();
-    for jwk in &set.keys {
-        let kid = jwk
-            .common
-            .key_id
-            .clone()
-            .ok_or_else(|| "a key has no `kid`".to_owned())?;
-        let algorithm = match jwk.common.key_algorithm {
-            Some(algorithm) => algorithm
-                .to_string()
-                .parse::<Algorithm>()
-                .map_err(|_| format!("key {kid}: algorithm {algorithm} is not for signatures"))?,
-            None => match &jwk.algorithm {
-                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-                    jsonwebtoken::jwk::EllipticCurve::P384 => Algorithm::ES384,
-                    _ => Algorithm::ES256,
-                },
-                _ => return Err(format!("key {kid}: name its `alg`")),
-            },
-        };
-        if matches!(
-            algorithm,
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-        ) {
-            return Err(format!(
-                "key {kid}: a shared secret has no place in a JWKS document"
-            ));
+    let mut skipped = Vec::new();
+    for (index, value) in document.keys.into_iter().enumerate() {
+        match signing_key(value) {
+            Ok((kid, key, algorithm)) => {
+                keys.insert(kid, (key, algorithm));
+            }
+            Err(why) => skipped.push(format!("key {index}: {why}")),
         }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
-        keys.insert(kid, (key, algorithm));
+    }
+    if !skipped.is_empty() {
+        tracing::debug!(?skipped, "JWKS keys not used");
     }
     if keys.is_empty() {
-        return Err("it holds no key".into());
+        return Err(match skipped.is_empty() {
+            true => "it holds no key".into(),
+            false => format!("it holds no usable signing key ({})", skipped.join("; ")),
+        });
     }
     Ok(keys)
+}
+
+/// The `kid`, key and algorithm of one JWKS entry, or why it is no signing key of ours.
+fn signing_key(value: serde_json::Value) -> Result<(String, DecodingKey, Algorithm), String> {
+    let jwk: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(value).map_err(|e| format!("not a key this gateway reads: {e}"))?;
+    if jwk.common.public_key_use == Some(jsonwebtoken::jwk::PublicKeyUse::Encryption) {
+        return Err("an encryption key (use: enc)".into());
+    }
+    let kid = jwk
+        .common
+        .key_id
+        .clone()
+        .ok_or_else(|| "no `kid`".to_owned())?;
+    let algorithm = match jwk.common.key_algorithm {
+        Some(algorithm) => algorithm
+            .to_string()
+            .parse::<Algorithm>()
+            .map_err(|_| format!("{kid}: algorithm {algorithm} is not for signatures"))?,
+        None => match &jwk.algorithm {
+            jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+            jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                jsonwebtoken::jwk::EllipticCurve::P384 => Algorithm::ES384,
+                _ => Algorithm::ES256,
+            },
+            _ => return Err(format!("{kid}: no `alg`")),
+        },
+    };
+    if matches!(
+        algorithm,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    ) {
+        return Err(format!(
+            "{kid}: a shared secret has no place in a JWKS document"
+        ));
+    }
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("{kid}: {e}"))?;
+    Ok((kid, key, algorithm))
 }
 
 /// The key of `auth.public_key_file` (PEM: an RSA, EC or Ed25519 public key) for
@@ -626,6 +686,32 @@ mod tests {
         // Another secret's token is refused although a valid one is remembered.
         let other = sign(b"another-secret-of-enough-bytes", "alice", None, 60);
         assert!(verifier.verify_token(&other, now).is_err());
+    }
+
+    #[test]
+    fn keys_a_gateway_cannot_verify_with_are_skipped_and_only_a_document_without_any_is_refused() {
+        let provider = Provider::new("sig-1");
+        let mut document: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&provider.jwks).expect("read"))
+                .expect("JSON");
+        let signing = document["keys"][0].clone();
+        let others = serde_json::json!([
+            // Keycloak publishes an encryption key beside its signing key.
+            {"kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "kid": "enc-1", "n": "AQAB", "e": "AQAB"},
+            {"kty": "EC", "crv": "P-256", "alg": "ES256", "x": signing["x"], "y": signing["y"]},
+            {"kty": "oct", "alg": "HS256", "kid": "secret", "k": "c2VjcmV0"},
+            {"kty": "unknown-type", "kid": "odd"},
+        ]);
+        let mut keys = others.as_array().expect("array").clone();
+        keys.push(signing);
+        document["keys"] = serde_json::Value::Array(keys);
+        let parsed = parse_jwks(&document.to_string()).expect("the signing key serves");
+        assert_eq!(parsed.keys().collect::<Vec<_>>(), vec!["sig-1"]);
+
+        document["keys"] = others;
+        let refused = parse_jwks(&document.to_string()).err().expect("refused");
+        assert!(refused.contains("no usable signing key"), "{refused}");
+        assert!(refused.contains("use: enc"), "{refused}");
     }
 
     #[test]

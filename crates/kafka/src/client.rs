@@ -97,7 +97,14 @@ impl Endpoint {
         // `reconnect.backoff.max.ms`, 10 s by default. Capped, the delivery timeout stays the
         // bound on how long a buyer waits for the 503 of an outage.
         if !self.sets("reconnect.backoff.max.ms") {
-            let cap = (self.delivery_timeout_ms / 4).clamp(100, 1000);
+            // librdkafka refuses a maximum below `reconnect.backoff.ms` (100 ms unless set).
+            let floor = self
+                .extra
+                .iter()
+                .find(|(key, _)| key == "reconnect.backoff.ms")
+                .and_then(|(_, value)| value.parse::<u32>().ok())
+                .unwrap_or(100);
+            let cap = (self.delivery_timeout_ms / 4).clamp(100, 1000).max(floor);
             config.set("reconnect.backoff.max.ms", cap.to_string());
         }
         config

@@ -203,7 +203,12 @@ impl TlsFiles {
             if path.as_os_str().is_empty() {
                 continue;
             }
-            if let Err(error) = std::fs::metadata(path) {
+            let readable =
+                std::fs::File::open(path).and_then(|file| match file.metadata()?.is_file() {
+                    true => Ok(()),
+                    false => Err(std::io::Error::other("not a file")),
+                });
+            if let Err(error) = readable {
                 return Err(SettingsError::Invalid {
                     key: section,
                     problem: format!("{name} {}: {error}", path.display()),
@@ -704,6 +709,12 @@ impl Settings {
         if !(10..=86_400).contains(&self.auth.jwks_refresh_secs) {
             return invalid("auth.jwks_refresh_secs", "must be between 10 and 86400");
         }
+        if self.auth.jwks_min_refetch_secs == 0 {
+            return invalid(
+                "auth.jwks_min_refetch_secs",
+                "must be at least 1: tokens naming unknown keys cost nothing to send",
+            );
+        }
         if self.auth.jwks_min_refetch_secs > self.auth.jwks_refresh_secs {
             return invalid(
                 "auth.jwks_min_refetch_secs",
@@ -735,6 +746,28 @@ impl Settings {
                 return invalid(
                     "kafka.security.sasl_password",
                     "is required with a sasl_* kafka.security.protocol",
+                );
+            }
+        }
+        let sasl_credentials = !security.sasl_username.is_empty()
+            || !security.sasl_password.expose_secret().is_empty();
+        if sasl_credentials && !security.protocol.uses_sasl() {
+            return invalid(
+                "kafka.security.sasl_username",
+                "SASL credentials are set, but kafka.security.protocol is not sasl_ssl or sasl_plaintext: they would not be used",
+            );
+        }
+        for property in [
+            "security.protocol",
+            "sasl.mechanism",
+            "sasl.mechanisms",
+            "sasl.username",
+            "sasl.password",
+        ] {
+            if self.kafka.client.contains_key(property) {
+                return invalid(
+                    "kafka.client",
+                    &format!("sets {property}: use the kafka.security keys, which are checked"),
                 );
             }
         }
@@ -1073,6 +1106,39 @@ mod tests {
             .contains("must be https://"));
         let both = load_with(&[base[0], ("T__AUTH__JWKS_FILE", "/etc/jwks.json")]);
         assert!(both.unwrap_err().to_string().contains("`auth.jwks_url`"));
+    }
+
+    #[test]
+    fn settings_that_would_be_ignored_or_bypass_the_checks_are_refused() {
+        let refused = |change: &dyn Fn(&mut Settings)| {
+            let mut settings = Settings::defaults();
+            change(&mut settings);
+            settings.validate().unwrap_err().to_string()
+        };
+        let error = refused(&|s| s.kafka.security.sasl_username = "seckill".into());
+        assert!(error.contains("`kafka.security.sasl_username`"), "{error}");
+        let error = refused(&|s| {
+            s.kafka
+                .client
+                .insert("security.protocol".into(), "sasl_ssl".into());
+        });
+        assert!(error.contains("`kafka.client`"), "{error}");
+        let error = refused(&|s| s.auth.jwks_min_refetch_secs = 0);
+        assert!(error.contains("`auth.jwks_min_refetch_secs`"), "{error}");
+        let error = refused(&|s| {
+            s.redis.url = SecretString::from("rediss://cache:6380".to_owned());
+            s.redis.tls.ca_file = std::env::temp_dir();
+        });
+        assert!(error.contains("not a file"), "{error}");
+        let error = refused(&|s| {
+            s.redis.url = SecretString::from("redis://a:1,redis://b:2".to_owned());
+        });
+        assert!(error.contains("redis.mode"), "{error}");
+        let error = refused(&|s| {
+            s.redis.mode = RedisMode::Cluster;
+            s.redis.url = SecretString::from("redis://a:1,rediss://b:2".to_owned());
+        });
+        assert!(error.contains("mixes"), "{error}");
     }
 
     #[test]
