@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Context};
 use kafka::EmbeddedKafka;
-use settings::secrecy::{ExposeSecret, SecretString};
-use settings::Settings;
+use settings::secrecy::SecretString;
+use settings::{RedisMode, Settings};
 use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -136,11 +136,14 @@ impl LocalStack {
     }
 }
 
-/// Uses the configured Redis if it answers; otherwise starts `redis-server` on a free port
-/// (nothing on disk) and points the settings at it.
+/// Uses the configured Redis (or Redis Cluster) if it answers; otherwise, for one Redis,
+/// starts `redis-server` on a free port (nothing on disk) and points the settings at it.
 async fn ensure_redis(settings: &mut Settings) -> anyhow::Result<Option<Child>> {
-    if redis_answers(settings.redis.url.expose_secret()).await {
+    if redis_answers(&settings.redis).await {
         return Ok(None);
+    }
+    if settings.redis.mode == RedisMode::Cluster {
+        bail!("the Redis Cluster of redis.url does not answer (scripts/redis-cluster.sh start)");
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -159,9 +162,11 @@ async fn ensure_redis(settings: &mut Settings) -> anyhow::Result<Option<Child>> 
             "no Redis answers and redis-server could not be started (is it installed? `make deps`)",
         )?;
     let url = format!("redis://127.0.0.1:{port}");
+    let mut started = settings.redis.clone();
+    started.url = SecretString::from(url);
     for _ in 0..50 {
-        if redis_answers(&url).await {
-            settings.redis.url = SecretString::from(url);
+        if redis_answers(&started).await {
+            settings.redis = started;
             return Ok(Some(child));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -169,19 +174,14 @@ async fn ensure_redis(settings: &mut Settings) -> anyhow::Result<Option<Child>> 
     bail!("redis-server started but does not answer on port {port}")
 }
 
-async fn redis_answers(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else {
+/// Whether the Redis (or Redis Cluster) of `redis` answers a PING within a second, asked the
+/// way the services ask it: through a ledger.
+async fn redis_answers(redis: &settings::RedisSettings) -> bool {
+    let Ok(ledger) = stock::StockLedger::new(redis) else {
         return false;
     };
-    let attempt = async {
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .ok()
-    };
     matches!(
-        tokio::time::timeout(Duration::from_secs(1), attempt).await,
-        Ok(Some(_))
+        tokio::time::timeout(Duration::from_secs(1), ledger.ping()).await,
+        Ok(Ok(()))
     )
 }

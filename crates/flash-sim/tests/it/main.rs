@@ -4,6 +4,7 @@
 // Test helpers panic to report, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod cluster;
 mod load;
 mod trace;
 
