@@ -90,10 +90,13 @@ impl TestCluster {
                 })
             })
         });
+        // Right after `--cluster create` the replicas-to-be still call themselves primaries
+        // (of no slot): wait until each running node is a primary of slots or a synced replica.
         wait_for(Duration::from_secs(30), "every replica to sync", || {
             running().all(|n| {
                 cli(n.port, &["INFO", "replication"]).is_some_and(|info| {
-                    info.contains("role:master") || info.contains("master_link_status:up")
+                    (info.contains("role:master") && serves_slots(n.port))
+                        || info.contains("master_link_status:up")
                 })
             })
         });
@@ -167,6 +170,16 @@ impl Drop for TestCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether the node on `port` serves any slot (a primary of the cluster's data).
+fn serves_slots(port: u16) -> bool {
+    cli(port, &["CLUSTER", "NODES"]).is_some_and(|nodes| {
+        nodes
+            .lines()
+            .find(|line| line.contains("myself"))
+            .is_some_and(|line| line.split_whitespace().count() > 8)
+    })
 }
 
 /// Whether the node on `port` is the primary that owns `slot` (its own line of CLUSTER NODES).

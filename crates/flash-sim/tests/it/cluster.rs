@@ -50,3 +50,111 @@ async fn a_flash_sale_on_a_redis_cluster_sells_exactly_its_stock_and_loses_nothi
     assert_eq!(verdict.bad_input_violations, 0);
     assert!(verdict.holds());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202_a_row() {
+    use flash_sim::crowd;
+    use std::collections::{BTreeMap, HashSet};
+    let mut cluster = TestCluster::start();
+    let ctx = TestContext::new().await.unwrap();
+    let mut settings = ctx.settings.clone();
+    settings.kafka.bootstrap_servers.clear();
+    settings.gateway.per_user_rate_per_sec = 0;
+    settings.redis.mode = RedisMode::Cluster;
+    settings.redis.url = SecretString::from(cluster.url());
+    let stack = flash_sim::stack::LocalStack::start(settings.clone())
+        .await
+        .unwrap();
+    let sku = domain::SkuId::parse(testkit::unique("fo-")).unwrap();
+    let scenario = Scenario {
+        stock: 2_000,
+        per_user_limit: 2,
+        payment_window_secs: 900,
+        ..Scenario::default()
+    };
+    let secret = ctx.secret();
+    flash_sim::create_sale(&stack.admin_url(), &secret, &sku, &scenario)
+        .await
+        .unwrap();
+    let ledger = stock::StockLedger::new(&settings.redis).unwrap();
+    let primary = cluster.primary_of(&ledger.keys(&sku).stock);
+
+    // A crowd buys while the sale's primary is killed under it.
+    let target = crowd::Target {
+        base_url: stack.gateway_url(),
+        sku: sku.to_string(),
+        secret,
+        concurrency: 16,
+    };
+    let buying =
+        tokio::spawn(async move { crowd::run(&target, crowd::plan(1_500, 4_000, 5), false).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    cluster.kill(primary);
+    let crowd = buying.await.unwrap();
+    cluster.restart(primary);
+    cluster.wait_until_healthy();
+
+    // Every order the crowd was told was accepted becomes a row, written or failed.
+    let accepted: HashSet<String> = crowd
+        .answers
+        .iter()
+        .filter(|a| a.status == 202)
+        .filter_map(|a| a.order_id.clone())
+        .collect();
+    let store = store::Store::connect(&settings.database).await.unwrap();
+    testkit::eventually(Duration::from_secs(90), "every 202 to be a row", || async {
+        let rows = store.orders_of(&sku).await.unwrap();
+        let settled: HashSet<&str> = rows
+            .iter()
+            .filter(|r| r.order_status().unwrap() != domain::OrderStatus::Pending)
+            .map(|r| r.order_id.as_str())
+            .collect();
+        accepted
+            .iter()
+            .all(|id| settled.contains(id.as_str()))
+            .then_some(())
+    })
+    .await;
+    let verdict = flash_sim::verdict::judge(flash_sim::verdict::Evidence {
+        crowds: &[&crowd],
+        payments: Default::default(),
+        sku: &sku,
+        per_user_limit: scenario.per_user_limit,
+        store: &store,
+        ledger: &ledger,
+        orders_lag: 0,
+        dlq_lag: 0,
+        drain_secs: 0.0,
+    })
+    .await
+    .unwrap();
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    for answer in &crowd.answers {
+        let code = answer.code.clone().filter(|_| answer.status != 202);
+        *answers
+            .entry(format!("{} {}", answer.status, code.unwrap_or_default()))
+            .or_default() += 1;
+    }
+    eprintln!(
+        "failover mid-sale: {} requests, answers {answers:?}; {} accepted, {} rows ({} failed); \
+         oversold {}, duplicates {}, lost {}, Redis-to-database conservation gap {}",
+        crowd.answers.len(),
+        accepted.len(),
+        verdict.written_orders,
+        verdict.failed_orders,
+        verdict.oversold,
+        verdict.duplicates,
+        verdict.lost,
+        verdict.conservation_gap
+    );
+    assert!(accepted.len() > 100, "the sale went on: {answers:?}");
+    assert_eq!(verdict.oversold, 0, "{}", verdict.render());
+    assert_eq!(verdict.duplicates, 0, "{}", verdict.render());
+    assert_eq!(verdict.lost, 0, "{}", verdict.render());
+    assert_eq!(
+        answers.keys().filter(|k| k.starts_with("500")).count(),
+        0,
+        "{answers:?}"
+    );
+    stack.stop().await.unwrap();
+}
