@@ -113,7 +113,12 @@ impl TestCluster {
 
     /// The port of the primary that serves `key`'s slot now.
     pub fn primary_of(&self, key: &str) -> u16 {
-        let slot = cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key])
+        let running = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a running node");
+        let slot = cli(running.port, &["CLUSTER", "KEYSLOT", key])
             .and_then(|s| s.parse::<u16>().ok())
             .expect("a slot");
         self.nodes
