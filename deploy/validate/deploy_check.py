@@ -54,6 +54,7 @@ CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring.coreos.com-v1.json",
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "kafkatopic-kafka.strimzi.io-v1beta2.json",
+    ("redis.redis.opstreelabs.in/v1beta2", "RedisCluster"): "rediscluster-redis.redis.opstreelabs.in-v1beta2.json",
 }
 
 
@@ -568,6 +569,52 @@ def check_rendering(path: Path, args) -> int:
                        f"{where}: min.insync.replicas above the replica count makes every produce fail")
     if checker.expect(rendered_topics == topics, f"KafkaTopics {sorted(rendered_topics)} != the settings' topics {sorted(map(str, topics))}"):
         checker.ok(f"KafkaTopics {sorted(rendered_topics)}: partitions, replicas, min.insync.replicas = seckill-config")
+
+    # Redis Clusters of the redis-operator: the services must speak the cluster protocol, the pods
+    # must be admitted by seckill-datastores and meet the restricted Pod Security Standard, and
+    # what the resource names (password Secret, extra config) must exist.
+    redis_clusters = by_kind.get("RedisCluster", [])
+    if redis_clusters:
+        checker.expect(config.get("SECKILL__REDIS__MODE") == "cluster",
+                       "a RedisCluster is rendered: seckill-config must set SECKILL__REDIS__MODE=cluster")
+    for rc in redis_clusters:
+        where = f"RedisCluster/{rc['metadata']['name']}"
+        before = len(checker.errors)
+        spec = rc["spec"]
+        labels = rc["metadata"].get("labels", {})
+        # The operator copies the resource's labels onto its pods (the CRD has no pod labels).
+        if datastores is not None:
+            checker.expect(selector_matches(datastores["spec"]["podSelector"], labels),
+                           f"{where}: its labels (copied onto its pods) do not match NetworkPolicy/seckill-datastores")
+        size = spec["clusterSize"]
+        leaders = spec.get("redisLeader", {}).get("replicas", size)
+        followers = spec.get("redisFollower", {}).get("replicas", size)
+        checker.expect(leaders >= 3, f"{where}: a Redis Cluster needs at least 3 leaders, has {leaders}")
+        checker.expect(followers >= leaders, f"{where}: {followers} followers for {leaders} leaders: a leader without a replica has no failover")
+        image = spec["kubernetesConfig"]["image"]
+        checker.expect(re.search(r"(:[\w][\w.-]*|@sha256:[0-9a-f]{64})$", image.rpartition("/")[2]) is not None and not image.endswith(":latest"),
+                       f"{where}: image {image!r} must be pinned to a tag (not latest) or a digest")
+        secret = spec["kubernetesConfig"].get("redisSecret")
+        if secret:
+            checker.expect(secret.get("name") in secrets or secret.get("name") in args.external_secret,
+                           f"{where}: redisSecret {secret.get('name')} is neither rendered nor declared external")
+        pod_sc = spec.get("podSecurityContext", {})
+        checker.expect(pod_sc.get("runAsNonRoot") is True and pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+                       f"{where}: podSecurityContext needs runAsNonRoot and seccompProfile RuntimeDefault (restricted namespace)")
+        for role in ("redisLeader", "redisFollower"):
+            role_spec = spec.get(role, {})
+            sc = role_spec.get("securityContext", {})
+            checker.expect(sc.get("allowPrivilegeEscalation") is False and "ALL" in sc.get("capabilities", {}).get("drop", []),
+                           f"{where}: {role}.securityContext needs allowPrivilegeEscalation false and capabilities drop ALL")
+            extra = role_spec.get("redisConfig", {}).get("additionalRedisConfig")
+            if extra:
+                checker.expect(named("ConfigMap", extra) is not None,
+                               f"{where}: {role}.redisConfig.additionalRedisConfig names ConfigMap {extra}, which is not rendered")
+        checker.expect(not spec.get("redisExporter", {}).get("enabled") or "securityContext" in spec["redisExporter"],
+                       f"{where}: the exporter sidecar needs a securityContext (restricted namespace)")
+        if len(checker.errors) == before:
+            checker.ok(f"{where}: SECKILL__REDIS__MODE=cluster, admitted by seckill-datastores, {leaders} leaders / "
+                       f"{followers} followers, pinned image, Secret and config exist, restricted pod security")
 
     services = {s["metadata"]["name"]: s for s in by_kind.get("Service", [])}
     for monitor in by_kind.get("ServiceMonitor", []):
