@@ -30,6 +30,11 @@ enum Command {
         /// Longest wait, in seconds, for the consumers to catch up.
         #[arg(long, default_value_t = 300)]
         drain_timeout_secs: u64,
+        /// Rebuild the --sku sales although Redis has them (after a Redis failover that lost
+        /// acknowledged writes: Redis shows more stock left than the database). They stop
+        /// selling (503 sale_not_ready) until rebuilt.
+        #[arg(long, requires = "skus")]
+        rebuild: bool,
     },
 }
 
@@ -49,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Reconcile {
             skus,
             drain_timeout_secs,
+            rebuild,
         } => {
             if settings.kafka.bootstrap_servers.is_empty() {
                 anyhow::bail!(
@@ -61,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
                     .map(domain::SkuId::parse)
                     .collect::<Result<_, _>>()?,
                 drain_timeout: Duration::from_secs(drain_timeout_secs),
+                rebuild,
             };
             let deps = backends::Backends::connect(&settings, None).await?;
             let endpoint = kafka::Endpoint::from_settings(&settings.kafka, None);

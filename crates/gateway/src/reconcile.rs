@@ -8,7 +8,8 @@
 //! sale back: remaining stock = the database's stock, each buyer's units held (awaiting payment or
 //! paid), every order's idempotency key, orders that hold stock as claimed, failed and expired ones
 //! as released. Sales Redis still has
-//! are left alone, so running it twice, or on a healthy Redis, changes nothing.
+//! are left alone, so running it twice, or on a healthy Redis, changes nothing; `--rebuild`
+//! rebuilds named sales Redis still has (after a failover that lost acknowledged writes).
 
 use anyhow::Context;
 use domain::{IdempotencyKey, OrderId, SaleSpec, SkuId, UserId};
@@ -25,6 +26,11 @@ pub struct Options {
     pub skus: Vec<SkuId>,
     /// Longest wait for the consumers to catch up.
     pub drain_timeout: Duration,
+    /// Rebuild the named sales although Redis has them: after a failover that lost the last
+    /// acknowledged writes, Redis counts units as on sale that the database has sold. Their
+    /// keys are dropped first (the gateway answers 503 `sale_not_ready` for them until they
+    /// are rebuilt), then they are rebuilt as lost sales are.
+    pub rebuild: bool,
 }
 
 /// What reconcile did to one sale.
@@ -74,6 +80,19 @@ pub async fn reconcile(
             );
         }
         sales.retain(|s| options.skus.iter().any(|sku| sku.as_str() == s.sku_id));
+    }
+    if options.rebuild {
+        anyhow::ensure!(
+            !options.skus.is_empty(),
+            "rebuilding needs the sales named (--sku): it stops them selling until they are rebuilt"
+        );
+        for sku in &options.skus {
+            tracing::warn!(%sku, "dropping the sale from Redis to rebuild it; its buyers get 503 sale_not_ready until then");
+            ledger
+                .forget(sku)
+                .await
+                .with_context(|| format!("dropping {sku} from Redis"))?;
+        }
     }
     let mut lost = Vec::new();
     let mut reports = Vec::new();

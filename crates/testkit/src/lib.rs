@@ -292,6 +292,36 @@ impl std::io::Write for CapturedLog {
     }
 }
 
+/// What a Redis failover that lost `units` of acknowledged reservations of `sku` leaves behind:
+/// the promoted replica's stock counter is `units` higher, and its `reserved` counter `units`
+/// lower, than the answers the gateway gave (the orders themselves are in Kafka).
+pub async fn set_back_reservations(ledger: &stock::StockLedger, sku: &SkuId, units: i64) {
+    let keys = ledger.keys(sku);
+    let mut conn = raw_redis().await;
+    redis::pipe()
+        .cmd("INCRBY")
+        .arg(&keys.stock)
+        .arg(units)
+        .cmd("HINCRBY")
+        .arg(&keys.sale)
+        .arg("reserved")
+        .arg(-units)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("redis answers");
+}
+
+/// A plain connection to the tests' Redis, for what no ledger call does.
+async fn raw_redis() -> redis::aio::MultiplexedConnection {
+    let url =
+        std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    redis::Client::open(url)
+        .expect("a valid redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis answers")
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
@@ -395,13 +425,7 @@ pub async fn reserve(ledger: &stock::StockLedger, order: &OrderRequested) -> sto
 /// Overwrites the reservation record of `order` in Redis with `record`, as a bug or a hand edit
 /// would (tests of what happens when a stored value cannot be read).
 pub async fn overwrite_reservation(ledger: &stock::StockLedger, order: &OrderId, record: &str) {
-    let url =
-        std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = redis::Client::open(url).expect("a valid redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis answers");
+    let mut conn = raw_redis().await;
     redis::cmd("HSET")
         .arg(&ledger.keys(&order.sku()).resv)
         .arg(order.as_str())

@@ -91,6 +91,15 @@ async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202
     tokio::time::sleep(Duration::from_millis(400)).await;
     cluster.kill(primary);
     let crowd = buying.await.unwrap();
+    // The killed node keeps nothing on disk: restarted before its replica took over, it would
+    // come back as the empty primary of its slots (the case `reconcile` is for). Wait for the
+    // promotion first; it then rejoins as a replica.
+    testkit::eventually(
+        Duration::from_secs(30),
+        "the replica's promotion",
+        || async { (cluster.primaries().len() == 3).then_some(()) },
+    )
+    .await;
     cluster.restart(primary);
     cluster.wait_until_healthy();
 
