@@ -41,6 +41,23 @@ async fn reconcile_with(
     .unwrap()
 }
 
+/// Alice buys 2 units, Bob and Carol 1 each, under the key `k1`: (user, quantity, order id).
+async fn buy_four_units(gw: &Running, sku: &domain::SkuId) -> Vec<(&'static str, i64, String)> {
+    let mut orders = Vec::new();
+    for (user, quantity) in [("alice", 2), ("bob", 1), ("carol", 1)] {
+        let (status, body) = gw
+            .buy(sku.as_str(), user, "k1", json!({ "quantity": quantity }))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        orders.push((
+            user,
+            quantity,
+            body["order_id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    orders
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without_oversell() {
     let gw = Running::start().await;
@@ -48,18 +65,7 @@ async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without
     const STOCK: i64 = 10;
     gw.ctx.open_sale(&sku, STOCK, 2).await;
     // Four units queued before the loss; no worker runs yet, so they are pending in Kafka.
-    let mut first_orders = Vec::new();
-    for (user, quantity) in [("alice", 2), ("bob", 1), ("carol", 1)] {
-        let (status, body) = gw
-            .buy(sku.as_str(), user, "k1", json!({ "quantity": quantity }))
-            .await;
-        assert_eq!(status, 202, "{body}");
-        first_orders.push((
-            user,
-            quantity,
-            body["order_id"].as_str().unwrap().to_owned(),
-        ));
-    }
+    let first_orders = buy_four_units(&gw, &sku).await;
     // Redis restarts empty: every key of the sale is gone.
     gw.ctx.ledger().forget(&sku).await.unwrap();
     let (status, body) = gw.buy(sku.as_str(), "dave", "k1", json!({})).await;
@@ -226,12 +232,7 @@ async fn after_a_failover_lost_acknowledged_reservations_a_rebuild_restores_cons
     let sku = sku();
     const STOCK: i64 = 10;
     gw.ctx.open_sale(&sku, STOCK, 2).await;
-    for (user, quantity) in [("alice", 2), ("bob", 1), ("carol", 1)] {
-        let (status, body) = gw
-            .buy(sku.as_str(), user, "k1", json!({ "quantity": quantity }))
-            .await;
-        assert_eq!(status, 202, "{body}");
-    }
+    buy_four_units(&gw, &sku).await;
     let stop = CancellationToken::new();
     let worker = order_worker::Worker::connect(&gw.ctx.settings, None)
         .await
