@@ -317,6 +317,7 @@ impl Verifier {
         self: Arc<Self>,
         every: Duration,
         soonest: Duration,
+        reads: prometheus::IntCounterVec,
         stop: CancellationToken,
     ) {
         let Some(source) = self.key_source() else {
@@ -347,16 +348,22 @@ impl Verifier {
             let read = source.reload().await;
             // Tokens that named a missing key before this read are answered by it.
             let _ = futures::FutureExt::now_or_never(source.missing_key.notified());
-            match read {
+            let outcome = match read {
                 Ok(true) => {
                     let kids: Vec<String> = source.current().keys().cloned().collect();
                     tracing::info!(?kids, "identity provider keys read");
+                    "changed"
                 }
-                Ok(false) => tracing::debug!("identity provider keys unchanged"),
+                Ok(false) => {
+                    tracing::debug!("identity provider keys unchanged");
+                    "unchanged"
+                }
                 Err(error) => {
                     tracing::warn!(%error, "identity provider keys not read; the last ones serve");
+                    "failed"
                 }
-            }
+            };
+            reads.with_label_values(&[outcome]).inc();
         }
     }
 
@@ -1033,9 +1040,11 @@ mod tests {
 
         let stop = CancellationToken::new();
         let soonest = Duration::from_secs(2);
+        let reads = crate::metrics::GatewayMetrics::new(prometheus::Registry::new()).key_reads;
         tokio::spawn(verifier.clone().keep_keys_fresh(
             Duration::from_secs(3600),
             soonest,
+            reads.clone(),
             stop.clone(),
         ));
         eventually_accepted(&verifier, &token).await;
@@ -1083,6 +1092,10 @@ mod tests {
         let later = second.token("key-2", claims("carol"));
         assert!(verifier.verify_token(&later, now).is_ok());
         assert!(keys.has_keys());
+        let count = |outcome: &str| reads.with_label_values(&[outcome]).get();
+        assert_eq!(count("changed"), 2, "key-1, then key-2");
+        assert!(count("unchanged") >= 1, "the flood's read");
+        assert!(count("failed") >= 1, "the outage");
         stop.cancel();
     }
 }

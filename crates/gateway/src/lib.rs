@@ -141,12 +141,7 @@ impl Application {
                 }
             });
         }
-        let key_refresh = CancellationToken::new();
-        tokio::spawn(verifier.clone().into_inner().keep_keys_fresh(
-            Duration::from_secs(settings.auth.jwks_refresh_secs),
-            Duration::from_secs(settings.auth.jwks_min_refetch_secs),
-            key_refresh.clone(),
-        ));
+
         let gateway = &settings.gateway;
         let (acknowledger, acknowledger_task) = stock::Marks::start(
             deps.ledger.clone(),
@@ -173,6 +168,13 @@ impl Application {
             metrics: GatewayMetrics::new(telemetry::new_registry()),
             limiter,
         });
+        let key_refresh = CancellationToken::new();
+        tokio::spawn(verifier.clone().into_inner().keep_keys_fresh(
+            Duration::from_secs(settings.auth.jwks_refresh_secs),
+            Duration::from_secs(settings.auth.jwks_min_refetch_secs),
+            state.metrics.key_reads.clone(),
+            key_refresh.clone(),
+        ));
         Ok(Self {
             listener,
             port,

@@ -29,7 +29,13 @@ pub struct GatewayMetrics {
     pub payments: IntCounterVec,
     /// `seckill_refunds_due_total`: payments recorded as needing a refund.
     pub refunds_due: IntCounter,
+    /// `seckill_identity_provider_key_reads_total{outcome}`: reads of the identity provider's
+    /// JWKS document (`changed`, `unchanged`, `failed`).
+    pub key_reads: IntCounterVec,
 }
+
+/// Outcomes of a read of the identity provider's keys, pre-registered.
+pub const KEY_READ_OUTCOMES: [&str; 3] = ["changed", "unchanged", "failed"];
 
 /// Payment notice outcomes, pre-registered: `paid`, the refund reasons, `replayed` (the same
 /// notice again), and the refusals.
@@ -140,6 +146,17 @@ impl GatewayMetrics {
         for outcome in RESERVATION_OUTCOMES {
             reservations.with_label_values(&[outcome]);
         }
+        let key_reads = IntCounterVec::new(
+            Opts::new(
+                "seckill_identity_provider_key_reads_total",
+                "Reads of the identity provider's JWKS document, by outcome: changed, unchanged, failed.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for outcome in KEY_READ_OUTCOMES {
+            key_reads.with_label_values(&[outcome]);
+        }
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -151,6 +168,7 @@ impl GatewayMetrics {
             Box::new(sold_out_local.clone()),
             Box::new(payments.clone()),
             Box::new(refunds_due.clone()),
+            Box::new(key_reads.clone()),
         ] {
             registry
                 .register(collector)
@@ -168,6 +186,7 @@ impl GatewayMetrics {
             releases,
             payments,
             refunds_due,
+            key_reads,
         }
     }
 }
