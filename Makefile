@@ -71,7 +71,7 @@ dlq-replay: ## Republish unsettled dead letters of one reason: make dlq-replay R
 	$(CARGO) run --release -q -p dlq-replayer --bin seckill-dlq-replayer -- replay --reason $(REASON) $(if $(DRY_RUN),--dry-run)
 
 reconcile: ## Rebuild in Redis the sales Redis lost, from the database (after a Redis restart): make reconcile [SKU=... [REBUILD=1]]
-	$(CARGO) run --release -q -p gateway --bin seckill-gateway -- reconcile $(if $(SKU),--sku $(SKU)) $(if $(REBUILD),--rebuild)
+	$(CARGO) run --release -q -p gateway --bin seckill-gateway -- reconcile $(if $(SKU),--sku $(SKU)) $(if $(filter 1,$(REBUILD)),--rebuild)
 
 openapi: ## Write the OpenAPI document the gateway serves at /openapi.json to docs/openapi.json
 	$(CARGO) run -q -p gateway --bin seckill-gateway -- openapi > docs/openapi.json

@@ -93,6 +93,15 @@ pub async fn reconcile(
                 .await
                 .with_context(|| format!("dropping {sku} from Redis"))?;
         }
+        // An order reserved just before the drop may still be on its way to the broker: give
+        // its produce the time it may take, so that the drain below waits for it too.
+        let in_flight =
+            Duration::from_millis(u64::from(topics.delivery_timeout_ms)) + Duration::from_secs(1);
+        tracing::info!(
+            wait_ms = in_flight.as_millis() as u64,
+            "waiting for produces in flight"
+        );
+        tokio::time::sleep(in_flight).await;
     }
     let mut lost = Vec::new();
     let mut reports = Vec::new();
@@ -131,7 +140,13 @@ pub async fn reconcile(
                 last = to_go;
             }
         })
-        .await?;
+        .await
+        .with_context(|| {
+            format!(
+                "the consumers did not catch up; the sales {lost:?} are still missing from Redis \
+                 (their buyers get 503 sale_not_ready): run reconcile for them again"
+            )
+        })?;
     }
     for sku in lost {
         // One snapshot: an order the expirer expires meanwhile is either still holding its units

@@ -1,45 +1,32 @@
 //! The ledger's one connection to Redis: a multiplexed connection to one server, or a Redis
 //! Cluster client that routes each command to the primary of its keys' slot (every key of a
 //! sale shares the sale's hash tag, so a script or pipeline of one sale goes to one primary).
-//! Both reconnect by themselves; the cluster client also follows `MOVED`/`ASK` and a failover.
+//! Both connect in the background and reconnect by themselves; the cluster client also follows
+//! `MOVED`/`ASK` and a failover. In cluster mode `redis.max_in_flight` has no effect.
 
 use crate::StockError;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use settings::secrecy::ExposeSecret;
 use settings::{RedisMode, RedisSettings};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OnceCell;
 
 /// A connection to one Redis or to a Redis Cluster; cheap to clone (clones share it).
 #[derive(Clone)]
 pub(crate) enum Connection {
     /// One server.
     Single(ConnectionManager),
-    /// A cluster, connected on first use.
-    Cluster(Arc<LazyCluster>),
-}
-
-/// A cluster client that connects on first use, so that a service starts while Redis is down.
-pub(crate) struct LazyCluster {
-    client: ClusterClient,
-    connection: OnceCell<ClusterConnection>,
-}
-
-impl LazyCluster {
-    async fn connection(&self) -> redis::RedisResult<ClusterConnection> {
-        self.connection
-            .get_or_try_init(|| self.client.get_async_connection())
-            .await
-            .cloned()
-    }
+    /// A cluster.
+    Cluster(ClusterConnection),
 }
 
 impl Connection {
-    /// The connection `settings` describe; nothing is connected yet.
+    /// The connection `settings` describe. Nothing is connected yet: a service starts while
+    /// Redis is down, and the connection is made (and made again) in the background, on the
+    /// runtime this is called in, which must be the service's own (not an HTTP worker's).
     pub(crate) fn new(settings: &RedisSettings) -> Result<Self, StockError> {
         let timeout = Duration::from_secs(settings.timeout_secs.max(1));
         let config = |e: redis::RedisError| StockError::Config(e.to_string());
@@ -61,19 +48,51 @@ impl Connection {
                 let mut builder = ClusterClientBuilder::new(settings.node_urls())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
-                    // A failover takes the cluster's node timeout plus an election; the client
-                    // retries (learning the new primary from MOVED) for up to about 3 s.
+                    // One request, its retries included (a failover answers MOVED or fails
+                    // until the replica is promoted), never takes longer than the timeout.
+                    .overall_response_timeout(Some(timeout))
                     .retries(6)
                     .min_retry_wait(50)
-                    .max_retry_wait(1000);
+                    .max_retry_wait(500);
                 if let Some(certificates) = certificates(settings)? {
                     builder = builder.certs(certificates);
                 }
                 let client = builder.build().map_err(config)?;
-                Ok(Connection::Cluster(Arc::new(LazyCluster {
-                    client,
-                    connection: OnceCell::new(),
-                })))
+                let pending = ClusterConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout);
+                Ok(Connection::Cluster(
+                    client.get_pending_async_connection_with_config(pending),
+                ))
+            }
+        }
+    }
+
+    /// Whether Redis answers a `PING`. For a cluster, one node answering is enough: while a
+    /// primary fails over, the others still serve their sales, and a pod that reaches the
+    /// cluster is ready. Up to three nodes are tried at random.
+    pub(crate) async fn ping(&self) -> redis::RedisResult<()> {
+        match self {
+            Connection::Single(manager) => {
+                let mut manager = manager.clone();
+                redis::cmd("PING")
+                    .query_async::<String>(&mut manager)
+                    .await?;
+                Ok(())
+            }
+            Connection::Cluster(cluster) => {
+                let mut cluster = cluster.clone();
+                let mut last = None;
+                for _ in 0..3 {
+                    let random = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                    match cluster.route_command(redis::cmd("PING"), random).await {
+                        Ok(_) => return Ok(()),
+                        Err(error) => last = Some(error),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "no node answered"))
+                }))
             }
         }
     }
@@ -83,9 +102,7 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Single(manager) => manager.req_packed_command(cmd),
-            Connection::Cluster(cluster) => {
-                Box::pin(async move { cluster.connection().await?.req_packed_command(cmd).await })
-            }
+            Connection::Cluster(cluster) => cluster.req_packed_command(cmd),
         }
     }
 
@@ -97,13 +114,7 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Connection::Single(manager) => manager.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(cluster) => Box::pin(async move {
-                cluster
-                    .connection()
-                    .await?
-                    .req_packed_commands(pipeline, offset, count)
-                    .await
-            }),
+            Connection::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
         }
     }
 

@@ -297,8 +297,7 @@ impl StockLedger {
 
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), StockError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        self.conn.ping().await?;
         Ok(())
     }
 

@@ -38,11 +38,19 @@ impl TestCluster {
                 child: Some(child),
             });
         }
-        for node in &cluster.nodes {
+        for node in &mut cluster.nodes {
+            let port = node.port;
+            let child = node.child.as_mut().expect("just started");
             wait_for(
                 Duration::from_secs(10),
                 "a cluster node answers PING",
-                || cli(node.port, &["PING"]).as_deref() == Some("PONG"),
+                || {
+                    assert!(
+                        matches!(child.try_wait(), Ok(None)),
+                        "redis-server on port {port} exited (its port was taken?)"
+                    );
+                    cli(port, &["PING"]).as_deref() == Some("PONG")
+                },
             );
         }
         let addresses: Vec<String> = cluster
@@ -139,6 +147,16 @@ impl TestCluster {
             .collect()
     }
 
+    /// The ports of every node, running or not.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// Whether the node on `port` is a replica now.
+    pub fn is_replica(&self, port: u16) -> bool {
+        cli(port, &["ROLE"]).is_some_and(|role| role.starts_with("slave"))
+    }
+
     /// Kills the node on `port` (SIGKILL: no goodbye to the cluster).
     pub fn kill(&mut self, port: u16) {
         let node = self
@@ -229,13 +247,19 @@ fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// `count` ports free now whose cluster bus ports (+10000) are free too.
+/// `count` ports free now whose cluster bus ports (+10000) are free too, all below Linux's
+/// ephemeral range (32768), and different from those of the other clusters of this process
+/// (tests of one binary run as threads of one process under `cargo test`).
 fn cluster_ports(count: usize) -> Vec<u16> {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 2_700;
     let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let process = (std::process::id().wrapping_mul(7_919) % u32::from(SPAN)) as u16;
     let mut ports = Vec::new();
-    let mut candidate = 20_000 + (std::process::id().wrapping_mul(7_919) % 9_000) as u16;
     while ports.len() < count {
-        candidate = 20_000 + (candidate + 7 - 20_000) % 9_990;
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let candidate = FIRST + (process.wrapping_add(step.wrapping_mul(7))) % SPAN;
         if free(candidate) && free(candidate + 10_000) && !ports.contains(&candidate) {
             ports.push(candidate);
         }

@@ -157,6 +157,11 @@ async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202
         verdict.conservation_gap
     );
     assert!(accepted.len() > 100, "the sale went on: {answers:?}");
+    // The kill landed mid-crowd: some buyers were told to come back while the replica took over.
+    assert!(
+        answers.get("503 stock_unavailable").copied().unwrap_or(0) > 0,
+        "{answers:?}"
+    );
     assert_eq!(verdict.oversold, 0, "{}", verdict.render());
     assert_eq!(verdict.duplicates, 0, "{}", verdict.render());
     assert_eq!(verdict.lost, 0, "{}", verdict.render());

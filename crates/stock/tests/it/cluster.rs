@@ -153,8 +153,57 @@ async fn a_primary_killed_mid_sale_is_replaced_and_the_same_ledger_goes_on_selli
     // The old primary comes back as a replica; the cluster heals.
     cluster.restart(primary);
     cluster.wait_until_healthy();
+    let rejoined = Instant::now();
+    while !cluster.is_replica(primary) {
+        assert!(
+            rejoined.elapsed() < Duration::from_secs(20),
+            "the old primary did not rejoin as a replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(matches!(
         reserve(&ledger, &sku, "after", "k", 1).await,
+        ReserveOutcome::Accepted(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_started_while_its_cluster_is_down_fails_fast_and_sells_once_it_is_back() {
+    let mut cluster = TestCluster::start();
+    let ports = cluster.ports();
+    for port in &ports {
+        cluster.kill(*port);
+    }
+    // The service starts anyway; each call fails within redis.timeout_secs (2 s), one after
+    // another, not queued behind each other.
+    let ledger = ledger(&cluster);
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert!(ledger.ping().await.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a call took {:?}",
+            started.elapsed()
+        );
+    }
+    // The nodes come back (with their cluster configuration, without data): the same ledger
+    // connects and sells, no restart.
+    for port in &ports {
+        cluster.restart(*port);
+    }
+    cluster.wait_until_healthy();
+    let sku = sku();
+    let came_back = Instant::now();
+    while ledger.warm(&sku, &open_spec(3, 1)).await.is_err() {
+        assert!(
+            came_back.elapsed() < Duration::from_secs(30),
+            "the ledger did not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ledger.ping().await.unwrap();
+    assert!(matches!(
+        reserve(&ledger, &sku, "u1", "k", 1).await,
         ReserveOutcome::Accepted(_)
     ));
 }
