@@ -1,22 +1,75 @@
 //! The whole pipeline with its stock ledger on a Redis Cluster of the test's own (three
 //! primaries, three replicas), chosen by configuration only.
 
+use flash_sim::crowd::{self, CrowdResult};
+use flash_sim::verdict::{Evidence, Verdict};
 use flash_sim::Scenario;
 use settings::secrecy::SecretString;
-use settings::RedisMode;
+use settings::{RedisMode, Settings};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use testkit::redis_cluster::TestCluster;
 use testkit::TestContext;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flash_sale_on_a_redis_cluster_sells_exactly_its_stock_and_loses_nothing() {
-    let cluster = TestCluster::start();
-    let ctx = TestContext::new().await.unwrap();
+/// The test's settings with the ledger on `cluster`, for a stack of its own (embedded broker).
+fn on_cluster(ctx: &TestContext, cluster: &TestCluster) -> Settings {
     let mut settings = ctx.settings.clone();
     settings.kafka.bootstrap_servers.clear(); // the stack starts its own embedded broker
     settings.gateway.per_user_rate_per_sec = 0;
     settings.redis.mode = RedisMode::Cluster;
     settings.redis.url = SecretString::from(cluster.url());
+    settings
+}
+
+/// Waits until every order `crowd` was told was accepted for `sku` is a row (written or
+/// failed), then judges the sale: the accepted order ids and the verdict.
+async fn settle_and_judge(
+    store: &store::Store,
+    ledger: &stock::StockLedger,
+    sku: &domain::SkuId,
+    crowd: &CrowdResult,
+    per_user_limit: i64,
+) -> (HashSet<String>, Verdict) {
+    let accepted: HashSet<String> = crowd
+        .answers
+        .iter()
+        .filter(|a| a.status == 202)
+        .filter_map(|a| a.order_id.clone())
+        .collect();
+    testkit::eventually(Duration::from_secs(90), "every 202 to be a row", || async {
+        let rows = store.orders_of(sku).await.unwrap();
+        let settled: HashSet<&str> = rows
+            .iter()
+            .filter(|r| r.order_status().unwrap() != domain::OrderStatus::Pending)
+            .map(|r| r.order_id.as_str())
+            .collect();
+        accepted
+            .iter()
+            .all(|id| settled.contains(id.as_str()))
+            .then_some(())
+    })
+    .await;
+    let verdict = flash_sim::verdict::judge(Evidence {
+        crowds: &[crowd],
+        payments: Default::default(),
+        sku,
+        per_user_limit,
+        store,
+        ledger,
+        orders_lag: 0,
+        dlq_lag: 0,
+        drain_secs: 0.0,
+    })
+    .await
+    .unwrap();
+    (accepted, verdict)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_sale_on_a_redis_cluster_sells_exactly_its_stock_and_loses_nothing() {
+    let cluster = TestCluster::start();
+    let ctx = TestContext::new().await.unwrap();
+    let settings = on_cluster(&ctx, &cluster);
     let scenario = Scenario {
         stock: 40,
         per_user_limit: 2,
@@ -53,15 +106,9 @@ async fn a_flash_sale_on_a_redis_cluster_sells_exactly_its_stock_and_loses_nothi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202_a_row() {
-    use flash_sim::crowd;
-    use std::collections::{BTreeMap, HashSet};
     let mut cluster = TestCluster::start();
     let ctx = TestContext::new().await.unwrap();
-    let mut settings = ctx.settings.clone();
-    settings.kafka.bootstrap_servers.clear();
-    settings.gateway.per_user_rate_per_sec = 0;
-    settings.redis.mode = RedisMode::Cluster;
-    settings.redis.url = SecretString::from(cluster.url());
+    let settings = on_cluster(&ctx, &cluster);
     let stack = flash_sim::stack::LocalStack::start(settings.clone())
         .await
         .unwrap();
@@ -103,40 +150,8 @@ async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202
     cluster.restart(primary);
     cluster.wait_until_healthy();
 
-    // Every order the crowd was told was accepted becomes a row, written or failed.
-    let accepted: HashSet<String> = crowd
-        .answers
-        .iter()
-        .filter(|a| a.status == 202)
-        .filter_map(|a| a.order_id.clone())
-        .collect();
     let store = store::Store::connect(&settings.database).await.unwrap();
-    testkit::eventually(Duration::from_secs(90), "every 202 to be a row", || async {
-        let rows = store.orders_of(&sku).await.unwrap();
-        let settled: HashSet<&str> = rows
-            .iter()
-            .filter(|r| r.order_status().unwrap() != domain::OrderStatus::Pending)
-            .map(|r| r.order_id.as_str())
-            .collect();
-        accepted
-            .iter()
-            .all(|id| settled.contains(id.as_str()))
-            .then_some(())
-    })
-    .await;
-    let verdict = flash_sim::verdict::judge(flash_sim::verdict::Evidence {
-        crowds: &[&crowd],
-        payments: Default::default(),
-        sku: &sku,
-        per_user_limit: scenario.per_user_limit,
-        store: &store,
-        ledger: &ledger,
-        orders_lag: 0,
-        dlq_lag: 0,
-        drain_secs: 0.0,
-    })
-    .await
-    .unwrap();
+    let (accepted, verdict) = settle_and_judge(&store, &ledger, &sku, &crowd, 2).await;
     let mut answers: BTreeMap<String, usize> = BTreeMap::new();
     for answer in &crowd.answers {
         let code = answer.code.clone().filter(|_| answer.status != 202);
@@ -170,5 +185,64 @@ async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202
         0,
         "{answers:?}"
     );
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sales_over_the_cluster_slots_each_sell_exactly_their_stock() {
+    let cluster = TestCluster::start();
+    let ctx = TestContext::new().await.unwrap();
+    let settings = on_cluster(&ctx, &cluster);
+    let stack = flash_sim::stack::LocalStack::start(settings.clone())
+        .await
+        .unwrap();
+    let ledger = stock::StockLedger::new(&settings.redis).unwrap();
+    let scenario = Scenario {
+        stock: 12,
+        per_user_limit: 2,
+        payment_window_secs: 900,
+        ..Scenario::default()
+    };
+    let secret = ctx.secret();
+    let mut skus = Vec::new();
+    let mut primaries = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let sku = domain::SkuId::parse(testkit::unique("many-")).unwrap();
+        flash_sim::create_sale(&stack.admin_url(), &secret, &sku, &scenario)
+            .await
+            .unwrap();
+        primaries.insert(cluster.primary_of(&ledger.keys(&sku).stock));
+        skus.push(sku);
+    }
+    assert_eq!(primaries.len(), 3, "the sales are on every primary");
+
+    // Twenty crowds at once, one per sale, each larger than its stock.
+    let crowds = futures::future::join_all(skus.iter().enumerate().map(|(i, sku)| {
+        let target = crowd::Target {
+            base_url: stack.gateway_url(),
+            sku: sku.to_string(),
+            secret: secret.clone(),
+            concurrency: 2,
+        };
+        async move { crowd::run(&target, crowd::plan(30, 60, i as u64), false).await }
+    }))
+    .await;
+    let store = store::Store::connect(&settings.database).await.unwrap();
+    let mut sold = 0;
+    for (sku, crowd) in skus.iter().zip(&crowds) {
+        let (_, verdict) = settle_and_judge(&store, &ledger, sku, crowd, 2).await;
+        assert_eq!(
+            verdict.awaiting_payment.units,
+            12,
+            "{sku}: {}",
+            verdict.render()
+        );
+        assert_eq!(verdict.oversold, 0, "{sku}: {}", verdict.render());
+        assert_eq!(verdict.duplicates, 0, "{sku}: {}", verdict.render());
+        assert_eq!(verdict.lost, 0, "{sku}: {}", verdict.render());
+        assert_eq!(verdict.conservation_gap, 0, "{sku}: {}", verdict.render());
+        sold += verdict.awaiting_payment.units;
+    }
+    assert_eq!(sold, 20 * 12);
     stack.stop().await.unwrap();
 }
