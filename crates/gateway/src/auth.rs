@@ -5,7 +5,7 @@
 //! The keys: HS256 with `auth.jwt_secret` (local runs, the simulator), or the RS256/ES256 keys of
 //! an identity provider from its JWKS document (`auth.jwks_file` or `auth.jwks_url`), chosen by
 //! each token's `kid` and read again every `auth.jwks_refresh_secs`, and soon after a token names
-//! a key the document lacks ([`Verifier::keep_keys_fresh`]). `auth.issuer` and `auth.audience`,
+//! a key the document lacks ([`KeySource::keep_fresh`]). `auth.issuer` and `auth.audience`,
 //! when set, must match `iss` and `aud`.
 
 use crate::error::ApiError;
@@ -148,16 +148,17 @@ impl KeySource {
         let Origin::File(path) = &self.origin else {
             return Ok(());
         };
-        let text = std::fs::read_to_string(path).map_err(|e| self.problem(e.to_string()))?;
-        self.replace(text).map(|_| ())
+        self.replace(self.read_file(path)?).map(|_| ())
+    }
+
+    fn read_file(&self, path: &std::path::Path) -> Result<String, KeysError> {
+        std::fs::read_to_string(path).map_err(|e| self.problem(e.to_string()))
     }
 
     /// Reads the document again; whether its keys changed.
     async fn reload(&self) -> Result<bool, KeysError> {
         let text = match &self.origin {
-            Origin::File(path) => {
-                std::fs::read_to_string(path).map_err(|e| self.problem(e.to_string()))?
-            }
+            Origin::File(path) => self.read_file(path)?,
             Origin::Url { url, client } => {
                 let mut response = client
                     .get(url)
@@ -190,6 +191,61 @@ impl KeySource {
             }
         };
         self.replace(text)
+    }
+
+    /// Keeps the keys fresh until `stop`: reads the document every `every`, soon (not before
+    /// `soonest`, at least a second, after the last read) when a token names a key it lacks,
+    /// and every `soonest` until a first read succeeds. A failed read keeps the keys read last.
+    /// When the keys change, a token verified with the old ones is verified again on its next
+    /// use (the keys' generation). Each read is counted in `reads` by outcome.
+    pub async fn keep_fresh(
+        self: Arc<Self>,
+        every: Duration,
+        soonest: Duration,
+        reads: prometheus::IntCounterVec,
+        stop: CancellationToken,
+    ) {
+        // Unknown kids cost no signature: whatever the settings, never more than a read a second.
+        let soonest = soonest.max(Duration::from_secs(1));
+        let mut last_read = self.has_keys().then(Instant::now);
+        loop {
+            let due = match last_read {
+                None => Instant::now(),
+                Some(at) if self.has_keys() => at + every,
+                Some(at) => at + soonest,
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(due) => {}
+                () = self.missing_key.notified() => {
+                    let soonest_read = last_read.map_or_else(Instant::now, |at| at + soonest);
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep_until(soonest_read) => {}
+                    }
+                }
+            }
+            last_read = Some(Instant::now());
+            let read = self.reload().await;
+            // Tokens that named a missing key before this read are answered by it.
+            let _ = futures::FutureExt::now_or_never(self.missing_key.notified());
+            let outcome = match read {
+                Ok(true) => {
+                    let kids: Vec<String> = self.current().keys().cloned().collect();
+                    tracing::info!(?kids, "identity provider keys read");
+                    "changed"
+                }
+                Ok(false) => {
+                    tracing::debug!("identity provider keys unchanged");
+                    "unchanged"
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "identity provider keys not read; the last ones serve");
+                    "failed"
+                }
+            };
+            reads.with_label_values(&[outcome]).inc();
+        }
     }
 
     /// Takes the keys of `text` unless it is the document already read; whether they changed.
@@ -258,7 +314,7 @@ impl Verifier {
 
     /// The verifier the settings describe: the identity provider's keys when `auth.jwks_file`
     /// (read now: a file that cannot serve is a start-up error) or `auth.jwks_url` (fetched by
-    /// [`Verifier::keep_keys_fresh`]) is set, else HS256 with `auth.jwt_secret`; `auth.issuer`
+    /// [`KeySource::keep_fresh`]) is set, else HS256 with `auth.jwt_secret`; `auth.issuer`
     /// and `auth.audience` required when set; the role read from `auth.role_claim`.
     pub fn from_settings(auth: &settings::AuthSettings) -> Result<Self, KeysError> {
         use settings::secrecy::ExposeSecret;
@@ -304,66 +360,6 @@ impl Verifier {
         match &self.keys {
             Keys::Provider(source) => source.generation.load(Ordering::Acquire),
             Keys::Secret(_) | Keys::PublicKey(..) => 0,
-        }
-    }
-
-    /// Keeps the identity provider's keys fresh until `stop`: reads the document every
-    /// `every`, soon (not before `soonest` after the last read) when a token names a key it
-    /// lacks, and every `soonest` (at least a second) until a first read succeeds. A failed
-    /// read keeps the keys read last. When the keys change, the tokens verified so far are
-    /// verified again on their next use (the keys' generation). Returns at once without an
-    /// identity provider's document.
-    pub async fn keep_keys_fresh(
-        self: Arc<Self>,
-        every: Duration,
-        soonest: Duration,
-        reads: prometheus::IntCounterVec,
-        stop: CancellationToken,
-    ) {
-        let Some(source) = self.key_source() else {
-            return;
-        };
-        // Unknown kids cost no signature: whatever the settings, never more than a read a second.
-        let soonest = soonest.max(Duration::from_secs(1));
-        let retry = soonest;
-        let mut last_read = source.has_keys().then(Instant::now);
-        loop {
-            let due = match last_read {
-                None => Instant::now(),
-                Some(at) if source.has_keys() => at + every,
-                Some(at) => at + retry,
-            };
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep_until(due) => {}
-                () = source.missing_key.notified() => {
-                    let soonest_read = last_read.map_or_else(Instant::now, |at| at + soonest);
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep_until(soonest_read) => {}
-                    }
-                }
-            }
-            last_read = Some(Instant::now());
-            let read = source.reload().await;
-            // Tokens that named a missing key before this read are answered by it.
-            let _ = futures::FutureExt::now_or_never(source.missing_key.notified());
-            let outcome = match read {
-                Ok(true) => {
-                    let kids: Vec<String> = source.current().keys().cloned().collect();
-                    tracing::info!(?kids, "identity provider keys read");
-                    "changed"
-                }
-                Ok(false) => {
-                    tracing::debug!("identity provider keys unchanged");
-                    "unchanged"
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "identity provider keys not read; the last ones serve");
-                    "failed"
-                }
-            };
-            reads.with_label_values(&[outcome]).inc();
         }
     }
 
@@ -539,10 +535,7 @@ fn signing_key(value: serde_json::Value) -> Result<(String, DecodingKey, Algorit
             _ => return Err(format!("{kid}: no `alg`")),
         },
     };
-    if matches!(
-        algorithm,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-    ) {
+    if is_shared_secret(algorithm) {
         return Err(format!(
             "{kid}: a shared secret has no place in a JWKS document"
         ));
@@ -555,38 +548,37 @@ fn signing_key(value: serde_json::Value) -> Result<(String, DecodingKey, Algorit
 /// `auth.public_key_algorithm`.
 fn load_public_key(auth: &settings::AuthSettings) -> Result<(DecodingKey, Algorithm), KeysError> {
     let path = &auth.public_key_file;
-    let unusable = |key: &'static str, problem: String| KeysError::Unusable {
-        key,
-        origin: match key {
-            "auth.public_key_file" => path.display().to_string(),
-            _ => auth.public_key_algorithm.clone(),
-        },
-        problem,
-    };
     let algorithm = auth
         .public_key_algorithm
         .parse::<Algorithm>()
         .ok()
-        .filter(|a| !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
-        .ok_or_else(|| {
-            unusable(
-                "auth.public_key_algorithm",
-                "is not one of RS256/384/512, PS256/384/512, ES256/384, EdDSA".into(),
-            )
+        .filter(|a| !is_shared_secret(*a))
+        .ok_or_else(|| KeysError::Unusable {
+            key: "auth.public_key_algorithm",
+            origin: auth.public_key_algorithm.clone(),
+            problem: "is not one of RS256/384/512, PS256/384/512, ES256/384, EdDSA".into(),
         })?;
-    let pem = std::fs::read(path).map_err(|e| unusable("auth.public_key_file", e.to_string()))?;
+    let unusable = |problem: String| KeysError::Unusable {
+        key: "auth.public_key_file",
+        origin: path.display().to_string(),
+        problem,
+    };
+    let pem = std::fs::read(path).map_err(|e| unusable(e.to_string()))?;
     let key = match algorithm {
         Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
         Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
         _ => DecodingKey::from_rsa_pem(&pem),
     }
-    .map_err(|e| {
-        unusable(
-            "auth.public_key_file",
-            format!("not a PEM public key for {algorithm:?}: {e}"),
-        )
-    })?;
+    .map_err(|e| unusable(format!("not a PEM public key for {algorithm:?}: {e}")))?;
     Ok((key, algorithm))
+}
+
+/// Whether `algorithm` is an HMAC one: a shared secret, never an identity provider's key.
+fn is_shared_secret(algorithm: Algorithm) -> bool {
+    matches!(
+        algorithm,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    )
 }
 
 /// Signs a token (the simulator, tests and `make` helpers mint theirs with this).
@@ -1041,7 +1033,7 @@ mod tests {
         let stop = CancellationToken::new();
         let soonest = Duration::from_secs(2);
         let reads = crate::metrics::GatewayMetrics::new(prometheus::Registry::new()).key_reads;
-        tokio::spawn(verifier.clone().keep_keys_fresh(
+        tokio::spawn(keys.clone().keep_fresh(
             Duration::from_secs(3600),
             soonest,
             reads.clone(),

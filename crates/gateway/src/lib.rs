@@ -132,8 +132,9 @@ impl Application {
             ))
         });
         let verifier = web::Data::new(auth::Verifier::from_settings(&settings.auth)?);
+        let key_source = verifier.key_source();
         let mut readiness = deps.readiness(&settings.kafka.orders_topic);
-        if let Some(keys) = verifier.key_source() {
+        if let Some(keys) = key_source.clone() {
             readiness = readiness.check_with("identity_provider", keys, |keys| async move {
                 match keys.has_keys() {
                     true => Ok(()),
@@ -169,12 +170,14 @@ impl Application {
             limiter,
         });
         let key_refresh = CancellationToken::new();
-        tokio::spawn(verifier.clone().into_inner().keep_keys_fresh(
-            Duration::from_secs(settings.auth.jwks_refresh_secs),
-            Duration::from_secs(settings.auth.jwks_min_refetch_secs),
-            state.metrics.key_reads.clone(),
-            key_refresh.clone(),
-        ));
+        if let Some(keys) = key_source {
+            tokio::spawn(keys.keep_fresh(
+                Duration::from_secs(settings.auth.jwks_refresh_secs),
+                Duration::from_secs(settings.auth.jwks_min_refetch_secs),
+                state.metrics.key_reads.clone(),
+                key_refresh.clone(),
+            ));
+        }
         Ok(Self {
             listener,
             port,

@@ -96,13 +96,11 @@ impl Endpoint {
         // while that broker is down the thread sleeps until its next reconnect: up to
         // `reconnect.backoff.max.ms`, 10 s by default. Capped, the delivery timeout stays the
         // bound on how long a buyer waits for the 503 of an outage.
-        if !self.sets("reconnect.backoff.max.ms") {
+        if self.extra_value("reconnect.backoff.max.ms").is_none() {
             // librdkafka refuses a maximum below `reconnect.backoff.ms` (100 ms unless set).
             let floor = self
-                .extra
-                .iter()
-                .find(|(key, _)| key == "reconnect.backoff.ms")
-                .and_then(|(_, value)| value.parse::<u32>().ok())
+                .extra_value("reconnect.backoff.ms")
+                .and_then(|value| value.parse::<u32>().ok())
                 .unwrap_or(100);
             let cap = (self.delivery_timeout_ms / 4).clamp(100, 1000).max(floor);
             config.set("reconnect.backoff.max.ms", cap.to_string());
@@ -110,8 +108,12 @@ impl Endpoint {
         config
     }
 
-    fn sets(&self, property: &str) -> bool {
-        self.extra.iter().any(|(key, _)| key == property)
+    /// The value the extra properties give `property`, if any.
+    fn extra_value(&self, property: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(key, _)| key == property)
+            .map(|(_, value)| value.as_str())
     }
 
     /// The consumer configuration for `group`: manual commits only, a new group starts from the

@@ -30,6 +30,14 @@ pub enum SettingsError {
     },
 }
 
+/// The error of a setting `key` whose value is wrong: `problem` says how.
+fn invalid(key: &'static str, problem: impl Into<String>) -> Result<(), SettingsError> {
+    Err(SettingsError::Invalid {
+        key,
+        problem: problem.into(),
+    })
+}
+
 /// The environments (`SECKILL_ENV`) where the development secrets of `config/default.toml` are
 /// accepted: a developer's machine (`local`, the default) and the test suites (`test`). Any
 /// other name (`production`, `staging`, `dev`...) is a deployment, where they are refused.
@@ -192,12 +200,10 @@ impl TlsFiles {
             ("key_file", &self.key_file),
         ];
         if self.certificate_file.as_os_str().is_empty() != self.key_file.as_os_str().is_empty() {
-            return Err(SettingsError::Invalid {
-                key: section,
-                problem:
-                    "certificate_file and key_file go together (mutual TLS): set both or neither"
-                        .into(),
-            });
+            return invalid(
+                section,
+                "certificate_file and key_file go together (mutual TLS): set both or neither",
+            );
         }
         for (name, path) in files {
             if path.as_os_str().is_empty() {
@@ -209,10 +215,7 @@ impl TlsFiles {
                     false => Err(std::io::Error::other("not a file")),
                 });
             if let Err(error) = readable {
-                return Err(SettingsError::Invalid {
-                    key: section,
-                    problem: format!("{name} {}: {error}", path.display()),
-                });
+                return invalid(section, format!("{name} {}: {error}", path.display()));
             }
         }
         Ok(())
@@ -409,11 +412,22 @@ pub struct AuthSettings {
 
 impl AuthSettings {
     /// Whether tokens are an identity provider's, verified with its published keys
-    /// (`jwks_file` or `jwks_url`), rather than HS256 with `jwt_secret`.
+    /// (`jwks_url`, `jwks_file` or `public_key_file`), rather than HS256 with `jwt_secret`.
     pub fn uses_identity_provider(&self) -> bool {
-        !self.jwks_file.as_os_str().is_empty()
-            || !self.jwks_url.is_empty()
-            || !self.public_key_file.as_os_str().is_empty()
+        self.identity_provider_key_sources() > 0
+    }
+
+    /// How many of the identity provider's key sources are set (`jwks_url`, `jwks_file`,
+    /// `public_key_file`): at most one may be.
+    fn identity_provider_key_sources(&self) -> usize {
+        [
+            !self.jwks_url.is_empty(),
+            !self.jwks_file.as_os_str().is_empty(),
+            !self.public_key_file.as_os_str().is_empty(),
+        ]
+        .into_iter()
+        .filter(|set| *set)
+        .count()
     }
 }
 
@@ -568,12 +582,6 @@ impl Settings {
 
     /// Checks ranges that types cannot express.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        fn invalid(key: &'static str, problem: impl Into<String>) -> Result<(), SettingsError> {
-            Err(SettingsError::Invalid {
-                key,
-                problem: problem.into(),
-            })
-        }
         if self.kafka.partitions < 1 {
             return invalid("kafka.partitions", "must be at least 1");
         }
@@ -688,12 +696,7 @@ impl Settings {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
-        let key_sources = [
-            !self.auth.jwks_url.is_empty(),
-            !self.auth.jwks_file.as_os_str().is_empty(),
-            !self.auth.public_key_file.as_os_str().is_empty(),
-        ];
-        if key_sources.iter().filter(|set| **set).count() > 1 {
+        if self.auth.identity_provider_key_sources() > 1 {
             return invalid(
                 "auth.jwks_url",
                 "auth.jwks_url, auth.jwks_file and auth.public_key_file: set one source of keys",
@@ -728,12 +731,6 @@ impl Settings {
     /// file readable, so that a mistake stops the service at start-up, naming the key, instead
     /// of failing every connection later.
     fn validate_transport_security(&self) -> Result<(), SettingsError> {
-        let invalid = |key: &'static str, problem: &str| {
-            Err(SettingsError::Invalid {
-                key,
-                problem: problem.into(),
-            })
-        };
         let security = &self.kafka.security;
         if security.protocol.uses_sasl() {
             if security.sasl_username.is_empty() {
@@ -767,7 +764,7 @@ impl Settings {
             if self.kafka.client.contains_key(property) {
                 return invalid(
                     "kafka.client",
-                    &format!("sets {property}: use the kafka.security keys, which are checked"),
+                    format!("sets {property}: use the kafka.security keys, which are checked"),
                 );
             }
         }

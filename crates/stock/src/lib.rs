@@ -257,8 +257,8 @@ pub struct StockLedger {
 }
 
 impl StockLedger {
-    /// Sets up the connection. It is made on first use, so this succeeds while Redis is down;
-    /// it must be called inside a Tokio runtime.
+    /// Sets up the connection. It is made in the background (one server: on first use), so this
+    /// succeeds while Redis is down; it must be called inside the service's Tokio runtime.
     pub fn new(settings: &RedisSettings) -> Result<Self, StockError> {
         Ok(Self {
             conn: Connection::new(settings)?,

@@ -322,6 +322,19 @@ async fn raw_redis() -> redis::aio::MultiplexedConnection {
         .expect("redis answers")
 }
 
+/// Polls `done` (blocking, every 50 ms) until it is true, or fails after `limit` naming `what`:
+/// for what a test waits on outside the async world (a process, a CLI).
+pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a primary may be unreachable before its replica is promoted, in ms.
 pub const NODE_TIMEOUT_MS: u64 = 1000;
@@ -41,7 +41,7 @@ impl TestCluster {
         for node in &mut cluster.nodes {
             let port = node.port;
             let child = node.child.as_mut().expect("just started");
-            wait_for(
+            crate::wait_until(
                 Duration::from_secs(10),
                 "a cluster node answers PING",
                 || {
@@ -91,7 +91,7 @@ impl TestCluster {
     /// every replica has synced with its primary (a replica that never did cannot take over).
     pub fn wait_until_healthy(&self) {
         let running = || self.nodes.iter().filter(|n| n.child.is_some());
-        wait_for(Duration::from_secs(30), "the cluster to be ok", || {
+        crate::wait_until(Duration::from_secs(30), "the cluster to be ok", || {
             running().all(|n| {
                 cli(n.port, &["CLUSTER", "INFO"]).is_some_and(|info| {
                     info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
@@ -100,7 +100,7 @@ impl TestCluster {
         });
         // Right after `--cluster create` the replicas-to-be still call themselves primaries
         // (of no slot): wait until each running node is a primary of slots or a synced replica.
-        wait_for(Duration::from_secs(30), "every replica to sync", || {
+        crate::wait_until(Duration::from_secs(30), "every replica to sync", || {
             running().all(|n| {
                 cli(n.port, &["INFO", "replication"]).is_some_and(|info| {
                     (info.contains("role:master") && serves_slots(n.port))
@@ -197,31 +197,30 @@ impl Drop for TestCluster {
 
 /// Whether the node on `port` serves any slot (a primary of the cluster's data).
 fn serves_slots(port: u16) -> bool {
-    cli(port, &["CLUSTER", "NODES"]).is_some_and(|nodes| {
-        nodes
-            .lines()
-            .find(|line| line.contains("myself"))
-            .is_some_and(|line| line.split_whitespace().count() > 8)
-    })
+    !own_slots(port).is_empty()
 }
 
-/// Whether the node on `port` is the primary that owns `slot` (its own line of CLUSTER NODES).
+/// Whether the node on `port` is the primary that owns `slot`.
 fn owns(port: u16, slot: u16) -> bool {
+    own_slots(port).iter().any(|range| range.contains(&slot))
+}
+
+/// The slot ranges the node on `port` serves (its own line of CLUSTER NODES); none for a
+/// replica or a node that does not answer.
+fn own_slots(port: u16) -> Vec<std::ops::RangeInclusive<u16>> {
     let Some(nodes) = cli(port, &["CLUSTER", "NODES"]) else {
-        return false;
+        return Vec::new();
     };
-    nodes
-        .lines()
-        .find(|line| line.contains("myself"))
-        .is_some_and(|line| {
-            line.split_whitespace().skip(8).any(|range| {
-                let (low, high) = range.split_once('-').unwrap_or((range, range));
-                match (low.parse::<u16>(), high.parse::<u16>()) {
-                    (Ok(low), Ok(high)) => (low..=high).contains(&slot),
-                    _ => false,
-                }
-            })
+    let Some(own) = nodes.lines().find(|line| line.contains("myself")) else {
+        return Vec::new();
+    };
+    own.split_whitespace()
+        .skip(8)
+        .filter_map(|range| {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            Some(low.parse::<u16>().ok()?..=high.parse::<u16>().ok()?)
         })
+        .collect()
 }
 
 /// `redis-cli -p port args...`: its answer, `None` when the node does not answer.
@@ -234,17 +233,6 @@ fn cli(port: u16, args: &[&str]) -> Option<String> {
         .ok()?;
     let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     (output.status.success() && !answer.starts_with("Could not connect")).then_some(answer)
-}
-
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `count` ports free now whose cluster bus ports (+10000) are free too, all below Linux's

@@ -8,7 +8,7 @@ use rcgen::{
 };
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A certificate authority of the test's own, with its certificate written to `ca.pem`.
 pub struct TestCa {
@@ -176,19 +176,11 @@ impl TlsRedis {
     }
 
     fn wait_until_it_answers(&self) {
-        let started = Instant::now();
-        loop {
+        let what = format!("redis-server to answer on TLS port {}", self.port);
+        crate::wait_until(Duration::from_secs(10), &what, || {
             let answer = self.cli_command().arg("PING").output();
-            if answer.is_ok_and(|output| output.stdout.starts_with(b"PONG")) {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not answer on TLS port {} within 10 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            answer.is_ok_and(|output| output.stdout.starts_with(b"PONG"))
+        });
     }
 }
 
