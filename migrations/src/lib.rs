@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_sales_and_orders;
 mod m20261126_000002_payment_window;
+mod m20261126_000003_stock_buckets;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_create_sales_and_orders::Migration),
             Box::new(m20261126_000002_payment_window::Migration),
+            Box::new(m20261126_000003_stock_buckets::Migration),
         ]
     }
 }

@@ -162,6 +162,42 @@ impl OrderId {
         Self(format!("{sku}.{bits:032x}"))
     }
 
+    /// Builds the id of an order kept in stock bucket `bucket` of its sale (see
+    /// [`crate::StockKeys::bucket`]) from a UUIDv7's bits. Bucket 0 is the id [`OrderId::new`]
+    /// makes. Any other bucket is written into the id as a UUIDv8 (RFC 9562's layout of its own):
+    /// the version digit becomes `8` and the two hex digits after it hold the bucket, so the id
+    /// keeps its form (`<sku_id>.<32 hex digits>`) and still names where its reservation lives.
+    pub fn in_bucket(sku: &SkuId, bucket: u8, bits: u128) -> Self {
+        const VERSION_AND_BUCKET: u128 = 0xfff << 68;
+        if bucket == 0 && (bits >> 76) & 0xf != 0x8 {
+            return Self::new(sku, bits);
+        }
+        let bits = (bits & !VERSION_AND_BUCKET) | (0x8 << 76) | (u128::from(bucket) << 68);
+        Self::new(sku, bits)
+    }
+
+    /// This id moved to stock bucket `bucket` (the same SKU and bits otherwise).
+    pub fn with_bucket(&self, bucket: u8) -> Self {
+        let (sku, hex) = self.0.rsplit_once('.').unwrap_or((&self.0, ""));
+        let bits = u128::from_str_radix(hex, 16).unwrap_or_default();
+        Self::in_bucket(&SkuId(sku.to_owned()), bucket, bits)
+    }
+
+    /// The stock bucket this order's reservation lives in (0 unless it was made by
+    /// [`OrderId::in_bucket`] with another bucket).
+    pub fn bucket(&self) -> u8 {
+        let (_, hex) = self.0.rsplit_once('.').unwrap_or(("", ""));
+        match hex.as_bytes() {
+            [_, _, _, _, _, _, _, _, _, _, _, _, b'8', high, low, ..] => {
+                std::str::from_utf8(&[*high, *low])
+                    .ok()
+                    .and_then(|digits| u8::from_str_radix(digits, 16).ok())
+                    .unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
     /// Parses and validates an id.
     pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
         let value = value.into();
@@ -264,6 +300,30 @@ mod tests {
         assert!(OrderId::parse("phone-1.xyz").is_err());
         assert!(OrderId::parse("phone-1").is_err());
         assert!(OrderId::parse("ph{o}ne.00000000000000000000000000000abc").is_err());
+    }
+
+    #[test]
+    fn an_order_id_names_its_stock_bucket_and_keeps_its_form() {
+        let sku = SkuId::parse("phone-1").unwrap();
+        let v7 = 0x019abf3c_5e7d_7c3a_9d2e_4b1f0a6c8e21_u128;
+        assert_eq!(OrderId::new(&sku, v7).bucket(), 0);
+        assert_eq!(OrderId::in_bucket(&sku, 0, v7), OrderId::new(&sku, v7));
+        for bucket in [1, 7, 63, 255] {
+            let id = OrderId::in_bucket(&sku, bucket, v7);
+            assert_eq!(id.bucket(), bucket, "{id}");
+            assert_eq!(OrderId::parse(id.as_str()).unwrap(), id);
+            assert_eq!(id.sku(), sku);
+            // The time and the random bits outside the version and bucket digits are kept.
+            assert_eq!(&id.as_str()[8..20], "019abf3c5e7d");
+            assert_eq!(&id.as_str()[23..], "a9d2e4b1f0a6c8e21");
+        }
+        let moved = OrderId::new(&sku, v7).with_bucket(9);
+        assert_eq!(moved, OrderId::in_bucket(&sku, 9, v7));
+        assert_eq!(moved.with_bucket(0).bucket(), 0);
+        assert_eq!(
+            OrderId::in_bucket(&sku, 5, v7).as_str(),
+            "phone-1.019abf3c5e7d805a9d2e4b1f0a6c8e21"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! Redis key names. Every key of one SKU carries the hash tag `{sku_id}`, so a Lua script that
-//! touches them all runs inside one Redis Cluster slot.
+//! Redis key names. Every key of one SKU (of one stock bucket of it, see [`StockKeys::bucket`])
+//! carries one hash tag, so a Lua script that touches them all runs inside one Redis Cluster slot.
 
-use crate::SkuId;
+use crate::{SkuId, UserId};
 
 /// The Redis keys of one SKU's sale.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,12 +23,32 @@ pub struct StockKeys {
     /// Hash: order id -> the order message as the gateway produces it (the outbox), kept until
     /// the order is written or released, so the sweeper can publish it again.
     pub outbox: String,
+    /// Hash, in a bucketed sale: transfer id -> `<bucket>|<units>|<ms since epoch>`, the units
+    /// this bucket lent to another and that bucket has not yet been seen to receive.
+    pub lent: String,
+    /// Hash, in a bucketed sale: transfer id -> units, every transfer this bucket received (so a
+    /// transfer completed twice counts once).
+    pub received: String,
 }
 
 impl StockKeys {
-    /// The keys of `sku`, under `prefix` (which lets tests and tenants share one Redis).
+    /// The keys of `sku`, under `prefix` (which lets tests and tenants share one Redis): the
+    /// keys of a sale in one bucket, and of bucket 0 of a bucketed sale.
     pub fn new(prefix: &str, sku: &SkuId) -> Self {
-        let base = format!("{prefix}:{{{sku}}}");
+        Self::bucket(prefix, sku, 0)
+    }
+
+    /// The keys of bucket `bucket` of `sku`'s sale. A sale split into N buckets (for a SKU whose
+    /// buyers need more than one Redis core) keeps a share of its stock, its buyers' counts and
+    /// their orders in each; every bucket has a hash tag of its own (`{sku}` for bucket 0,
+    /// `{sku#b}` for the others), so a Redis Cluster spreads them over its slots. `#` is not a
+    /// character of SKU ids, so no bucket's keys are another SKU's.
+    pub fn bucket(prefix: &str, sku: &SkuId, bucket: u8) -> Self {
+        let base = if bucket == 0 {
+            format!("{prefix}:{{{sku}}}")
+        } else {
+            format!("{prefix}:{{{sku}#{bucket}}}")
+        };
         Self {
             sale: format!("{base}:sale"),
             stock: format!("{base}:stock"),
@@ -37,6 +57,8 @@ impl StockKeys {
             resv: format!("{base}:resv"),
             pending: format!("{base}:pending"),
             outbox: format!("{base}:outbox"),
+            lent: format!("{base}:lent"),
+            received: format!("{base}:received"),
         }
     }
 
@@ -55,15 +77,32 @@ impl StockKeys {
 
     /// The keys that grow with every buyer and order (not the sale and its stock counter): what
     /// is retired once the sale has ended and every order is written.
-    pub fn per_order(&self) -> [&str; 5] {
+    pub fn per_order(&self) -> [&str; 7] {
         [
             &self.buyers,
             &self.idem,
             &self.resv,
             &self.pending,
             &self.outbox,
+            &self.lent,
+            &self.received,
         ]
     }
+}
+
+/// The bucket of a sale of `buckets` buckets that keeps `user`'s count and orders: always the
+/// same one for the same buyer, so the per-user limit and the idempotency keys stay exact (a
+/// stable hash, FNV-1a, so every process and every version agrees).
+pub fn home_bucket(user: &UserId, buckets: u8) -> u8 {
+    if buckets <= 1 {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in user.as_str().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(buckets)) as u8
 }
 
 #[cfg(test)]
@@ -73,8 +112,36 @@ mod tests {
     #[test]
     fn every_key_of_a_sku_shares_one_hash_tag() {
         let keys = StockKeys::new("t1", &SkuId::parse("sku-9").unwrap());
-        for key in keys.all() {
+        for key in keys.all().into_iter().chain(keys.per_order()) {
             assert!(key.starts_with("t1:{sku-9}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn each_bucket_of_a_sale_has_a_hash_tag_of_its_own() {
+        let sku = SkuId::parse("sku-9").unwrap();
+        assert_eq!(StockKeys::bucket("t1", &sku, 0), StockKeys::new("t1", &sku));
+        let keys = StockKeys::bucket("t1", &sku, 3);
+        for key in keys.all().into_iter().chain(keys.per_order()) {
+            assert!(key.starts_with("t1:{sku-9#3}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_buyer_has_one_home_bucket_and_buyers_spread_over_all_of_them() {
+        let user = |i: usize| UserId::parse(format!("user-{i}")).unwrap();
+        assert_eq!(home_bucket(&user(1), 1), 0);
+        assert_eq!(home_bucket(&user(1), 0), 0);
+        // Pinned: a change of the hash would move every buyer of a running sale.
+        assert_eq!(home_bucket(&UserId::parse("alice").unwrap(), 8), 7);
+        let mut counts = [0usize; 8];
+        for i in 0..8000 {
+            let bucket = home_bucket(&user(i), 8);
+            assert_eq!(bucket, home_bucket(&user(i), 8));
+            counts[usize::from(bucket)] += 1;
+        }
+        for count in counts {
+            assert!((800..1200).contains(&count), "{counts:?}");
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod sale;
 
 pub use dead_letter::{DeadLetter, DeadLetterError};
 pub use ids::{IdError, IdempotencyKey, OrderId, Quantity, SkuId, UserId};
-pub use keys::StockKeys;
+pub use keys::{home_bucket, StockKeys};
 pub use order::{DecodeError, OrderRequested, OrderStatus, ORDER_SCHEMA_VERSION};
 pub use payment::{PaymentId, PaymentNotice, PaymentOutcome, RefundReason};
 pub use reason::ReasonCode;

@@ -30,6 +30,12 @@ pub enum SaleError {
     /// Not three upper-case ASCII letters.
     #[error("currency must be an ISO 4217 code of three upper-case letters, e.g. \"EUR\"")]
     Currency,
+    /// Stock buckets outside `1..=MAX_BUCKETS`.
+    #[error("buckets must be between 1 and {max}")]
+    Buckets {
+        /// Most buckets.
+        max: u8,
+    },
 }
 
 /// An ISO 4217 currency code: three upper-case ASCII letters.
@@ -170,11 +176,21 @@ pub struct SaleSpec {
     pub window: SaleWindow,
     /// How it is paid.
     pub payment: PaymentTerms,
+    /// How many stock buckets the sale's units are split into in Redis (1: one; more for a SKU
+    /// whose buyers need more than one Redis core). Fixed once the sale exists.
+    #[serde(default = "SaleSpec::one_bucket")]
+    pub buckets: u8,
 }
 
 impl SaleSpec {
     /// Largest stock a sale may have.
     pub const MAX_STOCK: i64 = 1_000_000_000;
+    /// Most stock buckets a sale may have.
+    pub const MAX_BUCKETS: u8 = 64;
+
+    fn one_bucket() -> u8 {
+        1
+    }
 
     /// Validates a definition, with the default payment terms (see [`SaleSpec::with_payment`]).
     pub fn new(
@@ -199,7 +215,27 @@ impl SaleSpec {
             per_user_limit: per_user_limit as u32,
             window: SaleWindow { starts_at, ends_at },
             payment: PaymentTerms::default(),
+            buckets: 1,
         })
+    }
+
+    /// The same sale split into `buckets` stock buckets, `1..=MAX_BUCKETS`.
+    pub fn with_buckets(mut self, buckets: i64) -> Result<Self, SaleError> {
+        if !(1..=i64::from(Self::MAX_BUCKETS)).contains(&buckets) {
+            return Err(SaleError::Buckets {
+                max: Self::MAX_BUCKETS,
+            });
+        }
+        self.buckets = buckets as u8;
+        Ok(self)
+    }
+
+    /// The units bucket `bucket` starts with: the stock split as evenly as it goes, the first
+    /// buckets taking one more when it does not divide.
+    pub fn bucket_share(&self, bucket: u8) -> i64 {
+        let buckets = i64::from(self.buckets.max(1));
+        let bucket = i64::from(bucket);
+        self.stock / buckets + i64::from(bucket < self.stock % buckets)
     }
 
     /// The same sale with these payment terms.
@@ -221,6 +257,28 @@ mod tests {
         assert!(!spec.window.is_open(start - Duration::milliseconds(1)));
         assert!(spec.window.is_open(start));
         assert!(!spec.window.is_open(start + Duration::seconds(60)));
+    }
+
+    #[test]
+    fn a_sale_splits_its_stock_over_its_buckets_without_losing_a_unit() {
+        let start = Utc::now();
+        let spec = SaleSpec::new(10, 2, start, start + Duration::seconds(60)).unwrap();
+        assert_eq!(spec.buckets, 1);
+        assert_eq!(spec.bucket_share(0), 10);
+        let split = spec.with_buckets(4).unwrap();
+        let shares: Vec<i64> = (0..4).map(|b| split.bucket_share(b)).collect();
+        assert_eq!(shares, [3, 3, 2, 2]);
+        let few = SaleSpec::new(2, 1, start, start + Duration::seconds(60))
+            .unwrap()
+            .with_buckets(3)
+            .unwrap();
+        assert_eq!((0..3).map(|b| few.bucket_share(b)).sum::<i64>(), 2);
+        let max = SaleSpec::MAX_BUCKETS;
+        assert_eq!(spec.with_buckets(0), Err(SaleError::Buckets { max }));
+        assert_eq!(
+            spec.with_buckets(i64::from(max) + 1),
+            Err(SaleError::Buckets { max })
+        );
     }
 
     #[test]

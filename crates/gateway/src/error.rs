@@ -68,6 +68,9 @@ pub enum ApiError {
     /// The new stock is below what is already reserved or sold (409).
     #[error("{0}")]
     StockConflict(String),
+    /// The sale exists with another number of stock buckets, which is fixed (409).
+    #[error("the sale has {0} stock buckets, and that number cannot change once the sale exists")]
+    BucketsFixed(u8),
     /// The database has the sale but Redis has lost it; `reconcile` must rebuild it before it
     /// can be changed (409).
     #[error("Redis has lost this sale; rebuild it with `seckill-gateway reconcile` (make reconcile) first")]
@@ -128,6 +131,7 @@ impl ApiError {
             ApiError::RequestInProgress => "request_in_progress",
             ApiError::KeyReused(_) => "idempotency_key_reused",
             ApiError::StockConflict(_) => "stock_conflict",
+            ApiError::BucketsFixed(_) => "buckets_fixed",
             ApiError::SaleNeedsReconcile => "sale_needs_reconcile",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RateLimited => "rate_limited",
@@ -190,6 +194,7 @@ impl ResponseError for ApiError {
             | ApiError::LimitExceeded
             | ApiError::RequestInProgress
             | ApiError::StockConflict(_)
+            | ApiError::BucketsFixed(_)
             | ApiError::SaleNeedsReconcile
             | ApiError::OrderPending
             | ApiError::RefundDue(_) => StatusCode::CONFLICT,

@@ -12,7 +12,7 @@
 //! rebuilds named sales Redis still has (after a failover that lost acknowledged writes).
 
 use anyhow::Context;
-use domain::{IdempotencyKey, OrderId, SaleSpec, SkuId, UserId};
+use domain::{IdempotencyKey, OrderId, SkuId, UserId};
 use settings::KafkaSettings;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,12 +155,7 @@ pub async fn reconcile(
             .sale_with_orders(&sku)
             .await?
             .with_context(|| format!("sale {sku} vanished from the database"))?;
-        let spec = SaleSpec::new(
-            sale.initial_stock,
-            i64::from(sale.per_user_limit),
-            sale.starts_at,
-            sale.ends_at,
-        )?;
+        let spec = sale.spec()?;
         let orders = rows
             .into_iter()
             .map(|row| {

@@ -9,7 +9,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use std::time::Instant;
-use stock::{OutboxEntry, ReleaseMode, ReleaseOutcome, ReservationState, ReserveOutcome};
+use stock::{ReleaseMode, ReleaseOutcome, ReservationState, ReserveOutcome};
 use telemetry::TraceContext;
 
 /// An order the buyer can follow.
@@ -45,10 +45,11 @@ pub async fn place_order(
         state.metrics.sold_out_local.inc();
         return Err(ApiError::SoldOut);
     }
-    // The order as it will be queued if the reservation is new: the reserve script keeps it in
-    // the outbox, from which the sweeper publishes it again if this process dies before the
-    // broker has it.
-    let candidate = OrderRequested {
+    // The order as it will be queued if the reservation is new (the ledger moves its id to the
+    // buyer's stock bucket when the sale has several): the reserve script keeps it in the
+    // outbox, from which the sweeper publishes it again if this process dies before the broker
+    // has it.
+    let mut candidate = OrderRequested {
         v: domain::ORDER_SCHEMA_VERSION,
         order_id: OrderId::new(&sku, uuid::Uuid::now_v7().as_u128()),
         user_id: user,
@@ -57,8 +58,10 @@ pub async fn place_order(
         idempotency_key: key,
         requested_at: now,
     };
-    let entry = OutboxEntry::new(&candidate, Some(trace.traceparent()));
-    let outcome = state.ledger.reserve(&candidate, &entry).await?;
+    let (outcome, entry) = state
+        .ledger
+        .reserve(&mut candidate, Some(trace.traceparent()))
+        .await?;
     let label = match &outcome {
         ReserveOutcome::Accepted(_) => "accepted",
         ReserveOutcome::Duplicate { .. } => "duplicate",

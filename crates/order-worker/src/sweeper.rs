@@ -46,6 +46,9 @@ pub struct SweepReport {
     pub unpublishable: usize,
     /// Ended sales whose per-order keys were set to expire.
     pub retired: usize,
+    /// Transfers of units between the stock buckets of a sale that were left half done (their
+    /// gateway died between the two steps) and were completed.
+    pub transfers_completed: usize,
     /// Sales whose sweep failed this round (logged; the others were swept).
     pub failed_sales: usize,
 }
@@ -97,6 +100,14 @@ impl Sweeper {
             // others from being swept.
             let swept = async {
                 let sku = SkuId::parse(&sale.sku_id)?;
+                if sale.buckets > 1 {
+                    let cutoff =
+                        now - chrono::Duration::seconds(self.config.stale_after_secs as i64);
+                    report.transfers_completed += self
+                        .ledger
+                        .complete_transfers(&sku, cutoff.timestamp_millis())
+                        .await?;
+                }
                 self.sweep_sale(&sku, now, &mut report).await?;
                 if sale.ends_at <= now {
                     self.retire(&sku, sale.ends_at + retain, &mut report)
@@ -124,7 +135,11 @@ impl Sweeper {
             .with_label_values(&[result])
             .inc();
         let report = swept?;
-        if report.republished > 0 || report.already_written > 0 || report.unpublishable > 0 {
+        if report.republished > 0
+            || report.already_written > 0
+            || report.unpublishable > 0
+            || report.transfers_completed > 0
+        {
             tracing::info!(?report, "reservations swept");
         }
         anyhow::ensure!(

@@ -2,6 +2,7 @@
 //! script over the keys of one SKU (one hash tag, so one Redis Cluster slot), which makes it
 //! atomic without locks: two buyers can never take the same last unit.
 
+mod buckets;
 mod connection;
 pub mod marks;
 pub mod outbox;
@@ -11,12 +12,16 @@ pub use marks::{Mark, Marks, MarksTask};
 pub use outbox::{CorruptEntry, OutboxEntry};
 pub use record::{CorruptRecord, ReservationRecord, ReservationState};
 
+use buckets::Borrowed;
 use chrono::{DateTime, Utc};
 use connection::Connection;
-use domain::{IdempotencyKey, OrderId, OrderRequested, SaleSpec, SkuId, StockKeys, UserId};
+use domain::{
+    home_bucket, IdempotencyKey, OrderId, OrderRequested, SaleSpec, SkuId, StockKeys, UserId,
+};
 use redis::Script;
 use settings::RedisSettings;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Errors of the ledger. All of them mean "Redis cannot answer now" (503 at the edge) or a
@@ -40,6 +45,21 @@ pub enum StockError {
     /// A reservation record does not parse.
     #[error(transparent)]
     Corrupt(#[from] CorruptRecord),
+    /// A request of a bucketed sale moved units into its buyer's bucket round after round and
+    /// other buyers there took them each time; it may try again.
+    #[error("the stock buckets of {0} are contended; try again")]
+    Contended(SkuId),
+    /// Redis has some buckets of a bucketed sale and not the others (a shard lost its data):
+    /// `reconcile --rebuild` rebuilds the whole sale.
+    #[error("redis has {present} of the {buckets} stock buckets of {sku}; rebuild the sale (reconcile --rebuild)")]
+    PartlyLost {
+        /// The sale.
+        sku: SkuId,
+        /// Buckets Redis has.
+        present: u8,
+        /// Buckets the sale has.
+        buckets: u8,
+    },
 }
 
 /// A reservation the sweeper took: waiting longer than the bound to be written.
@@ -78,7 +98,11 @@ impl StockError {
                 error.kind(),
                 redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
             ),
-            StockError::Config(_) | StockError::Reply { .. } | StockError::Corrupt(_) => false,
+            StockError::Contended(_) => true,
+            StockError::Config(_)
+            | StockError::Reply { .. }
+            | StockError::Corrupt(_)
+            | StockError::PartlyLost { .. } => false,
         }
     }
 
@@ -184,6 +208,8 @@ pub enum WarmOutcome {
     Updated(i64),
     /// Refused: the new total would leave fewer units than are already reserved.
     BelowReserved(i64),
+    /// Refused: the sale exists with this many stock buckets, and that number is fixed.
+    BucketsFixed(u8),
 }
 
 /// An order of the database, as `restore` writes it back into Redis.
@@ -225,6 +251,27 @@ pub struct LedgerSnapshot {
     pub released: i64,
     /// Orders reserved and not yet known to be written or released (the outbox's pending index).
     pub unfinished: i64,
+    /// Stock buckets the sale is split into.
+    pub buckets: u8,
+    /// Units lent by one bucket and not yet received by another (0 at rest).
+    pub in_transit: i64,
+}
+
+/// What one call of the reserve script answered.
+enum Reserved {
+    Outcome(ReserveOutcome),
+    /// The sale has this many buckets, not what the caller believed.
+    Buckets(u8),
+}
+
+/// The positions of `orders`, grouped by the bucket each order's reservation lives in (in
+/// order of bucket).
+fn by_bucket(orders: &[&OrderId]) -> std::collections::BTreeMap<u8, Vec<usize>> {
+    let mut groups: std::collections::BTreeMap<u8, Vec<usize>> = Default::default();
+    for (i, order) in orders.iter().enumerate() {
+        groups.entry(order.bucket()).or_default().push(i);
+    }
+    groups
 }
 
 /// A script with the record functions of `lua/record.lua` in front of it.
@@ -243,6 +290,8 @@ struct Scripts {
     finish: Script,
     sweep: Script,
     retire: Script,
+    lend: Script,
+    receive: Script,
 }
 
 /// The ledger: one multiplexed connection to Redis or a Redis Cluster (every caller's commands
@@ -254,6 +303,9 @@ pub struct StockLedger {
     prefix: String,
     scripts: Arc<Scripts>,
     queued_grace: Duration,
+    /// The number of stock buckets of each sale this process has seen (see the `buckets`
+    /// module); a sale not in it is believed to have one.
+    buckets: Arc<RwLock<HashMap<SkuId, u8>>>,
 }
 
 impl StockLedger {
@@ -263,6 +315,7 @@ impl StockLedger {
         Ok(Self {
             conn: Connection::new(settings)?,
             queued_grace: Duration::ZERO,
+            buckets: Arc::default(),
             prefix: settings.key_prefix.clone(),
             scripts: Arc::new(Scripts {
                 reserve: Script::new(with_record!("lua/reserve.lua")),
@@ -273,6 +326,8 @@ impl StockLedger {
                 finish: Script::new(include_str!("lua/finish.lua")),
                 sweep: Script::new(with_record!("lua/sweep.lua")),
                 retire: Script::new(include_str!("lua/retire.lua")),
+                lend: Script::new(include_str!("lua/lend.lua")),
+                receive: Script::new(include_str!("lua/receive.lua")),
             }),
         })
     }
@@ -290,9 +345,14 @@ impl StockLedger {
         u64::try_from(self.queued_grace.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The keys of `sku` under this ledger's prefix.
+    /// The keys of `sku` under this ledger's prefix (of its bucket 0, in a bucketed sale).
     pub fn keys(&self, sku: &SkuId) -> StockKeys {
         StockKeys::new(&self.prefix, sku)
+    }
+
+    /// The keys of the bucket that holds `order`'s reservation.
+    pub fn keys_of(&self, order: &OrderId) -> StockKeys {
+        self.bucket_keys(&order.sku(), order.bucket())
     }
 
     /// Whether Redis answers.
@@ -302,14 +362,63 @@ impl StockLedger {
     }
 
     /// Tries to reserve the units of `order` (its id is the candidate: the order's id if it is
-    /// new) at its `requested_at`, and keeps `entry` (the order's message, see
-    /// [`OutboxEntry::new`]) in the outbox until the order is written or released.
+    /// new) at its `requested_at`, and keeps its message in the outbox until the order is written
+    /// or released. The order's id is moved to its buyer's stock bucket first (a sale of one bucket
+    /// leaves it as it is), so the returned outbox entry (the message to produce, with
+    /// `traceparent`) is made here. In a bucketed sale a buyer whose bucket ran out borrows from
+    /// the others before being answered `sold_out` (see the `buckets` module).
     pub async fn reserve(
+        &self,
+        order: &mut OrderRequested,
+        traceparent: Option<String>,
+    ) -> Result<(ReserveOutcome, OutboxEntry), StockError> {
+        let sku = order.sku_id.clone();
+        let mut buckets = self.believed_buckets(&sku);
+        let (mut relearned, mut rounds) = (false, 0);
+        loop {
+            let home = home_bucket(&order.user_id, buckets);
+            if order.order_id.bucket() != home {
+                order.order_id = order.order_id.with_bucket(home);
+            }
+            let entry = OutboxEntry::new(order, traceparent.clone());
+            let outcome = match self.reserve_in(order, &entry, home, buckets).await? {
+                Reserved::Buckets(actual) if !relearned => {
+                    self.learn_buckets(&sku, actual);
+                    (buckets, relearned) = (actual, true);
+                    continue;
+                }
+                Reserved::Buckets(actual) => {
+                    return Err(StockError::Reply {
+                        script: "reserve",
+                        reply: vec!["buckets".to_owned(), actual.to_string()],
+                    })
+                }
+                Reserved::Outcome(outcome) => outcome,
+            };
+            let ReserveOutcome::SoldOut(seen) = outcome else {
+                return Ok((outcome, entry));
+            };
+            if buckets == 1 {
+                return Ok((outcome, entry));
+            }
+            let quantity = i64::from(order.quantity.get());
+            match self.borrow(&sku, home, buckets, quantity, seen).await? {
+                Borrowed::Nothing(seen) => return Ok((ReserveOutcome::SoldOut(seen), entry)),
+                Borrowed::Moved if rounds + 1 < Self::borrow_rounds() => rounds += 1,
+                Borrowed::Moved => return Err(StockError::Contended(sku)),
+            }
+        }
+    }
+
+    /// One call of the reserve script in bucket `home` of a sale believed to have `buckets`.
+    async fn reserve_in(
         &self,
         order: &OrderRequested,
         entry: &OutboxEntry,
-    ) -> Result<ReserveOutcome, StockError> {
-        let keys = self.keys(&order.sku_id);
+        home: u8,
+        buckets: u8,
+    ) -> Result<Reserved, StockError> {
+        let keys = self.bucket_keys(&order.sku_id, home);
         let mut conn = self.conn.clone();
         let reply: Vec<String> = self
             .scripts
@@ -321,6 +430,7 @@ impl StockLedger {
             .arg(order.quantity.get())
             .arg(order.requested_at.timestamp_millis())
             .arg(entry.encode())
+            .arg(buckets)
             .invoke_async(&mut conn)
             .await
             .map_err(StockError::from_script)?;
@@ -334,7 +444,7 @@ impl StockLedger {
                 .and_then(|id| OrderId::parse(id.as_str()).ok())
                 .ok_or_else(|| bad(reply))
         };
-        Ok(match reply.first().map(String::as_str) {
+        Ok(Reserved::Outcome(match reply.first().map(String::as_str) {
             Some("accepted") => ReserveOutcome::Accepted(order(&reply)?),
             Some("duplicate") => ReserveOutcome::Duplicate {
                 order_id: order(&reply)?,
@@ -366,8 +476,16 @@ impl StockLedger {
             Some("limit_exceeded") => ReserveOutcome::LimitExceeded,
             Some("not_found") => ReserveOutcome::NotFound,
             Some("not_active") => ReserveOutcome::NotActive,
+            Some("buckets") => {
+                return reply
+                    .get(1)
+                    .and_then(|n| n.parse::<u8>().ok())
+                    .filter(|&n| n >= 1)
+                    .map(Reserved::Buckets)
+                    .ok_or_else(|| bad(&reply))
+            }
             _ => return Err(bad(&reply)),
-        })
+        }))
     }
 
     /// Releases the reservation of `order` (idempotent).
@@ -376,7 +494,7 @@ impl StockLedger {
         order: &OrderId,
         mode: ReleaseMode,
     ) -> Result<ReleaseOutcome, StockError> {
-        let keys = self.keys(&order.sku());
+        let keys = self.keys_of(order);
         let mut conn = self.conn.clone();
         let reply: String = self
             .scripts
@@ -438,10 +556,25 @@ impl StockLedger {
         target: ReservationState,
         orders: &[&OrderId],
     ) -> Result<Vec<ClaimOutcome>, StockError> {
-        if orders.is_empty() {
-            return Ok(Vec::new());
+        let mut outcomes = vec![ClaimOutcome::Unknown; orders.len()];
+        for (bucket, indexes) in by_bucket(orders) {
+            let group: Vec<&OrderId> = indexes.iter().map(|&i| orders[i]).collect();
+            let advanced = self.advance_in(sku, bucket, target, &group).await?;
+            for (i, outcome) in indexes.into_iter().zip(advanced) {
+                outcomes[i] = outcome;
+            }
         }
-        let keys = self.keys(sku);
+        Ok(outcomes)
+    }
+
+    async fn advance_in(
+        &self,
+        sku: &SkuId,
+        bucket: u8,
+        target: ReservationState,
+        orders: &[&OrderId],
+    ) -> Result<Vec<ClaimOutcome>, StockError> {
+        let keys = self.bucket_keys(sku, bucket);
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.advance.key(&keys.resv);
         invocation
@@ -477,9 +610,83 @@ impl StockLedger {
             .collect()
     }
 
-    /// Creates or updates the sale of `sku` in Redis (see `warm.lua`).
+    /// Creates or updates the sale of `sku` in Redis (see `warm.lua`), in each of its
+    /// `spec.buckets` buckets. A new sale's units are split by [`SaleSpec::bucket_share`]; it is
+    /// created from its last bucket to its first, so that its buyers, who learn the number of
+    /// buckets from bucket 0, find every bucket there. A change of the total goes to bucket 0
+    /// when it grows (the others borrow from it) and is taken from the units left in each
+    /// bucket, first to last, when it shrinks.
     pub async fn warm(&self, sku: &SkuId, spec: &SaleSpec) -> Result<WarmOutcome, StockError> {
-        let keys = self.keys(sku);
+        let buckets = spec.buckets.max(1);
+        let mut conn = self.conn.clone();
+        let (exists, existing): (bool, Option<u8>) = redis::pipe()
+            .exists(&self.keys(sku).sale)
+            .hget(&self.keys(sku).sale, "buckets")
+            .query_async(&mut conn)
+            .await?;
+        if !exists {
+            let mut left = 0;
+            for bucket in (0..buckets).rev() {
+                let share = spec.bucket_share(bucket);
+                left += self.warm_bucket(sku, bucket, share, spec).await?.1;
+            }
+            self.learn_buckets(sku, buckets);
+            return Ok(WarmOutcome::Created(left));
+        }
+        let existing = existing.unwrap_or(1);
+        if existing != buckets {
+            return Ok(WarmOutcome::BucketsFixed(existing));
+        }
+        let mut units = Vec::with_capacity(usize::from(buckets));
+        for bucket in 0..buckets {
+            let keys = self.bucket_keys(sku, bucket);
+            let (initial, left): (Option<i64>, Option<i64>) = redis::pipe()
+                .hget(&keys.sale, "initial")
+                .get(&keys.stock)
+                .query_async(&mut conn)
+                .await?;
+            units.push((initial.unwrap_or(0), left.unwrap_or(0)));
+        }
+        let total: i64 = units.iter().map(|(initial, _)| initial).sum();
+        let unreserved: i64 = units.iter().map(|(_, left)| left).sum();
+        let mut change = spec.stock - total;
+        if change < 0 && unreserved + change < 0 {
+            return Ok(WarmOutcome::BelowReserved(unreserved));
+        }
+        let mut applied = Vec::new();
+        let mut left = 0;
+        for (bucket, (initial, bucket_left)) in (0..buckets).zip(units) {
+            let delta = if change >= 0 {
+                std::mem::take(&mut change)
+            } else {
+                let take = bucket_left.min(-change);
+                change += take;
+                -take
+            };
+            match self.warm_bucket(sku, bucket, initial + delta, spec).await? {
+                ("below_reserved", refused) => {
+                    // Buyers took units since they were read: put back what was taken.
+                    for (bucket, initial) in applied {
+                        self.warm_bucket(sku, bucket, initial, spec).await?;
+                    }
+                    return Ok(WarmOutcome::BelowReserved(unreserved.min(refused)));
+                }
+                (_, bucket_left) => left += bucket_left,
+            }
+            applied.push((bucket, initial));
+        }
+        Ok(WarmOutcome::Updated(left))
+    }
+
+    /// Runs `warm.lua` on one bucket with its new units: (what it answered, units left).
+    async fn warm_bucket(
+        &self,
+        sku: &SkuId,
+        bucket: u8,
+        initial: i64,
+        spec: &SaleSpec,
+    ) -> Result<(&'static str, i64), StockError> {
+        let keys = self.bucket_keys(sku, bucket);
         let mut conn = self.conn.clone();
         let reply: (String, i64) = self
             .scripts
@@ -487,31 +694,36 @@ impl StockLedger {
             .key(&keys.sale)
             .key(&keys.stock)
             .key(keys.per_order().as_slice())
-            .arg(spec.stock)
+            .arg(initial)
             .arg(spec.window.starts_at.timestamp_millis())
             .arg(spec.window.ends_at.timestamp_millis())
             .arg(spec.per_user_limit)
+            .arg(spec.buckets.max(1))
             .invoke_async(&mut conn)
             .await?;
-        Ok(match reply.0.as_str() {
-            "created" => WarmOutcome::Created(reply.1),
-            "updated" => WarmOutcome::Updated(reply.1),
-            "below_reserved" => WarmOutcome::BelowReserved(reply.1),
+        let word = match reply.0.as_str() {
+            "created" => "created",
+            "updated" => "updated",
+            "below_reserved" => "below_reserved",
             _ => {
                 return Err(StockError::Reply {
                     script: "warm",
                     reply: vec![reply.0],
                 })
             }
-        })
+        };
+        Ok((word, reply.1))
     }
 
     /// Re-creates a sale Redis has lost (see `restore.lua`): `spec.stock` is the sale's total,
     /// `remaining` the units the database has not given to an order, `orders` every order the
     /// database has of the SKU. Buyers' holdings, idempotency keys and reservations (orders that
-    /// hold stock as claimed, failed and expired ones as released) are written first, the sale itself last, so the gateway
-    /// sells nothing until the per-user limits and idempotency keys are back. Does nothing when
-    /// Redis still has the sale.
+    /// hold stock as claimed, failed and expired ones as released) are written first, the sale
+    /// itself last, so the gateway sells nothing until the per-user limits and idempotency keys
+    /// are back. A bucketed sale is restored bucket by bucket, its last bucket first: each order
+    /// goes back to the bucket its id names, `remaining` is split evenly, and each bucket counts
+    /// what it holds beyond its share as borrowed (or lent), so nothing is in transit. Does
+    /// nothing when Redis still has the sale; refuses when it has only some of its buckets.
     pub async fn restore(
         &self,
         sku: &SkuId,
@@ -519,21 +731,76 @@ impl StockLedger {
         remaining: i64,
         orders: &[RestoredOrder],
     ) -> Result<RestoreOutcome, StockError> {
-        const CHUNK: usize = 500;
-        let keys = self.keys(sku);
+        let buckets = spec.buckets.max(1);
         let mut conn = self.conn.clone();
-        let present: Option<i64> = redis::cmd("HGET")
-            .arg(&keys.sale)
-            .arg("initial")
-            .query_async(&mut conn)
-            .await?;
-        if present.is_some() {
-            let left: Option<i64> = redis::cmd("GET")
-                .arg(&keys.stock)
+        let (mut present, mut left) = (0u8, 0);
+        for bucket in 0..buckets {
+            let keys = self.bucket_keys(sku, bucket);
+            let (initial, stock): (Option<i64>, Option<i64>) = redis::pipe()
+                .hget(&keys.sale, "initial")
+                .get(&keys.stock)
                 .query_async(&mut conn)
                 .await?;
-            return Ok(RestoreOutcome::AlreadyPresent(left.unwrap_or(0)));
+            if initial.is_some() {
+                present += 1;
+                left += stock.unwrap_or(0);
+            }
         }
+        if present == buckets {
+            return Ok(RestoreOutcome::AlreadyPresent(left));
+        }
+        if present > 0 {
+            return Err(StockError::PartlyLost {
+                sku: sku.clone(),
+                present,
+                buckets,
+            });
+        }
+        let mut by_bucket: Vec<Vec<&RestoredOrder>> = vec![Vec::new(); usize::from(buckets)];
+        for order in orders {
+            let bucket = order.order_id.bucket();
+            by_bucket
+                .get_mut(usize::from(bucket))
+                .ok_or_else(|| {
+                    StockError::Config(format!(
+                        "order {} names stock bucket {bucket} of a sale of {buckets}",
+                        order.order_id
+                    ))
+                })?
+                .push(order);
+        }
+        let mut restored = 0;
+        for bucket in (0..buckets).rev() {
+            let share = |units: i64| {
+                units / i64::from(buckets)
+                    + i64::from(i64::from(bucket) < units % i64::from(buckets))
+            };
+            let bucket_remaining = share(remaining);
+            self.restore_bucket(
+                sku,
+                spec,
+                bucket,
+                bucket_remaining,
+                &by_bucket[usize::from(bucket)],
+            )
+            .await?;
+            restored += bucket_remaining;
+        }
+        self.learn_buckets(sku, buckets);
+        Ok(RestoreOutcome::Restored(restored))
+    }
+
+    async fn restore_bucket(
+        &self,
+        sku: &SkuId,
+        spec: &SaleSpec,
+        bucket: u8,
+        remaining: i64,
+        orders: &[&RestoredOrder],
+    ) -> Result<(), StockError> {
+        const CHUNK: usize = 500;
+        let keys = self.bucket_keys(sku, bucket);
+        let mut conn = self.conn.clone();
         let mut held: std::collections::BTreeMap<&str, i64> = Default::default();
         let (mut held_units, mut released_units) = (0, 0);
         for order in orders {
@@ -575,23 +842,29 @@ impl StockLedger {
             }
             pipe.query_async::<()>(&mut conn).await?;
         }
+        // initial - lent + borrowed - reserved + released = remaining, with reserved = held +
+        // released: what the bucket holds beyond its share it has borrowed, and lent below it.
+        let initial = spec.bucket_share(bucket);
+        let moved_in = remaining - initial + held_units;
         let reply: (String, i64) = self
             .scripts
             .restore
             .key(&keys.sale)
             .key(&keys.stock)
-            .arg(spec.stock)
+            .arg(initial)
             .arg(remaining)
             .arg(spec.window.starts_at.timestamp_millis())
             .arg(spec.window.ends_at.timestamp_millis())
             .arg(spec.per_user_limit)
             .arg(held_units + released_units)
             .arg(released_units)
+            .arg(spec.buckets.max(1))
+            .arg((-moved_in).max(0))
+            .arg(moved_in.max(0))
             .invoke_async(&mut conn)
             .await?;
         match reply.0.as_str() {
-            "restored" => Ok(RestoreOutcome::Restored(reply.1)),
-            "exists" => Ok(RestoreOutcome::AlreadyPresent(reply.1)),
+            "restored" | "exists" => Ok(()),
             _ => Err(StockError::Reply {
                 script: "restore",
                 reply: vec![reply.0],
@@ -600,71 +873,98 @@ impl StockLedger {
     }
 
     /// The idempotency fields (`<user>|<key>`) of every order the sale ever reserved, or `None`
-    /// when it has more than `max` of them (one `HLEN`, then one `HKEYS`).
+    /// when it has more than `max` of them (one `HLEN`, then one `HKEYS`, per bucket).
     pub async fn order_requests(
         &self,
         sku: &SkuId,
         max: usize,
     ) -> Result<Option<Vec<String>>, StockError> {
-        let keys = self.keys(sku);
+        let buckets = self.bucket_count(sku).await?;
         let mut conn = self.conn.clone();
-        let count: usize = redis::cmd("HLEN")
-            .arg(&keys.idem)
-            .query_async(&mut conn)
-            .await?;
+        let mut count = 0;
+        for bucket in 0..buckets {
+            count += redis::cmd("HLEN")
+                .arg(&self.bucket_keys(sku, bucket).idem)
+                .query_async::<usize>(&mut conn)
+                .await?;
+        }
         if count > max {
             return Ok(None);
         }
-        let fields: Vec<String> = redis::cmd("HKEYS")
-            .arg(&keys.idem)
-            .query_async(&mut conn)
-            .await?;
+        let mut fields = Vec::with_capacity(count);
+        for bucket in 0..buckets {
+            fields.extend(
+                redis::cmd("HKEYS")
+                    .arg(&self.bucket_keys(sku, bucket).idem)
+                    .query_async::<Vec<String>>(&mut conn)
+                    .await?,
+            );
+        }
         Ok(Some(fields))
     }
 
-    /// The sale as Redis sees it; `None` when Redis has no such sale.
+    /// The sale as Redis sees it, summed over its buckets; `None` when Redis has no such sale
+    /// (or has lost some of its buckets).
     pub async fn snapshot(&self, sku: &SkuId) -> Result<Option<LedgerSnapshot>, StockError> {
-        let keys = self.keys(sku);
+        let buckets = self.bucket_count(sku).await?;
         let mut conn = self.conn.clone();
-        type Counters = (Option<i64>, Option<i64>, Option<i64>);
-        let (remaining, counters, unfinished): (Option<i64>, Counters, i64) = redis::pipe()
-            .get(&keys.stock)
-            .hmget(&keys.sale, &["initial", "reserved", "released"])
-            .zcard(&keys.pending)
-            .query_async(&mut conn)
-            .await?;
-        Ok(match (remaining, counters) {
-            (Some(remaining), (Some(initial), reserved, released)) => Some(LedgerSnapshot {
-                remaining,
-                initial,
-                reserved: reserved.unwrap_or(0),
-                released: released.unwrap_or(0),
-                unfinished,
-            }),
-            _ => None,
-        })
+        let mut sum = LedgerSnapshot {
+            remaining: 0,
+            initial: 0,
+            reserved: 0,
+            released: 0,
+            unfinished: 0,
+            buckets,
+            in_transit: 0,
+        };
+        for bucket in 0..buckets {
+            let keys = self.bucket_keys(sku, bucket);
+            type Counters = [Option<i64>; 5];
+            let (remaining, counters, unfinished): (Option<i64>, Counters, i64) = redis::pipe()
+                .get(&keys.stock)
+                .hmget(
+                    &keys.sale,
+                    &["initial", "reserved", "released", "lent", "borrowed"],
+                )
+                .zcard(&keys.pending)
+                .query_async(&mut conn)
+                .await?;
+            let (Some(remaining), [Some(initial), reserved, released, lent, borrowed]) =
+                (remaining, counters)
+            else {
+                return Ok(None);
+            };
+            sum.remaining += remaining;
+            sum.initial += initial;
+            sum.reserved += reserved.unwrap_or(0);
+            sum.released += released.unwrap_or(0);
+            sum.unfinished += unfinished;
+            sum.in_transit += lent.unwrap_or(0) - borrowed.unwrap_or(0);
+        }
+        Ok(Some(sum))
     }
 
     /// The worker has settled `orders` of `sku` (written, or dead-lettered with the letter
     /// acknowledged): they leave the outbox. Returns how many were still pending. Idempotent.
     pub async fn finish(&self, sku: &SkuId, orders: &[&OrderId]) -> Result<usize, StockError> {
-        if orders.is_empty() {
-            return Ok(0);
+        let mut finished = 0;
+        for (bucket, indexes) in by_bucket(orders) {
+            let keys = self.bucket_keys(sku, bucket);
+            let mut conn = self.conn.clone();
+            let mut invocation = self.scripts.finish.key(&keys.pending);
+            invocation.key(&keys.outbox);
+            for i in indexes {
+                invocation.arg(orders[i].as_str());
+            }
+            finished += invocation.invoke_async::<usize>(&mut conn).await?;
         }
-        let keys = self.keys(sku);
-        let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.finish.key(&keys.pending);
-        invocation.key(&keys.outbox);
-        for order in orders {
-            invocation.arg(order.as_str());
-        }
-        Ok(invocation.invoke_async(&mut conn).await?)
+        Ok(finished)
     }
 
     /// Takes up to `limit` reservations of `sku` due at or before `cutoff` (reserved, or last
     /// swept, that long ago; acknowledged ones count from the acknowledgement plus the queued
     /// grace) and makes them due again, so that sweepers running at the same time take each one
-    /// once (see `sweep.lua`).
+    /// once (see `sweep.lua`). A bucketed sale's buckets are looked at in turn.
     pub async fn take_stale(
         &self,
         sku: &SkuId,
@@ -672,7 +972,28 @@ impl StockLedger {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<StaleReservation>, StockError> {
-        let keys = self.keys(sku);
+        let mut taken = Vec::new();
+        for bucket in 0..self.bucket_count(sku).await? {
+            if taken.len() >= limit {
+                break;
+            }
+            let more = self
+                .take_stale_in(sku, bucket, cutoff, now, limit - taken.len())
+                .await?;
+            taken.extend(more);
+        }
+        Ok(taken)
+    }
+
+    async fn take_stale_in(
+        &self,
+        sku: &SkuId,
+        bucket: u8,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<StaleReservation>, StockError> {
+        let keys = self.bucket_keys(sku, bucket);
         let mut conn = self.conn.clone();
         let reply: Vec<Vec<u8>> = self
             .scripts
@@ -719,36 +1040,49 @@ impl StockLedger {
     }
 
     /// Lets the per-order keys of an ended sale expire at `expire_at` if nothing is pending
-    /// (see `retire.lua`).
+    /// (see `retire.lua`), in every bucket. Buckets are retired one by one: a bucket with
+    /// something pending leaves the others retired, and the next round retires it.
     pub async fn retire(
         &self,
         sku: &SkuId,
         expire_at: DateTime<Utc>,
     ) -> Result<RetireOutcome, StockError> {
-        let keys = self.keys(sku);
-        let mut conn = self.conn.clone();
-        let reply: (String, i64) = self
-            .scripts
-            .retire
-            .key(&keys.sale)
-            .key(&keys.pending)
-            .key(&keys.buyers)
-            .key(&keys.idem)
-            .key(&keys.resv)
-            .key(&keys.outbox)
-            .arg(expire_at.timestamp_millis())
-            .arg(Utc::now().timestamp_millis())
-            .invoke_async(&mut conn)
-            .await?;
-        match reply.0.as_str() {
-            "retired" => Ok(RetireOutcome::Retired),
-            "unfinished" => Ok(RetireOutcome::Unfinished(reply.1)),
-            "open" => Ok(RetireOutcome::Open),
-            _ => Err(StockError::Reply {
-                script: "retire",
-                reply: vec![reply.0],
-            }),
+        let mut unfinished = 0;
+        for bucket in 0..self.bucket_count(sku).await? {
+            let keys = self.bucket_keys(sku, bucket);
+            let mut conn = self.conn.clone();
+            let reply: (String, i64) = self
+                .scripts
+                .retire
+                .key(&keys.sale)
+                .key(&keys.pending)
+                .key(&keys.buyers)
+                .key(&keys.idem)
+                .key(&keys.resv)
+                .key(&keys.outbox)
+                .key(&keys.lent)
+                .key(&keys.received)
+                .arg(expire_at.timestamp_millis())
+                .arg(Utc::now().timestamp_millis())
+                .invoke_async(&mut conn)
+                .await?;
+            match reply.0.as_str() {
+                "retired" => {}
+                "unfinished" => unfinished += reply.1,
+                "open" => return Ok(RetireOutcome::Open),
+                _ => {
+                    return Err(StockError::Reply {
+                        script: "retire",
+                        reply: vec![reply.0],
+                    })
+                }
+            }
         }
+        Ok(if unfinished > 0 {
+            RetireOutcome::Unfinished(unfinished)
+        } else {
+            RetireOutcome::Retired
+        })
     }
 
     /// The reservation of `order`, if Redis has it.
@@ -756,7 +1090,7 @@ impl StockLedger {
         &self,
         order: &OrderId,
     ) -> Result<Option<ReservationRecord>, StockError> {
-        let keys = self.keys(&order.sku());
+        let keys = self.keys_of(order);
         let mut conn = self.conn.clone();
         let record: Option<String> = redis::cmd("HGET")
             .arg(&keys.resv)
@@ -768,14 +1102,20 @@ impl StockLedger {
             .transpose()?)
     }
 
-    /// Deletes every key of `sku` (tests and `make demo` reset; never called by services).
+    /// Deletes every key of `sku`, in every bucket it may have (tests and `make demo` resets,
+    /// `reconcile --rebuild`, and an admin's sale creation the database refused).
     pub async fn forget(&self, sku: &SkuId) -> Result<(), StockError> {
-        let keys = self.keys(sku);
         let mut conn = self.conn.clone();
-        redis::cmd("DEL")
-            .arg(keys.all().as_slice())
-            .query_async::<i64>(&mut conn)
-            .await?;
+        for bucket in 0..SaleSpec::MAX_BUCKETS {
+            let keys = self.bucket_keys(sku, bucket);
+            redis::cmd("DEL")
+                .arg(keys.all().as_slice())
+                .arg(&keys.lent)
+                .arg(&keys.received)
+                .query_async::<i64>(&mut conn)
+                .await?;
+        }
+        self.learn_buckets(sku, 1);
         Ok(())
     }
 }

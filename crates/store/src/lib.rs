@@ -400,6 +400,7 @@ impl Store {
                         sales::Column::PaymentWindowSecs,
                         sales::Column::PriceMinor,
                         sales::Column::Currency,
+                        sales::Column::Buckets,
                     ])
                     .values_panic([
                         sku.as_str().into(),
@@ -413,6 +414,7 @@ impl Store {
                         (spec.payment.window_secs as i32).into(),
                         spec.payment.price.map(|p| p.minor_per_unit).into(),
                         spec.payment.price.map(|p| p.currency.to_string()).into(),
+                        i16::from(spec.buckets).into(),
                     ])
                     .to_owned();
                 txn.execute(self.backend().build(&insert)).await?;

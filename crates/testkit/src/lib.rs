@@ -312,7 +312,7 @@ pub async fn set_back_reservations(ledger: &stock::StockLedger, sku: &SkuId, uni
 }
 
 /// A plain connection to the tests' Redis, for what no ledger call does.
-async fn raw_redis() -> redis::aio::MultiplexedConnection {
+pub async fn raw_redis() -> redis::aio::MultiplexedConnection {
     let url =
         std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     redis::Client::open(url)
@@ -427,12 +427,19 @@ pub async fn next_message(
         .detach()
 }
 
-/// Reserves `order` in Redis the way the gateway does (so the worker finds its reservation).
+/// Reserves `order` in Redis the way the gateway does (so the worker finds its reservation), in
+/// a sale of one stock bucket (where the order keeps its id).
 pub async fn reserve(ledger: &stock::StockLedger, order: &OrderRequested) -> stock::ReserveOutcome {
-    ledger
-        .reserve(order, &stock::OutboxEntry::new(order, None))
+    let mut reserved = order.clone();
+    let (outcome, _) = ledger
+        .reserve(&mut reserved, None)
         .await
-        .expect("redis answers")
+        .expect("redis answers");
+    assert_eq!(
+        reserved.order_id, order.order_id,
+        "testkit::reserve is for sales of one stock bucket"
+    );
+    outcome
 }
 
 /// Overwrites the reservation record of `order` in Redis with `record`, as a bug or a hand edit

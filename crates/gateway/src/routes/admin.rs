@@ -35,6 +35,11 @@ pub struct SaleBody {
     /// ISO 4217 code of the price.
     #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     currency: Option<String>,
+    /// Stock buckets in Redis, 1 to 64 (default 1, or the sale's number when it exists): more
+    /// than one splits the units of a SKU whose buyers need more than one Redis core. Fixed once
+    /// the sale exists.
+    #[schema(minimum = 1, maximum = 64, example = 1)]
+    buckets: Option<i64>,
 }
 
 /// A sale as saved.
@@ -58,6 +63,8 @@ pub struct SaleView {
     /// Its currency.
     #[serde(skip_serializing_if = "Option::is_none")]
     currency: Option<String>,
+    /// Stock buckets in Redis.
+    buckets: u8,
     /// Units Redis can still reserve.
     redis_remaining: i64,
 }
@@ -77,7 +84,7 @@ pub struct SaleView {
         (status = 400, description = "`invalid_sku`, `invalid_body`, `invalid_sale`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`stock_conflict`: below what is reserved or sold; `sale_needs_reconcile`: Redis lost the sale", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`stock_conflict`: below what is reserved or sold; `buckets_fixed`: the number of stock buckets cannot change; `sale_needs_reconcile`: Redis lost the sale", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`stock_unavailable`, `database_unavailable`", body = Problem, content_type = "application/problem+json"),
     ),
@@ -102,9 +109,25 @@ pub async fn put_sale(
         body.starts_at,
         body.ends_at,
     )
+    .and_then(|spec| spec.with_buckets(body.buckets.unwrap_or(1)))
     .map_err(|e| ApiError::invalid("invalid_sale", e))?
     .with_payment(terms);
     let previous = state.store.sale(&sku).await?;
+    // A change keeps the number of buckets; asking for another is refused.
+    let spec = match &previous {
+        Some(sale)
+            if body
+                .buckets
+                .is_some_and(|asked| asked != i64::from(sale.buckets)) =>
+        {
+            return Err(ApiError::BucketsFixed(sale.buckets as u8))
+        }
+        Some(sale) => SaleSpec {
+            buckets: sale.buckets as u8,
+            ..spec
+        },
+        None => spec,
+    };
     // Warming a sale Redis has lost would hand out its sold units again.
     if previous.is_some() && state.ledger.snapshot(&sku).await?.is_none() {
         return Err(ApiError::SaleNeedsReconcile);
@@ -116,21 +139,10 @@ pub async fn put_sale(
                 "only {left} units are unreserved; the stock cannot shrink by more"
             )))
         }
+        WarmOutcome::BucketsFixed(buckets) => return Err(ApiError::BucketsFixed(buckets)),
     };
     if let Err(error) = state.store.upsert_sale(&sku, &spec).await {
-        let restore = match previous {
-            Some(old) => SaleSpec::new(
-                old.initial_stock,
-                i64::from(old.per_user_limit),
-                old.starts_at,
-                old.ends_at,
-            )
-            .ok()
-            .zip(old.payment_terms().ok())
-            .map(|(spec, terms)| spec.with_payment(terms)),
-            None => None,
-        };
-        let undo = match restore {
+        let undo = match previous.and_then(|old| old.spec().ok()) {
             Some(old) => state.ledger.warm(&sku, &old).await.map(|_| ()),
             None => state.ledger.forget(&sku).await,
         };
@@ -149,6 +161,7 @@ pub async fn put_sale(
         payment_window_secs: spec.payment.window_secs,
         price_minor: spec.payment.price.map(|p| p.minor_per_unit),
         currency: spec.payment.price.map(|p| p.currency.to_string()),
+        buckets: spec.buckets,
         redis_remaining: remaining,
     }))
 }

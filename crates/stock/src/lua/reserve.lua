@@ -1,9 +1,11 @@
 -- Reserve stock for one order, atomically, and keep the order in the outbox.
 -- KEYS: sale, stock, buyers, idem, resv, pending, outbox (all of one SKU, one hash tag)
 -- ARGV: user, idempotency key, candidate order id, quantity, now (ms since epoch), the order
---   message (the outbox entry)
+--   message (the outbox entry), the number of stock buckets the caller believes the sale has
 -- Answers: accepted <id> | duplicate <id> <state> | key_reused <id> <quantity> |
---   sold_out <left> <reserved> <ends_at> | limit_exceeded | not_found | not_active
+--   sold_out <left> <reserved> <ends_at> | limit_exceeded | not_found | not_active |
+--   buckets <n> (the sale has n buckets, not what the caller believed: the buyer's orders live
+--   in another bucket, nothing was reserved)
 -- A known (user, key) is answered before anything else: with its order when the request is the
 -- same (its quantity, the body's only field; the SKU is the key's scope), or `key_reused` when
 -- the key comes back with another quantity (a client bug: nothing is reserved).
@@ -22,9 +24,13 @@ if existing then
   end
   return {'duplicate', existing, r.state}
 end
-local sale = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'per_user_limit', 'reserved')
+local sale = redis.call('HMGET', KEYS[1], 'starts_at', 'ends_at', 'per_user_limit', 'reserved',
+  'buckets')
 if not sale[1] then
   return {'not_found'}
+end
+if (sale[5] or '1') ~= ARGV[7] then
+  return {'buckets', sale[5] or '1'}
 end
 local now = tonumber(ARGV[5])
 if now < tonumber(sale[1]) or now >= tonumber(sale[2]) then

@@ -88,9 +88,12 @@ async fn a_primary_killed_mid_sale_is_replaced_and_the_same_ledger_goes_on_selli
             let mut outage = Duration::ZERO;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                let order = testkit::order(&sku, &format!("u{i}"), "k", 1);
-                let entry = stock::OutboxEntry::new(&order, None);
-                match ledger.reserve(&order, &entry).await {
+                let mut order = testkit::order(&sku, &format!("u{i}"), "k", 1);
+                match ledger
+                    .reserve(&mut order, None)
+                    .await
+                    .map(|(outcome, _)| outcome)
+                {
                     Ok(ReserveOutcome::Accepted(_)) => {
                         accepted.fetch_add(1, Ordering::SeqCst);
                         if let Some(first) = last_error.take() {

@@ -6,11 +6,12 @@
 use chrono::{Duration, Utc};
 use domain::{IdempotencyKey, OrderId, OrderRequested, Quantity, SkuId, UserId};
 use stock::{
-    ClaimOutcome, OutboxEntry, ReleaseMode, ReleaseOutcome, ReservationRecord, ReservationState,
-    ReserveOutcome, RestoredOrder, RetireOutcome, SoldOut, StockError, StockLedger,
+    ClaimOutcome, ReleaseMode, ReleaseOutcome, ReservationRecord, ReservationState, ReserveOutcome,
+    RestoredOrder, RetireOutcome, SoldOut, StockError, StockLedger,
 };
 use testkit::{fresh_ledger, open_spec};
 
+mod buckets;
 mod cluster;
 mod tls;
 
@@ -42,11 +43,8 @@ async fn reserve(
     key: &str,
     quantity: i64,
 ) -> ReserveOutcome {
-    let order = candidate(sku, user, key, quantity);
-    ledger
-        .reserve(&order, &OutboxEntry::new(&order, None))
-        .await
-        .unwrap()
+    let mut order = candidate(sku, user, key, quantity);
+    ledger.reserve(&mut order, None).await.unwrap().0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,11 +326,8 @@ async fn a_reservation_record_that_cannot_be_read_is_a_permanent_error_never_a_d
         .release(&order, ReleaseMode::Compensate)
         .await
         .unwrap_err();
-    let retry = candidate(&sku, "alice", "k", 1);
-    let again = ledger
-        .reserve(&retry, &OutboxEntry::new(&retry, None))
-        .await
-        .unwrap_err();
+    let mut retry = candidate(&sku, "alice", "k", 1);
+    let again = ledger.reserve(&mut retry, None).await.unwrap_err();
     for error in [&read, &released, &again] {
         assert!(matches!(error, StockError::Corrupt(_)), "{error}");
         assert!(!error.is_transient(), "{error}");

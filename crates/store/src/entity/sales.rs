@@ -25,6 +25,8 @@ pub struct Model {
     pub price_minor: Option<i64>,
     /// ISO 4217 code of the price (set with `price_minor`).
     pub currency: Option<String>,
+    /// Stock buckets of the sale in Redis (fixed once the sale exists).
+    pub buckets: i16,
     /// Row creation.
     pub created_at: DateTimeUtc,
     /// Last change.
@@ -38,6 +40,26 @@ pub enum Relation {}
 impl ActiveModelBehavior for ActiveModel {}
 
 impl Model {
+    /// The sale's definition as an admin set it; stored values this build cannot read are an
+    /// error.
+    pub fn spec(&self) -> Result<domain::SaleSpec, crate::StoreError> {
+        let corrupt = |error: domain::SaleError| crate::StoreError::Corrupt {
+            order_id: format!("(the sale {})", self.sku_id),
+            column: "sale definition",
+            value: error.to_string(),
+        };
+        Ok(domain::SaleSpec::new(
+            self.initial_stock,
+            i64::from(self.per_user_limit),
+            self.starts_at,
+            self.ends_at,
+        )
+        .map_err(corrupt)?
+        .with_payment(self.payment_terms()?)
+        .with_buckets(i64::from(self.buckets))
+        .map_err(corrupt)?)
+    }
+
     /// The sale's payment terms; stored values this build cannot read are an error.
     pub fn payment_terms(&self) -> Result<domain::PaymentTerms, crate::StoreError> {
         domain::PaymentTerms::new(

@@ -1,0 +1,320 @@
+//! Stock buckets: a sale whose one SKU needs more than one Redis core splits its units over N
+//! buckets, each with a hash tag of its own (so a Redis Cluster puts them on different slots).
+//!
+//! - **A buyer has one home bucket** (`domain::home_bucket`, a stable hash of the user id): the
+//!   buyer's count toward the per-user limit, the buyer's idempotency keys and orders all live
+//!   there, so both stay as exact as with one bucket. An order's id names its bucket
+//!   (`OrderId::in_bucket`), so releasing, claiming and finishing it need no lookup.
+//! - **Buckets borrow**: when the home bucket has too few units, the gateway moves units from the
+//!   other buckets into it (`lend.lua`, then `receive.lua`) and tries again. A buyer is answered
+//!   `sold_out` only when no bucket lent anything and two censuses of every bucket then agree
+//!   that, at one moment, no bucket had the units and none were on their way.
+//! - **A transfer is never lost**: the lender keeps it in its `lent` hash until the receiver has
+//!   counted it (once, by transfer id), so a process that dies between the two steps strands
+//!   nothing; the sweeper, or the next gateway that finds the transfer stale, completes it.
+//! - **Conservation across buckets**: each bucket keeps `initial` (its share), `lent`,
+//!   `borrowed`, `reserved` and `released`, and its stock is
+//!   `initial - lent + borrowed - reserved + released`; summed over the buckets, `lent - borrowed`
+//!   is the units in transit.
+//! - **The number of buckets is fixed** once the sale exists; it is in each bucket's sale hash,
+//!   and the reserve script refuses a caller that believes another number (it then learns it).
+
+use crate::{SoldOut, StockError, StockLedger};
+use chrono::Utc;
+use domain::{SkuId, StockKeys};
+use std::sync::PoisonError;
+
+/// Rounds of borrowing one request may go through (each round moved units into the buyer's
+/// bucket that concurrent buyers there took first) before it gives up with
+/// [`StockError::Contended`].
+const BORROW_ROUNDS: usize = 8;
+
+/// How long a transfer may stay half done before a gateway that comes across it completes it.
+const TRANSFER_STALE_MS: i64 = 2_000;
+
+/// What a lender answered.
+struct Lent {
+    given: i64,
+    stale: i64,
+}
+
+/// One bucket's units and counters at one moment.
+#[derive(Debug, PartialEq, Eq)]
+struct Census {
+    left: i64,
+    reserved: i64,
+    released: i64,
+    lent: i64,
+    borrowed: i64,
+}
+
+/// Whether borrowing moved anything.
+pub(crate) enum Borrowed {
+    /// Units came into the buyer's bucket (or stale transfers were completed): try again.
+    Moved,
+    /// Every bucket was empty: the sale is sold out for this request.
+    Nothing(SoldOut),
+}
+
+impl StockLedger {
+    /// The keys of bucket `bucket` of `sku`.
+    pub fn bucket_keys(&self, sku: &SkuId, bucket: u8) -> StockKeys {
+        StockKeys::bucket(&self.prefix, sku, bucket)
+    }
+
+    /// How many buckets the sale of `sku` has, as Redis has it (1 when Redis has no such sale).
+    pub async fn bucket_count(&self, sku: &SkuId) -> Result<u8, StockError> {
+        let mut conn = self.conn.clone();
+        let buckets: Option<u8> = redis::cmd("HGET")
+            .arg(&self.keys(sku).sale)
+            .arg("buckets")
+            .query_async(&mut conn)
+            .await?;
+        let buckets = buckets.unwrap_or(1).max(1);
+        self.learn_buckets(sku, buckets);
+        Ok(buckets)
+    }
+
+    /// The number of buckets this process last saw for `sku` (1 until it saw another).
+    pub(crate) fn believed_buckets(&self, sku: &SkuId) -> u8 {
+        self.buckets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sku)
+            .copied()
+            .unwrap_or(1)
+    }
+
+    pub(crate) fn learn_buckets(&self, sku: &SkuId, buckets: u8) {
+        if self.believed_buckets(sku) != buckets {
+            self.buckets
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(sku.clone(), buckets);
+        }
+    }
+
+    /// The buyer's bucket `home` answered `seen` (sold out) for `quantity` units: moves units
+    /// from the other buckets into it, each asked in turn, until it has enough.
+    pub(crate) async fn borrow(
+        &self,
+        sku: &SkuId,
+        home: u8,
+        buckets: u8,
+        quantity: i64,
+        seen: SoldOut,
+    ) -> Result<Borrowed, StockError> {
+        let now_ms = Utc::now().timestamp_millis();
+        let mut have = seen.remaining;
+        let mut moved = false;
+        for step in 1..u16::from(buckets) {
+            let donor = ((u16::from(home) + step) % u16::from(buckets)) as u8;
+            let transfer = format!("{donor}>{home}.{}", uuid::Uuid::now_v7().simple());
+            let Some(lent) = self
+                .lend(sku, donor, home, &transfer, quantity - have, now_ms)
+                .await?
+            else {
+                continue;
+            };
+            if lent.stale > 0 {
+                let cutoff = now_ms - TRANSFER_STALE_MS;
+                moved |= self.complete_transfers_of(sku, donor, cutoff).await? > 0;
+            }
+            if lent.given > 0 {
+                self.hand_over(sku, donor, home, &transfer, lent.given)
+                    .await?;
+                have += lent.given;
+                moved = true;
+            }
+            if have >= quantity {
+                break;
+            }
+        }
+        if moved || have >= quantity {
+            return Ok(Borrowed::Moved);
+        }
+        // Nothing was lent, but each bucket was read at its own moment, and units may have moved
+        // between two of them meanwhile (into a bucket read before, out of one read after). Two
+        // censuses of every bucket that read the same counters (which only ever grow) saw the
+        // sale as it was at one moment between them: it is sold out only if then no bucket had
+        // the units and none were on their way.
+        let first = self.census(sku, buckets).await?;
+        let second = self.census(sku, buckets).await?;
+        if first != second {
+            return Ok(Borrowed::Moved);
+        }
+        let left: i64 = second.iter().map(|bucket| bucket.left).sum();
+        let in_transit: i64 = second.iter().map(|b| b.lent - b.borrowed).sum();
+        if left >= quantity {
+            return Ok(Borrowed::Moved);
+        }
+        if in_transit > 0 {
+            // A transfer in progress (or left half done by a process that died: completed by
+            // the next lend from its bucket once stale, or by the sweeper).
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            return Ok(Borrowed::Moved);
+        }
+        Ok(Borrowed::Nothing(SoldOut {
+            remaining: left,
+            reserved: second.iter().map(|bucket| bucket.reserved).sum(),
+            ends_at_ms: seen.ends_at_ms,
+        }))
+    }
+
+    /// Every bucket's units and counters, one bucket after the other.
+    async fn census(&self, sku: &SkuId, buckets: u8) -> Result<Vec<Census>, StockError> {
+        let mut conn = self.conn.clone();
+        let mut census = Vec::with_capacity(usize::from(buckets));
+        for bucket in 0..buckets {
+            let keys = self.bucket_keys(sku, bucket);
+            let (left, [reserved, released, lent, borrowed]): (Option<i64>, [Option<i64>; 4]) =
+                redis::pipe()
+                    .get(&keys.stock)
+                    .hmget(&keys.sale, &["reserved", "released", "lent", "borrowed"])
+                    .query_async(&mut conn)
+                    .await?;
+            census.push(Census {
+                left: left.unwrap_or(0),
+                reserved: reserved.unwrap_or(0),
+                released: released.unwrap_or(0),
+                lent: lent.unwrap_or(0),
+                borrowed: borrowed.unwrap_or(0),
+            });
+        }
+        Ok(census)
+    }
+
+    /// The maximum number of borrowing rounds of one request.
+    pub(crate) fn borrow_rounds() -> usize {
+        BORROW_ROUNDS
+    }
+
+    /// First half of a transfer: `None` when the lender bucket does not exist.
+    async fn lend(
+        &self,
+        sku: &SkuId,
+        donor: u8,
+        home: u8,
+        transfer: &str,
+        wanted: i64,
+        now_ms: i64,
+    ) -> Result<Option<Lent>, StockError> {
+        let keys = self.bucket_keys(sku, donor);
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = self
+            .scripts
+            .lend
+            .key(&keys.sale)
+            .key(&keys.stock)
+            .key(&keys.lent)
+            .arg(transfer)
+            .arg(home)
+            .arg(wanted.max(1))
+            .arg(now_ms)
+            .arg(now_ms - TRANSFER_STALE_MS)
+            .invoke_async(&mut conn)
+            .await?;
+        match reply.as_slice() {
+            [-1] => Ok(None),
+            &[given, stale] => Ok(Some(Lent { given, stale })),
+            _ => Err(StockError::Reply {
+                script: "lend",
+                reply: reply.iter().map(i64::to_string).collect(),
+            }),
+        }
+    }
+
+    /// Second half of a transfer: the receiver counts it (once), then the lender forgets it.
+    /// `false` when the receiver does not exist (the transfer stays with the lender).
+    async fn hand_over(
+        &self,
+        sku: &SkuId,
+        donor: u8,
+        receiver: u8,
+        transfer: &str,
+        units: i64,
+    ) -> Result<bool, StockError> {
+        let to = self.bucket_keys(sku, receiver);
+        let mut conn = self.conn.clone();
+        let reply: String = self
+            .scripts
+            .receive
+            .key(&to.sale)
+            .key(&to.stock)
+            .key(&to.received)
+            .arg(transfer)
+            .arg(units)
+            .invoke_async(&mut conn)
+            .await?;
+        match reply.as_str() {
+            "received" | "already" => {
+                redis::cmd("HDEL")
+                    .arg(&self.bucket_keys(sku, donor).lent)
+                    .arg(transfer)
+                    .query_async::<i64>(&mut conn)
+                    .await?;
+                Ok(true)
+            }
+            "no_sale" => Ok(false),
+            _ => Err(StockError::Reply {
+                script: "receive",
+                reply: vec![reply],
+            }),
+        }
+    }
+
+    /// Completes the transfers of every bucket of `sku` that were lent before `cutoff_ms` and
+    /// never received (their lender or borrower died half way); returns how many. The sweeper
+    /// runs it every round.
+    pub async fn complete_transfers(
+        &self,
+        sku: &SkuId,
+        cutoff_ms: i64,
+    ) -> Result<usize, StockError> {
+        let mut completed = 0;
+        for bucket in 0..self.bucket_count(sku).await? {
+            completed += self.complete_transfers_of(sku, bucket, cutoff_ms).await?;
+        }
+        Ok(completed)
+    }
+
+    async fn complete_transfers_of(
+        &self,
+        sku: &SkuId,
+        donor: u8,
+        cutoff_ms: i64,
+    ) -> Result<usize, StockError> {
+        let mut conn = self.conn.clone();
+        let lent: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(&self.bucket_keys(sku, donor).lent)
+            .query_async(&mut conn)
+            .await?;
+        let mut completed = 0;
+        for (transfer, value) in lent {
+            let mut fields = value.splitn(3, '|').map(str::parse::<i64>);
+            let (Some(Ok(receiver)), Some(Ok(units)), Some(Ok(at))) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(StockError::Reply {
+                    script: "lend",
+                    reply: vec![transfer, value],
+                });
+            };
+            let Ok(receiver) = u8::try_from(receiver) else {
+                return Err(StockError::Reply {
+                    script: "lend",
+                    reply: vec![transfer, value],
+                });
+            };
+            if at < cutoff_ms
+                && self
+                    .hand_over(sku, donor, receiver, &transfer, units)
+                    .await?
+            {
+                tracing::warn!(%sku, %transfer, units, "a transfer between stock buckets left half done was completed");
+                completed += 1;
+            }
+        }
+        Ok(completed)
+    }
+}

@@ -1,0 +1,31 @@
+-- Lend units of this bucket of a bucketed sale to another bucket whose buyer found it empty
+-- (first half of a transfer; `receive.lua` on the other bucket is the second). The units leave
+-- this bucket's stock here and are kept under the transfer id in `lent` until the receiver has
+-- them, so a lender or borrower that dies between the two steps strands nothing: whoever
+-- completes the transfer later (the sweeper, or a gateway finding it stale) gives them to the
+-- receiver exactly once.
+-- Lends what was asked for, or half of what is left when that is more, so a bucket that runs
+-- dry takes a good share at once and the next buyers there find units without borrowing again.
+-- KEYS: sale, stock, lent
+-- ARGV: transfer id, receiving bucket, units wanted, now (ms), stale before (ms)
+-- Returns: {units lent, stale transfers in `lent`} or {-1} when this bucket does not exist (not
+--   created yet, or lost).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {-1}
+end
+local left = tonumber(redis.call('GET', KEYS[2]) or '0')
+local stale = 0
+local cutoff = tonumber(ARGV[5])
+for _, transfer in ipairs(redis.call('HVALS', KEYS[3])) do
+  local at = tonumber(string.match(transfer, '|(%d+)$'))
+  if at and at < cutoff then
+    stale = stale + 1
+  end
+end
+local give = math.min(left, math.max(tonumber(ARGV[3]), math.floor(left / 2)))
+if give > 0 then
+  redis.call('DECRBY', KEYS[2], give)
+  redis.call('HINCRBY', KEYS[1], 'lent', give)
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. '|' .. give .. '|' .. ARGV[4])
+end
+return {give, stale}
