@@ -52,6 +52,8 @@ pub struct Scenario {
     /// Buyers of the second crowd, who come once the unpaid units are back on sale (they send
     /// twice as many requests, and all pay).
     pub latecomers: usize,
+    /// Stock buckets of the sale in Redis (more than one for a SKU too hot for one Redis core).
+    pub buckets: u8,
 }
 
 impl Default for Scenario {
@@ -68,6 +70,7 @@ impl Default for Scenario {
             payment_window_secs: 10,
             price_minor: 19_999,
             pay_share: 0.7,
+            buckets: 1,
             late_payers: 100,
             latecomers: 2_000,
         }
@@ -96,8 +99,9 @@ pub async fn run_sale(stack: &LocalStack, scenario: &Scenario) -> anyhow::Result
     wait_ready(&stack.gateway_url()).await?;
     create_sale(&stack.admin_url(), &secret, &sku, scenario).await?;
     println!(
-        "sale {sku}: {} units at {} (minor units of EUR), limit {} per buyer, {} s to pay; {} buyers send {} requests, {} at a time",
+        "sale {sku}: {} units in {} stock bucket(s) at {} (minor units of EUR), limit {} per buyer, {} s to pay; {} buyers send {} requests, {} at a time",
         scenario.stock,
+        scenario.buckets,
         scenario.price_minor,
         scenario.per_user_limit,
         scenario.payment_window_secs,
@@ -444,6 +448,7 @@ pub async fn create_sale(
             "payment_window_secs": scenario.payment_window_secs,
             "price_minor": scenario.price_minor,
             "currency": "EUR",
+            "buckets": scenario.buckets,
         }),
     )
     .await

@@ -57,6 +57,10 @@ enum Command {
         /// Buyers of the second crowd, who buy the units that came back (and pay).
         #[arg(long, default_value_t = 2_000)]
         latecomers: usize,
+        /// Stock buckets the sale's units are split into in Redis, 1 to 64 (a hot SKU on a
+        /// Redis Cluster spreads over its primaries with more than one).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+        buckets: u8,
         /// Print the verdict as JSON too.
         #[arg(long)]
         json: bool,
@@ -179,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
             pay_share,
             late_payers,
             latecomers,
+            buckets,
             json,
         } => {
             anyhow::ensure!(
@@ -200,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
                 pay_share,
                 late_payers,
                 latecomers,
+                buckets,
                 ..Scenario::default()
             };
             let verdict = flash_sim::demo(settings, &scenario).await?;

@@ -147,6 +147,22 @@ impl TestCluster {
             .collect()
     }
 
+    /// How many script calls (`EVALSHA` and `EVAL`) the node on `port` has run since it started
+    /// (its `INFO commandstats`).
+    pub fn script_calls(&self, port: u16) -> u64 {
+        let stats = cli(port, &["INFO", "commandstats"]).unwrap_or_default();
+        stats
+            .lines()
+            .filter(|line| {
+                line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
+            })
+            .filter_map(|line| {
+                let calls = line.split_once("calls=")?.1;
+                calls.split(',').next()?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// The ports of every node, running or not.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.port).collect()

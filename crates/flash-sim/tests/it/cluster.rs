@@ -105,6 +105,74 @@ async fn a_flash_sale_on_a_redis_cluster_sells_exactly_its_stock_and_loses_nothi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_sku_in_twelve_buckets_spreads_over_the_primaries_and_keeps_every_invariant() {
+    let cluster = TestCluster::start();
+    let ctx = TestContext::new().await.unwrap();
+    let settings = on_cluster(&ctx, &cluster);
+    let before: BTreeMap<u16, u64> = cluster
+        .primaries()
+        .into_iter()
+        .map(|port| (port, cluster.script_calls(port)))
+        .collect();
+    let scenario = Scenario {
+        stock: 60,
+        per_user_limit: 2,
+        users: 300,
+        requests: 700,
+        concurrency: 16,
+        seed: 12,
+        drain_timeout: Duration::from_secs(60),
+        payment_window_secs: 5,
+        pay_share: 0.5,
+        late_payers: 5,
+        latecomers: 80,
+        buckets: 12,
+        ..Scenario::default()
+    };
+    let verdict = flash_sim::demo(settings, &scenario).await.unwrap();
+    println!("{}", verdict.render());
+    assert_eq!(
+        verdict.paid.units + verdict.awaiting_payment.units,
+        60,
+        "{}",
+        verdict.render()
+    );
+    assert!(verdict.expired.units > 0);
+    assert_eq!(verdict.resold_units, verdict.expired.units);
+    assert_eq!(verdict.payments.late_refused, 5);
+    assert_eq!(verdict.oversold, 0);
+    assert_eq!(verdict.paid_twice, 0);
+    assert_eq!(verdict.duplicates, 0);
+    assert_eq!(verdict.lost, 0);
+    assert_eq!(verdict.conservation_gap, 0);
+    assert!(verdict.holds());
+
+    // One SKU, and yet every primary that has some of its buckets ran a share of its scripts.
+    let store = store::Store::connect(&ctx.settings.database).await.unwrap();
+    let sales = store.sales().await.unwrap();
+    assert_eq!(sales.len(), 1, "the demo's sale alone");
+    let sku = domain::SkuId::parse(sales[0].sku_id.as_str()).unwrap();
+    let ledger = stock::StockLedger::new(&on_cluster(&ctx, &cluster).redis).unwrap();
+    let hosts: HashSet<u16> = (0..12)
+        .map(|bucket| cluster.primary_of(&ledger.bucket_keys(&sku, bucket).stock))
+        .collect();
+    let calls: BTreeMap<u16, u64> = before
+        .iter()
+        .map(|(&port, &then)| (port, cluster.script_calls(port) - then))
+        .collect();
+    let total: u64 = calls.values().sum();
+    println!("script calls per primary: {calls:?}; primaries with buckets: {hosts:?}");
+    assert!(hosts.len() >= 2, "twelve buckets on one primary: {hosts:?}");
+    assert!(total > 700, "{calls:?}");
+    let busy: HashSet<u16> = calls
+        .iter()
+        .filter(|(_, &count)| count * 100 >= total * 5)
+        .map(|(&port, _)| port)
+        .collect();
+    assert_eq!(busy, hosts, "{calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202_a_row() {
     let mut cluster = TestCluster::start();
     let ctx = TestContext::new().await.unwrap();
