@@ -442,6 +442,44 @@ pub async fn reserve(ledger: &stock::StockLedger, order: &OrderRequested) -> sto
     outcome
 }
 
+/// Deletes `keys` from the tests' Redis, as a Redis (or a cluster shard) that lost its data.
+pub async fn delete_keys(keys: &[&str]) {
+    redis::cmd("DEL")
+        .arg(keys)
+        .query_async::<i64>(&mut raw_redis().await)
+        .await
+        .expect("redis answers");
+}
+
+/// Strands a transfer of units between two stock buckets of `sku`'s sale, as a gateway that
+/// died half way would: runs the ledger's own `lend.lua` (dated a minute ago, so it is stale)
+/// and never its second step. Returns the transfer id; the bucket lent at least `units`.
+pub async fn strand_transfer(
+    ledger: &stock::StockLedger,
+    sku: &SkuId,
+    from: u8,
+    to: u8,
+    units: i64,
+) -> String {
+    let keys = ledger.bucket_keys(sku, from);
+    let transfer = format!("{from}>{to}.stranded{}", uuid::Uuid::now_v7().simple());
+    let long_ago = Utc::now().timestamp_millis() - 60_000;
+    let reply: Vec<i64> = redis::Script::new(include_str!("../../stock/src/lua/lend.lua"))
+        .key(&keys.sale)
+        .key(&keys.stock)
+        .key(&keys.lent)
+        .arg(&transfer)
+        .arg(to)
+        .arg(units)
+        .arg(long_ago)
+        .arg(long_ago - 2_000)
+        .invoke_async(&mut raw_redis().await)
+        .await
+        .expect("redis answers");
+    assert!(reply[0] >= units, "bucket {from} lent {reply:?}");
+    transfer
+}
+
 /// Overwrites the reservation record of `order` in Redis with `record`, as a bug or a hand edit
 /// would (tests of what happens when a stored value cannot be read).
 pub async fn overwrite_reservation(ledger: &stock::StockLedger, order: &OrderId, record: &str) {

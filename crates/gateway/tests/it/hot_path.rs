@@ -196,3 +196,106 @@ async fn past_max_in_flight_a_buy_is_refused_at_once_with_retry_after_and_reserv
     assert_eq!(gw.app.admission.current(), 0, "every slot is given back");
     gw.stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_in_stock_buckets_sells_exactly_its_units_over_http_and_keeps_its_buckets() {
+    let mut ctx = TestContext::new().await.unwrap();
+    ctx.settings.gateway.sold_out_recheck_ms = 300;
+    let gw = Running::on(ctx).await;
+    let sku = sku();
+    let put = |body: serde_json::Value| {
+        let request = gw
+            .client
+            .put(format!("{}/v1/admin/sales/{sku}", gw.url))
+            .bearer_auth(gw.admin())
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let sale = |stock: i64, extra: serde_json::Value| {
+        let mut body = json!({
+            "stock": stock, "per_user_limit": 2,
+            "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (status, body) = put(sale(8, json!({"buckets": 0}))).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_sale")));
+    let (status, body) = put(sale(8, json!({"buckets": 4}))).await;
+    assert_eq!((status, &body["buckets"]), (200, &json!(4)), "{body}");
+
+    // Twenty buyers, eight units spread over four buckets: exactly eight are sold.
+    let mut accepted = Vec::new();
+    for i in 0..20 {
+        let (status, body) = gw
+            .buy(sku.as_str(), &format!("buyer-{i}"), "k", json!({}))
+            .await;
+        match status {
+            202 => accepted.push(body["order_id"].as_str().unwrap().to_owned()),
+            409 => assert_eq!(body["code"], "sold_out", "{body}"),
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    assert_eq!(accepted.len(), 8);
+    let buckets: std::collections::HashSet<u8> = accepted
+        .iter()
+        .map(|id| domain::OrderId::parse(id.as_str()).unwrap().bucket())
+        .collect();
+    assert!(buckets.len() > 1, "the orders live in their buyers' buckets");
+    assert!(
+        gw.app.metrics.sold_out_local.get() > 0,
+        "sold out is answered from memory for a bucketed sale too"
+    );
+    let view: serde_json::Value = gw
+        .client
+        .get(format!("{}/v1/admin/sales/{sku}", gw.url))
+        .bearer_auth(gw.admin())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &view["redis"]["remaining"],
+            &view["redis"]["reserved"],
+            &view["redis"]["buckets"],
+            &view["redis"]["in_transit"]
+        ),
+        (&json!(0), &json!(8), &json!(4), &json!(0)),
+        "{view}"
+    );
+
+    // A unit given back sells again within the re-check bound, to a buyer of any bucket.
+    let order = domain::OrderId::parse(accepted[0].as_str()).unwrap();
+    gw.ctx
+        .ledger()
+        .release(&order, ReleaseMode::Compensate)
+        .await
+        .unwrap();
+    let (status, _) = testkit::eventually(Duration::from_secs(3), "the unit to sell again", || {
+        let gw = &gw;
+        let sku = &sku;
+        async move {
+            let answer = gw.buy(sku.as_str(), "late-buyer", "k", json!({})).await;
+            (answer.0 == 202).then_some(answer)
+        }
+    })
+    .await;
+    assert_eq!(status, 202);
+
+    // The number of buckets is fixed; a change that leaves it out keeps it.
+    let (status, body) = put(sale(8, json!({"buckets": 2}))).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("buckets_fixed")));
+    let (status, body) = put(sale(10, json!({}))).await;
+    assert_eq!((status, &body["buckets"]), (200, &json!(4)), "{body}");
+    assert_eq!(body["redis_remaining"], 2);
+    gw.stop.cancel();
+}

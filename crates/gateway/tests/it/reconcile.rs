@@ -278,3 +278,92 @@ async fn after_a_failover_lost_acknowledged_reservations_a_rebuild_restores_cons
     stop.cancel();
     worker.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucketed_sale_that_lost_one_bucket_is_rebuilt_whole_with_its_buyers_in_their_buckets() {
+    let gw = Running::start().await;
+    let sku = sku();
+    const STOCK: i64 = 12;
+    let spec = testkit::open_spec(STOCK, 2).with_buckets(3).unwrap();
+    gw.ctx.open_sale_as(&sku, spec).await;
+    let first_orders = buy_four_units(&gw, &sku).await;
+    let stop = CancellationToken::new();
+    let worker = order_worker::Worker::connect(&gw.ctx.settings, None)
+        .await
+        .unwrap();
+    let worker = tokio::spawn(worker.run_until_stopped(stop.clone()));
+    let store = gw.ctx.store().await;
+    testkit::eventually(Duration::from_secs(30), "the 4 units held", || async {
+        let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+        (stats.held_units() == 4).then_some(())
+    })
+    .await;
+
+    // One shard loses its data: alice's bucket is gone, the others stay.
+    let alice = domain::OrderId::parse(first_orders[0].2.as_str()).unwrap();
+    testkit::delete_keys(&gw.ctx.ledger().keys_of(&alice).all()).await;
+    assert!(gw.ctx.ledger().snapshot(&sku).await.unwrap().is_none());
+    let (status, body) = gw.buy(sku.as_str(), "alice", "k2", json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("sale_not_ready")),
+        "alice's bucket is gone: neither sold out nor unlimited"
+    );
+    // Plain reconcile does not restore over the buckets Redis still has.
+    let options = gateway::reconcile::Options {
+        skus: vec![sku.clone()],
+        drain_timeout: Duration::from_secs(60),
+        rebuild: false,
+    };
+    let error = gateway::reconcile::reconcile(
+        &gw.ctx.ledger(),
+        &store,
+        &gw.ctx.endpoint(),
+        &gw.ctx.settings.kafka,
+        &options,
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{error:#}").contains("reconcile --rebuild"), "{error:#}");
+
+    // Rebuilt whole from the database: 8 left over three buckets, 4 held.
+    let reports = reconcile_with(&gw, &store, &sku, true).await;
+    assert_eq!(reports[0].outcome, RestoreOutcome::Restored(STOCK - 4));
+    let snapshot = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (snapshot.remaining, snapshot.buckets, snapshot.in_transit),
+        (STOCK - 4, 3, 0)
+    );
+    for (user, quantity, order_id) in &first_orders {
+        let (status, body) = gw
+            .buy(sku.as_str(), user, "k1", json!({ "quantity": quantity }))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["order_id"].as_str(), Some(order_id.as_str()));
+    }
+    let (status, body) = gw.buy(sku.as_str(), "alice", "k2", json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("limit_exceeded"))
+    );
+    let mut accepted = 0;
+    for i in 0..20 {
+        if gw
+            .buy(sku.as_str(), &format!("late{i}"), "k", json!({}))
+            .await
+            .0
+            == 202
+        {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, STOCK - 4);
+    let stats = testkit::eventually(Duration::from_secs(30), "every unit held", || async {
+        let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+        (stats.held_units() == STOCK).then_some(stats)
+    })
+    .await;
+    assert_eq!((stats.stock, stats.failed.orders), (0, 0));
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+}

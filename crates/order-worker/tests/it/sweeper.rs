@@ -316,3 +316,23 @@ async fn a_sweep_retires_the_sales_that_ended_and_leaves_those_past_retention_al
         "the running and the ended sale are swept, the ended one retired; {report:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_completes_a_transfer_between_stock_buckets_left_half_done() {
+    let ctx = TestContext::new().await.unwrap();
+    let sku = sku();
+    let spec = testkit::open_spec(40, 1).with_buckets(4).unwrap();
+    ctx.open_sale_as(&sku, spec).await;
+    let ledger = ctx.ledger();
+    testkit::strand_transfer(&ledger, &sku, 2, 0, 3).await;
+    let stranded = ledger.snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!((stranded.remaining, stranded.in_transit), (35, 5));
+
+    let report = sweeper(&ctx, 100).await.sweep().await.unwrap();
+    assert_eq!(report.transfers_completed, 1, "{report:?}");
+    let swept = ledger.snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!((swept.remaining, swept.in_transit), (40, 0));
+    let again = sweeper(&ctx, 100).await.sweep().await.unwrap();
+    assert_eq!(again.transfers_completed, 0, "{again:?}");
+    assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().remaining, 40);
+}

@@ -294,34 +294,12 @@ async fn orders_are_claimed_finished_and_released_in_their_own_bucket() {
     assert_eq!(stale.len(), 4);
 }
 
-/// Runs the real `lend.lua` as a gateway would and then "dies": the units are lent, never
-/// received.
-async fn lend_and_die(ledger: &StockLedger, sku: &SkuId, from: u8, to: u8, units: i64) -> String {
-    let keys = ledger.bucket_keys(sku, from);
-    let transfer = format!("{from}>{to}.test{}", uuid::Uuid::now_v7().simple());
-    let long_ago = Utc::now().timestamp_millis() - 60_000;
-    let reply: Vec<i64> = redis::Script::new(include_str!("../../src/lua/lend.lua"))
-        .key(&keys.sale)
-        .key(&keys.stock)
-        .key(&keys.lent)
-        .arg(&transfer)
-        .arg(to)
-        .arg(units)
-        .arg(long_ago)
-        .arg(long_ago - 2_000)
-        .invoke_async(&mut testkit::raw_redis().await)
-        .await
-        .unwrap();
-    assert!(reply[0] >= units, "{reply:?}");
-    transfer
-}
-
 #[tokio::test]
 async fn a_transfer_left_half_done_is_completed_once_and_no_unit_is_lost() {
     let ledger = fresh_ledger();
     let sku = sku();
     ledger.warm(&sku, &bucketed(40, 1, 4)).await.unwrap();
-    lend_and_die(&ledger, &sku, 1, 2, 3).await;
+    testkit::strand_transfer(&ledger, &sku, 1, 2, 3).await;
     let snapshot = ledger.snapshot(&sku).await.unwrap().unwrap();
     assert_eq!(
         (snapshot.remaining, snapshot.in_transit),
@@ -329,7 +307,7 @@ async fn a_transfer_left_half_done_is_completed_once_and_no_unit_is_lost() {
         "half of bucket 1's ten units left it and reached no bucket"
     );
     // The receiver counted a second transfer, and its lender died before forgetting it.
-    let received = lend_and_die(&ledger, &sku, 3, 0, 1).await;
+    let received = testkit::strand_transfer(&ledger, &sku, 3, 0, 1).await;
     let to = ledger.bucket_keys(&sku, 0);
     redis::Script::new(include_str!("../../src/lua/receive.lua"))
         .key(&to.sale)
@@ -358,7 +336,7 @@ async fn a_transfer_left_half_done_is_completed_once_and_no_unit_is_lost() {
         ));
     }
     assert_eq!(left_per_bucket(&ledger, &sku, 4).await, vec![0, 5, 15, 5]);
-    lend_and_die(&ledger, &sku, 1, 3, 2).await;
+    testkit::strand_transfer(&ledger, &sku, 1, 3, 2).await;
     assert!(matches!(
         reserve(&ledger, &sku, &buyers[15], "k", 1).await,
         ReserveOutcome::Accepted(_)
