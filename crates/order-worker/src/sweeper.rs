@@ -100,17 +100,20 @@ impl Sweeper {
             // others from being swept.
             let swept = async {
                 let sku = SkuId::parse(&sale.sku_id)?;
-                if sale.buckets > 1 {
-                    let cutoff =
-                        now - chrono::Duration::seconds(self.config.stale_after_secs as i64);
+                // The database's number: Redis may have lost bucket 0 and not the others.
+                let buckets = u8::try_from(sale.buckets)?;
+                if buckets > 1 {
+                    let stale_after = Duration::from_secs(self.config.stale_after_secs)
+                        .max(stock::TRANSFER_STALE);
+                    let cutoff = now - chrono::Duration::from_std(stale_after)?;
                     report.transfers_completed += self
                         .ledger
-                        .complete_transfers(&sku, cutoff.timestamp_millis())
+                        .complete_transfers(&sku, buckets, cutoff.timestamp_millis())
                         .await?;
                 }
-                self.sweep_sale(&sku, now, &mut report).await?;
+                self.sweep_sale(&sku, buckets, now, &mut report).await?;
                 if sale.ends_at <= now {
-                    self.retire(&sku, sale.ends_at + retain, &mut report)
+                    self.retire(&sku, buckets, sale.ends_at + retain, &mut report)
                         .await?;
                 }
                 anyhow::Ok(())
@@ -155,6 +158,7 @@ impl Sweeper {
     async fn sweep_sale(
         &self,
         sku: &SkuId,
+        buckets: u8,
         now: DateTime<Utc>,
         report: &mut SweepReport,
     ) -> anyhow::Result<()> {
@@ -162,7 +166,7 @@ impl Sweeper {
         loop {
             let stale = self
                 .ledger
-                .take_stale(sku, cutoff, now, self.config.batch_max)
+                .take_stale(sku, buckets, cutoff, now, self.config.batch_max)
                 .await?;
             let full = stale.len() == self.config.batch_max;
             if !stale.is_empty() {
@@ -275,10 +279,11 @@ impl Sweeper {
     async fn retire(
         &self,
         sku: &SkuId,
+        buckets: u8,
         expire_at: DateTime<Utc>,
         report: &mut SweepReport,
     ) -> anyhow::Result<()> {
-        match self.ledger.retire(sku, expire_at).await? {
+        match self.ledger.retire(sku, buckets, expire_at).await? {
             RetireOutcome::Retired => report.retired += 1,
             RetireOutcome::Unfinished(pending) => {
                 tracing::warn!(%sku, pending, "the sale has ended with orders not yet written");

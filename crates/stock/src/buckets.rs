@@ -29,8 +29,12 @@ use std::sync::PoisonError;
 /// [`StockError::Contended`].
 const BORROW_ROUNDS: usize = 8;
 
-/// How long a transfer may stay half done before a gateway that comes across it completes it.
-const TRANSFER_STALE_MS: i64 = 2_000;
+/// How long a transfer may stay half done before anyone but its own request completes it: far
+/// longer than a request's Redis calls may take with their retries (`redis.timeout_secs`), so
+/// that a lend the client sends again after a lost reply (which `lend.lua` answers with the
+/// same transfer) is never completed by someone else in between.
+pub const TRANSFER_STALE: std::time::Duration = std::time::Duration::from_secs(10);
+const TRANSFER_STALE_MS: i64 = TRANSFER_STALE.as_millis() as i64;
 
 /// What a lender answered.
 struct Lent {
@@ -41,6 +45,8 @@ struct Lent {
 /// One bucket's units and counters at one moment.
 #[derive(Debug, PartialEq, Eq)]
 struct Census {
+    /// Transfers this bucket lent that are not known to be received.
+    transfers: i64,
     left: i64,
     reserved: i64,
     released: i64,
@@ -62,16 +68,19 @@ impl StockLedger {
         StockKeys::bucket(&self.prefix, sku, bucket)
     }
 
-    /// How many buckets the sale of `sku` has, as Redis has it (1 when Redis has no such sale).
+    /// How many buckets the sale of `sku` has, as Redis has it in bucket 0 (1 when Redis has no
+    /// such sale, which is then not remembered).
     pub async fn bucket_count(&self, sku: &SkuId) -> Result<u8, StockError> {
         let mut conn = self.conn.clone();
-        let buckets: Option<u8> = redis::cmd("HGET")
-            .arg(&self.keys(sku).sale)
-            .arg("buckets")
+        let (exists, buckets): (bool, Option<u8>) = redis::pipe()
+            .exists(&self.keys(sku).sale)
+            .hget(&self.keys(sku).sale, "buckets")
             .query_async(&mut conn)
             .await?;
         let buckets = buckets.unwrap_or(1).max(1);
-        self.learn_buckets(sku, buckets);
+        if exists {
+            self.learn_buckets(sku, buckets);
+        }
         Ok(buckets)
     }
 
@@ -144,11 +153,10 @@ impl StockLedger {
             return Ok(Borrowed::Moved);
         }
         let left: i64 = second.iter().map(|bucket| bucket.left).sum();
-        let in_transit: i64 = second.iter().map(|b| b.lent - b.borrowed).sum();
         if left >= quantity {
             return Ok(Borrowed::Moved);
         }
-        if in_transit > 0 {
+        if second.iter().any(|bucket| bucket.transfers > 0) {
             // A transfer in progress (or left half done by a process that died: completed by
             // the next lend from its bucket once stale, or by the sweeper).
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -167,13 +175,19 @@ impl StockLedger {
         let mut census = Vec::with_capacity(usize::from(buckets));
         for bucket in 0..buckets {
             let keys = self.bucket_keys(sku, bucket);
-            let (left, [reserved, released, lent, borrowed]): (Option<i64>, [Option<i64>; 4]) =
-                redis::pipe()
-                    .get(&keys.stock)
-                    .hmget(&keys.sale, &["reserved", "released", "lent", "borrowed"])
-                    .query_async(&mut conn)
-                    .await?;
+            type Counters = [Option<i64>; 4];
+            let (left, [reserved, released, lent, borrowed], transfers): (
+                Option<i64>,
+                Counters,
+                i64,
+            ) = redis::pipe()
+                .get(&keys.stock)
+                .hmget(&keys.sale, &["reserved", "released", "lent", "borrowed"])
+                .hlen(&keys.lent)
+                .query_async(&mut conn)
+                .await?;
             census.push(Census {
+                transfers,
                 left: left.unwrap_or(0),
                 reserved: reserved.unwrap_or(0),
                 released: released.unwrap_or(0),
@@ -263,16 +277,18 @@ impl StockLedger {
         }
     }
 
-    /// Completes the transfers of every bucket of `sku` that were lent before `cutoff_ms` and
-    /// never received (their lender or borrower died half way); returns how many. The sweeper
-    /// runs it every round.
+    /// Completes the transfers of each of the `buckets` of `sku` (as the database has them)
+    /// that were lent before `cutoff_ms` and never received (their lender or borrower died half
+    /// way); returns how many. The sweeper runs it every round, with a cutoff of at least
+    /// [`TRANSFER_STALE`] ago.
     pub async fn complete_transfers(
         &self,
         sku: &SkuId,
+        buckets: u8,
         cutoff_ms: i64,
     ) -> Result<usize, StockError> {
         let mut completed = 0;
-        for bucket in 0..self.bucket_count(sku).await? {
+        for bucket in 0..buckets.max(1) {
             completed += self.complete_transfers_of(sku, bucket, cutoff_ms).await?;
         }
         Ok(completed)

@@ -8,6 +8,7 @@ pub mod marks;
 pub mod outbox;
 pub mod record;
 
+pub use buckets::TRANSFER_STALE;
 pub use marks::{Mark, Marks, MarksTask};
 pub use outbox::{CorruptEntry, OutboxEntry};
 pub use record::{CorruptRecord, ReservationRecord, ReservationState};
@@ -395,6 +396,15 @@ impl StockLedger {
                 }
                 Reserved::Outcome(outcome) => outcome,
             };
+            if outcome == ReserveOutcome::NotFound && buckets > 1 && !relearned {
+                // The sale may have been made again with fewer buckets than this process saw.
+                let actual = self.bucket_count(&sku).await?;
+                relearned = true;
+                if actual != buckets {
+                    buckets = actual;
+                    continue;
+                }
+            }
             let ReserveOutcome::SoldOut(seen) = outcome else {
                 return Ok((outcome, entry));
             };
@@ -645,8 +655,24 @@ impl StockLedger {
                 .get(&keys.stock)
                 .query_async(&mut conn)
                 .await?;
-            units.push((initial.unwrap_or(0), left.unwrap_or(0)));
+            units.push((initial, left.unwrap_or(0)));
         }
+        let present = units
+            .iter()
+            .filter(|(initial, _)| initial.is_some())
+            .count() as u8;
+        if present < buckets {
+            // Warming the missing ones would make them anew, empty of their buyers and orders.
+            return Err(StockError::PartlyLost {
+                sku: sku.clone(),
+                present,
+                buckets,
+            });
+        }
+        let units: Vec<(i64, i64)> = units
+            .into_iter()
+            .map(|(initial, left)| (initial.unwrap_or(0), left))
+            .collect();
         let total: i64 = units.iter().map(|(initial, _)| initial).sum();
         let unreserved: i64 = units.iter().map(|(_, left)| left).sum();
         let mut change = spec.stock - total;
@@ -663,17 +689,26 @@ impl StockLedger {
                 change += take;
                 -take
             };
-            match self.warm_bucket(sku, bucket, initial + delta, spec).await? {
-                ("below_reserved", refused) => {
-                    // Buyers took units since they were read: put back what was taken.
-                    for (bucket, initial) in applied {
-                        self.warm_bucket(sku, bucket, initial, spec).await?;
-                    }
-                    return Ok(WarmOutcome::BelowReserved(unreserved.min(refused)));
+            let warmed = self.warm_bucket(sku, bucket, initial + delta, spec).await;
+            let refused = match warmed {
+                Ok(("below_reserved", refused)) => Ok(refused),
+                Ok((_, bucket_left)) => {
+                    left += bucket_left;
+                    applied.push((bucket, initial));
+                    continue;
                 }
-                (_, bucket_left) => left += bucket_left,
+                Err(error) => Err(error),
+            };
+            // Buyers took units since they were read, or Redis failed: put back what was
+            // taken from the buckets before (a change that failed half way is undone; the
+            // window and limit of those buckets stay as asked, which the caller's retry sets
+            // everywhere).
+            for (bucket, initial) in applied {
+                if let Err(undo) = self.warm_bucket(sku, bucket, initial, spec).await {
+                    tracing::error!(%sku, bucket, %undo, "could not undo a stock change half made");
+                }
             }
-            applied.push((bucket, initial));
+            return refused.map(|refused| WarmOutcome::BelowReserved(unreserved.min(refused)));
         }
         Ok(WarmOutcome::Updated(left))
     }
@@ -705,6 +740,13 @@ impl StockLedger {
             "created" => "created",
             "updated" => "updated",
             "below_reserved" => "below_reserved",
+            // The bucket belongs to a sale of another number of buckets.
+            "buckets" => {
+                return Err(StockError::Reply {
+                    script: "warm",
+                    reply: vec![reply.0, reply.1.to_string()],
+                })
+            }
             _ => {
                 return Err(StockError::Reply {
                     script: "warm",
@@ -964,16 +1006,18 @@ impl StockLedger {
     /// Takes up to `limit` reservations of `sku` due at or before `cutoff` (reserved, or last
     /// swept, that long ago; acknowledged ones count from the acknowledgement plus the queued
     /// grace) and makes them due again, so that sweepers running at the same time take each one
-    /// once (see `sweep.lua`). A bucketed sale's buckets are looked at in turn.
+    /// once (see `sweep.lua`). The `buckets` of a bucketed sale (as the database has it: Redis
+    /// may have lost bucket 0) are looked at in turn.
     pub async fn take_stale(
         &self,
         sku: &SkuId,
+        buckets: u8,
         cutoff: DateTime<Utc>,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<StaleReservation>, StockError> {
         let mut taken = Vec::new();
-        for bucket in 0..self.bucket_count(sku).await? {
+        for bucket in 0..buckets.max(1) {
             if taken.len() >= limit {
                 break;
             }
@@ -1040,15 +1084,17 @@ impl StockLedger {
     }
 
     /// Lets the per-order keys of an ended sale expire at `expire_at` if nothing is pending
-    /// (see `retire.lua`), in every bucket. Buckets are retired one by one: a bucket with
-    /// something pending leaves the others retired, and the next round retires it.
+    /// (see `retire.lua`), in each of its `buckets` (as the database has them). Buckets are
+    /// retired one by one: a bucket with something pending leaves the others retired, and the
+    /// next round retires it.
     pub async fn retire(
         &self,
         sku: &SkuId,
+        buckets: u8,
         expire_at: DateTime<Utc>,
     ) -> Result<RetireOutcome, StockError> {
         let mut unfinished = 0;
-        for bucket in 0..self.bucket_count(sku).await? {
+        for bucket in 0..buckets.max(1) {
             let keys = self.bucket_keys(sku, bucket);
             let mut conn = self.conn.clone();
             let reply: (String, i64) = self

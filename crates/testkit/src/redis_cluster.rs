@@ -147,6 +147,32 @@ impl TestCluster {
             .collect()
     }
 
+    /// Waits until every replica has acknowledged what its primary had written when this was
+    /// called (replication is asynchronous: a primary killed before that loses those writes).
+    pub fn wait_replicated(&self) {
+        let offset = |info: &str, field: &str| -> Vec<u64> {
+            info.lines()
+                .filter_map(|line| line.split_once(field).map(|(_, rest)| rest))
+                .filter_map(|rest| rest.split(',').next()?.trim().parse().ok())
+                .collect()
+        };
+        for port in self.primaries() {
+            let Some(info) = cli(port, &["INFO", "replication"]) else {
+                continue;
+            };
+            let Some(&written) = offset(&info, "master_repl_offset:").first() else {
+                continue;
+            };
+            crate::wait_until(Duration::from_secs(30), "the replicas to catch up", || {
+                cli(port, &["INFO", "replication"]).is_some_and(|info| {
+                    offset(&info, "offset=")
+                        .iter()
+                        .all(|&acked| acked >= written)
+                })
+            });
+        }
+    }
+
     /// How many script calls (`EVALSHA` and `EVAL`) the node on `port` has run since it started
     /// (its `INFO commandstats`).
     pub fn script_calls(&self, port: u16) -> u64 {

@@ -193,6 +193,8 @@ async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202
         .unwrap();
     let ledger = stock::StockLedger::new(&settings.redis).unwrap();
     let primary = cluster.primary_of(&ledger.keys(&sku).stock);
+    // The kill is not meant to lose the sale itself, only what the crowd writes around it.
+    cluster.wait_replicated();
 
     // A crowd buys while the sale's primary is killed under it.
     let target = crowd::Target {

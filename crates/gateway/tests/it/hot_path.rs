@@ -247,7 +247,10 @@ async fn a_sale_in_stock_buckets_sells_exactly_its_units_over_http_and_keeps_its
         .iter()
         .map(|id| domain::OrderId::parse(id.as_str()).unwrap().bucket())
         .collect();
-    assert!(buckets.len() > 1, "the orders live in their buyers' buckets");
+    assert!(
+        buckets.len() > 1,
+        "the orders live in their buyers' buckets"
+    );
     assert!(
         gw.app.metrics.sold_out_local.get() > 0,
         "sold out is answered from memory for a bucketed sale too"
@@ -293,7 +296,10 @@ async fn a_sale_in_stock_buckets_sells_exactly_its_units_over_http_and_keeps_its
 
     // The number of buckets is fixed; a change that leaves it out keeps it.
     let (status, body) = put(sale(8, json!({"buckets": 2}))).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("buckets_fixed")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("buckets_fixed"))
+    );
     let (status, body) = put(sale(10, json!({}))).await;
     assert_eq!((status, &body["buckets"]), (200, &json!(4)), "{body}");
     assert_eq!(body["redis_remaining"], 2);

@@ -324,7 +324,10 @@ async fn a_bucketed_sale_that_lost_one_bucket_is_rebuilt_whole_with_its_buyers_i
     )
     .await
     .unwrap_err();
-    assert!(format!("{error:#}").contains("reconcile --rebuild"), "{error:#}");
+    assert!(
+        format!("{error:#}").contains("reconcile --rebuild"),
+        "{error:#}"
+    );
 
     // Rebuilt whole from the database: 8 left over three buckets, 4 held.
     let reports = reconcile_with(&gw, &store, &sku, true).await;

@@ -13,6 +13,12 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {-1}
 end
+-- The same transfer again (the client sent it again after a reply it lost): the same answer,
+-- nothing lent twice.
+local again = redis.call('HGET', KEYS[3], ARGV[1])
+if again then
+  return {tonumber(string.match(again, '^%d+|(%d+)|')), 0}
+end
 local left = tonumber(redis.call('GET', KEYS[2]) or '0')
 local stale = 0
 local cutoff = tonumber(ARGV[5])

@@ -6,7 +6,8 @@
 -- KEYS: sale, stock, then the per-order keys: buyers, idem, resv, pending, outbox, lent, received
 -- ARGV: the bucket's units (its share of the total stock, lent and borrowed units aside),
 --   starts_at (ms), ends_at (ms), per-user limit, the sale's number of buckets
--- Returns: {"created", left} | {"updated", left} | {"below_reserved", left}
+-- Returns: {"created", left} | {"updated", left} | {"below_reserved", left} |
+--   {"buckets", left} (the bucket belongs to a sale of another number of buckets: unchanged)
 local initial = tonumber(ARGV[1])
 local old = redis.call('HGET', KEYS[1], 'initial')
 local left
@@ -18,6 +19,9 @@ if not old then
   return {'created', left}
 end
 left = tonumber(redis.call('GET', KEYS[2]) or '0')
+if (redis.call('HGET', KEYS[1], 'buckets') or '1') ~= ARGV[5] then
+  return {'buckets', left}
+end
 local delta = initial - tonumber(old)
 if left + delta < 0 then
   return {'below_reserved', left}

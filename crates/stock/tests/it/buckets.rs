@@ -290,7 +290,7 @@ async fn orders_are_claimed_finished_and_released_in_their_own_bucket() {
         reserve(&ledger, &sku, user, "k", 1).await;
     }
     let later = Utc::now() + chrono::Duration::seconds(60);
-    let stale = ledger.take_stale(&sku, later, later, 100).await.unwrap();
+    let stale = ledger.take_stale(&sku, 4, later, later, 100).await.unwrap();
     assert_eq!(stale.len(), 4);
 }
 
@@ -320,8 +320,8 @@ async fn a_transfer_left_half_done_is_completed_once_and_no_unit_is_lost() {
         .unwrap();
 
     let now = Utc::now().timestamp_millis();
-    assert_eq!(ledger.complete_transfers(&sku, now).await.unwrap(), 2);
-    assert_eq!(ledger.complete_transfers(&sku, now).await.unwrap(), 0);
+    assert_eq!(ledger.complete_transfers(&sku, 4, now).await.unwrap(), 2);
+    assert_eq!(ledger.complete_transfers(&sku, 4, now).await.unwrap(), 0);
     let snapshot = ledger.snapshot(&sku).await.unwrap().unwrap();
     assert_eq!((snapshot.remaining, snapshot.in_transit), (40, 0));
     assert_eq!(left_per_bucket(&ledger, &sku, 4).await, vec![15, 5, 15, 5]);
@@ -507,13 +507,13 @@ async fn an_ended_bucketed_sale_is_retired_in_every_bucket() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let expire_at = Utc::now() + chrono::Duration::hours(1);
     assert_eq!(
-        ledger.retire(&sku, expire_at).await.unwrap(),
+        ledger.retire(&sku, 3, expire_at).await.unwrap(),
         RetireOutcome::Unfinished(6)
     );
     let refs: Vec<&OrderId> = ids.iter().collect();
     ledger.finish(&sku, &refs).await.unwrap();
     assert_eq!(
-        ledger.retire(&sku, expire_at).await.unwrap(),
+        ledger.retire(&sku, 3, expire_at).await.unwrap(),
         RetireOutcome::Retired
     );
     let mut conn = testkit::raw_redis().await;
@@ -527,4 +527,64 @@ async fn an_ended_bucketed_sale_is_retired_in_every_bucket() {
         expiring.insert(bucket, ttl > 0);
     }
     assert!(expiring.values().all(|&set| set), "{expiring:?}");
+}
+
+#[tokio::test]
+async fn a_lend_sent_twice_lends_once_and_drifted_counters_do_not_hold_up_sold_out() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &bucketed(8, 8, 2)).await.unwrap();
+    // The client sends the same lend again after a lost reply: the same answer, lent once.
+    let keys = ledger.bucket_keys(&sku, 1);
+    let now = Utc::now().timestamp_millis();
+    let lend = || async {
+        redis::Script::new(include_str!("../../src/lua/lend.lua"))
+            .key(&keys.sale)
+            .key(&keys.stock)
+            .key(&keys.lent)
+            .arg("1>0.sent-twice")
+            .arg(0)
+            .arg(1)
+            .arg(now)
+            .arg(now - 10_000)
+            .invoke_async::<Vec<i64>>(&mut testkit::raw_redis().await)
+            .await
+            .unwrap()
+    };
+    assert_eq!(lend().await[0], 2, "half of bucket 1's four units");
+    assert_eq!(lend().await[0], 2, "the same transfer");
+    assert_eq!(left_per_bucket(&ledger, &sku, 2).await, vec![4, 2]);
+    assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().in_transit, 2);
+    let now_ms = Utc::now().timestamp_millis() + 60_000;
+    assert_eq!(ledger.complete_transfers(&sku, 2, now_ms).await.unwrap(), 1);
+    assert_eq!(left_per_bucket(&ledger, &sku, 2).await, vec![6, 2]);
+
+    // A counter off by some units with no transfer under way (a hand edit, a failover that
+    // kept half of a transfer) shows in the snapshot and does not keep buyers from `sold_out`.
+    redis::cmd("HINCRBY")
+        .arg(&keys.sale)
+        .arg("lent")
+        .arg(3)
+        .query_async::<i64>(&mut testkit::raw_redis().await)
+        .await
+        .unwrap();
+    for i in 0..8 {
+        assert!(matches!(
+            reserve(&ledger, &sku, &format!("u{i}"), "k", 1).await,
+            ReserveOutcome::Accepted(_)
+        ));
+    }
+    assert!(matches!(
+        reserve(&ledger, &sku, "one-too-many", "k", 1).await,
+        ReserveOutcome::SoldOut(_)
+    ));
+    assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().in_transit, 3);
+
+    // A sale that lost a bucket is not warmed over: that would make the bucket anew, empty.
+    testkit::delete_keys(&[keys.sale.as_str()]).await;
+    let error = ledger.warm(&sku, &bucketed(9, 8, 2)).await.unwrap_err();
+    assert!(
+        error.to_string().contains("1 of the 2 stock buckets"),
+        "{error}"
+    );
 }

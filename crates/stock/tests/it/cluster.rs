@@ -74,6 +74,9 @@ async fn a_primary_killed_mid_sale_is_replaced_and_the_same_ledger_goes_on_selli
     const STOCK: i64 = 1_000_000;
     ledger.warm(&sku, &open_spec(STOCK, 1)).await.unwrap();
     let primary = cluster.primary_of(&ledger.keys(&sku).stock);
+    // The kill below is not meant to lose the sale itself (a loaded machine can delay
+    // replication by more than the selling before it).
+    cluster.wait_replicated();
 
     // Buyers reserve one unit each, as fast as one task goes, and count what they were told.
     let stop = Arc::new(AtomicBool::new(false));

@@ -400,7 +400,7 @@ async fn an_ended_sale_is_retired_only_once_nothing_is_pending_and_a_change_revi
     };
     let expire_at = Utc::now() + Duration::hours(1);
     assert_eq!(
-        ledger.retire(&sku, expire_at).await.unwrap(),
+        ledger.retire(&sku, 1, expire_at).await.unwrap(),
         RetireOutcome::Open,
         "a sale Redis has open is never retired"
     );
@@ -413,12 +413,12 @@ async fn an_ended_sale_is_retired_only_once_nothing_is_pending_and_a_change_revi
     .unwrap();
     ledger.warm(&sku, &ended).await.unwrap();
     assert_eq!(
-        ledger.retire(&sku, expire_at).await.unwrap(),
+        ledger.retire(&sku, 1, expire_at).await.unwrap(),
         RetireOutcome::Unfinished(1)
     );
     assert_eq!(ledger.finish(&sku, &[&order]).await.unwrap(), 1);
     assert_eq!(
-        ledger.retire(&sku, expire_at).await.unwrap(),
+        ledger.retire(&sku, 1, expire_at).await.unwrap(),
         RetireOutcome::Retired
     );
     let url =
@@ -482,7 +482,7 @@ async fn the_sweep_takes_an_unacknowledged_reservation_at_once_and_an_acknowledg
     );
 
     let now = Utc::now();
-    let taken = ledger.take_stale(&sku, now, now, 10).await.unwrap();
+    let taken = ledger.take_stale(&sku, 1, now, now, 10).await.unwrap();
     let taken: Vec<&OrderId> = taken.iter().map(|s| &s.order_id).collect();
     assert_eq!(
         taken,
@@ -490,7 +490,7 @@ async fn the_sweep_takes_an_unacknowledged_reservation_at_once_and_an_acknowledg
         "the acknowledged one waits out its grace"
     );
     let later = ledger
-        .take_stale(&sku, now + Duration::seconds(61), now, 10)
+        .take_stale(&sku, 1, now + Duration::seconds(61), now, 10)
         .await
         .unwrap();
     let acked_entry = later
@@ -517,7 +517,11 @@ async fn an_order_finished_between_a_sweep_and_its_acknowledgement_stays_finishe
     // acknowledged and marks it (the record is still R: no claim in between stops the mark).
     let now = Utc::now();
     assert_eq!(
-        ledger.take_stale(&sku, now, now, 10).await.unwrap().len(),
+        ledger
+            .take_stale(&sku, 1, now, now, 10)
+            .await
+            .unwrap()
+            .len(),
         1
     );
     assert_eq!(ledger.finish(&sku, &[&order]).await.unwrap(), 1);
@@ -526,7 +530,7 @@ async fn an_order_finished_between_a_sweep_and_its_acknowledgement_stays_finishe
     assert_eq!(snapshot.unfinished, 0, "the mark does not bring it back");
     let later = now + Duration::hours(1);
     assert!(ledger
-        .take_stale(&sku, later, later, 10)
+        .take_stale(&sku, 1, later, later, 10)
         .await
         .unwrap()
         .is_empty());
@@ -584,7 +588,7 @@ async fn the_acknowledger_marks_what_it_gathered_and_what_is_left_when_it_finish
     // Marked orders wait out their grace before the sweeper takes them.
     let now = Utc::now();
     assert!(ledger
-        .take_stale(&sku, now, now, 10)
+        .take_stale(&sku, 1, now, now, 10)
         .await
         .unwrap()
         .is_empty());

@@ -331,8 +331,9 @@ async fn the_payment_window_migration_keeps_confirmed_orders_sold_and_goes_back_
         sale.payment_terms().unwrap(),
         domain::PaymentTerms::default()
     );
+    assert_eq!(sale.buckets, 1, "a sale made before stock buckets has one");
 
-    Migrator::down(&db, Some(1)).await.unwrap();
+    Migrator::down(&db, Some(2)).await.unwrap();
     let status: String = db
         .query_one(store::statement(
             db.get_database_backend(),
