@@ -48,7 +48,7 @@ impl Model {
             column: "sale definition",
             value: error.to_string(),
         };
-        Ok(domain::SaleSpec::new(
+        domain::SaleSpec::new(
             self.initial_stock,
             i64::from(self.per_user_limit),
             self.starts_at,
@@ -57,7 +57,7 @@ impl Model {
         .map_err(corrupt)?
         .with_payment(self.payment_terms()?)
         .with_buckets(i64::from(self.buckets))
-        .map_err(corrupt)?)
+        .map_err(corrupt)
     }
 
     /// The sale's payment terms; stored values this build cannot read are an error.
