@@ -6,7 +6,7 @@ TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nexte
 MIGRATE ?= status
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-redis redis-cluster redis-cluster-stop build release test fuzz lint fmt demo bench stack openapi migrate topics lag dlq-inspect dlq-replay reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
+.PHONY: help deps deps-redis redis-cluster redis-cluster-stop build release test fuzz lint fmt demo bench bench-buckets stack openapi migrate topics lag dlq-inspect dlq-replay reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
 OVERLAY ?= dev
 
 help: ## List the targets
@@ -44,6 +44,10 @@ demo: deps-redis ## Simulate a flash sale end to end on embedded defaults and pr
 bench: ## Benchmark (a few minutes): each path under seckill-sim load next to its ceiling of the same run; writes docs/benchmarks.md and docs/bench/chart.svg
 	@scripts/deps.sh bench
 	scripts/bench.sh
+
+bench-buckets: ## One hot SKU on a local Redis Cluster in 1 and in 12 stock buckets: where the cluster's CPU goes, per primary
+	@scripts/deps.sh bench
+	scripts/bench_buckets.sh
 
 redis-cluster: deps-redis ## Start a local Redis Cluster (6 nodes, ports 7000-7005) and print the settings that use it
 	@scripts/redis-cluster.sh start

@@ -454,15 +454,16 @@ pub async fn create_sale(
     .await
 }
 
-/// Puts `sku` on sale through the admin API at `admin_url` with `admin_token`: `stock` units, at
-/// most `per_user_limit` per buyer, open from a second ago for an hour, with the default payment
-/// window and no price.
+/// Puts `sku` on sale through the admin API at `admin_url` with `admin_token`: `stock` units in
+/// `buckets` stock buckets, at most `per_user_limit` per buyer, open from a second ago for an
+/// hour, with the default payment window and no price.
 pub async fn put_sale(
     admin_url: &str,
     admin_token: &str,
     sku: &SkuId,
     stock: i64,
     per_user_limit: i64,
+    buckets: u8,
 ) -> anyhow::Result<()> {
     put_sale_with(
         admin_url,
@@ -470,12 +471,13 @@ pub async fn put_sale(
         sku,
         stock,
         per_user_limit,
-        serde_json::json!({}),
+        serde_json::json!({ "buckets": buckets }),
     )
     .await
 }
 
-/// [`put_sale`] with `terms` (`payment_window_secs`, `price_minor`, `currency`) added to the body.
+/// [`put_sale`] with `terms` (`payment_window_secs`, `price_minor`, `currency`, `buckets`) added
+/// to the body.
 async fn put_sale_with(
     admin_url: &str,
     admin_token: &str,

@@ -117,6 +117,9 @@ struct LoadArgs {
     /// the accept path lasts 10 million orders).
     #[arg(long, default_value_t = 1_000)]
     per_user_limit: i64,
+    /// Stock buckets of each created sale, 1 to 64 (a hot SKU on a Redis Cluster).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    buckets: u8,
     /// Admin token for --create-sales (default: signed with the settings' secret).
     #[arg(long, env = "SECKILL_ADMIN_TOKEN")]
     admin_token: Option<String>,
@@ -317,7 +320,8 @@ async fn load(settings: &settings::Settings, args: LoadArgs) -> anyhow::Result<(
                 for n in 0..count {
                     let prefix = sale_prefix.as_deref().unwrap_or(&run_id);
                     let sku = domain::SkuId::parse(format!("{prefix}-{n}"))?;
-                    flash_sim::put_sale(&admin_url, &token, &sku, stock, per_user_limit).await?;
+                    flash_sim::put_sale(&admin_url, &token, &sku, stock, per_user_limit, buckets)
+                        .await?;
                     skus.push(sku.to_string());
                 }
             }

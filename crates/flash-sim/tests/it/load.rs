@@ -26,7 +26,7 @@ async fn the_generator_counts_every_answer_by_outcome_and_paces_an_open_loop() {
     let secret = ctx.secret();
     let sku = domain::SkuId::parse(testkit::unique("load-sku")).unwrap();
     let admin = gateway::auth::sign(&secret, "ops", Some("admin"), 600);
-    flash_sim::put_sale(&stack.admin_url(), &admin, &sku, 30, 1000)
+    flash_sim::put_sale(&stack.admin_url(), &admin, &sku, 30, 1000, 1)
         .await
         .unwrap();
     let tokens = (0..50)
