@@ -281,6 +281,7 @@ async fn load(settings: &settings::Settings, args: LoadArgs) -> anyhow::Result<(
         sale_prefix,
         stock,
         per_user_limit,
+        buckets,
         admin_token,
         users,
         token_file,
