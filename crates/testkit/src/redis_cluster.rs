@@ -173,6 +173,58 @@ impl TestCluster {
         }
     }
 
+    /// The port of the replica of the primary on `primary`.
+    pub fn replica_of(&self, primary: u16) -> u16 {
+        let info = cli(primary, &["INFO", "replication"]).expect("the primary answers");
+        info.lines()
+            .find(|line| line.starts_with("slave0:"))
+            .and_then(|line| line.split(",port=").nth(1))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .expect("the primary has a replica")
+    }
+
+    /// Stops the node on `port` (SIGSTOP) without killing it: it reads nothing, answers nothing.
+    pub fn freeze(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    /// Lets a frozen node go on (SIGCONT).
+    pub fn thaw(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let pid = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .and_then(|n| n.child.as_ref())
+            .expect("a running node of this cluster")
+            .id();
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+
+    /// Writes 32 MiB under `key` on the primary on `port` (which must serve its slot), by a
+    /// script, so that the value does not cross the command line. To a replica that reads
+    /// nothing (frozen), this fills the socket and leaves what the primary writes next queued in
+    /// the primary's memory: lost if the primary dies before the replica reads again.
+    pub fn fill_replication_stream(&self, port: u16, key: &str) {
+        let written = cli(
+            port,
+            &[
+                "EVAL",
+                "redis.call('SET', KEYS[1], string.rep('x', 33554432)) return 1",
+                "1",
+                key,
+            ],
+        );
+        assert_eq!(written.as_deref(), Some("1"), "filling {key} on {port}");
+    }
+
     /// How many script calls (`EVALSHA` and `EVAL`) the node on `port` has run since it started
     /// (its `INFO commandstats`).
     pub fn script_calls(&self, port: u16) -> u64 {

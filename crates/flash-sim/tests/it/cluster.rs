@@ -21,18 +21,18 @@ fn on_cluster(ctx: &TestContext, cluster: &TestCluster) -> Settings {
     settings
 }
 
-/// Waits until every order `crowd` was told was accepted for `sku` is a row (written or
+/// Waits until every order the `crowds` were told was accepted for `sku` is a row (written or
 /// failed), then judges the sale: the accepted order ids and the verdict.
 async fn settle_and_judge(
     store: &store::Store,
     ledger: &stock::StockLedger,
     sku: &domain::SkuId,
-    crowd: &CrowdResult,
+    crowds: &[&CrowdResult],
     per_user_limit: i64,
 ) -> (HashSet<String>, Verdict) {
-    let accepted: HashSet<String> = crowd
-        .answers
+    let accepted: HashSet<String> = crowds
         .iter()
+        .flat_map(|crowd| &crowd.answers)
         .filter(|a| a.status == 202)
         .filter_map(|a| a.order_id.clone())
         .collect();
@@ -50,7 +50,7 @@ async fn settle_and_judge(
     })
     .await;
     let verdict = flash_sim::verdict::judge(Evidence {
-        crowds: &[crowd],
+        crowds,
         payments: Default::default(),
         sku,
         per_user_limit,
@@ -221,7 +221,7 @@ async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202
     cluster.wait_until_healthy();
 
     let store = store::Store::connect(&settings.database).await.unwrap();
-    let (accepted, verdict) = settle_and_judge(&store, &ledger, &sku, &crowd, 2).await;
+    let (accepted, verdict) = settle_and_judge(&store, &ledger, &sku, &[&crowd], 2).await;
     let mut answers: BTreeMap<String, usize> = BTreeMap::new();
     for answer in &crowd.answers {
         let code = answer.code.clone().filter(|_| answer.status != 202);
@@ -255,6 +255,142 @@ async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202
         0,
         "{answers:?}"
     );
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_that_loses_reservations_is_caught_by_the_database_and_a_rebuild_restores_conservation(
+) {
+    let mut cluster = TestCluster::start();
+    let ctx = TestContext::new().await.unwrap();
+    let settings = on_cluster(&ctx, &cluster);
+    let stack = flash_sim::stack::LocalStack::start(settings.clone())
+        .await
+        .unwrap();
+    let sku = domain::SkuId::parse(testkit::unique("lossy-")).unwrap();
+    const STOCK: i64 = 100;
+    let scenario = Scenario {
+        stock: STOCK,
+        per_user_limit: 1,
+        payment_window_secs: 900,
+        ..Scenario::default()
+    };
+    let secret = ctx.secret();
+    flash_sim::create_sale(&stack.admin_url(), &secret, &sku, &scenario)
+        .await
+        .unwrap();
+    let ledger = stock::StockLedger::new(&settings.redis).unwrap();
+    let store = store::Store::connect(&settings.database).await.unwrap();
+    let primary = cluster.primary_of(&ledger.keys(&sku).stock);
+    let replica = cluster.replica_of(primary);
+    cluster.wait_replicated();
+
+    // The replica stops reading; 32 MiB fill the replication stream, so what the primary
+    // writes from now on waits in its memory.
+    cluster.freeze(replica);
+    cluster.fill_replication_stream(primary, &format!("filler:{{{sku}}}"));
+    let target = |users: usize, seed: u64, name: &str| {
+        let target = crowd::Target {
+            base_url: stack.gateway_url(),
+            sku: sku.to_string(),
+            secret: secret.clone(),
+            concurrency: 8,
+        };
+        let plan = crowd::plan_named(name, users, users, seed);
+        async move { crowd::run(&target, plan, false).await }
+    };
+    let first = target(60, 1, "first").await;
+    let first_accepted = first.answers.iter().filter(|a| a.status == 202).count();
+    assert_eq!(
+        first_accepted, 60,
+        "every buyer of the first crowd got a unit"
+    );
+    testkit::eventually(
+        Duration::from_secs(30),
+        "the first crowd's rows",
+        || async {
+            let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+            (stats.held_units() == 60).then_some(())
+        },
+    )
+    .await;
+
+    // The primary dies with those writes unsent; the replica, thawed, takes over without them.
+    cluster.kill(primary);
+    cluster.thaw(replica);
+    testkit::eventually(
+        Duration::from_secs(30),
+        "the replica's promotion",
+        || async { (cluster.primaries().len() == 3).then_some(()) },
+    )
+    .await;
+    cluster.restart(primary);
+    cluster.wait_until_healthy();
+    let after = testkit::eventually(
+        Duration::from_secs(30),
+        "the sale on the new primary",
+        || {
+            let ledger = &ledger;
+            let sku = &sku;
+            async move { ledger.snapshot(sku).await.ok().flatten() }
+        },
+    )
+    .await;
+    let lost = 60 - (after.reserved - after.released);
+    eprintln!(
+        "lossy failover: 60 units reserved and written before it; the promoted replica has {} \
+         reserved, {} left: {lost} reservations lost, their units on sale again in Redis",
+        after.reserved, after.remaining
+    );
+    assert!(lost > 0, "the failover lost no write: {after:?}");
+
+    // A second crowd: Redis offers the lost units again, the database refuses what it lacks.
+    let second = target(150, 2, "second").await;
+    let (_, verdict) = settle_and_judge(&store, &ledger, &sku, &[&first, &second], 1).await;
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    eprintln!(
+        "second crowd: {} accepted, {} failed in the database, {} units held; \
+         Redis-to-database conservation gap {}",
+        second.answers.iter().filter(|a| a.status == 202).count(),
+        stats.failed.orders,
+        stats.held_units(),
+        verdict.conservation_gap
+    );
+    assert_eq!(
+        stats.held_units(),
+        STOCK,
+        "exactly the stock is held, never more"
+    );
+    assert!(
+        stats.failed.orders > 0,
+        "the database refused the units counted twice"
+    );
+    assert_eq!(verdict.oversold, 0, "{}", verdict.render());
+    assert_eq!(verdict.duplicates, 0, "{}", verdict.render());
+    assert_eq!(verdict.lost, 0, "{}", verdict.render());
+
+    // The rebuild makes Redis agree with the database again.
+    let endpoint = kafka::Endpoint::from_settings(
+        &settings.kafka,
+        stack
+            .embedded_broker()
+            .map(|broker| broker.bootstrap_servers()),
+    );
+    let options = gateway::reconcile::Options {
+        skus: vec![sku.clone()],
+        drain_timeout: Duration::from_secs(60),
+        rebuild: true,
+    };
+    gateway::reconcile::reconcile(&ledger, &store, &endpoint, &settings.kafka, &options)
+        .await
+        .unwrap();
+    let rebuilt = ledger.snapshot(&sku).await.unwrap().unwrap();
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!((rebuilt.remaining, stats.stock), (0, 0));
+    assert_eq!(rebuilt.reserved - rebuilt.released, STOCK);
+    let (_, verdict) = settle_and_judge(&store, &ledger, &sku, &[&first, &second], 1).await;
+    assert_eq!(verdict.conservation_gap, 0, "{}", verdict.render());
+    assert!(verdict.holds(), "{}", verdict.render());
     stack.stop().await.unwrap();
 }
 
@@ -300,7 +436,7 @@ async fn twenty_sales_over_the_cluster_slots_each_sell_exactly_their_stock() {
     let store = store::Store::connect(&settings.database).await.unwrap();
     let mut sold = 0;
     for (sku, crowd) in skus.iter().zip(&crowds) {
-        let (_, verdict) = settle_and_judge(&store, &ledger, sku, crowd, 2).await;
+        let (_, verdict) = settle_and_judge(&store, &ledger, sku, &[crowd], 2).await;
         assert_eq!(
             verdict.awaiting_payment.units,
             12,
