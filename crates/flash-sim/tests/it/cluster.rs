@@ -4,7 +4,7 @@
 use flash_sim::crowd::{self, CrowdResult};
 use flash_sim::verdict::{Evidence, Verdict};
 use flash_sim::Scenario;
-use settings::secrecy::SecretString;
+use settings::secrecy::{ExposeSecret, SecretString};
 use settings::{RedisMode, Settings};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -65,6 +65,60 @@ async fn settle_and_judge(
     (accepted, verdict)
 }
 
+/// Puts a fresh sale (`prefix` and a unique suffix) of `stock` units on sale on `stack`, open for
+/// an hour with 15 minutes to pay: its SKU, a ledger on the cluster, and the port of the primary
+/// that serves it.
+async fn sale_on(
+    stack: &flash_sim::stack::LocalStack,
+    cluster: &TestCluster,
+    settings: &Settings,
+    prefix: &str,
+    stock: i64,
+    per_user_limit: i64,
+) -> (domain::SkuId, stock::StockLedger, u16) {
+    let sku = domain::SkuId::parse(testkit::unique(prefix)).unwrap();
+    let scenario = Scenario {
+        stock,
+        per_user_limit,
+        payment_window_secs: 900,
+        ..Scenario::default()
+    };
+    let secret = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
+    flash_sim::create_sale(&stack.admin_url(), &secret, &sku, &scenario)
+        .await
+        .unwrap();
+    let ledger = stock::StockLedger::new(&settings.redis).unwrap();
+    let primary = cluster.primary_of(&ledger.keys(&sku).stock);
+    (sku, ledger, primary)
+}
+
+/// Runs the demo with `scenario` on `settings` and checks its verdict with real numbers: every
+/// unit held (paid or awaiting payment), expired units sold again, every late payment refused,
+/// and every invariant.
+async fn demo_holds(settings: Settings, scenario: &Scenario) {
+    let verdict = flash_sim::demo(settings, scenario).await.unwrap();
+    println!("{}", verdict.render());
+    let render = verdict.render();
+    assert_eq!(
+        verdict.paid.units + verdict.awaiting_payment.units,
+        scenario.stock,
+        "{render}"
+    );
+    assert!(verdict.expired.units > 0, "{render}");
+    assert_eq!(verdict.resold_units, verdict.expired.units, "{render}");
+    assert_eq!(
+        verdict.payments.late_refused, scenario.late_payers,
+        "{render}"
+    );
+    assert_eq!(verdict.oversold, 0, "{render}");
+    assert_eq!(verdict.paid_twice, 0, "{render}");
+    assert_eq!(verdict.duplicates, 0, "{render}");
+    assert_eq!(verdict.lost, 0, "{render}");
+    assert_eq!(verdict.conservation_gap, 0, "{render}");
+    assert_eq!(verdict.bad_input_violations, 0, "{render}");
+    assert!(verdict.holds(), "{render}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flash_sale_on_a_redis_cluster_sells_exactly_its_stock_and_loses_nothing() {
     let cluster = TestCluster::start();
@@ -84,24 +138,7 @@ async fn a_flash_sale_on_a_redis_cluster_sells_exactly_its_stock_and_loses_nothi
         latecomers: 60,
         ..Scenario::default()
     };
-    let verdict = flash_sim::demo(settings, &scenario).await.unwrap();
-    println!("{}", verdict.render());
-    assert_eq!(
-        verdict.paid.units + verdict.awaiting_payment.units,
-        40,
-        "{}",
-        verdict.render()
-    );
-    assert!(verdict.expired.units > 0);
-    assert_eq!(verdict.resold_units, verdict.expired.units);
-    assert_eq!(verdict.payments.late_refused, 5);
-    assert_eq!(verdict.oversold, 0);
-    assert_eq!(verdict.paid_twice, 0);
-    assert_eq!(verdict.duplicates, 0);
-    assert_eq!(verdict.lost, 0);
-    assert_eq!(verdict.conservation_gap, 0);
-    assert_eq!(verdict.bad_input_violations, 0);
-    assert!(verdict.holds());
+    demo_holds(settings, &scenario).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,23 +166,7 @@ async fn a_hot_sku_in_twelve_buckets_spreads_over_the_primaries_and_keeps_every_
         buckets: 12,
         ..Scenario::default()
     };
-    let verdict = flash_sim::demo(settings, &scenario).await.unwrap();
-    println!("{}", verdict.render());
-    assert_eq!(
-        verdict.paid.units + verdict.awaiting_payment.units,
-        60,
-        "{}",
-        verdict.render()
-    );
-    assert!(verdict.expired.units > 0);
-    assert_eq!(verdict.resold_units, verdict.expired.units);
-    assert_eq!(verdict.payments.late_refused, 5);
-    assert_eq!(verdict.oversold, 0);
-    assert_eq!(verdict.paid_twice, 0);
-    assert_eq!(verdict.duplicates, 0);
-    assert_eq!(verdict.lost, 0);
-    assert_eq!(verdict.conservation_gap, 0);
-    assert!(verdict.holds());
+    demo_holds(settings, &scenario).await;
 
     // One SKU, and yet every primary that has some of its buckets ran a share of its scripts.
     let store = store::Store::connect(&ctx.settings.database).await.unwrap();
@@ -180,19 +201,8 @@ async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202
     let stack = flash_sim::stack::LocalStack::start(settings.clone())
         .await
         .unwrap();
-    let sku = domain::SkuId::parse(testkit::unique("fo-")).unwrap();
-    let scenario = Scenario {
-        stock: 2_000,
-        per_user_limit: 2,
-        payment_window_secs: 900,
-        ..Scenario::default()
-    };
     let secret = ctx.secret();
-    flash_sim::create_sale(&stack.admin_url(), &secret, &sku, &scenario)
-        .await
-        .unwrap();
-    let ledger = stock::StockLedger::new(&settings.redis).unwrap();
-    let primary = cluster.primary_of(&ledger.keys(&sku).stock);
+    let (sku, ledger, primary) = sale_on(&stack, &cluster, &settings, "fo-", 2_000, 2).await;
     // The kill is not meant to lose the sale itself, only what the crowd writes around it.
     cluster.wait_replicated();
 
@@ -267,21 +277,10 @@ async fn a_failover_that_loses_reservations_is_caught_by_the_database_and_a_rebu
     let stack = flash_sim::stack::LocalStack::start(settings.clone())
         .await
         .unwrap();
-    let sku = domain::SkuId::parse(testkit::unique("lossy-")).unwrap();
     const STOCK: i64 = 100;
-    let scenario = Scenario {
-        stock: STOCK,
-        per_user_limit: 1,
-        payment_window_secs: 900,
-        ..Scenario::default()
-    };
     let secret = ctx.secret();
-    flash_sim::create_sale(&stack.admin_url(), &secret, &sku, &scenario)
-        .await
-        .unwrap();
-    let ledger = stock::StockLedger::new(&settings.redis).unwrap();
+    let (sku, ledger, primary) = sale_on(&stack, &cluster, &settings, "lossy-", STOCK, 1).await;
     let store = store::Store::connect(&settings.database).await.unwrap();
-    let primary = cluster.primary_of(&ledger.keys(&sku).stock);
     let replica = cluster.replica_of(primary);
     cluster.wait_replicated();
 

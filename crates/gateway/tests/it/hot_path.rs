@@ -255,16 +255,7 @@ async fn a_sale_in_stock_buckets_sells_exactly_its_units_over_http_and_keeps_its
         gw.app.metrics.sold_out_local.get() > 0,
         "sold out is answered from memory for a bucketed sale too"
     );
-    let view: serde_json::Value = gw
-        .client
-        .get(format!("{}/v1/admin/sales/{sku}", gw.url))
-        .bearer_auth(gw.admin())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = gw.sale_view(&sku).await;
     assert_eq!(
         (
             &view["redis"]["remaining"],

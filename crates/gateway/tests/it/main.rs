@@ -58,6 +58,19 @@ impl Running {
         gateway::auth::sign(&self.ctx.secret(), "ops", Some("admin"), 600)
     }
 
+    /// `GET /v1/admin/sales/{sku}`: the sale as the database and Redis see it.
+    async fn sale_view(&self, sku: &SkuId) -> Value {
+        self.client
+            .get(format!("{}/v1/admin/sales/{sku}", self.url))
+            .bearer_auth(self.admin())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn buy(&self, sku: &str, user: &str, key: &str, body: Value) -> (u16, Value) {
         let response = self
             .client
@@ -456,16 +469,7 @@ async fn an_admin_creates_a_sale_and_sees_it_from_both_sides() {
         .unwrap();
     assert_eq!(put.status().as_u16(), 200);
     assert_eq!(gw.buy(sku.as_str(), "e", "1", json!({})).await.0, 202);
-    let view: Value = gw
-        .client
-        .get(format!("{}/v1/admin/sales/{sku}", gw.url))
-        .bearer_auth(gw.admin())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = gw.sale_view(&sku).await;
     assert_eq!(view["database"]["initial_stock"], 7);
     assert_eq!(
         view["database"]["stock"], 7,

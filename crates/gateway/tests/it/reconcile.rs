@@ -41,6 +41,53 @@ async fn reconcile_with(
     .unwrap()
 }
 
+/// After a rebuild, the orders of [`buy_four_units`] are still known: a retry of each gets its
+/// order back and takes nothing (idempotency keys), and alice, who holds 2 of 2, may not buy
+/// more (per-user limits).
+async fn keys_and_limits_survived(
+    gw: &Running,
+    sku: &domain::SkuId,
+    orders: &[(&'static str, i64, String)],
+) {
+    for (user, quantity, order_id) in orders {
+        let (status, body) = gw
+            .buy(sku.as_str(), user, "k1", json!({ "quantity": quantity }))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["order_id"].as_str(), Some(order_id.as_str()));
+    }
+    let (status, body) = gw.buy(sku.as_str(), "alice", "k2", json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("limit_exceeded"))
+    );
+}
+
+/// Starts a worker and waits until the database holds `units` of `sku`: the store, and the
+/// worker's stop token and task.
+async fn written_by_a_worker(
+    gw: &Running,
+    sku: &domain::SkuId,
+    units: i64,
+) -> (
+    store::Store,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let stop = CancellationToken::new();
+    let worker = order_worker::Worker::connect(&gw.ctx.settings, None)
+        .await
+        .unwrap();
+    let worker = tokio::spawn(worker.run_until_stopped(stop.clone()));
+    let store = gw.ctx.store().await;
+    testkit::eventually(Duration::from_secs(30), "the units held", || async {
+        let stats = store.sale_stats(sku).await.unwrap().unwrap();
+        (stats.held_units() == units).then_some(())
+    })
+    .await;
+    (store, stop, worker)
+}
+
 /// Alice buys 2 units, Bob and Carol 1 each, under the key `k1`: (user, quantity, order id).
 async fn buy_four_units(gw: &Running, sku: &domain::SkuId) -> Vec<(&'static str, i64, String)> {
     let mut orders = Vec::new();
@@ -112,20 +159,7 @@ async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without
     assert_eq!(snapshot.initial, STOCK);
     assert_eq!(snapshot.reserved - snapshot.released, 4);
 
-    // Idempotency keys survived: a retry gets its order back and takes nothing.
-    for (user, quantity, order_id) in &first_orders {
-        let (status, body) = gw
-            .buy(sku.as_str(), user, "k1", json!({ "quantity": quantity }))
-            .await;
-        assert_eq!(status, 202, "{body}");
-        assert_eq!(body["order_id"].as_str(), Some(order_id.as_str()));
-    }
-    // Per-user limits survived: alice holds 2 of 2.
-    let (status, body) = gw.buy(sku.as_str(), "alice", "k2", json!({})).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("limit_exceeded"))
-    );
+    keys_and_limits_survived(&gw, &sku, &first_orders).await;
     // Running it again, on a Redis that has the sale, changes nothing.
     assert_eq!(
         reconcile().await[0].outcome,
@@ -233,17 +267,7 @@ async fn after_a_failover_lost_acknowledged_reservations_a_rebuild_restores_cons
     const STOCK: i64 = 10;
     gw.ctx.open_sale(&sku, STOCK, 2).await;
     buy_four_units(&gw, &sku).await;
-    let stop = CancellationToken::new();
-    let worker = order_worker::Worker::connect(&gw.ctx.settings, None)
-        .await
-        .unwrap();
-    let worker = tokio::spawn(worker.run_until_stopped(stop.clone()));
-    let store = gw.ctx.store().await;
-    testkit::eventually(Duration::from_secs(30), "the 4 units held", || async {
-        let stats = store.sale_stats(&sku).await.unwrap().unwrap();
-        (stats.held_units() == 4).then_some(())
-    })
-    .await;
+    let (store, stop, worker) = written_by_a_worker(&gw, &sku, 4).await;
 
     // The promoted replica never saw bob's and carol's reservations: Redis offers 8 units
     // where the database has 6.
@@ -287,17 +311,7 @@ async fn a_bucketed_sale_that_lost_one_bucket_is_rebuilt_whole_with_its_buyers_i
     let spec = testkit::open_spec(STOCK, 2).with_buckets(3).unwrap();
     gw.ctx.open_sale_as(&sku, spec).await;
     let first_orders = buy_four_units(&gw, &sku).await;
-    let stop = CancellationToken::new();
-    let worker = order_worker::Worker::connect(&gw.ctx.settings, None)
-        .await
-        .unwrap();
-    let worker = tokio::spawn(worker.run_until_stopped(stop.clone()));
-    let store = gw.ctx.store().await;
-    testkit::eventually(Duration::from_secs(30), "the 4 units held", || async {
-        let stats = store.sale_stats(&sku).await.unwrap().unwrap();
-        (stats.held_units() == 4).then_some(())
-    })
-    .await;
+    let (store, stop, worker) = written_by_a_worker(&gw, &sku, 4).await;
 
     // One shard loses its data: alice's bucket is gone, the others stay.
     let alice = domain::OrderId::parse(first_orders[0].2.as_str()).unwrap();
@@ -337,18 +351,7 @@ async fn a_bucketed_sale_that_lost_one_bucket_is_rebuilt_whole_with_its_buyers_i
         (snapshot.remaining, snapshot.buckets, snapshot.in_transit),
         (STOCK - 4, 3, 0)
     );
-    for (user, quantity, order_id) in &first_orders {
-        let (status, body) = gw
-            .buy(sku.as_str(), user, "k1", json!({ "quantity": quantity }))
-            .await;
-        assert_eq!(status, 202, "{body}");
-        assert_eq!(body["order_id"].as_str(), Some(order_id.as_str()));
-    }
-    let (status, body) = gw.buy(sku.as_str(), "alice", "k2", json!({})).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("limit_exceeded"))
-    );
+    keys_and_limits_survived(&gw, &sku, &first_orders).await;
     let mut accepted = 0;
     for i in 0..20 {
         if gw
