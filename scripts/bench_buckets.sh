@@ -28,37 +28,27 @@ psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS seckill_b
   -c "CREATE DATABASE seckill_bench_buckets" >/dev/null
 export SECKILL__DATABASE__URL=postgres://postgres@127.0.0.1:5432/seckill_bench_buckets
 
-stack=""
+# shellcheck source=scripts/bench_stack.sh
+source scripts/bench_stack.sh
 cleanup() {
-  if [ -n "$stack" ]; then
-    kill -TERM "$stack" 2>/dev/null || true
-    wait "$stack" 2>/dev/null || true
-  fi
+  stop_stack
   scripts/redis-cluster.sh stop "$PORT" >/dev/null || true
 }
 trap cleanup EXIT
-"$sim" stack > "$out/stack.txt" 2>&1 &
-stack=$!
-for _ in $(seq 300); do
-  grep -q "^Ctrl-C stops everything" "$out/stack.txt" && break
-  sleep 0.1
-done
-gateway=$(awk '/^gateway / {print $2}' "$out/stack.txt" || true)
-[ -n "$gateway" ] || { echo "the stack did not start:"; cat "$out/stack.txt"; exit 1; }
-admin=$(awk '/^admin api / {print $3}' "$out/stack.txt")
+start_stack
 
 primaries=$(redis-cli -p "$PORT" cluster nodes | awk '$3 ~ /master/ {split($2, a, "[:@]"); print a[2]}' | sort)
-ticks() {
+primary_ticks() {
   for port in $primaries; do
-    printf '%s:%s ' "$port" "$(awk '{print $14 + $15}' "/proc/$(cat /tmp/seckill-redis-cluster/redis-$port.pid)/stat")"
+    printf '%s:%s ' "$port" "$(ticks "$(cat /tmp/seckill-redis-cluster/redis-$port.pid)")"
   done
 }
 for run in $(seq "$RUNS"); do
   for buckets in 1 "$BUCKETS"; do
-    before=$(ticks)
+    before=$(primary_ticks)
     "$sim" load --url "$gateway" --admin-url "$admin" --create-sales 1 --buckets "$buckets" \
       --duration "$SECS" --connections "$CONNS" --quiet --output "$out/run$run-b$buckets.json" >/dev/null
-    after=$(ticks)
+    after=$(primary_ticks)
     echo "$buckets $run $before| $after" >> "$out/ticks.txt"
     echo "run $run, $buckets bucket(s): done"
   done
