@@ -263,6 +263,11 @@ impl From<stock::StockError> for ApiError {
                 tracing::error!(%error, "a reservation in redis cannot be read");
                 ApiError::Internal
             }
+            // Not an outage: other buyers of the bucket took the units this request moved in.
+            stock::StockError::Contended(_) => {
+                tracing::warn!(%error, "answering 503 to a request that lost every borrowing round");
+                ApiError::StockUnavailable
+            }
             _ => {
                 tracing::error!(%error, "redis call failed");
                 ApiError::StockUnavailable
