@@ -20,7 +20,6 @@
 //!   and the reserve script refuses a caller that believes another number (it then learns it).
 
 use crate::{SoldOut, StockError, StockLedger};
-use chrono::Utc;
 use domain::{SkuId, StockKeys};
 use std::sync::PoisonError;
 
@@ -40,6 +39,8 @@ const TRANSFER_STALE_MS: i64 = TRANSFER_STALE.as_millis() as i64;
 struct Lent {
     given: i64,
     stale: i64,
+    /// Redis's clock when it lent.
+    now_ms: i64,
 }
 
 /// One bucket's units and counters at one moment.
@@ -60,6 +61,8 @@ pub(crate) enum Borrowed {
     Moved,
     /// Every bucket was empty: the sale is sold out for this request.
     Nothing(SoldOut),
+    /// No bucket had the units, but a transfer between two buckets was under way.
+    InTransit(SoldOut),
 }
 
 impl StockLedger {
@@ -113,20 +116,19 @@ impl StockLedger {
         quantity: i64,
         seen: SoldOut,
     ) -> Result<Borrowed, StockError> {
-        let now_ms = Utc::now().timestamp_millis();
         let mut have = seen.remaining;
         let mut moved = false;
         for step in 1..u16::from(buckets) {
             let donor = ((u16::from(home) + step) % u16::from(buckets)) as u8;
             let transfer = format!("{donor}>{home}.{}", uuid::Uuid::now_v7().simple());
             let Some(lent) = self
-                .lend(sku, donor, home, &transfer, quantity - have, now_ms)
+                .lend(sku, donor, home, &transfer, quantity - have)
                 .await?
             else {
                 continue;
             };
             if lent.stale > 0 {
-                let cutoff = now_ms - TRANSFER_STALE_MS;
+                let cutoff = lent.now_ms - TRANSFER_STALE_MS;
                 moved |= self.complete_transfers_of(sku, donor, cutoff).await? > 0;
             }
             if lent.given > 0 {
@@ -156,17 +158,22 @@ impl StockLedger {
         if left >= quantity {
             return Ok(Borrowed::Moved);
         }
-        if second.iter().any(|bucket| bucket.transfers > 0) {
-            // A transfer in progress (or left half done by a process that died: completed by
-            // the next lend from its bucket once stale, or by the sweeper).
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            return Ok(Borrowed::Moved);
-        }
-        Ok(Borrowed::Nothing(SoldOut {
-            remaining: left,
+        let transfers: i64 = second.iter().map(|bucket| bucket.transfers).sum();
+        let seen = SoldOut {
+            // A transfer under way counts as at least a unit left, so that no gateway remembers
+            // the sale as sold out while it lasts.
+            remaining: left + transfers,
             reserved: second.iter().map(|bucket| bucket.reserved).sum(),
             ends_at_ms: seen.ends_at_ms,
-        }))
+        };
+        Ok(if transfers > 0 {
+            // A transfer in progress (its borrower is about to buy with it), or one left half
+            // done by a process that died (completed by the next lend from its bucket once
+            // stale, or by the sweeper).
+            Borrowed::InTransit(seen)
+        } else {
+            Borrowed::Nothing(seen)
+        })
     }
 
     /// Every bucket's units and counters, one bucket after the other.
@@ -211,7 +218,6 @@ impl StockLedger {
         home: u8,
         transfer: &str,
         wanted: i64,
-        now_ms: i64,
     ) -> Result<Option<Lent>, StockError> {
         let keys = self.bucket_keys(sku, donor);
         let mut conn = self.conn.clone();
@@ -224,13 +230,16 @@ impl StockLedger {
             .arg(transfer)
             .arg(home)
             .arg(wanted.max(1))
-            .arg(now_ms)
-            .arg(now_ms - TRANSFER_STALE_MS)
+            .arg(TRANSFER_STALE_MS)
             .invoke_async(&mut conn)
             .await?;
         match reply.as_slice() {
             [-1] => Ok(None),
-            &[given, stale] => Ok(Some(Lent { given, stale })),
+            &[given, stale, now_ms] => Ok(Some(Lent {
+                given,
+                stale,
+                now_ms,
+            })),
             _ => Err(StockError::Reply {
                 script: "lend",
                 reply: reply.iter().map(i64::to_string).collect(),

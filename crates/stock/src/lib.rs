@@ -375,7 +375,7 @@ impl StockLedger {
     ) -> Result<(ReserveOutcome, OutboxEntry), StockError> {
         let sku = order.sku_id.clone();
         let mut buckets = self.believed_buckets(&sku);
-        let (mut relearned, mut rounds) = (false, 0);
+        let (mut relearned, mut rounds, mut waited) = (false, 0, false);
         loop {
             let home = home_bucket(&order.user_id, buckets);
             if order.order_id.bucket() != home {
@@ -414,6 +414,13 @@ impl StockLedger {
             let quantity = i64::from(order.quantity.get());
             match self.borrow(&sku, home, buckets, quantity, seen).await? {
                 Borrowed::Nothing(seen) => return Ok((ReserveOutcome::SoldOut(seen), entry)),
+                // Give a transfer under way a moment to land, once; then the units it moves
+                // belong to its borrower, and this request is answered `sold_out`.
+                Borrowed::InTransit(_) if !waited => {
+                    waited = true;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Borrowed::InTransit(seen) => return Ok((ReserveOutcome::SoldOut(seen), entry)),
                 Borrowed::Moved if rounds + 1 < Self::borrow_rounds() => rounds += 1,
                 Borrowed::Moved => return Err(StockError::Contended(sku)),
             }
@@ -675,40 +682,46 @@ impl StockLedger {
             .collect();
         let total: i64 = units.iter().map(|(initial, _)| initial).sum();
         let unreserved: i64 = units.iter().map(|(_, left)| left).sum();
-        let mut change = spec.stock - total;
+        let change = spec.stock - total;
         if change < 0 && unreserved + change < 0 {
             return Ok(WarmOutcome::BelowReserved(unreserved));
         }
-        let mut applied = Vec::new();
-        let mut left = 0;
+        // Each bucket's new units: growth to bucket 0, a cut from the units left in each bucket,
+        // first to last. Bucket 0 is changed last, so that a growth is never undone.
+        let mut plan: Vec<(u8, i64, i64)> = Vec::with_capacity(units.len());
+        let mut to_cut = (-change).max(0);
         for (bucket, (initial, bucket_left)) in (0..buckets).zip(units) {
-            let delta = if change >= 0 {
-                std::mem::take(&mut change)
-            } else {
-                let take = bucket_left.min(-change);
-                change += take;
-                -take
-            };
-            let warmed = self.warm_bucket(sku, bucket, initial + delta, spec).await;
-            let refused = match warmed {
+            let take = bucket_left.min(to_cut);
+            to_cut -= take;
+            let grow = if bucket == 0 { change.max(0) } else { 0 };
+            plan.push((bucket, initial, initial - take + grow));
+        }
+        plan.rotate_left(1);
+        let mut left = 0;
+        for (i, &(bucket, _, new)) in plan.iter().enumerate() {
+            let refused = match self.warm_bucket(sku, bucket, new, spec).await {
                 Ok(("below_reserved", refused)) => Ok(refused),
                 Ok((_, bucket_left)) => {
                     left += bucket_left;
-                    applied.push((bucket, initial));
                     continue;
                 }
                 Err(error) => Err(error),
             };
-            // Buyers took units since they were read, or Redis failed: put back what was
-            // taken from the buckets before (a change that failed half way is undone; the
-            // window and limit of those buckets stay as asked, which the caller's retry sets
-            // everywhere).
-            for (bucket, initial) in applied {
-                if let Err(undo) = self.warm_bucket(sku, bucket, initial, spec).await {
-                    tracing::error!(%sku, bucket, %undo, "could not undo a stock change half made");
+            // Buyers took units since they were read, or Redis failed (maybe after the script
+            // ran): put every bucket changed so far, this one included, back as it was. The
+            // window and limit of those buckets stay as asked; the caller's retry sets them
+            // everywhere.
+            for &(bucket, old, _) in &plan[..=i] {
+                match self.warm_bucket(sku, bucket, old, spec).await {
+                    Ok(("below_reserved", _)) | Err(_) => tracing::error!(
+                        %sku,
+                        bucket,
+                        "could not undo a stock change made half way: run the change again"
+                    ),
+                    Ok(_) => {}
                 }
             }
-            return refused.map(|refused| WarmOutcome::BelowReserved(unreserved.min(refused)));
+            return refused.map(|_| WarmOutcome::BelowReserved(unreserved));
         }
         Ok(WarmOutcome::Updated(left))
     }

@@ -452,8 +452,9 @@ pub async fn delete_keys(keys: &[&str]) {
 }
 
 /// Strands a transfer of units between two stock buckets of `sku`'s sale, as a gateway that
-/// died half way would: runs the ledger's own `lend.lua` (dated a minute ago, so it is stale)
-/// and never its second step. Returns the transfer id; the bucket lent at least `units`.
+/// died half way a minute ago would: runs the ledger's own `lend.lua` and never its second step,
+/// then dates the transfer a minute back (so it is stale). Returns the transfer id; the bucket
+/// lent at least `units`.
 pub async fn strand_transfer(
     ledger: &stock::StockLedger,
     sku: &SkuId,
@@ -463,7 +464,7 @@ pub async fn strand_transfer(
 ) -> String {
     let keys = ledger.bucket_keys(sku, from);
     let transfer = format!("{from}>{to}.stranded{}", uuid::Uuid::now_v7().simple());
-    let long_ago = Utc::now().timestamp_millis() - 60_000;
+    let mut conn = raw_redis().await;
     let reply: Vec<i64> = redis::Script::new(include_str!("../../stock/src/lua/lend.lua"))
         .key(&keys.sale)
         .key(&keys.stock)
@@ -471,12 +472,19 @@ pub async fn strand_transfer(
         .arg(&transfer)
         .arg(to)
         .arg(units)
-        .arg(long_ago)
-        .arg(long_ago - 2_000)
-        .invoke_async(&mut raw_redis().await)
+        .arg(10_000)
+        .invoke_async(&mut conn)
         .await
         .expect("redis answers");
     assert!(reply[0] >= units, "bucket {from} lent {reply:?}");
+    let a_minute_ago = reply[2] - 60_000;
+    redis::cmd("HSET")
+        .arg(&keys.lent)
+        .arg(&transfer)
+        .arg(format!("{to}|{}|{a_minute_ago}", reply[0]))
+        .query_async::<i64>(&mut conn)
+        .await
+        .expect("redis answers");
     transfer
 }
 

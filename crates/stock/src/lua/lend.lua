@@ -6,22 +6,26 @@
 -- receiver exactly once.
 -- Lends what was asked for, or half of what is left when that is more, so a bucket that runs
 -- dry takes a good share at once and the next buyers there find units without borrowing again.
+-- Transfers are dated by Redis's clock (`TIME`), so every gateway and the sweeper agree on
+-- their age.
 -- KEYS: sale, stock, lent
--- ARGV: transfer id, receiving bucket, units wanted, now (ms), stale before (ms)
--- Returns: {units lent, stale transfers in `lent`} or {-1} when this bucket does not exist (not
---   created yet, or lost).
+-- ARGV: transfer id, receiving bucket, units wanted, stale after (ms)
+-- Returns: {units lent, stale transfers in `lent`, now (ms, Redis's clock)} or {-1} when this
+--   bucket does not exist (not created yet, or lost).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {-1}
 end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 -- The same transfer again (the client sent it again after a reply it lost): the same answer,
 -- nothing lent twice.
 local again = redis.call('HGET', KEYS[3], ARGV[1])
 if again then
-  return {tonumber(string.match(again, '^%d+|(%d+)|')), 0}
+  return {tonumber(string.match(again, '^%d+|(%d+)|')), 0, now}
 end
 local left = tonumber(redis.call('GET', KEYS[2]) or '0')
 local stale = 0
-local cutoff = tonumber(ARGV[5])
+local cutoff = now - tonumber(ARGV[4])
 for _, transfer in ipairs(redis.call('HVALS', KEYS[3])) do
   local at = tonumber(string.match(transfer, '|(%d+)$'))
   if at and at < cutoff then
@@ -32,6 +36,6 @@ local give = math.min(left, math.max(tonumber(ARGV[3]), math.floor(left / 2)))
 if give > 0 then
   redis.call('DECRBY', KEYS[2], give)
   redis.call('HINCRBY', KEYS[1], 'lent', give)
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. '|' .. give .. '|' .. ARGV[4])
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. '|' .. give .. '|' .. now)
 end
-return {give, stale}
+return {give, stale, now}
