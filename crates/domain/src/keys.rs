@@ -29,6 +29,9 @@ pub struct StockKeys {
     /// Hash, in a bucketed sale: transfer id -> units, every transfer this bucket received (so a
     /// transfer completed twice counts once).
     pub received: String,
+    /// Set, in a bucketed sale: the transfers this bucket lent that were received (so a lend the
+    /// client sends again after its transfer was completed lends nothing).
+    pub settled: String,
 }
 
 impl StockKeys {
@@ -59,6 +62,7 @@ impl StockKeys {
             outbox: format!("{base}:outbox"),
             lent: format!("{base}:lent"),
             received: format!("{base}:received"),
+            settled: format!("{base}:settled"),
         }
     }
 
@@ -77,7 +81,7 @@ impl StockKeys {
 
     /// The keys that grow with every buyer and order (not the sale and its stock counter): what
     /// is retired once the sale has ended and every order is written.
-    pub fn per_order(&self) -> [&str; 7] {
+    pub fn per_order(&self) -> [&str; 8] {
         [
             &self.buyers,
             &self.idem,
@@ -86,6 +90,7 @@ impl StockKeys {
             &self.outbox,
             &self.lent,
             &self.received,
+            &self.settled,
         ]
     }
 }

@@ -227,6 +227,7 @@ impl StockLedger {
             .key(&keys.sale)
             .key(&keys.stock)
             .key(&keys.lent)
+            .key(&keys.settled)
             .arg(transfer)
             .arg(home)
             .arg(wanted.max(1))
@@ -271,10 +272,13 @@ impl StockLedger {
             .await?;
         match reply.as_str() {
             "received" | "already" => {
-                redis::cmd("HDEL")
-                    .arg(&self.bucket_keys(sku, donor).lent)
+                let from = self.bucket_keys(sku, donor);
+                self.scripts
+                    .settle
+                    .key(&from.lent)
+                    .key(&from.settled)
                     .arg(transfer)
-                    .query_async::<i64>(&mut conn)
+                    .invoke_async::<i64>(&mut conn)
                     .await?;
                 Ok(true)
             }

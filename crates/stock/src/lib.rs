@@ -293,6 +293,7 @@ struct Scripts {
     retire: Script,
     lend: Script,
     receive: Script,
+    settle: Script,
 }
 
 /// The ledger: one multiplexed connection to Redis or a Redis Cluster (every caller's commands
@@ -329,6 +330,7 @@ impl StockLedger {
                 retire: Script::new(include_str!("lua/retire.lua")),
                 lend: Script::new(include_str!("lua/lend.lua")),
                 receive: Script::new(include_str!("lua/receive.lua")),
+                settle: Script::new(include_str!("lua/settle.lua")),
             }),
         })
     }
@@ -1121,6 +1123,7 @@ impl StockLedger {
                 .key(&keys.outbox)
                 .key(&keys.lent)
                 .key(&keys.received)
+                .key(&keys.settled)
                 .arg(expire_at.timestamp_millis())
                 .arg(Utc::now().timestamp_millis())
                 .invoke_async(&mut conn)
@@ -1171,6 +1174,7 @@ impl StockLedger {
                 .arg(keys.all().as_slice())
                 .arg(&keys.lent)
                 .arg(&keys.received)
+                .arg(&keys.settled)
                 .query_async::<i64>(&mut conn)
                 .await?;
         }

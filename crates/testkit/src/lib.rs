@@ -469,6 +469,7 @@ pub async fn strand_transfer(
         .key(&keys.sale)
         .key(&keys.stock)
         .key(&keys.lent)
+        .key(&keys.settled)
         .arg(&transfer)
         .arg(to)
         .arg(units)

@@ -8,7 +8,7 @@
 -- dry takes a good share at once and the next buyers there find units without borrowing again.
 -- Transfers are dated by Redis's clock (`TIME`), so every gateway and the sweeper agree on
 -- their age.
--- KEYS: sale, stock, lent
+-- KEYS: sale, stock, lent, settled
 -- ARGV: transfer id, receiving bucket, units wanted, stale after (ms)
 -- Returns: {units lent, stale transfers in `lent`, now (ms, Redis's clock)} or {-1} when this
 --   bucket does not exist (not created yet, or lost).
@@ -18,7 +18,10 @@ end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 -- The same transfer again (the client sent it again after a reply it lost): the same answer,
--- nothing lent twice.
+-- nothing lent twice; nothing at all once it was completed (`settle.lua`).
+if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then
+  return {0, 0, now}
+end
 local again = redis.call('HGET', KEYS[3], ARGV[1])
 if again then
   return {tonumber(string.match(again, '^%d+|(%d+)|')), 0, now}

@@ -5,7 +5,7 @@
 -- admin may have reopened it since the caller read its end.
 -- Runs on each bucket of a bucketed sale; a transfer of units not yet received counts as
 -- pending.
--- KEYS: sale, pending, buyers, idem, resv, outbox, lent, received
+-- KEYS: sale, pending, buyers, idem, resv, outbox, lent, received, settled
 -- ARGV: expire_at (ms since epoch), now (ms since epoch)
 -- Returns: {"retired", 0} | {"unfinished", orders and transfers still pending} | {"open", 0}
 local ends_at = tonumber(redis.call('HGET', KEYS[1], 'ends_at') or '0')

@@ -541,6 +541,7 @@ async fn a_lend_sent_twice_lends_once_and_drifted_counters_do_not_hold_up_sold_o
             .key(&keys.sale)
             .key(&keys.stock)
             .key(&keys.lent)
+            .key(&keys.settled)
             .arg("1>0.sent-twice")
             .arg(0)
             .arg(1)
@@ -555,6 +556,9 @@ async fn a_lend_sent_twice_lends_once_and_drifted_counters_do_not_hold_up_sold_o
     assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().in_transit, 2);
     let now_ms = Utc::now().timestamp_millis() + 60_000;
     assert_eq!(ledger.complete_transfers(&sku, 2, now_ms).await.unwrap(), 1);
+    assert_eq!(left_per_bucket(&ledger, &sku, 2).await, vec![6, 2]);
+    // Sent again after it was completed (a retry that came very late): nothing lent.
+    assert_eq!(lend().await[0], 0, "a completed transfer lends nothing");
     assert_eq!(left_per_bucket(&ledger, &sku, 2).await, vec![6, 2]);
 
     // A counter off by some units with no transfer under way (a hand edit, a failover that
@@ -604,6 +608,7 @@ async fn a_transfer_under_way_is_never_answered_as_sold_out_from_memory() {
         .key(&keys.sale)
         .key(&keys.stock)
         .key(&keys.lent)
+        .key(&keys.settled)
         .arg("1>0.under-way")
         .arg(0)
         .arg(2)
