@@ -173,6 +173,17 @@ impl TestCluster {
         }
     }
 
+    /// After `primary` was killed: waits until its replica is promoted, then starts it again, and
+    /// waits until it has rejoined as a replica. (It keeps nothing on disk: restarted before its
+    /// replica took over, it would come back as the empty primary of its slots.)
+    pub fn rejoin_after_failover(&mut self, primary: u16) {
+        crate::wait_until(Duration::from_secs(30), "the replica's promotion", || {
+            self.primaries().len() == 3
+        });
+        self.restart(primary);
+        self.wait_until_healthy();
+    }
+
     /// The port of the replica of the primary on `primary`.
     pub fn replica_of(&self, primary: u16) -> u16 {
         let info = cli(primary, &["INFO", "replication"]).expect("the primary answers");

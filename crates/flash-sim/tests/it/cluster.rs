@@ -219,17 +219,7 @@ async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202
     tokio::time::sleep(Duration::from_millis(400)).await;
     cluster.kill(primary);
     let crowd = buying.await.unwrap();
-    // The killed node keeps nothing on disk: restarted before its replica took over, it would
-    // come back as the empty primary of its slots (the case `reconcile` is for). Wait for the
-    // promotion first; it then rejoins as a replica.
-    testkit::eventually(
-        Duration::from_secs(30),
-        "the replica's promotion",
-        || async { (cluster.primaries().len() == 3).then_some(()) },
-    )
-    .await;
-    cluster.restart(primary);
-    cluster.wait_until_healthy();
+    cluster.rejoin_after_failover(primary);
 
     let store = store::Store::connect(&settings.database).await.unwrap();
     let (accepted, verdict) = settle_and_judge(&store, &ledger, &sku, &[&crowd], 2).await;
@@ -318,14 +308,7 @@ async fn a_failover_that_loses_reservations_is_caught_by_the_database_and_a_rebu
     // The primary dies with those writes unsent; the replica, thawed, takes over without them.
     cluster.kill(primary);
     cluster.thaw(replica);
-    testkit::eventually(
-        Duration::from_secs(30),
-        "the replica's promotion",
-        || async { (cluster.primaries().len() == 3).then_some(()) },
-    )
-    .await;
-    cluster.restart(primary);
-    cluster.wait_until_healthy();
+    cluster.rejoin_after_failover(primary);
     let after = testkit::eventually(
         Duration::from_secs(30),
         "the sale on the new primary",

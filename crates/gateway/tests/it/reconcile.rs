@@ -41,6 +41,18 @@ async fn reconcile_with(
     .unwrap()
 }
 
+/// How many of `buyers` new buyers, one unit each, get a 202.
+async fn late_buyers_accepted(gw: &Running, sku: &domain::SkuId, buyers: usize) -> i64 {
+    let mut accepted = 0;
+    for i in 0..buyers {
+        let (status, _) = gw
+            .buy(sku.as_str(), &format!("late{i}"), "k", json!({}))
+            .await;
+        accepted += i64::from(status == 202);
+    }
+    accepted
+}
+
 /// After a rebuild, the orders of [`buy_four_units`] are still known: a retry of each gets its
 /// order back and takes nothing (idempotency keys), and alice, who holds 2 of 2, may not buy
 /// more (per-user limits).
@@ -287,18 +299,7 @@ async fn after_a_failover_lost_acknowledged_reservations_a_rebuild_restores_cons
     assert_eq!((snapshot.remaining, stats.stock), (STOCK - 4, STOCK - 4));
     assert_eq!(snapshot.remaining + stats.held_units(), STOCK);
     // It sells its last 6 units, and not one more.
-    let mut accepted = 0;
-    for i in 0..10 {
-        if gw
-            .buy(sku.as_str(), &format!("late{i}"), "k", json!({}))
-            .await
-            .0
-            == 202
-        {
-            accepted += 1;
-        }
-    }
-    assert_eq!(accepted, 6);
+    assert_eq!(late_buyers_accepted(&gw, &sku, 10).await, 6);
     stop.cancel();
     worker.await.unwrap().unwrap();
 }
@@ -352,18 +353,7 @@ async fn a_bucketed_sale_that_lost_one_bucket_is_rebuilt_whole_with_its_buyers_i
         (STOCK - 4, 3, 0)
     );
     keys_and_limits_survived(&gw, &sku, &first_orders).await;
-    let mut accepted = 0;
-    for i in 0..20 {
-        if gw
-            .buy(sku.as_str(), &format!("late{i}"), "k", json!({}))
-            .await
-            .0
-            == 202
-        {
-            accepted += 1;
-        }
-    }
-    assert_eq!(accepted, STOCK - 4);
+    assert_eq!(late_buyers_accepted(&gw, &sku, 20).await, STOCK - 4);
     let stats = testkit::eventually(Duration::from_secs(30), "every unit held", || async {
         let stats = store.sale_stats(&sku).await.unwrap().unwrap();
         (stats.held_units() == STOCK).then_some(stats)
