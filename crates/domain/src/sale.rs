@@ -230,12 +230,16 @@ impl SaleSpec {
         Ok(self)
     }
 
-    /// The units bucket `bucket` starts with: the stock split as evenly as it goes, the first
-    /// buckets taking one more when it does not divide.
+    /// The units bucket `bucket` starts with: [`SaleSpec::share_of`] the stock.
     pub fn bucket_share(&self, bucket: u8) -> i64 {
-        let buckets = i64::from(self.buckets.max(1));
-        let bucket = i64::from(bucket);
-        self.stock / buckets + i64::from(bucket < self.stock % buckets)
+        Self::share_of(self.stock, self.buckets, bucket)
+    }
+
+    /// Bucket `bucket`'s part of `units` split over `buckets` as evenly as it goes, the first
+    /// buckets taking one more when it does not divide.
+    pub fn share_of(units: i64, buckets: u8, bucket: u8) -> i64 {
+        let buckets = i64::from(buckets.max(1));
+        units / buckets + i64::from(i64::from(bucket) < units % buckets)
     }
 
     /// The same sale with these payment terms.

@@ -26,7 +26,7 @@ use std::sync::PoisonError;
 /// Rounds of borrowing one request may go through (each round moved units into the buyer's
 /// bucket that concurrent buyers there took first) before it gives up with
 /// [`StockError::Contended`].
-const BORROW_ROUNDS: usize = 8;
+pub(crate) const BORROW_ROUNDS: usize = 8;
 
 /// How long a transfer may stay half done before anyone but its own request completes it: far
 /// longer than a request's Redis calls may take with their retries (`redis.timeout_secs`), so
@@ -74,17 +74,45 @@ impl StockLedger {
     /// How many buckets the sale of `sku` has, as Redis has it in bucket 0 (1 when Redis has no
     /// such sale, which is then not remembered).
     pub async fn bucket_count(&self, sku: &SkuId) -> Result<u8, StockError> {
-        let mut conn = self.conn.clone();
-        let (exists, buckets): (bool, Option<u8>) = redis::pipe()
-            .exists(&self.keys(sku).sale)
-            .hget(&self.keys(sku).sale, "buckets")
-            .query_async(&mut conn)
-            .await?;
-        let buckets = buckets.unwrap_or(1).max(1);
-        if exists {
+        let stored = self.stored_buckets(sku).await?;
+        if let Some(buckets) = stored {
             self.learn_buckets(sku, buckets);
         }
-        Ok(buckets)
+        Ok(stored.unwrap_or(1))
+    }
+
+    /// How many buckets bucket 0's sale hash says the sale has (absent: 1); `None` when Redis
+    /// has no such sale.
+    pub(crate) async fn stored_buckets(&self, sku: &SkuId) -> Result<Option<u8>, StockError> {
+        let sale = self.keys(sku).sale;
+        let mut conn = self.conn.clone();
+        let (exists, buckets): (bool, Option<u8>) = redis::pipe()
+            .exists(&sale)
+            .hget(&sale, "buckets")
+            .query_async(&mut conn)
+            .await?;
+        Ok(exists.then(|| buckets.unwrap_or(1).max(1)))
+    }
+
+    /// Each bucket's units (its `initial`) and units left, in bucket order; `None` for a bucket
+    /// Redis does not have.
+    pub(crate) async fn bucket_units(
+        &self,
+        sku: &SkuId,
+        buckets: u8,
+    ) -> Result<Vec<Option<(i64, i64)>>, StockError> {
+        let mut conn = self.conn.clone();
+        let mut units = Vec::with_capacity(usize::from(buckets));
+        for bucket in 0..buckets {
+            let keys = self.bucket_keys(sku, bucket);
+            let (initial, left): (Option<i64>, Option<i64>) = redis::pipe()
+                .hget(&keys.sale, "initial")
+                .get(&keys.stock)
+                .query_async(&mut conn)
+                .await?;
+            units.push(initial.map(|initial| (initial, left.unwrap_or(0))));
+        }
+        Ok(units)
     }
 
     /// The number of buckets this process last saw for `sku` (1 until it saw another).
@@ -203,11 +231,6 @@ impl StockLedger {
             });
         }
         Ok(census)
-    }
-
-    /// The maximum number of borrowing rounds of one request.
-    pub(crate) fn borrow_rounds() -> usize {
-        BORROW_ROUNDS
     }
 
     /// First half of a transfer: `None` when the lender bucket does not exist.

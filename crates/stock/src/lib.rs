@@ -258,6 +258,27 @@ pub struct LedgerSnapshot {
     pub in_transit: i64,
 }
 
+/// Moves `order` to its buyer's bucket in a sale of `buckets`: the bucket, and whether its id
+/// changed.
+fn move_home(order: &mut OrderRequested, buckets: u8) -> (u8, bool) {
+    let home = home_bucket(&order.user_id, buckets);
+    let moved = order.order_id.bucket() != home;
+    if moved {
+        order.order_id = order.order_id.with_bucket(home);
+    }
+    (home, moved)
+}
+
+/// [`move_home`] for a sale found to have another number of buckets than believed, with the
+/// order's message made again when its id changed.
+fn rebucket(order: &mut OrderRequested, entry: &mut OutboxEntry, buckets: u8) -> u8 {
+    let (home, moved) = move_home(order, buckets);
+    if moved {
+        entry.payload = order.encode();
+    }
+    home
+}
+
 /// What one call of the reserve script answered.
 enum Reserved {
     Outcome(ReserveOutcome),
@@ -377,17 +398,15 @@ impl StockLedger {
     ) -> Result<(ReserveOutcome, OutboxEntry), StockError> {
         let sku = order.sku_id.clone();
         let mut buckets = self.believed_buckets(&sku);
+        let mut home = move_home(order, buckets).0;
+        let mut entry = OutboxEntry::new(order, traceparent);
         let (mut relearned, mut rounds, mut waited) = (false, 0, false);
         loop {
-            let home = home_bucket(&order.user_id, buckets);
-            if order.order_id.bucket() != home {
-                order.order_id = order.order_id.with_bucket(home);
-            }
-            let entry = OutboxEntry::new(order, traceparent.clone());
             let outcome = match self.reserve_in(order, &entry, home, buckets).await? {
                 Reserved::Buckets(actual) if !relearned => {
                     self.learn_buckets(&sku, actual);
                     (buckets, relearned) = (actual, true);
+                    home = rebucket(order, &mut entry, buckets);
                     continue;
                 }
                 Reserved::Buckets(actual) => {
@@ -404,6 +423,7 @@ impl StockLedger {
                 relearned = true;
                 if actual != buckets {
                     buckets = actual;
+                    home = rebucket(order, &mut entry, buckets);
                     continue;
                 }
             }
@@ -423,7 +443,7 @@ impl StockLedger {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 Borrowed::InTransit(seen) => return Ok((ReserveOutcome::SoldOut(seen), entry)),
-                Borrowed::Moved if rounds + 1 < Self::borrow_rounds() => rounds += 1,
+                Borrowed::Moved if rounds + 1 < buckets::BORROW_ROUNDS => rounds += 1,
                 Borrowed::Moved => return Err(StockError::Contended(sku)),
             }
         }
@@ -637,13 +657,7 @@ impl StockLedger {
     /// bucket, first to last, when it shrinks.
     pub async fn warm(&self, sku: &SkuId, spec: &SaleSpec) -> Result<WarmOutcome, StockError> {
         let buckets = spec.buckets.max(1);
-        let mut conn = self.conn.clone();
-        let (exists, existing): (bool, Option<u8>) = redis::pipe()
-            .exists(&self.keys(sku).sale)
-            .hget(&self.keys(sku).sale, "buckets")
-            .query_async(&mut conn)
-            .await?;
-        if !exists {
+        let Some(existing) = self.stored_buckets(sku).await? else {
             let mut left = 0;
             for bucket in (0..buckets).rev() {
                 let share = spec.bucket_share(bucket);
@@ -651,25 +665,12 @@ impl StockLedger {
             }
             self.learn_buckets(sku, buckets);
             return Ok(WarmOutcome::Created(left));
-        }
-        let existing = existing.unwrap_or(1);
+        };
         if existing != buckets {
             return Ok(WarmOutcome::BucketsFixed(existing));
         }
-        let mut units = Vec::with_capacity(usize::from(buckets));
-        for bucket in 0..buckets {
-            let keys = self.bucket_keys(sku, bucket);
-            let (initial, left): (Option<i64>, Option<i64>) = redis::pipe()
-                .hget(&keys.sale, "initial")
-                .get(&keys.stock)
-                .query_async(&mut conn)
-                .await?;
-            units.push((initial, left.unwrap_or(0)));
-        }
-        let present = units
-            .iter()
-            .filter(|(initial, _)| initial.is_some())
-            .count() as u8;
+        let units = self.bucket_units(sku, buckets).await?;
+        let present = units.iter().flatten().count() as u8;
         if present < buckets {
             // Warming the missing ones would make them anew, empty of their buyers and orders.
             return Err(StockError::PartlyLost {
@@ -678,10 +679,7 @@ impl StockLedger {
                 buckets,
             });
         }
-        let units: Vec<(i64, i64)> = units
-            .into_iter()
-            .map(|(initial, left)| (initial.unwrap_or(0), left))
-            .collect();
+        let units: Vec<(i64, i64)> = units.into_iter().flatten().collect();
         let total: i64 = units.iter().map(|(initial, _)| initial).sum();
         let unreserved: i64 = units.iter().map(|(_, left)| left).sum();
         let change = spec.stock - total;
@@ -789,21 +787,10 @@ impl StockLedger {
         orders: &[RestoredOrder],
     ) -> Result<RestoreOutcome, StockError> {
         let buckets = spec.buckets.max(1);
-        let mut conn = self.conn.clone();
-        let (mut present, mut left) = (0u8, 0);
-        for bucket in 0..buckets {
-            let keys = self.bucket_keys(sku, bucket);
-            let (initial, stock): (Option<i64>, Option<i64>) = redis::pipe()
-                .hget(&keys.sale, "initial")
-                .get(&keys.stock)
-                .query_async(&mut conn)
-                .await?;
-            if initial.is_some() {
-                present += 1;
-                left += stock.unwrap_or(0);
-            }
-        }
+        let units = self.bucket_units(sku, buckets).await?;
+        let present = units.iter().flatten().count() as u8;
         if present == buckets {
+            let left = units.iter().flatten().map(|(_, left)| left).sum();
             return Ok(RestoreOutcome::AlreadyPresent(left));
         }
         if present > 0 {
@@ -828,11 +815,7 @@ impl StockLedger {
         }
         let mut restored = 0;
         for bucket in (0..buckets).rev() {
-            let share = |units: i64| {
-                units / i64::from(buckets)
-                    + i64::from(i64::from(bucket) < units % i64::from(buckets))
-            };
-            let bucket_remaining = share(remaining);
+            let bucket_remaining = SaleSpec::share_of(remaining, buckets, bucket);
             self.restore_bucket(
                 sku,
                 spec,
@@ -930,13 +913,15 @@ impl StockLedger {
     }
 
     /// The idempotency fields (`<user>|<key>`) of every order the sale ever reserved, or `None`
-    /// when it has more than `max` of them (one `HLEN`, then one `HKEYS`, per bucket).
+    /// when it has more than `max` of them (one `HLEN`, then one `HKEYS`, per bucket). The
+    /// buckets are those this process's reservations learned: the gateway asks after a
+    /// `sold_out` answer, which comes only once its number of buckets was right.
     pub async fn order_requests(
         &self,
         sku: &SkuId,
         max: usize,
     ) -> Result<Option<Vec<String>>, StockError> {
-        let buckets = self.bucket_count(sku).await?;
+        let buckets = self.believed_buckets(sku);
         let mut conn = self.conn.clone();
         let mut count = 0;
         for bucket in 0..buckets {
