@@ -148,15 +148,29 @@ echo "== worker: a backlog of $DRAIN orders of one SKU drained into PostgreSQL, 
 psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "INSERT INTO sales (sku_id, initial_stock, stock,
   per_user_limit, starts_at, ends_at, created_at, updated_at) VALUES ('pgbench-sku', 1000000000,
   1000000000, 1000, now(), now() + interval '1 day', now(), now())" >/dev/null
+# The CPU ticks of PostgreSQL: its processes now, and those that have exited (the
+# postmaster's reaped children: pgbench's backend is gone by the time it is read).
+postgres_ticks() {
+  local total=0 pid
+  for pid in $(pgrep -x postgres); do total=$(( total + $(ticks "$pid" 2>/dev/null || echo 0) )); done
+  echo $(( total + $(awk '{print $16 + $17}' "/proc/$(pgrep -o -x postgres)/stat") ))
+}
 free_port() { python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 for run in $(seq 1 "$RUNS"); do
   start_stack --without-worker
   "$sim" load --url "$gateway" --admin-url "$admin" --quiet --create-sales 1 --requests "$DRAIN" > "$out/drain-$run-load.txt"
   port=$(free_port)
+  # Autovacuum's work on the rows of earlier scenarios is done now, not while CPU is counted.
+  psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "VACUUM ANALYZE" >/dev/null
+  since=$(psql -h 127.0.0.1 -U postgres -d seckill_bench -qAtc "SELECT now()")
   SECKILL__KAFKA__BOOTSTRAP_SERVERS="$kafka" SECKILL__HTTP__OPS_PORT="$port" SECKILL__LOG__FILTER=warn \
     target/release/seckill-order-worker > "$out/drain-$run-worker.log" 2>&1 &
   worker=$!
-  python3 scripts/bench_report.py drain-rate "http://127.0.0.1:$port/metrics" > "$out/drain-$run.rate"
+  p0=$(postgres_ticks); r0=$(ticks "$redis_pid")
+  python3 scripts/bench_report.py wait-written "http://127.0.0.1:$port/metrics"
+  # CPU of the drain: PostgreSQL, Redis, and the worker (its start included).
+  echo "$(( $(postgres_ticks) - p0 )) $(( $(ticks "$redis_pid") - r0 )) $(ticks "$worker") $(getconf CLK_TCK)" > "$out/drain-$run.cpu"
+  python3 scripts/bench_report.py drain-rate "$SECKILL__DATABASE__URL" "$since" > "$out/drain-$run.rate"
   python3 scripts/bench_report.py worker-batches "http://127.0.0.1:$port/metrics" > "$out/drain-$run.batches"
   kill -TERM "$worker"; wait "$worker" 2>/dev/null || true
   worker=""
@@ -164,8 +178,11 @@ for run in $(seq 1 "$RUNS"); do
   batch=$(awk '{printf "%d", ($3 > 0 ? $1 / $3 : 0) + 0.5}' "$out/drain-$run.batches")
   [ "$batch" -gt 0 ] || { echo "the worker wrote nothing: see $out/drain-$run-worker.log"; exit 1; }
   python3 scripts/bench_report.py pgbench-script "$batch" > "$out/pgbench-$run.sql"
+  psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "VACUUM ANALYZE" >/dev/null
+  p0=$(postgres_ticks)
   pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 1 -T "$SECS" -f "$out/pgbench-$run.sql" seckill_bench \
-    2>&1 | grep -E "^tps|failed transactions" > "$out/pgbench-$run.txt"
+    2>&1 | grep -E "^tps|failed transactions|transactions actually processed" > "$out/pgbench-$run.txt"
+  echo "$(( $(postgres_ticks) - p0 )) $(getconf CLK_TCK)" > "$out/pgbench-$run.cpu"
   echo "$batch" > "$out/pgbench-$run.batch"
   printf '  run %s: worker %s orders in %s s (%s/s), batches of %s; pgbench %s\n' "$run" \
     $(cat "$out/drain-$run.rate") "$batch" "$(grep ^tps "$out/pgbench-$run.txt" | awk '{print $3}') tps"

@@ -6,8 +6,12 @@ markers) and an SVG chart. No dependencies beyond the standard library.
 Usage:
   bench_report.py median-throughput OUT NAME   the median answers/s of the runs OUT/NAME-<n>.json
   bench_report.py write OUT MARKDOWN SVG       the report
-  bench_report.py drain-rate METRICS_URL       from the worker's first written batch until it
-                                               stops writing: orders, seconds, orders/s
+  bench_report.py wait-written METRICS_URL     waits until the worker has written orders and
+                                               then 2 s without writing any
+  bench_report.py drain-rate DATABASE_URL SINCE
+                                               the orders of the worker's batches after SINCE,
+                                               but the last, and the seconds from the first
+                                               batch to the last; orders/s
   bench_report.py thread-ticks PID             CPU ticks per thread group (http, kafka, ...)
   bench_report.py pgbench-script BATCH         the worker's transaction for pgbench
   bench_report.py worker-batches METRICS_URL   orders in batches, seconds in them, batches
@@ -20,6 +24,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 import urllib.error
@@ -281,20 +286,33 @@ def write(out, markdown, svg):
     for path in runs(out, "drain", "rate"):
         run = re.search(r"drain-(\d+)\.rate$", path).group(1)
         orders, secs, rate = (float(x) for x in open(path).read().split())
-        batch_orders, batch_secs, batches = (
+        batch_orders, _, batches = (
             float(x) for x in open(os.path.join(out, f"drain-{run}.batches")).read().split()
         )
         tps_line = [l for l in open(os.path.join(out, f"pgbench-{run}.txt")) if l.startswith("tps")]
         batch = int(open(os.path.join(out, f"pgbench-{run}.batch")).read())
         tps = float(tps_line[0].split()[2]) if tps_line else float("nan")
+        done = [l for l in open(os.path.join(out, f"pgbench-{run}.txt")) if "actually processed" in l]
+        transactions = int(done[0].split(":")[1].split("/")[0]) if done else 0
+        batches_written = orders / batch + 1
+        cpu = {}
+        cpu_path = os.path.join(out, f"drain-{run}.cpu")
+        if os.path.exists(cpu_path):
+            pg, redis, worker, hz = (int(x) for x in open(cpu_path).read().split())
+            cpu = {k: 1000 * v / hz / batches_written for k, v in (("pg", pg), ("redis", redis), ("worker", worker))}
+        pgbench_cpu_path = os.path.join(out, f"pgbench-{run}.cpu")
+        if os.path.exists(pgbench_cpu_path) and transactions:
+            pg, hz = (int(x) for x in open(pgbench_cpu_path).read().split())
+            cpu["pgbench_pg"] = 1000 * pg / hz / transactions
         drains.append(
             {
                 "orders": orders,
                 "secs": secs,
                 "rate": rate,
                 "batch": batch,
-                "batch_ms": 1000 * batch_secs / max(batches, 1),
+                "batch_ms": 1000 * batch / rate,
                 "ceiling": tps * batch,
+                "cpu": cpu,
                 "ceiling_ms": 1000 / tps if tps else float("nan"),
             }
         )
@@ -305,11 +323,12 @@ def write(out, markdown, svg):
             "",
             "A stack without its worker queues the orders (`seckill-sim stack --without-worker`, then",
             "`seckill-sim load --create-sales 1 --requests N`); `seckill-order-worker` started on its own",
-            "drains them. Rate: orders written from its first batch to its last (the orders-written",
-            "counter polled every 20 ms). Ceiling: pgbench running the worker's transaction (the multi-row",
-            "insert, the guarded stock update, the read-back, as `log_statement` shows them) at the",
-            "worker's mean batch size, one client, in the same run (`scripts/bench_report.py",
-            "pgbench-script`).",
+            "drains them. Rate: the orders of every batch but the last, over the time from the first",
+            "batch's start to the last one's (every row of a batch has the batch's `created_at`); ms per",
+            "batch is the batch size at that rate. Ceiling: pgbench running the worker's transaction",
+            "(the read of the payment window, the insert from one array per column, the guarded stock",
+            "update, as `log_statement` shows them) at the worker's mean batch size, one client, in the",
+            "same run (`scripts/bench_report.py pgbench-script`).",
             "",
             "| run | orders | s | orders/s | batch | ms per batch (worker) | pgbench orders/s | ms per batch (pgbench) | ratio | target ≥ 90% |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -317,7 +336,7 @@ def write(out, markdown, svg):
         for i, d in enumerate(drains, 1):
             ratio = d["rate"] / d["ceiling"] if d["ceiling"] == d["ceiling"] else float("nan")
             lines.append(
-                f"| {i} | {d['orders']:,.0f} | {d['secs']:.2f} | {d['rate']:,.0f} | {d['batch']} "
+                f"| {i} | {d['orders']:,.0f} | {d['secs']:.3f} | {d['rate']:,.0f} | {d['batch']} "
                 f"| {d['batch_ms']:.1f} | {d['ceiling']:,.0f} | {d['ceiling_ms']:.1f} | {ratio:.0%} | {verdict(ratio >= 0.9)} |"
             )
         rates = [d["rate"] for d in drains]
@@ -325,6 +344,26 @@ def write(out, markdown, svg):
         lines.append(
             f"| median | | | {median(rates):,.0f} | | | {median(ceilings):,.0f} | | {median(rates) / median(ceilings):.0%} | |"
         )
+        with_cpu = [d for d in drains if {"pg", "redis", "worker"} <= d["cpu"].keys()]
+        if with_cpu:
+            lines += [
+                "",
+                "CPU time per batch (from `/proc`, ticks of 10 ms over drains of about 0.2 s, so about",
+                "±10%): PostgreSQL's processes, Redis and the worker process (its start included) while",
+                "the worker drained; PostgreSQL's while pgbench ran. Two cores carry all of it.",
+                "",
+                "| run | PostgreSQL ms | Redis ms | worker ms | sum ms | sum / 2 cores ms | PostgreSQL ms (pgbench) |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            for i, d in enumerate(drains, 1):
+                c = d["cpu"]
+                if d not in with_cpu:
+                    continue
+                total = c["pg"] + c["redis"] + c["worker"]
+                lines.append(
+                    f"| {i} | {c['pg']:.1f} | {c['redis']:.1f} | {c['worker']:.1f} | {total:.1f} "
+                    f"| {total / 2:.1f} | {c.get('pgbench_pg', float('nan')):.1f} |"
+                )
     demos = demo_runs(out)
     if demos:
         lines += [
@@ -458,9 +497,10 @@ def fetch(url, deadline_secs=60):
             time.sleep(0.05)
 
 
-def drain_rate(url):
-    """Polls the worker's orders-written counter every 100 ms until it stops moving for 2 s;
-    prints the orders written and the rate between the first and the last change."""
+def wait_written(url):
+    """Waits until the worker has written orders and its orders-written counter has not moved
+    for 2 s (read every 250 ms: each reading renders the worker's /metrics, which costs it
+    CPU)."""
     def written():
         text = fetch(url)
         return sum(
@@ -469,50 +509,67 @@ def drain_rate(url):
             if line.startswith("seckill_orders_persisted_total{")
         )
 
-    # From the first orders written (the worker has joined its group and fetched) to the last.
     started = time.monotonic()
-    first = written()
-    while first == 0 and time.monotonic() - started < 60:
-        time.sleep(0.01)
-        first = written()
-    first_change = time.monotonic()
-    last, last_change = first, first_change
-    while time.monotonic() - last_change < 2 and time.monotonic() - started < 300:
-        # Each reading renders the worker's /metrics, which costs it CPU: not too often.
-        time.sleep(0.02)
+    last, last_change = written(), time.monotonic()
+    while time.monotonic() - started < 300:
+        time.sleep(0.25)
         now = written()
         if now != last:
             last, last_change = now, time.monotonic()
-    orders = last - first
-    secs = max(last_change - first_change, 1e-9)
-    return orders, secs
+        elif last > 0 and time.monotonic() - last_change >= 2:
+            return
+    raise SystemExit("the worker did not finish writing within 300 s")
+
+
+def drain_rate(database, since):
+    """The rate of the worker's batches, from the rows it wrote after `since`: every row of a
+    batch has the batch's `created_at`, so the orders of all batches but the last, over the time
+    from the first batch's start to the last one's, is the rate of batch after batch."""
+    query = f"""
+        WITH batches AS (
+            SELECT created_at, count(*) AS orders FROM orders
+            WHERE created_at >= '{since}' GROUP BY created_at)
+        SELECT sum(orders) - (SELECT orders FROM batches ORDER BY created_at DESC LIMIT 1),
+            extract(epoch FROM max(created_at) - min(created_at))
+        FROM batches"""
+    answer = subprocess.run(
+        ["psql", database, "-qAtF", " ", "-c", query], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if len(answer) != 2 or answer[0] == "":
+        raise SystemExit(f"the worker wrote no orders after {since}")
+    return float(answer[0]), max(float(answer[1]), 1e-9)
 
 
 def pgbench_script(batch):
     """The order worker's transaction for one batch of `batch` orders of one SKU, as the worker
-    sends it (seen with log_statement = 'all'): the read of the sale's payment window, the
-    multi-row insert (awaiting payment until now + the window), the guarded stock update, the
-    read-back of the statuses. Order ids, buyers and keys are new in every transaction (made
-    from the transaction's id, so the statements need no pgbench variable: pgbench allows 255)."""
-    rows, ids = [], []
-    for i in range(batch):
-        order_id = f"concat('pgbench-sku.', txid_current(), '.{i}')"
-        ids.append(order_id)
-        rows.append(
-            f"({order_id}, concat('buyer-', txid_current(), '.{i}'), 'pgbench-sku', 1, "
-            "concat('key-', txid_current()), "
-            "'awaiting_payment', NULL, now(), now(), now(), now() + interval '900 seconds')"
-        )
+    sends it to PostgreSQL (seen with log_statement = 'all'): the read of the sale's payment
+    window, the insert of the batch from one array per column (awaiting payment until now + the
+    sale's window), the guarded stock update. Every order is new, so the worker reads none back.
+    Order ids, buyers and keys are new in every transaction (made from the transaction's id, so
+    the statements need no pgbench variable: pgbench allows 255)."""
+    def array(element, sql_type):
+        return "ARRAY[" + ", ".join(element(i) for i in range(batch)) + f"]::{sql_type}[]"
+
+    columns = [
+        array(lambda i: f"concat('pgbench-sku.', txid_current(), '.{i}')", "text"),
+        array(lambda i: f"concat('buyer-', txid_current(), '.{i}')", "text"),
+        array(lambda i: "'pgbench-sku'", "text"),
+        array(lambda i: "1", "int4"),
+        array(lambda i: "concat('key-', txid_current())", "text"),
+        array(lambda i: "now()", "timestamptz"),
+    ]
     return "\n".join(
         [
             "BEGIN;",
             'SELECT "sales"."sku_id", "sales"."payment_window_secs" FROM "sales" WHERE "sales"."sku_id" IN (\'pgbench-sku\');',
             'INSERT INTO "orders" ("order_id", "user_id", "sku_id", "quantity", "idempotency_key", '
-            '"status", "reason", "requested_at", "created_at", "updated_at", "pay_by") VALUES '
-            + ", ".join(rows)
-            + ' ON CONFLICT DO NOTHING RETURNING "order_id";',
+            '"status", "reason", "requested_at", "created_at", "updated_at", "pay_by") '
+            "SELECT o.order_id, o.user_id, o.sku_id, o.quantity, o.idempotency_key, 'awaiting_payment', NULL, "
+            "o.requested_at, now(), now(), now() + make_interval(secs => s.payment_window_secs) "
+            "FROM UNNEST(" + ", ".join(columns) + ") "
+            "WITH ORDINALITY AS o(order_id, user_id, sku_id, quantity, idempotency_key, requested_at, n) "
+            'LEFT JOIN "sales" s ON s.sku_id = o.sku_id ORDER BY o.n ON CONFLICT DO NOTHING RETURNING "order_id";',
             f'UPDATE "sales" SET "stock" = "stock" - {batch} WHERE "sku_id" = \'pgbench-sku\' AND "stock" >= {batch};',
-            'SELECT "order_id", "status", "reason" FROM "orders" WHERE "order_id" IN (' + ", ".join(ids) + ");",
             "COMMIT;",
         ]
     ) + "\n"
@@ -562,9 +619,11 @@ def main():
         sys.stdout.write(pgbench_script(int(sys.argv[2])))
     elif len(sys.argv) == 3 and sys.argv[1] == "worker-batches":
         print(" ".join(f"{v:.6f}" for v in worker_batches(sys.argv[2])))
-    elif len(sys.argv) == 3 and sys.argv[1] == "drain-rate":
-        orders, secs = drain_rate(sys.argv[2])
-        print(f"{orders:.0f} {secs:.2f} {orders / secs:.0f}")
+    elif len(sys.argv) == 3 and sys.argv[1] == "wait-written":
+        wait_written(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "drain-rate":
+        orders, secs = drain_rate(sys.argv[2], sys.argv[3])
+        print(f"{orders:.0f} {secs:.3f} {orders / secs:.0f}")
     elif len(sys.argv) == 3 and sys.argv[1] == "wait-drained":
         print(f"{wait_drained(sys.argv[2]):.1f}")
     elif len(sys.argv) == 4 and sys.argv[1] == "median-throughput":

@@ -65,7 +65,26 @@ pub enum Handled {
 }
 
 /// What one consumer does with its messages: the part that differs between services.
+///
+/// Each run goes through two steps. [`Handler::prepare`] may go ahead: the runtime fetches the
+/// next batch and prepares its runs while the run before is still being handled, so that a
+/// handler whose work goes through two systems one after the other (the order worker: Redis,
+/// then the database) keeps both busy. [`Handler::handle`] runs one run at a time, in offset
+/// order, and its return is what the runtime commits.
 pub trait Handler: Send + Sync + 'static {
+    /// What preparing a run found out, handed to [`Handler::handle`] with the run.
+    type Prepared: Send;
+
+    /// The part of a run's work that may be done while the run before it is handled. It must
+    /// not depend on that run's effects, and it must be safe to do again: a prepared run that
+    /// is not handled (shutdown, a rebalance) is delivered and prepared again. A handler with
+    /// nothing to do ahead returns `()`.
+    fn prepare(
+        &self,
+        run: &[OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = Self::Prepared> + Send;
+
     /// Handles one partition's run of messages, in offset order. Returns once the effects are
     /// durable (the runtime then commits), or on `shutdown` with how far it got. A message that
     /// cannot be processed is the handler's to settle (dead letter, skip with a metric): the
@@ -73,6 +92,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(
         &self,
         run: &[OwnedMessage],
+        prepared: Self::Prepared,
         shutdown: &CancellationToken,
     ) -> impl Future<Output = Handled> + Send;
 }
@@ -235,29 +255,58 @@ struct Consuming<'s, H> {
 
 impl<H: Handler> Consuming<'_, H> {
     /// Batch after batch until shutdown: each partition's run handled, then its settled part
-    /// committed.
+    /// committed. While a batch's runs are handled and committed, the next batch is fetched and
+    /// its runs prepared.
     async fn until_stopped(&mut self, spec: &Spec, shutdown: &CancellationToken) {
-        while let Some(batch) =
-            next_batch(self.consumer, spec.batch_max, spec.batch_wait, shutdown).await
-        {
+        let (consumer, handler) = (self.consumer, self.handler);
+        let fetch_and_prepare = || async move {
+            let batch = next_batch(consumer, spec.batch_max, spec.batch_wait, shutdown).await?;
+            let mut runs = Vec::new();
             for run in by_partition(batch) {
-                self.check_continuity(&run).await;
-                let started = Instant::now();
-                self.metrics.batch_size.observe(run.len() as f64);
-                let handled = self.handler.handle(&run, shutdown).await;
-                let settled = match handled {
-                    Handled::All => &run[..],
-                    Handled::Stopped { settled } => &run[..settled.min(run.len())],
-                };
-                self.commit(settled).await;
-                self.metrics
-                    .batch_duration
-                    .observe(started.elapsed().as_secs_f64());
-                if handled != Handled::All {
-                    return;
-                }
+                let prepared = handler.prepare(&run, shutdown).await;
+                runs.push((run, prepared));
+            }
+            Some(runs)
+        };
+        let Some(mut ready) = fetch_and_prepare().await else {
+            return;
+        };
+        loop {
+            let (handled_all, next) =
+                tokio::join!(self.handle_runs(ready, shutdown), fetch_and_prepare());
+            match next {
+                Some(runs) if handled_all => ready = runs,
+                // Shutdown: what was prepared ahead is not handled, and not committed.
+                _ => return,
             }
         }
+    }
+
+    /// Handles prepared runs in turn, each committed as far as it was settled; false once a run
+    /// was stopped by shutdown.
+    async fn handle_runs(
+        &mut self,
+        runs: Vec<(Vec<OwnedMessage>, H::Prepared)>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        for (run, prepared) in runs {
+            self.check_continuity(&run).await;
+            let started = Instant::now();
+            self.metrics.batch_size.observe(run.len() as f64);
+            let handled = self.handler.handle(&run, prepared, shutdown).await;
+            let settled = match handled {
+                Handled::All => &run[..],
+                Handled::Stopped { settled } => &run[..settled.min(run.len())],
+            };
+            self.commit(settled).await;
+            self.metrics
+                .batch_duration
+                .observe(started.elapsed().as_secs_f64());
+            if handled != Handled::All {
+                return false;
+            }
+        }
+        true
     }
 
     /// Notices messages the broker no longer has although the group never read them (retention,

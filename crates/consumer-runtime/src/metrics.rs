@@ -46,7 +46,7 @@ impl ConsumerMetrics {
             batch_duration: Histogram::with_opts(
                 HistogramOpts::new(
                     "seckill_consumer_batch_duration_seconds",
-                    "Time to handle and commit one partition run.",
+                    "Time to handle and commit one partition run (not its preparation, done while the run before was handled).",
                 )
                 .buckets(exponential_buckets(0.0005, 2.0, 14).expect("valid buckets")),
             )

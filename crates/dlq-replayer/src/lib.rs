@@ -150,7 +150,12 @@ struct Letters {
 }
 
 impl Handler for Letters {
-    async fn handle(&self, run: &[OwnedMessage], shutdown: &CancellationToken) -> Handled {
+    /// Each letter is settled on its own, in order: nothing goes ahead.
+    type Prepared = ();
+
+    async fn prepare(&self, _run: &[OwnedMessage], _shutdown: &CancellationToken) {}
+
+    async fn handle(&self, run: &[OwnedMessage], _: (), shutdown: &CancellationToken) -> Handled {
         for (settled, message) in run.iter().enumerate() {
             match self.settle_with_retries(message, shutdown).await {
                 Some(outcome) => self.metrics.observe(outcome),

@@ -1,9 +1,10 @@
 //! The order worker: turns queued orders into database rows.
 //!
 //! It runs on the consumer runtime (`consumer-runtime`), which reads the orders topic in a
-//! consumer group and hands over each partition's messages as one run. For a run the worker:
-//! dead-letters the messages that are not valid orders, claims the orders' reservations in
-//! Redis, writes the orders and takes their stock in one database transaction, gives back the
+//! consumer group and hands over each partition's messages as one run. For a run the worker
+//! first prepares (while the run before is still being written): dead-letters the messages that
+//! are not valid orders and claims the orders' reservations in Redis. Then, one run at a time,
+//! it writes the orders and takes their stock in one database transaction, gives back the
 //! reservations of orders the database refused, and returns; the runtime then commits the
 //! partition's offset. A redelivered run changes nothing (every step is idempotent); a
 //! transient failure is retried in place with bounded backoff while the partition waits; when
@@ -188,9 +189,51 @@ impl Incoming<'_> {
     }
 }
 
+/// A run made ready while the run before it was written: its orders decoded (the poison
+/// already dead-lettered) and their reservations claimed.
+struct Prepared {
+    /// Each order, with the position of its message in the run, and its trace.
+    orders: Vec<(usize, OrderRequested, TraceContext)>,
+    /// The orders whose reservations were released, or why the claim failed (the first
+    /// attempt to write the run then fails with it, and the next claims again).
+    released: Result<HashSet<OrderId>, Transient>,
+}
+
 impl Handler for Processor {
-    async fn handle(&self, run: &[OwnedMessage], shutdown: &CancellationToken) -> Handled {
-        match self.process(run, shutdown).await {
+    /// Decoded and claimed, or shutdown came first.
+    type Prepared = Result<Prepared, Stopped>;
+
+    /// Decodes the run and claims its orders' reservations in Redis. Both may go ahead of the
+    /// run before: a claim is idempotent, and an order claimed but not written is delivered
+    /// again (its offset is not committed).
+    async fn prepare(
+        &self,
+        run: &[OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<Prepared, Stopped> {
+        let orders = self.decode(run, shutdown).await?;
+        let released = self.claim(orders.iter().map(|(_, order, _)| order)).await;
+        Ok(Prepared { orders, released })
+    }
+
+    async fn handle(
+        &self,
+        run: &[OwnedMessage],
+        prepared: Result<Prepared, Stopped>,
+        shutdown: &CancellationToken,
+    ) -> Handled {
+        let Ok(Prepared { orders, released }) = prepared else {
+            return Handled::Stopped { settled: 0 };
+        };
+        let orders: Vec<Incoming<'_>> = orders
+            .into_iter()
+            .map(|(at, order, trace)| Incoming {
+                order,
+                message: &run[at],
+                trace,
+            })
+            .collect();
+        match self.write_with_retries(&orders, released, shutdown).await {
             Ok(()) => Handled::All,
             Err(Stopped) => Handled::Stopped { settled: 0 },
         }
@@ -198,32 +241,18 @@ impl Handler for Processor {
 }
 
 impl Processor {
-    /// Processes one partition's run of messages: poison to the dead-letter topic, the orders
-    /// written with retries.
-    async fn process(
+    /// The orders of the run, each with its message's position and trace; every message that
+    /// is not one is dead-lettered with its reason.
+    async fn decode(
         &self,
         run: &[OwnedMessage],
         shutdown: &CancellationToken,
-    ) -> Result<(), Stopped> {
-        let orders = self.decode(run, shutdown).await?;
-        self.write_with_retries(&orders, shutdown).await
-    }
-
-    /// The orders of the run; every message that is not one is dead-lettered with its reason.
-    async fn decode<'m>(
-        &self,
-        run: &'m [OwnedMessage],
-        shutdown: &CancellationToken,
-    ) -> Result<Vec<Incoming<'m>>, Stopped> {
+    ) -> Result<Vec<(usize, OrderRequested, TraceContext)>, Stopped> {
         let mut orders = Vec::with_capacity(run.len());
-        for message in run {
+        for (at, message) in run.iter().enumerate() {
             let trace = kafka::trace::continued(message);
             match OrderRequested::decode(message.payload().unwrap_or_default()) {
-                Ok(order) => orders.push(Incoming {
-                    order,
-                    message,
-                    trace,
-                }),
+                Ok(order) => orders.push((at, order, trace)),
                 Err(error) => {
                     let span = tracing::info_span!(
                         "message",
@@ -249,16 +278,23 @@ impl Processor {
     }
 
     /// Writes the orders, retrying a transient failure in place with backoff; once the
-    /// attempts run out, dead-letters them all as retryable.
+    /// attempts run out, dead-letters them all as retryable. The first attempt takes the claim
+    /// made when the run was prepared; a retry claims again.
     async fn write_with_retries(
         &self,
         orders: &[Incoming<'_>],
+        released: Result<HashSet<OrderId>, Transient>,
         shutdown: &CancellationToken,
     ) -> Result<(), Stopped> {
+        let mut claimed = Some(released);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let error = match self.write(orders).await {
+            let released = match claimed.take() {
+                Some(released) => released,
+                None => self.claim(orders.iter().map(|i| &i.order)).await,
+            };
+            let error = match self.write(orders, released).await {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
@@ -287,13 +323,18 @@ impl Processor {
         }
     }
 
-    /// One attempt at the run's effects; every step is idempotent, so an attempt may repeat a
-    /// previous one that failed half-way.
-    async fn write(&self, orders: &[Incoming<'_>]) -> Result<(), Transient> {
+    /// One attempt at the run's effects, given its claim; every step is idempotent, so an
+    /// attempt may repeat a previous one that failed half-way.
+    async fn write(
+        &self,
+        orders: &[Incoming<'_>],
+        released: Result<HashSet<OrderId>, Transient>,
+    ) -> Result<(), Transient> {
         if orders.is_empty() {
             return Ok(());
         }
-        let orders = self.claim(orders).await?;
+        let released = released?;
+        let orders = self.skip_released(orders, &released);
         let written = self
             .store
             .persist_batch(orders.iter().map(|incoming| &incoming.order))
@@ -314,21 +355,21 @@ impl Processor {
         Ok(())
     }
 
-    /// Claims the orders' reservations, SKU by SKU; the orders the worker may write. The
-    /// gateway released the others after a failed produce and told the buyer 503, so no 202
-    /// stands behind them: they get no row, which leaves the buyer's idempotency key free for
-    /// the retry that may follow.
-    async fn claim<'o, 'm>(
+    /// Claims the orders' reservations, SKU by SKU, so that the gateway can no longer release
+    /// them; the orders whose reservations it had released already. It released those after a
+    /// failed produce and told the buyer 503, so no 202 stands behind them: they get no row,
+    /// which leaves the buyer's idempotency key free for the retry that may follow.
+    async fn claim<'o>(
         &self,
-        orders: &'o [Incoming<'m>],
-    ) -> Result<Vec<&'o Incoming<'m>>, Transient> {
-        let mut released: HashSet<&OrderId> = HashSet::new();
-        for (sku, ids) in ids_by_sku(orders.iter()) {
+        orders: impl Iterator<Item = &'o OrderRequested>,
+    ) -> Result<HashSet<OrderId>, Transient> {
+        let mut released = HashSet::new();
+        for (sku, ids) in ids_by_sku(orders) {
             let claims = self.ledger.claim(sku, &ids).await?;
             for (id, claim) in ids.into_iter().zip(claims) {
                 match claim {
                     ClaimOutcome::Released => {
-                        released.insert(id);
+                        released.insert(id.clone());
                     }
                     ClaimOutcome::Corrupt => tracing::error!(
                         order_id = %id,
@@ -338,6 +379,16 @@ impl Processor {
                 }
             }
         }
+        Ok(released)
+    }
+
+    /// The orders the worker may write: all but the `released` ones, which are logged and
+    /// counted.
+    fn skip_released<'o, 'm>(
+        &self,
+        orders: &'o [Incoming<'m>],
+        released: &HashSet<OrderId>,
+    ) -> Vec<&'o Incoming<'m>> {
         let mut kept = Vec::with_capacity(orders.len());
         for incoming in orders {
             if released.contains(&incoming.order.order_id) {
@@ -352,7 +403,7 @@ impl Processor {
                 kept.push(incoming);
             }
         }
-        Ok(kept)
+        kept
     }
 
     /// Acts on how one order was written: counts it, gives the units of a refused order back
@@ -486,14 +537,14 @@ impl Processor {
 
 /// The order ids of `orders`, grouped by SKU (the unit of every Redis script call).
 fn ids_by_sku<'o>(
-    orders: impl Iterator<Item = &'o Incoming<'o>>,
+    orders: impl Iterator<Item = &'o OrderRequested>,
 ) -> BTreeMap<&'o SkuId, Vec<&'o OrderId>> {
     let mut by_sku: BTreeMap<&SkuId, Vec<&OrderId>> = BTreeMap::new();
-    for incoming in orders {
+    for order in orders {
         by_sku
-            .entry(&incoming.order.sku_id)
+            .entry(&order.sku_id)
             .or_default()
-            .push(&incoming.order.order_id);
+            .push(&order.order_id);
     }
     by_sku
 }

@@ -241,6 +241,54 @@ fn insert_orders(
     insert
 }
 
+/// The batch insert of [`insert_orders`] for PostgreSQL, awaiting payment: one array
+/// parameter per column instead of one parameter per value. For a batch of 500 that is 6
+/// parameters instead of 5,500, which the client builds and binds, and the server parses, far
+/// faster; the statement's text is the same for every batch size. `pay_by` is `now` plus the
+/// window of the order's sale as this statement sees it (`NULL` without a sale). Rows go in
+/// the batch's order, so of two orders holding the same key the first is written.
+fn insert_awaiting_payment_unnest(orders: &[&OrderRequested], now: DateTime<Utc>) -> Statement {
+    const SQL: &str = r#"INSERT INTO "orders" ("order_id", "user_id", "sku_id", "quantity",
+    "idempotency_key", "status", "reason", "requested_at", "created_at", "updated_at", "pay_by")
+SELECT o.order_id, o.user_id, o.sku_id, o.quantity, o.idempotency_key, $6, NULL,
+    o.requested_at, $7, $7, $7 + make_interval(secs => s.payment_window_secs)
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $8::timestamptz[])
+    WITH ORDINALITY AS o(order_id, user_id, sku_id, quantity, idempotency_key, requested_at, n)
+LEFT JOIN "sales" s ON s.sku_id = o.sku_id
+ORDER BY o.n
+ON CONFLICT DO NOTHING
+RETURNING "order_id""#;
+    let text = |field: fn(&OrderRequested) -> &str| -> sea_orm::Value {
+        orders
+            .iter()
+            .map(|o| field(o).to_owned())
+            .collect::<Vec<String>>()
+            .into()
+    };
+    Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        SQL,
+        [
+            text(|o| o.order_id.as_str()),
+            text(|o| o.user_id.as_str()),
+            text(|o| o.sku_id.as_str()),
+            orders
+                .iter()
+                .map(|o| o.quantity.get() as i32)
+                .collect::<Vec<i32>>()
+                .into(),
+            text(|o| o.idempotency_key.as_str()),
+            OrderStatus::AwaitingPayment.as_str().into(),
+            now.into(),
+            orders
+                .iter()
+                .map(|o| o.requested_at)
+                .collect::<Vec<DateTime<Utc>>>()
+                .into(),
+        ],
+    )
+}
+
 impl Store {
     /// Connects (creating the SQLite file and its directory in embedded mode) and, if the
     /// settings say so, applies pending migrations.
@@ -467,7 +515,7 @@ impl Store {
     /// order is written once); take the stock of the newly inserted ones per SKU with one guarded update
     /// (`stock >= sum`), or, when the sum does not fit, order by order in message order, marking
     /// failed the ones the stock cannot cover (`db_out_of_stock`) or that have no sale
-    /// (`unknown_sku`); read back how every order of the batch stands.
+    /// (`unknown_sku`); read back how the orders it did not insert stand.
     pub async fn persist_batch<'o>(
         &self,
         orders: impl IntoIterator<Item = &'o OrderRequested>,
@@ -493,13 +541,27 @@ impl Store {
         self.mark_refused(&txn, &refused, now).await?;
         self.set_missed_windows(&txn, &taking, &windows, &refused, now)
             .await?;
-        let mut stored = self.stored_outcomes(&txn, &orders).await?;
+        // What this transaction wrote it knows; only the orders it did not insert (written by
+        // an earlier delivery, or kept out by the key index) are read back.
+        let earlier: Vec<&OrderRequested> = orders
+            .iter()
+            .copied()
+            .filter(|o| !inserted.contains(o.order_id.as_str()))
+            .collect();
+        let mut stored = self.stored_outcomes(&txn, &earlier).await?;
         txn.commit().await?;
+        let refused: HashMap<&OrderId, ReasonCode> = refused.into_iter().collect();
         Ok(orders
             .iter()
             .map(|o| {
-                // No row under this id: the unique (user, sku, key) index kept it out.
-                let written = stored.remove(&o.order_id).unwrap_or(Written::KeyConflict);
+                let written = if inserted.contains(o.order_id.as_str()) {
+                    refused
+                        .get(&o.order_id)
+                        .map_or(Written::Accepted, |reason| Written::Failed(*reason))
+                } else {
+                    // No row under this id: the unique (user, sku, key) index kept it out.
+                    stored.remove(&o.order_id).unwrap_or(Written::KeyConflict)
+                };
                 (o.order_id.clone(), written)
             })
             .collect())
@@ -570,9 +632,15 @@ impl Store {
         now: DateTime<Utc>,
         windows: &HashMap<String, chrono::Duration>,
     ) -> Result<HashSet<String>, StoreError> {
-        let mut insert = insert_orders(orders, OrderStatus::AwaitingPayment, None, now, windows);
-        insert.returning_col(orders::Column::OrderId);
-        txn.query_all(self.backend().build(&insert))
+        let statement = if self.backend() == DbBackend::Postgres {
+            insert_awaiting_payment_unnest(orders, now)
+        } else {
+            let mut insert =
+                insert_orders(orders, OrderStatus::AwaitingPayment, None, now, windows);
+            insert.returning_col(orders::Column::OrderId);
+            self.backend().build(&insert)
+        };
+        txn.query_all(statement)
             .await?
             .iter()
             .map(|row| {
@@ -655,6 +723,9 @@ impl Store {
         txn: &impl ConnectionTrait,
         orders: &[&OrderRequested],
     ) -> Result<HashMap<OrderId, Written>, StoreError> {
+        if orders.is_empty() {
+            return Ok(HashMap::new());
+        }
         let ids: Vec<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
         let rows = StoredStatus::find_by_statement(
             self.backend().build(

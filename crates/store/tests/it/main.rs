@@ -16,6 +16,14 @@ async fn store() -> Store {
     Store::connect(&settings).await.unwrap()
 }
 
+/// A store on a new embedded SQLite file, and the directory to remove after.
+async fn sqlite_store() -> (Store, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(testkit::unique("seckill-sqlite-"));
+    let mut settings = settings::Settings::defaults().database;
+    settings.sqlite_path = dir.join("seckill.db");
+    (Store::connect(&settings).await.unwrap(), dir)
+}
+
 fn sku() -> SkuId {
     SkuId::parse(testkit::unique("sku-")).unwrap()
 }
@@ -39,6 +47,95 @@ async fn a_redelivered_batch_writes_each_order_once_and_takes_its_stock_once() {
     assert_eq!(stats.awaiting_payment.orders, 4);
     assert_eq!(stats.held_units(), 8);
     assert_eq!(stats.stock, 2);
+}
+
+/// One batch mixing every outcome: the store reports what it wrote itself and reads back only
+/// the orders it did not insert; every row holds what its message said, `pay_by` its sale's
+/// window after the write.
+#[tokio::test]
+async fn a_mixed_batch_reports_each_order_and_writes_its_columns() {
+    mixed_batch(store().await).await;
+}
+
+/// The same on the embedded SQLite, whose insert is built differently.
+#[tokio::test]
+async fn on_sqlite_a_mixed_batch_reports_each_order_and_writes_its_columns() {
+    let (store, dir) = sqlite_store().await;
+    mixed_batch(store).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn mixed_batch(store: Store) {
+    let sku = sku();
+    let spec = open_spec(3, 5);
+    store.upsert_sale(&sku, &spec).await.unwrap();
+    let earlier_accepted = order(&sku, "early", "k", 1);
+    let earlier_refused = order(&sku, "big", "k", 5);
+    store
+        .persist_batch([&earlier_accepted, &earlier_refused])
+        .await
+        .unwrap();
+    let new = order(&sku, "new", "k", 2);
+    let holder_of_key = order(&sku, "early", "k", 1);
+    let ghost = order(&self::sku(), "ghost", "k", 1);
+    let beyond = order(&sku, "beyond", "k", 1);
+    let batch = [
+        &earlier_accepted,
+        &new,
+        &earlier_refused,
+        &holder_of_key,
+        &ghost,
+        &beyond,
+    ];
+    let outcome = store.persist_batch(batch).await.unwrap();
+    let expected = [
+        Written::Accepted,
+        Written::Accepted,
+        Written::Failed(ReasonCode::DbOutOfStock),
+        Written::KeyConflict,
+        Written::Failed(ReasonCode::UnknownSku),
+        Written::Failed(ReasonCode::DbOutOfStock),
+    ];
+    for (o, want) in batch.iter().zip(expected) {
+        assert_eq!(outcome[&o.order_id], want, "{}", o.user_id.as_str());
+    }
+    assert_eq!(outcome.len(), 6);
+    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    assert_eq!((stats.stock, stats.held_units()), (0, 3));
+
+    let row = store.order(&new.order_id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.user_id.as_str(),
+            row.sku_id.as_str(),
+            row.quantity,
+            row.idempotency_key.as_str(),
+            row.status.as_str(),
+            row.reason.as_deref()
+        ),
+        (
+            "new",
+            sku.as_str(),
+            2,
+            "k",
+            OrderStatus::AwaitingPayment.as_str(),
+            None
+        )
+    );
+    assert_eq!(
+        row.requested_at.timestamp_micros(),
+        new.requested_at.timestamp_micros()
+    );
+    assert_eq!(row.created_at, row.updated_at);
+    assert_eq!(
+        row.pay_by.unwrap() - row.created_at,
+        chrono::Duration::seconds(i64::from(spec.payment.window_secs))
+    );
+    let ghost_row = store.order(&ghost.order_id).await.unwrap().unwrap();
+    assert_eq!(
+        (ghost_row.reason.as_deref(), ghost_row.pay_by),
+        (Some("unknown_sku"), None)
+    );
 }
 
 #[tokio::test]
@@ -386,10 +483,7 @@ async fn paying_is_idempotent_on_the_payment_id_and_a_paid_order_is_never_expire
 /// database lock first and timestamps compare as text.
 #[tokio::test]
 async fn on_sqlite_orders_await_payment_are_paid_once_and_the_unpaid_expire_with_their_units() {
-    let dir = std::env::temp_dir().join(testkit::unique("seckill-sqlite-"));
-    let mut settings = settings::Settings::defaults().database;
-    settings.sqlite_path = dir.join("seckill.db");
-    let store = Store::connect(&settings).await.unwrap();
+    let (store, dir) = sqlite_store().await;
     let sku = sku();
     store.upsert_sale(&sku, &open_spec(5, 1)).await.unwrap();
     let orders: Vec<_> = (0..3)
