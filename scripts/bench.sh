@@ -65,9 +65,11 @@ load() {
   local name=$1; shift
   local s0 r0
   python3 scripts/bench_report.py thread-ticks "$stack" > "$out/$name.threads"
+  python3 scripts/bench_report.py fetch "$gateway/metrics" > "$out/$name.metrics0"
   s0=$(ticks "$stack"); r0=$(ticks "$redis_pid")
   "$sim" load --url "$gateway" --admin-url "$admin" --quiet --output "$out/$name.json" "$@" > "$out/$name.txt"
   echo "$(( $(ticks "$stack") - s0 )) $(( $(ticks "$redis_pid") - r0 )) $(getconf CLK_TCK)" > "$out/$name.cpu"
+  python3 scripts/bench_report.py fetch "$gateway/metrics" > "$out/$name.metrics1"
   python3 scripts/bench_report.py thread-ticks "$stack" >> "$out/$name.threads"
   printf '  %-22s %s\n' "$name" "$(head -n 1 "$out/$name.txt")"
   # The next run must not share the cores with the worker writing this one's orders.
@@ -148,12 +150,21 @@ echo "== worker: a backlog of $DRAIN orders of one SKU drained into PostgreSQL, 
 psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "INSERT INTO sales (sku_id, initial_stock, stock,
   per_user_limit, starts_at, ends_at, created_at, updated_at) VALUES ('pgbench-sku', 1000000000,
   1000000000, 1000, now(), now() + interval '1 day', now(), now())" >/dev/null
-# The CPU ticks of PostgreSQL: its processes now, and those that have exited (the
-# postmaster's reaped children: pgbench's backend is gone by the time it is read).
+# The CPU ticks of the local PostgreSQL: its processes now, and those that have exited (the
+# postmaster's reaped children: pgbench's backend is gone by the time it is read). 0 when
+# PostgreSQL is not a local process (local_postgres fails; the report then leaves its CPU out).
+local_postgres() { pgrep -x postgres >/dev/null; }
 postgres_ticks() {
-  local total=0 pid
+  local total=0 pid postmaster
+  postmaster=$(pgrep -o -x postgres) || { echo 0; return 0; }
   for pid in $(pgrep -x postgres); do total=$(( total + $(ticks "$pid" 2>/dev/null || echo 0) )); done
-  echo $(( total + $(awk '{print $16 + $17}' "/proc/$(pgrep -o -x postgres)/stat") ))
+  echo $(( total + $(awk '{print $16 + $17}' "/proc/$postmaster/stat" 2>/dev/null || echo 0) ))
+}
+# cpu_since "P0 R0 W0": PostgreSQL's, Redis's and the worker's ticks since those readings.
+cpu_since() {
+  local p0 r0 w0
+  read -r p0 r0 w0 <<< "$1"
+  echo "$(( $(postgres_ticks) - p0 )) $(( $(ticks "$redis_pid") - r0 )) $(( $(ticks "$worker") - w0 ))"
 }
 free_port() { python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 for run in $(seq 1 "$RUNS"); do
@@ -166,10 +177,19 @@ for run in $(seq 1 "$RUNS"); do
   SECKILL__KAFKA__BOOTSTRAP_SERVERS="$kafka" SECKILL__HTTP__OPS_PORT="$port" SECKILL__LOG__FILTER=warn \
     target/release/seckill-order-worker > "$out/drain-$run-worker.log" 2>&1 &
   worker=$!
-  p0=$(postgres_ticks); r0=$(ticks "$redis_pid")
+  started="$(postgres_ticks) $(ticks "$redis_pid") 0"
   python3 scripts/bench_report.py wait-written "http://127.0.0.1:$port/metrics"
-  # CPU of the drain: PostgreSQL, Redis, and the worker (its start included).
-  echo "$(( $(postgres_ticks) - p0 )) $(( $(ticks "$redis_pid") - r0 )) $(ticks "$worker") $(getconf CLK_TCK)" > "$out/drain-$run.cpu"
+  # CPU of the drain: PostgreSQL, Redis and the worker (its start included) until 2 s after the
+  # last batch, less what the same 2 s cost once more with nothing to write (the expirer's and
+  # sweeper's rounds, the /metrics readings, the broker's heartbeats).
+  drained=$(cpu_since "$started")
+  idle_from="$(postgres_ticks) $(ticks "$redis_pid") $(ticks "$worker")"
+  sleep 2
+  idle=$(cpu_since "$idle_from")
+  if local_postgres; then
+    read -r dp dr dw <<< "$drained"; read -r ip ir iw <<< "$idle"
+    echo "$(( dp - ip )) $(( dr - ir )) $(( dw - iw )) $(getconf CLK_TCK)" > "$out/drain-$run.cpu"
+  fi
   python3 scripts/bench_report.py drain-rate "$SECKILL__DATABASE__URL" "$since" > "$out/drain-$run.rate"
   python3 scripts/bench_report.py worker-batches "http://127.0.0.1:$port/metrics" > "$out/drain-$run.batches"
   kill -TERM "$worker"; wait "$worker" 2>/dev/null || true
@@ -182,7 +202,7 @@ for run in $(seq 1 "$RUNS"); do
   p0=$(postgres_ticks)
   pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 1 -T "$SECS" -f "$out/pgbench-$run.sql" seckill_bench \
     2>&1 | grep -E "^tps|failed transactions|transactions actually processed" > "$out/pgbench-$run.txt"
-  echo "$(( $(postgres_ticks) - p0 )) $(getconf CLK_TCK)" > "$out/pgbench-$run.cpu"
+  ! local_postgres || echo "$(( $(postgres_ticks) - p0 )) $(getconf CLK_TCK)" > "$out/pgbench-$run.cpu"
   echo "$batch" > "$out/pgbench-$run.batch"
   printf '  run %s: worker %s orders in %s s (%s/s), batches of %s; pgbench %s\n' "$run" \
     $(cat "$out/drain-$run.rate") "$batch" "$(grep ^tps "$out/pgbench-$run.txt" | awk '{print $3}') tps"

@@ -6,6 +6,7 @@ markers) and an SVG chart. No dependencies beyond the standard library.
 Usage:
   bench_report.py median-throughput OUT NAME   the median answers/s of the runs OUT/NAME-<n>.json
   bench_report.py write OUT MARKDOWN SVG       the report
+  bench_report.py fetch URL                    the text at URL (a service's /metrics)
   bench_report.py wait-written METRICS_URL     waits until the worker has written orders and
                                                then 2 s without writing any
   bench_report.py drain-rate DATABASE_URL SINCE
@@ -31,6 +32,10 @@ import urllib.error
 import urllib.request
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+# The bound on the gateway's p99 for the buy requests it answers under three times the load it
+# sustains (docs/benchmarks.md, "Under overload").
+OVERLOAD_P99_MS = 256
 
 
 def runs(out, name, ext="json"):
@@ -58,8 +63,37 @@ def load_runs(out, name):
                 group: 1e6 * (after.get(group, 0) - before.get(group, 0)) / hz / max(report["requests"], 1)
                 for group in after
             }
+        metrics_before = path[: -len(".json")] + ".metrics0"
+        if os.path.exists(metrics_before):
+            report["gateway"] = gateway_latency(metrics_before, path[: -len(".json")] + ".metrics1")
         reports.append(report)
     return reports
+
+
+BUY_ROUTE = 'route="/v1/sales/{sku_id}/orders"'
+
+
+def gateway_latency(before, after):
+    """The buy requests the gateway answered between two readings of its /metrics, and their
+    latency as it measured them (from dispatching the request to its answer), as quantiles:
+    the upper edge of the histogram bucket each quantile falls in, in ms."""
+    def buckets(path):
+        counts = {}
+        for line in open(path):
+            if line.startswith("seckill_http_request_duration_seconds_bucket{") and BUY_ROUTE in line:
+                le = re.search(r'le="([^"]+)"', line).group(1)
+                counts[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+        return counts
+
+    start, end = buckets(before), buckets(after)
+    cumulative = sorted((le, end[le] - start.get(le, 0)) for le in end)
+    total = cumulative[-1][1] if cumulative else 0
+    def quantile(q):
+        for le, count in cumulative:
+            if count >= q * total:
+                return 1000 * le
+        return float("nan")
+    return {"count": total, "p50": quantile(0.5), "p99": quantile(0.99), "p999": quantile(0.999)}
 
 
 def median(values):
@@ -262,6 +296,16 @@ def write(out, markdown, svg):
             lines.append(
                 f"| {name} | {p['count']:,} | {p['p50']:.2f} | {p['p99']:.2f} | {p['p999']:.2f} | {p['max']:.2f} |"
             )
+        g = r.get("gateway")
+        if g and g["count"]:
+            lines += [
+                "",
+                f"The gateway's own view of the same run (`seckill_http_request_duration_seconds` of the buy",
+                f"route, from dispatching a request to its answer; each figure is the upper edge of the",
+                f"histogram bucket it falls in): {g['count']:,.0f} buy requests answered, p50 ≤ {g['p50']:g} ms,",
+                f"p99 ≤ {g['p99']:g} ms, p99.9 ≤ {g['p999']:g} ms. Bound: p99 ≤ {OVERLOAD_P99_MS} ms: "
+                f"{verdict(g['p99'] <= OVERLOAD_P99_MS)}.",
+            ]
     lines += [
         "",
         "### Redis round trips (`redis-cli MONITOR`, 200 sequential requests, one connection)",
@@ -310,7 +354,7 @@ def write(out, markdown, svg):
                 "secs": secs,
                 "rate": rate,
                 "batch": batch,
-                "batch_ms": 1000 * batch / rate,
+                "batch_ms": 1000 * batch / rate if rate else float("nan"),
                 "ceiling": tps * batch,
                 "cpu": cpu,
                 "ceiling_ms": 1000 / tps if tps else float("nan"),
@@ -348,9 +392,10 @@ def write(out, markdown, svg):
         if with_cpu:
             lines += [
                 "",
-                "CPU time per batch (from `/proc`, ticks of 10 ms over drains of about 0.2 s, so about",
-                "±10%): PostgreSQL's processes, Redis and the worker process (its start included) while",
-                "the worker drained; PostgreSQL's while pgbench ran. Two cores carry all of it.",
+                "CPU time per batch (from `/proc`, in ticks of 10 ms over drains of about 0.2 s, so about",
+                "±10%): PostgreSQL's processes, Redis and the worker process from the worker's start until",
+                "2 s after its last batch, less what the next 2 s cost them with nothing to write; and",
+                "PostgreSQL's while pgbench ran. The two cores carry all of it.",
                 "",
                 "| run | PostgreSQL ms | Redis ms | worker ms | sum ms | sum / 2 cores ms | PostgreSQL ms (pgbench) |",
                 "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -619,6 +664,8 @@ def main():
         sys.stdout.write(pgbench_script(int(sys.argv[2])))
     elif len(sys.argv) == 3 and sys.argv[1] == "worker-batches":
         print(" ".join(f"{v:.6f}" for v in worker_batches(sys.argv[2])))
+    elif len(sys.argv) == 3 and sys.argv[1] == "fetch":
+        sys.stdout.write(fetch(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == "wait-written":
         wait_written(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "drain-rate":

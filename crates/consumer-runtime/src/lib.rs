@@ -77,8 +77,8 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The part of a run's work that may be done while the run before it is handled. It must
     /// not depend on that run's effects, and it must be safe to do again: a prepared run that
-    /// is not handled (shutdown, a rebalance) is delivered and prepared again. A handler with
-    /// nothing to do ahead returns `()`.
+    /// is not handled (shutdown came, or its partition was revoked while it waited) is
+    /// delivered and prepared again. A handler with nothing to do ahead returns `()`.
     fn prepare(
         &self,
         run: &[OwnedMessage],
@@ -275,7 +275,7 @@ impl<H: Handler> Consuming<'_, H> {
             let (handled_all, next) =
                 tokio::join!(self.handle_runs(ready, shutdown), fetch_and_prepare());
             match next {
-                Some(runs) if handled_all => ready = runs,
+                Some(runs) if handled_all && !shutdown.is_cancelled() => ready = runs,
                 // Shutdown: what was prepared ahead is not handled, and not committed.
                 _ => return,
             }
@@ -290,6 +290,16 @@ impl<H: Handler> Consuming<'_, H> {
         shutdown: &CancellationToken,
     ) -> bool {
         for (run, prepared) in runs {
+            if !self.still_assigned(&run) {
+                // Revoked while it waited (a rebalance served during the fetch ahead): its new
+                // owner reads it from the group's committed offset.
+                tracing::info!(
+                    partition = run[0].partition(),
+                    messages = run.len(),
+                    "dropping a prepared run of a partition this member no longer has"
+                );
+                continue;
+            }
             self.check_continuity(&run).await;
             let started = Instant::now();
             self.metrics.batch_size.observe(run.len() as f64);
@@ -307,6 +317,23 @@ impl<H: Handler> Consuming<'_, H> {
             }
         }
         true
+    }
+
+    /// Whether the partition of `run` is still assigned to this member (when the consumer
+    /// cannot say, it is taken as assigned: handling a run twice is harmless).
+    fn still_assigned(&self, run: &[OwnedMessage]) -> bool {
+        let Some(first) = run.first() else {
+            return false;
+        };
+        match self.consumer.assignment() {
+            Ok(assigned) => assigned
+                .find_partition(first.topic(), first.partition())
+                .is_some(),
+            Err(error) => {
+                tracing::debug!(%error, "assignment not available");
+                true
+            }
+        }
     }
 
     /// Notices messages the broker no longer has although the group never read them (retention,

@@ -334,7 +334,8 @@ impl Processor {
             return Ok(());
         }
         let released = released?;
-        let orders = self.skip_released(orders, &released);
+        let all = orders.len();
+        let orders = Self::skip_released(orders, &released);
         let written = self
             .store
             .persist_batch(orders.iter().map(|incoming| &incoming.order))
@@ -352,6 +353,11 @@ impl Processor {
         for incoming in &orders {
             self.finished.mark(incoming.order.order_id.clone());
         }
+        // Counted once the attempt went through, not once per attempt.
+        self.metrics
+            .persisted
+            .with_label_values(&["released"])
+            .inc_by((all - orders.len()) as u64);
         Ok(())
     }
 
@@ -382,10 +388,8 @@ impl Processor {
         Ok(released)
     }
 
-    /// The orders the worker may write: all but the `released` ones, which are logged and
-    /// counted.
+    /// The orders the worker may write: all but the `released` ones, which are logged.
     fn skip_released<'o, 'm>(
-        &self,
         orders: &'o [Incoming<'m>],
         released: &HashSet<OrderId>,
     ) -> Vec<&'o Incoming<'m>> {
@@ -395,10 +399,6 @@ impl Processor {
                 incoming.span().in_scope(|| {
                     tracing::info!("skipping an order whose reservation was released");
                 });
-                self.metrics
-                    .persisted
-                    .with_label_values(&["released"])
-                    .inc();
             } else {
                 kept.push(incoming);
             }
