@@ -23,6 +23,8 @@
 # docs/bench/chart.svg.
 #
 # Usage: make bench        RUNS=5 SECS=10 scripts/bench.sh        SKIP_DEMO=1 scripts/bench.sh
+#        ONLY="worker" scripts/bench.sh   (groups: http, worker, demo; the report of a part goes
+#                                          to target/bench/benchmarks.md, not docs/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -51,6 +53,8 @@ export SECKILL__GATEWAY__MAX_IN_FLIGHT=${MAX_IN_FLIGHT:-256}
 
 # shellcheck source=scripts/bench_stack.sh
 source scripts/bench_stack.sh
+# want GROUP: whether ONLY (unset: all) names the group of scenarios.
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 redis_pid=$(redis-cli info server | awk -F: '/^process_id/ {print $2}' | tr -d '\r')
 
 worker=""
@@ -76,139 +80,147 @@ load() {
   python3 scripts/bench_report.py wait-drained "$worker_metrics" > "$out/$name.drain"
 }
 
-start_stack
-echo "stack: gateway $gateway (pid $stack), redis pid $redis_pid"
-# Let the stack's connections settle.
-"$sim" load --url "$gateway" --get /healthz --duration 2 --quiet >/dev/null
+if want http; then
+  start_stack
+  echo "stack: gateway $gateway (pid $stack), redis pid $redis_pid"
+  # Let the stack's connections settle.
+  "$sim" load --url "$gateway" --get /healthz --duration 2 --quiet >/dev/null
 
-echo
-echo "== closed loop, $CONNS connections, ${SECS} s each, $RUNS runs interleaved"
-for run in $(seq 1 "$RUNS"); do
-  load "healthz-$run" --get /healthz --connections "$CONNS" --duration "$SECS"
-  load "sold_out-$run" --create-sales 1 --stock 0 --connections "$CONNS" --duration "$SECS"
-  load "accept-$run" --create-sales 1 --connections "$CONNS" --duration "$SECS"
-  load "accept50-$run" --create-sales 50 --connections "$CONNS" --duration "$SECS"
-done
+  echo
+  echo "== closed loop, $CONNS connections, ${SECS} s each, $RUNS runs interleaved"
+  for run in $(seq 1 "$RUNS"); do
+    load "healthz-$run" --get /healthz --connections "$CONNS" --duration "$SECS"
+    load "sold_out-$run" --create-sales 1 --stock 0 --connections "$CONNS" --duration "$SECS"
+    load "accept-$run" --create-sales 1 --connections "$CONNS" --duration "$SECS"
+    load "accept50-$run" --create-sales 50 --connections "$CONNS" --duration "$SECS"
+  done
 
-echo
-echo "== ceiling: the real reserve script under redis-benchmark (50 clients, EVALSHA, random buyers)"
-script=$(cat crates/stock/src/lua/record.lua crates/stock/src/lua/reserve.lua)
-sha=$(redis-cli SCRIPT LOAD "$script")
-base="seckill-bench:{ceiling}"
-keys=("$base:sale" "$base:stock" "$base:buyers" "$base:idem" "$base:resv" "$base:pending" "$base:outbox")
-entry='{"v":1,"order_id":"ceiling.0","user_id":"u","sku_id":"ceiling","quantity":1,"idempotency_key":"k","requested_at":"2026-01-01T00:00:00Z"}'
-for run in $(seq 1 "$RUNS"); do
+  echo
+  echo "== ceiling: the real reserve script under redis-benchmark (50 clients, EVALSHA, random buyers)"
+  script=$(cat crates/stock/src/lua/record.lua crates/stock/src/lua/reserve.lua)
+  sha=$(redis-cli SCRIPT LOAD "$script")
+  base="seckill-bench:{ceiling}"
+  keys=("$base:sale" "$base:stock" "$base:buyers" "$base:idem" "$base:resv" "$base:pending" "$base:outbox")
+  entry='{"v":1,"order_id":"ceiling.0","user_id":"u","sku_id":"ceiling","quantity":1,"idempotency_key":"k","requested_at":"2026-01-01T00:00:00Z"}'
+  for run in $(seq 1 "$RUNS"); do
+    redis-cli DEL "${keys[@]}" >/dev/null
+    redis-cli HSET "$base:sale" starts_at 0 ends_at 99999999999999 per_user_limit 1000 reserved 0 initial 1000000000 >/dev/null
+    redis-cli SET "$base:stock" 1000000000 >/dev/null
+    # The arguments the gateway sends (the last: the sale's number of stock buckets). A ceiling
+    # whose calls do not reserve would measure nothing: one call must answer `accepted`.
+    args=(1 "$(date +%s%3N)" "$entry" 1)
+    first=$(redis-cli EVALSHA "$sha" 7 "${keys[@]}" "buyer-check" "key-check" "ceiling.check" "${args[@]}" | head -n 1)
+    [ "$first" = accepted ] || { echo "the reserve script answered '$first', not accepted"; exit 1; }
+    r0=$(ticks "$redis_pid")
+    redis-benchmark -n 200000 -c 50 -r 1000000000 --csv EVALSHA "$sha" 7 "${keys[@]}" \
+      "buyer-__rand_int__" "key-__rand_int__" "ceiling.__rand_int__" "${args[@]}" \
+      | tail -n 1 > "$out/reserve_ceiling-$run.csv"
+    echo "$(( $(ticks "$redis_pid") - r0 )) 200000 $(getconf CLK_TCK)" > "$out/reserve_ceiling-$run.cpu"
+    printf '  %-22s %s\n' "reserve_ceiling-$run" "$(awk -F, '{print $(NF-6)}' "$out/reserve_ceiling-$run.csv" | tr -d '"') calls/s"
+  done
   redis-cli DEL "${keys[@]}" >/dev/null
-  redis-cli HSET "$base:sale" starts_at 0 ends_at 99999999999999 per_user_limit 1000 reserved 0 initial 1000000000 >/dev/null
-  redis-cli SET "$base:stock" 1000000000 >/dev/null
-  # The arguments the gateway sends (the last: the sale's number of stock buckets). A ceiling
-  # whose calls do not reserve would measure nothing: one call must answer `accepted`.
-  args=(1 "$(date +%s%3N)" "$entry" 1)
-  first=$(redis-cli EVALSHA "$sha" 7 "${keys[@]}" "buyer-check" "key-check" "ceiling.check" "${args[@]}" | head -n 1)
-  [ "$first" = accepted ] || { echo "the reserve script answered '$first', not accepted"; exit 1; }
-  r0=$(ticks "$redis_pid")
-  redis-benchmark -n 200000 -c 50 -r 1000000000 --csv EVALSHA "$sha" 7 "${keys[@]}" \
-    "buyer-__rand_int__" "key-__rand_int__" "ceiling.__rand_int__" "${args[@]}" \
-    | tail -n 1 > "$out/reserve_ceiling-$run.csv"
-  echo "$(( $(ticks "$redis_pid") - r0 )) 200000 $(getconf CLK_TCK)" > "$out/reserve_ceiling-$run.cpu"
-  printf '  %-22s %s\n' "reserve_ceiling-$run" "$(awk -F, '{print $(NF-6)}' "$out/reserve_ceiling-$run.csv" | tr -d '"') calls/s"
-done
-redis-cli DEL "${keys[@]}" >/dev/null
 
-accept_median=$(python3 scripts/bench_report.py median-throughput "$out" accept)
-echo
-echo "== open loop: accept path at half of its median ($accept_median/s), overload at three times"
-for run in $(seq 1 "$RUNS"); do
-  load "accept_half-$run" --create-sales 1 --connections "$CONNS" --duration "$SECS" \
-    --rate "$(python3 -c "print(round($accept_median / 2))")"
-done
-load "overload-1" --create-sales 1 --connections 1024 --duration "$SECS" \
-  --rate "$(python3 -c "print(round($accept_median * 3))")"
+  accept_median=$(python3 scripts/bench_report.py median-throughput "$out" accept)
+  echo
+  echo "== open loop: accept path at half of its median ($accept_median/s), overload at three times"
+  for run in $(seq 1 "$RUNS"); do
+    load "accept_half-$run" --create-sales 1 --connections "$CONNS" --duration "$SECS" \
+      --rate "$(python3 -c "print(round($accept_median / 2))")"
+  done
+  load "overload-1" --create-sales 1 --connections 1024 --duration "$SECS" \
+    --rate "$(python3 -c "print(round($accept_median * 3))")"
 
-echo
-echo "== Redis round trips: MONITOR over 200 sequential requests"
-for path in accept sold_out; do
-  stock_arg=(); [ "$path" = sold_out ] && stock_arg=(--stock 0)
-  prefix="bench-monitor-$path-$(date +%s)"
-  # The sale is put on sale before MONITOR starts: only the buyers' requests are counted.
-  "$sim" load --url "$gateway" --admin-url "$admin" --quiet --create-sales 1 --sale-prefix "$prefix" \
-    "${stock_arg[@]}" --requests 0 > /dev/null
-  timeout 15 redis-cli MONITOR > "$out/monitor-$path.txt" &
-  monitor=$!
-  sleep 0.5
-  "$sim" load --url "$gateway" --quiet --sku "$prefix-0" --requests 200 \
-    --connections 1 --output "$out/monitor-$path.json" > /dev/null
-  # The worker's claims and the batched marks come after the answers.
-  sleep 3
-  kill "$monitor" 2>/dev/null || true
-  wait "$monitor" 2>/dev/null || true
-done
-stop_stack
-
-echo
-echo "== worker: a backlog of $DRAIN orders of one SKU drained into PostgreSQL, and pgbench on its SQL, $RUNS runs"
-psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "INSERT INTO sales (sku_id, initial_stock, stock,
-  per_user_limit, starts_at, ends_at, created_at, updated_at) VALUES ('pgbench-sku', 1000000000,
-  1000000000, 1000, now(), now() + interval '1 day', now(), now())" >/dev/null
-# The CPU ticks of the local PostgreSQL: its processes now, and those that have exited (the
-# postmaster's reaped children: pgbench's backend is gone by the time it is read). 0 when
-# PostgreSQL is not a local process (local_postgres fails; the report then leaves its CPU out).
-local_postgres() { pgrep -x postgres >/dev/null; }
-postgres_ticks() {
-  local total=0 pid postmaster
-  postmaster=$(pgrep -o -x postgres) || { echo 0; return 0; }
-  for pid in $(pgrep -x postgres); do total=$(( total + $(ticks "$pid" 2>/dev/null || echo 0) )); done
-  echo $(( total + $(awk '{print $16 + $17}' "/proc/$postmaster/stat" 2>/dev/null || echo 0) ))
-}
-# cpu_since "P0 R0 W0": PostgreSQL's, Redis's and the worker's ticks since those readings.
-cpu_since() {
-  local p0 r0 w0
-  read -r p0 r0 w0 <<< "$1"
-  echo "$(( $(postgres_ticks) - p0 )) $(( $(ticks "$redis_pid") - r0 )) $(( $(ticks "$worker") - w0 ))"
-}
-free_port() { python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
-for run in $(seq 1 "$RUNS"); do
-  start_stack --without-worker
-  "$sim" load --url "$gateway" --admin-url "$admin" --quiet --create-sales 1 --requests "$DRAIN" > "$out/drain-$run-load.txt"
-  port=$(free_port)
-  # Autovacuum's work on the rows of earlier scenarios is done now, not while CPU is counted.
-  psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "VACUUM ANALYZE" >/dev/null
-  since=$(psql -h 127.0.0.1 -U postgres -d seckill_bench -qAtc "SELECT now()")
-  SECKILL__KAFKA__BOOTSTRAP_SERVERS="$kafka" SECKILL__HTTP__OPS_PORT="$port" SECKILL__LOG__FILTER=warn \
-    target/release/seckill-order-worker > "$out/drain-$run-worker.log" 2>&1 &
-  worker=$!
-  started="$(postgres_ticks) $(ticks "$redis_pid") 0"
-  python3 scripts/bench_report.py wait-written "http://127.0.0.1:$port/metrics"
-  # CPU of the drain: PostgreSQL, Redis and the worker (its start included) until 2 s after the
-  # last batch, less what the same 2 s cost once more with nothing to write (the expirer's and
-  # sweeper's rounds, the /metrics readings, the broker's heartbeats).
-  drained=$(cpu_since "$started")
-  idle_from="$(postgres_ticks) $(ticks "$redis_pid") $(ticks "$worker")"
-  sleep 2
-  idle=$(cpu_since "$idle_from")
-  if local_postgres; then
-    read -r dp dr dw <<< "$drained"; read -r ip ir iw <<< "$idle"
-    echo "$(( dp - ip )) $(( dr - ir )) $(( dw - iw )) $(getconf CLK_TCK)" > "$out/drain-$run.cpu"
-  fi
-  python3 scripts/bench_report.py drain-rate "$SECKILL__DATABASE__URL" "$since" > "$out/drain-$run.rate"
-  python3 scripts/bench_report.py worker-batches "http://127.0.0.1:$port/metrics" > "$out/drain-$run.batches"
-  kill -TERM "$worker"; wait "$worker" 2>/dev/null || true
-  worker=""
+  echo
+  echo "== Redis round trips: MONITOR over 200 sequential requests"
+  for path in accept sold_out; do
+    stock_arg=(); [ "$path" = sold_out ] && stock_arg=(--stock 0)
+    prefix="bench-monitor-$path-$(date +%s)"
+    # The sale is put on sale before MONITOR starts: only the buyers' requests are counted.
+    "$sim" load --url "$gateway" --admin-url "$admin" --quiet --create-sales 1 --sale-prefix "$prefix" \
+      "${stock_arg[@]}" --requests 0 > /dev/null
+    timeout 15 redis-cli MONITOR > "$out/monitor-$path.txt" &
+    monitor=$!
+    sleep 0.5
+    "$sim" load --url "$gateway" --quiet --sku "$prefix-0" --requests 200 \
+      --connections 1 --output "$out/monitor-$path.json" > /dev/null
+    # The worker's claims and the batched marks come after the answers.
+    sleep 3
+    kill "$monitor" 2>/dev/null || true
+    wait "$monitor" 2>/dev/null || true
+  done
   stop_stack
-  batch=$(awk '{printf "%d", ($3 > 0 ? $1 / $3 : 0) + 0.5}' "$out/drain-$run.batches")
-  [ "$batch" -gt 0 ] || { echo "the worker wrote nothing: see $out/drain-$run-worker.log"; exit 1; }
-  python3 scripts/bench_report.py pgbench-script "$batch" > "$out/pgbench-$run.sql"
-  psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "VACUUM ANALYZE" >/dev/null
-  p0=$(postgres_ticks)
-  pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 1 -T "$SECS" -f "$out/pgbench-$run.sql" seckill_bench \
-    2>&1 | grep -E "^tps|failed transactions|transactions actually processed" > "$out/pgbench-$run.txt"
-  ! local_postgres || echo "$(( $(postgres_ticks) - p0 )) $(getconf CLK_TCK)" > "$out/pgbench-$run.cpu"
-  echo "$batch" > "$out/pgbench-$run.batch"
-  printf '  run %s: worker %s orders in %s s (%s/s), batches of %s; pgbench %s\n' "$run" \
-    $(cat "$out/drain-$run.rate") "$batch" "$(grep ^tps "$out/pgbench-$run.txt" | awk '{print $3}') tps"
-done
+fi
 
-if [ -z "${SKIP_DEMO:-}" ]; then
+if want worker; then
+  echo
+  echo "== worker: a backlog of $DRAIN orders of one SKU drained into PostgreSQL, and pgbench on its SQL, $RUNS runs"
+  # The CPU ticks of the local PostgreSQL: its processes now, and those that have exited (the
+  # postmaster's reaped children: pgbench's backend is gone by the time it is read). 0 when
+  # PostgreSQL is not a local process (local_postgres fails; the report then leaves its CPU out).
+  local_postgres() { pgrep -x postgres >/dev/null; }
+  postgres_ticks() {
+    local total=0 pid postmaster
+    postmaster=$(pgrep -o -x postgres) || { echo 0; return 0; }
+    for pid in $(pgrep -x postgres); do total=$(( total + $(ticks "$pid" 2>/dev/null || echo 0) )); done
+    echo $(( total + $(awk '{print $16 + $17}' "/proc/$postmaster/stat" 2>/dev/null || echo 0) ))
+  }
+  # cpu_since "P0 R0 W0": PostgreSQL's, Redis's and the worker's ticks since those readings.
+  cpu_since() {
+    local p0 r0 w0
+    read -r p0 r0 w0 <<< "$1"
+    echo "$(( $(postgres_ticks) - p0 )) $(( $(ticks "$redis_pid") - r0 )) $(( $(ticks "$worker") - w0 ))"
+  }
+  free_port() { python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+  for run in $(seq 1 "$RUNS"); do
+    start_stack --without-worker
+    # pgbench's sale (the stack has migrated the database by now).
+    psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "INSERT INTO sales (sku_id, initial_stock, stock,
+      per_user_limit, starts_at, ends_at, created_at, updated_at) VALUES ('pgbench-sku', 1000000000,
+      1000000000, 1000, now(), now() + interval '1 day', now(), now()) ON CONFLICT (sku_id) DO NOTHING" >/dev/null
+    "$sim" load --url "$gateway" --admin-url "$admin" --quiet --create-sales 1 --requests "$DRAIN" > "$out/drain-$run-load.txt"
+    port=$(free_port)
+    # Autovacuum's work on the rows of earlier scenarios is done now, not while CPU is counted.
+    psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "VACUUM ANALYZE" >/dev/null
+    since=$(psql -h 127.0.0.1 -U postgres -d seckill_bench -qAtc "SELECT now()")
+    # Their backends exit after psql does: let them go before PostgreSQL's CPU is read.
+    sleep 1
+    started="$(postgres_ticks) $(ticks "$redis_pid") 0"
+    SECKILL__KAFKA__BOOTSTRAP_SERVERS="$kafka" SECKILL__HTTP__OPS_PORT="$port" SECKILL__LOG__FILTER=warn \
+      target/release/seckill-order-worker > "$out/drain-$run-worker.log" 2>&1 &
+    worker=$!
+    python3 scripts/bench_report.py wait-written "http://127.0.0.1:$port/metrics"
+    # CPU of the drain: PostgreSQL, Redis and the worker (its start included) until 2 s after the
+    # last batch, less what the same 2 s cost once more with nothing to write (the expirer's and
+    # sweeper's rounds, the /metrics readings, the broker's heartbeats).
+    drained=$(cpu_since "$started")
+    idle_from="$(postgres_ticks) $(ticks "$redis_pid") $(ticks "$worker")"
+    sleep 2
+    idle=$(cpu_since "$idle_from")
+    if local_postgres; then
+      read -r dp dr dw <<< "$drained"; read -r ip ir iw <<< "$idle"
+      echo "$(( dp - ip )) $(( dr - ir )) $(( dw - iw )) $(getconf CLK_TCK)" > "$out/drain-$run.cpu"
+    fi
+    python3 scripts/bench_report.py drain-rate "$SECKILL__DATABASE__URL" "$since" > "$out/drain-$run.rate"
+    python3 scripts/bench_report.py worker-batches "http://127.0.0.1:$port/metrics" > "$out/drain-$run.batches"
+    kill -TERM "$worker"; wait "$worker" 2>/dev/null || true
+    worker=""
+    stop_stack
+    batch=$(awk '{printf "%d", ($3 > 0 ? $1 / $3 : 0) + 0.5}' "$out/drain-$run.batches")
+    [ "$batch" -gt 0 ] || { echo "the worker wrote nothing: see $out/drain-$run-worker.log"; exit 1; }
+    python3 scripts/bench_report.py pgbench-script "$batch" > "$out/pgbench-$run.sql"
+    psql -h 127.0.0.1 -U postgres -d seckill_bench -qc "VACUUM ANALYZE" >/dev/null
+    sleep 1
+    p0=$(postgres_ticks)
+    pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 1 -T "$SECS" -f "$out/pgbench-$run.sql" seckill_bench \
+      2>&1 | grep -E "^tps|failed transactions|transactions actually processed" > "$out/pgbench-$run.txt"
+    ! local_postgres || echo "$(( $(postgres_ticks) - p0 )) $(getconf CLK_TCK)" > "$out/pgbench-$run.cpu"
+    echo "$batch" > "$out/pgbench-$run.batch"
+    printf '  run %s: worker %s orders in %s s (%s/s), batches of %s; pgbench %s\n' "$run" \
+      $(cat "$out/drain-$run.rate") "$batch" "$(grep ^tps "$out/pgbench-$run.txt" | awk '{print $3}') tps"
+  done
+fi
+
+if want demo && [ -z "${SKIP_DEMO:-}" ]; then
   echo
   echo "== end to end: seckill-sim demo, 100,000 buyers for 10,000 units (PostgreSQL), $RUNS runs"
   for run in $(seq 1 "$RUNS"); do
@@ -220,4 +232,10 @@ if [ -z "${SKIP_DEMO:-}" ]; then
 fi
 
 echo
-python3 scripts/bench_report.py write "$out" docs/benchmarks.md docs/bench/chart.svg
+if [ -z "${ONLY:-}" ]; then
+  python3 scripts/bench_report.py write "$out" docs/benchmarks.md docs/bench/chart.svg
+else
+  # Part of the scenarios: the report goes to target/bench, docs/benchmarks.md stays as it is.
+  cp docs/benchmarks.md "$out/benchmarks.md"
+  python3 scripts/bench_report.py write "$out" "$out/benchmarks.md" "$out/chart.svg"
+fi

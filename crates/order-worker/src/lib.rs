@@ -99,6 +99,7 @@ impl Worker {
             settings.expiry.clone(),
             metrics.clone(),
         );
+        let gauges = expirer.clone();
         let expiring = Periodic::new(
             "expirer",
             Duration::from_millis(settings.expiry.interval_ms),
@@ -107,11 +108,20 @@ impl Worker {
                 async move { expirer.round().await }
             },
         );
+        let reading_gauges = Periodic::new(
+            "awaiting-payment gauges",
+            expirer::GAUGES_EVERY,
+            move || {
+                let gauges = gauges.clone();
+                async move { gauges.read_gauges().await }
+            },
+        );
         let registry = metrics.registry.clone();
         Ok(Self {
             service: Service::build(settings, spec, connections, registry, processor)?
                 .every(sweeping)
-                .every(expiring),
+                .every(expiring)
+                .every(reading_gauges),
             metrics,
             finishing,
         })

@@ -127,7 +127,7 @@ impl WorkerMetrics {
         }
         let orders_awaiting_payment = IntGauge::new(
             "seckill_orders_awaiting_payment",
-            "Orders written and not yet paid nor expired, across all sales (read by the expirer each round; every replica reports the same figure).",
+            "Orders written and not yet paid nor expired, across all sales (read every 15 s; every replica reports the same figure).",
         )
         .expect("valid metric");
         let units_awaiting_payment = IntGauge::new(

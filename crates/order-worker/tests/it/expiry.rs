@@ -68,6 +68,7 @@ async fn two_expirers_at_once_return_each_unpaid_unit_once_and_the_buyers_may_bu
         metrics.clone(),
     );
     watching.round().await.unwrap();
+    watching.read_gauges().await.unwrap();
     assert_eq!(
         (
             metrics.orders_awaiting_payment.get(),
@@ -91,7 +92,7 @@ async fn two_expirers_at_once_return_each_unpaid_unit_once_and_the_buyers_may_bu
         assert!(row.units_returned_at.is_some());
     }
     assert_eq!(a.expire().await.unwrap(), ExpiryReport::default());
-    watching.round().await.unwrap();
+    watching.read_gauges().await.unwrap();
     assert_eq!(metrics.units_awaiting_payment.get(), 0);
     assert_eq!(metrics.orders_awaiting_payment.get(), 0);
     assert_eq!(books(&ctx, &store, &sku).await, (50, 40, 50, 40));
