@@ -100,6 +100,16 @@ async fn run(
     tokio::spawn(service.run_until_stopped(shutdown))
 }
 
+/// The group's lag on the test's topic: what it has not committed.
+async fn lag(ctx: &TestContext) -> i64 {
+    testkit::group_lag(
+        &ctx.endpoint(),
+        &ctx.settings.kafka.worker_group,
+        &ctx.settings.kafka.orders_topic,
+    )
+    .await
+}
+
 fn position(log: &[(Step, i64)], step: Step, offset: i64) -> usize {
     log.iter()
         .position(|entry| *entry == (step, offset))
@@ -155,13 +165,7 @@ async fn each_run_is_prepared_while_the_one_before_is_handled_and_handled_in_ord
             );
         }
     }
-    let lag = testkit::group_lag(
-        &ctx.endpoint(),
-        &ctx.settings.kafka.worker_group,
-        &ctx.settings.kafka.orders_topic,
-    )
-    .await;
-    assert_eq!(lag, 0, "every handled run is committed");
+    assert_eq!(lag(&ctx).await, 0, "every handled run is committed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,11 +204,5 @@ async fn at_shutdown_the_run_in_hand_is_finished_and_the_one_prepared_ahead_is_n
         "nothing prepared ahead is handled after shutdown: {log:?}"
     );
     // The first run is committed; the two after it wait for the partition's next owner.
-    let lag = testkit::group_lag(
-        &ctx.endpoint(),
-        &ctx.settings.kafka.worker_group,
-        &ctx.settings.kafka.orders_topic,
-    )
-    .await;
-    assert_eq!(lag, 2);
+    assert_eq!(lag(&ctx).await, 2);
 }
