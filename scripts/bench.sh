@@ -27,6 +27,14 @@
 #                                          to target/bench/benchmarks.md, not docs/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# want GROUP: whether ONLY (unset: all) names the group of scenarios.
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+for group in ${ONLY:-}; do
+  case $group in
+    http | worker | demo) ;;
+    *) echo "ONLY: unknown group '$group' (groups: http, worker, demo, separated by spaces)"; exit 2 ;;
+  esac
+done
 RUNS=${RUNS:-3}
 SECS=${SECS:-8}
 # The embedded broker keeps at most 5 MiB per partition: a larger backlog loses its oldest orders.
@@ -53,8 +61,6 @@ export SECKILL__GATEWAY__MAX_IN_FLIGHT=${MAX_IN_FLIGHT:-256}
 
 # shellcheck source=scripts/bench_stack.sh
 source scripts/bench_stack.sh
-# want GROUP: whether ONLY (unset: all) names the group of scenarios.
-want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 redis_pid=$(redis-cli info server | awk -F: '/^process_id/ {print $2}' | tr -d '\r')
 
 worker=""

@@ -216,6 +216,7 @@ impl<H: Handler> Service<H> {
             handler: &handler,
             metrics: &metrics,
             next: HashMap::new(),
+            dropped: HashMap::new(),
         };
         consuming.until_stopped(&spec, &shutdown).await;
 
@@ -251,6 +252,9 @@ struct Consuming<'s, H> {
     metrics: &'s ConsumerMetrics,
     /// The offset each partition's next message should have, from what this member read.
     next: HashMap<(String, i32), i64>,
+    /// Partitions of which a prepared run was dropped because they were revoked while it
+    /// waited, with that run's first offset.
+    dropped: HashMap<(String, i32), i64>,
 }
 
 impl<H: Handler> Consuming<'_, H> {
@@ -290,14 +294,7 @@ impl<H: Handler> Consuming<'_, H> {
         shutdown: &CancellationToken,
     ) -> bool {
         for (run, prepared) in runs {
-            if !self.still_assigned(&run) {
-                // Revoked while it waited (a rebalance served during the fetch ahead): its new
-                // owner reads it from the group's committed offset.
-                tracing::info!(
-                    partition = run[0].partition(),
-                    messages = run.len(),
-                    "dropping a prepared run of a partition this member no longer has"
-                );
+            if !self.may_handle(&run).await {
                 continue;
             }
             self.check_continuity(&run).await;
@@ -319,18 +316,65 @@ impl<H: Handler> Consuming<'_, H> {
         true
     }
 
-    /// Whether the partition of `run` is still assigned to this member (when the consumer
-    /// cannot say, it is taken as assigned: handling a run twice is harmless).
-    fn still_assigned(&self, run: &[OwnedMessage]) -> bool {
+    /// Whether `run` may be handled. Not when its partition was revoked while the run waited
+    /// (a rebalance served during the fetch ahead): the partition's owner reads it again from
+    /// the group's committed offset. And once a run of a partition was dropped so, not a later
+    /// run of it that starts past the group's committed offset: it was fetched before the
+    /// revocation, and handling it would commit past the dropped one. Once the partition is
+    /// read again from the committed offset, its runs are handled as usual.
+    async fn may_handle(&mut self, run: &[OwnedMessage]) -> bool {
         let Some(first) = run.first() else {
             return false;
         };
-        match self.consumer.assignment() {
-            Ok(assigned) => assigned
-                .find_partition(first.topic(), first.partition())
-                .is_some(),
-            Err(error) => {
+        let key = (first.topic().to_owned(), first.partition());
+        if !self.still_assigned(first).await {
+            self.dropped.entry(key).or_insert(first.offset());
+            tracing::info!(
+                partition = first.partition(),
+                offset = first.offset(),
+                messages = run.len(),
+                "dropping a prepared run of a partition this member no longer has"
+            );
+            return false;
+        }
+        if let Some(&dropped_from) = self.dropped.get(&key) {
+            if first.offset() > dropped_from {
+                let committed = self.committed(first.topic(), first.partition()).await;
+                if committed.is_some_and(|committed| committed < first.offset()) {
+                    tracing::info!(
+                        partition = first.partition(),
+                        offset = first.offset(),
+                        ?committed,
+                        "dropping a run fetched before its partition was revoked"
+                    );
+                    return false;
+                }
+            }
+            self.dropped.remove(&key);
+        }
+        true
+    }
+
+    /// Whether the partition of `message` is still assigned to this member, asked off the
+    /// async threads (librdkafka answers from its own thread). When the consumer cannot say,
+    /// it is taken as assigned: handling a run twice is harmless.
+    async fn still_assigned(&self, message: &OwnedMessage) -> bool {
+        let consumer = Arc::clone(self.consumer);
+        let (topic, partition) = (message.topic().to_owned(), message.partition());
+        let answer = tokio::task::spawn_blocking(move || {
+            consumer
+                .assignment()
+                .map(|assigned| assigned.find_partition(&topic, partition).is_some())
+        })
+        .await;
+        match answer {
+            Ok(Ok(assigned)) => assigned,
+            Ok(Err(error)) => {
                 tracing::debug!(%error, "assignment not available");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "assignment lookup failed");
                 true
             }
         }

@@ -242,9 +242,9 @@ fn insert_orders(
 }
 
 /// The batch insert of [`insert_orders`] for PostgreSQL, awaiting payment: one array
-/// parameter per column instead of one parameter per value. For a batch of 500 that is 6
-/// parameters instead of 5,500, which the client builds and binds, and the server parses, far
-/// faster; the statement's text is the same for every batch size. `pay_by` is `now` plus the
+/// parameter per column instead of one parameter per value. For a batch of 500 that is 8
+/// parameters (six arrays, the status and the time) instead of 5,500, which the client builds
+/// and binds, and the server parses, far faster; the statement's text is the same for every batch size. `pay_by` is `now` plus the
 /// window of the order's sale as this statement sees it (`NULL` without a sale). Rows go in
 /// the batch's order, so of two orders holding the same key the first is written.
 fn insert_awaiting_payment_unnest(orders: &[&OrderRequested], now: DateTime<Utc>) -> Statement {

@@ -1,19 +1,22 @@
 //! The consumer loop against the embedded broker: a run is prepared while the run before it is
-//! handled, runs are handled one at a time in offset order, and at shutdown what was prepared
-//! ahead is neither handled nor committed.
+//! handled, runs are handled one at a time in offset order, at shutdown what was prepared ahead
+//! is neither handled nor committed, and a member joining mid-stream (partitions revoked while
+//! runs wait, prepared) leaves no message unhandled.
 
 // Test helpers panic to report, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
 use consumer_runtime::{Connections, Handled, Handler, Service, Spec};
 use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
 use rdkafka::Message;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use testkit::{eventually, TestContext};
 use tokio_util::sync::CancellationToken;
 
-/// What the handler saw, in order: (step, offset of the run's first message).
+/// What the handler saw, in order: (step, partition, offset of the run's first message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     Prepared,
@@ -21,7 +24,7 @@ enum Step {
     HandleEnded,
 }
 
-type Log = Arc<Mutex<Vec<(Step, i64)>>>;
+type Log = Arc<Mutex<Vec<(Step, i32, i64)>>>;
 
 /// A handler that only records: each handle takes `handle_for`, or, with `until_shutdown`,
 /// waits for shutdown and then finishes its run.
@@ -36,7 +39,10 @@ impl Handler for Recorder {
 
     async fn prepare(&self, run: &[OwnedMessage], _shutdown: &CancellationToken) -> i64 {
         let offset = run[0].offset();
-        self.log.lock().unwrap().push((Step::Prepared, offset));
+        self.log
+            .lock()
+            .unwrap()
+            .push((Step::Prepared, run[0].partition(), offset));
         offset
     }
 
@@ -51,32 +57,47 @@ impl Handler for Recorder {
             run[0].offset(),
             "a run comes with its own preparation"
         );
+        let partition = run[0].partition();
         self.log
             .lock()
             .unwrap()
-            .push((Step::HandleStarted, prepared));
+            .push((Step::HandleStarted, partition, prepared));
         if self.until_shutdown {
             shutdown.cancelled().await;
         } else {
             tokio::time::sleep(self.handle_for).await;
         }
-        self.log.lock().unwrap().push((Step::HandleEnded, prepared));
+        self.log
+            .lock()
+            .unwrap()
+            .push((Step::HandleEnded, partition, prepared));
         Handled::All
+    }
+}
+
+/// Queues `n` messages under each of `keys` on the test's orders topic, with one producer.
+async fn queue_keyed(ctx: &TestContext, keys: &[&str], n: usize) {
+    let producer = kafka::producer(&ctx.endpoint()).unwrap();
+    for i in 0..n {
+        for key in keys {
+            let payload = format!("message {i}");
+            producer
+                .send(
+                    FutureRecord::to(&ctx.settings.kafka.orders_topic)
+                        .key(key.as_bytes())
+                        .payload(payload.as_bytes()),
+                    Timeout::After(Duration::from_secs(10)),
+                )
+                .await
+                .map_err(|(error, _)| error)
+                .unwrap();
+        }
     }
 }
 
 /// Queues `n` messages on one partition of the test's orders topic.
 async fn queue(ctx: &TestContext, n: usize) {
-    for i in 0..n {
-        testkit::produce(
-            &ctx.endpoint(),
-            &ctx.settings.kafka.orders_topic,
-            b"one-key",
-            format!("message {i}").as_bytes(),
-        )
-        .await
-        .unwrap();
-    }
+    queue_keyed(ctx, &["one-key"], n).await;
 }
 
 /// Runs a service with `recorder`, one message per batch, until `shutdown`.
@@ -110,10 +131,16 @@ async fn lag(ctx: &TestContext) -> i64 {
     .await
 }
 
-fn position(log: &[(Step, i64)], step: Step, offset: i64) -> usize {
+/// Where `step` of the run at `offset` is in the log of a one-partition test.
+fn position(log: &[(Step, i32, i64)], step: Step, offset: i64) -> usize {
     log.iter()
-        .position(|entry| *entry == (step, offset))
+        .position(|&(s, _, o)| (s, o) == (step, offset))
         .unwrap_or_else(|| panic!("no {step:?} of offset {offset} in {log:?}"))
+}
+
+/// Whether the log of a one-partition test has `step` of the run at `offset`.
+fn has(log: &[(Step, i32, i64)], step: Step, offset: i64) -> bool {
+    log.iter().any(|&(s, _, o)| (s, o) == (step, offset))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,10 +161,7 @@ async fn each_run_is_prepared_while_the_one_before_is_handled_and_handled_in_ord
     )
     .await;
     eventually(Duration::from_secs(30), "every run handled", || async {
-        log.lock()
-            .unwrap()
-            .contains(&(Step::HandleEnded, N - 1))
-            .then_some(())
+        has(&log.lock().unwrap(), Step::HandleEnded, N - 1).then_some(())
     })
     .await;
     shutdown.cancel();
@@ -189,20 +213,79 @@ async fn at_shutdown_the_run_in_hand_is_finished_and_the_one_prepared_ahead_is_n
         "the second run prepared while the first is in hand",
         || async {
             let log = log.lock().unwrap();
-            (log.contains(&(Step::HandleStarted, 0)) && log.contains(&(Step::Prepared, 1)))
-                .then_some(())
+            (has(&log, Step::HandleStarted, 0) && has(&log, Step::Prepared, 1)).then_some(())
         },
     )
     .await;
     shutdown.cancel();
     service.await.unwrap().unwrap();
     let log = log.lock().unwrap().clone();
-    assert!(log.contains(&(Step::HandleEnded, 0)), "{log:?}");
+    assert!(has(&log, Step::HandleEnded, 0), "{log:?}");
     assert!(
         !log.iter()
-            .any(|(step, offset)| *step == Step::HandleStarted && *offset > 0),
+            .any(|&(step, _, offset)| step == Step::HandleStarted && offset > 0),
         "nothing prepared ahead is handled after shutdown: {log:?}"
     );
     // The first run is committed; the two after it wait for the partition's next owner.
     assert_eq!(lag(&ctx).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joining_mid_stream_leaves_no_message_unhandled() {
+    let ctx = TestContext::new().await.unwrap();
+    const PER_KEY: usize = 20;
+    let keys = ["key-a", "key-b", "key-c", "key-d"];
+    queue_keyed(&ctx, &keys, PER_KEY).await;
+    let total = (PER_KEY * keys.len()) as i64;
+    let log = Log::default();
+    let recorder = || Recorder {
+        log: log.clone(),
+        handle_for: Duration::from_millis(40),
+        until_shutdown: false,
+    };
+    let shutdown = CancellationToken::new();
+    let first = run(&ctx, recorder(), shutdown.clone()).await;
+    eventually(
+        Duration::from_secs(30),
+        "the first member handling",
+        || async {
+            let handled = log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(step, _, _)| *step == Step::HandleEnded)
+                .count();
+            (handled >= 5).then_some(())
+        },
+    )
+    .await;
+    // A second member joins: partitions move while runs of them wait, prepared.
+    let second = run(&ctx, recorder(), shutdown.clone()).await;
+    eventually(
+        Duration::from_secs(60),
+        "every message committed",
+        || async { (lag(&ctx).await == 0).then_some(()) },
+    )
+    .await;
+    shutdown.cancel();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    // Every offset of every partition was handled (by one member or both): none skipped.
+    let mut handled = std::collections::BTreeMap::<i32, std::collections::BTreeSet<i64>>::new();
+    for &(step, partition, offset) in log.lock().unwrap().iter() {
+        if step == Step::HandleEnded {
+            handled.entry(partition).or_default().insert(offset);
+        }
+    }
+    let mut count = 0;
+    for (partition, offsets) in &handled {
+        let expected: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(
+            offsets.iter().copied().collect::<Vec<_>>(),
+            expected,
+            "partition {partition}"
+        );
+        count += offsets.len() as i64;
+    }
+    assert_eq!(count, total, "{handled:?}");
 }
