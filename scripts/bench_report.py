@@ -335,13 +335,11 @@ def write(out, markdown, svg):
     for path in runs(out, "drain", "rate"):
         run = re.search(r"drain-(\d+)\.rate$", path).group(1)
         orders, secs, rate = (float(x) for x in open(path).read().split())
-        batch_orders, _, batches = (
-            float(x) for x in open(os.path.join(out, f"drain-{run}.batches")).read().split()
-        )
-        tps_line = [l for l in open(os.path.join(out, f"pgbench-{run}.txt")) if l.startswith("tps")]
+        pgbench = open(os.path.join(out, f"pgbench-{run}.txt")).read().splitlines()
+        tps_line = [l for l in pgbench if l.startswith("tps")]
         batch = int(open(os.path.join(out, f"pgbench-{run}.batch")).read())
         tps = float(tps_line[0].split()[2]) if tps_line else float("nan")
-        done = [l for l in open(os.path.join(out, f"pgbench-{run}.txt")) if "actually processed" in l]
+        done = [l for l in pgbench if "actually processed" in l]
         transactions = int(done[0].split(":")[1].split("/")[0]) if done else 0
         batches_written = orders / batch + 1
         cpu = {}
@@ -383,8 +381,7 @@ def write(out, markdown, svg):
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for i, d in enumerate(drains, 1):
-            ceiling = d["ceiling"]
-            ratio = d["rate"] / ceiling if ceiling and ceiling == ceiling else float("nan")
+            ratio = ratio_of(d["rate"], d["ceiling"])
             lines.append(
                 f"| {i} | {d['orders']:,.0f} | {d['secs']:.3f} | {d['rate']:,.0f} | {d['batch']} "
                 f"| {d['batch_ms']:.1f} | {d['ceiling']:,.0f} | {d['ceiling_ms']:.1f} | {ratio:.0%} | {verdict(ratio >= 0.9)} |"
@@ -400,9 +397,9 @@ def write(out, markdown, svg):
                 "",
                 "CPU time per batch (from `/proc`, in ticks of 10 ms over drains of about 0.2 s, less an",
                 "idle reading of the same kind, so within about ±20%): PostgreSQL's processes, Redis and",
-                "the worker process from the worker's start until",
-                "2 s after its last batch, less what the next 2 s cost them with nothing to write; and",
-                "PostgreSQL's while pgbench ran. The two cores carry all of it.",
+                "the worker process from the worker's start until 2 s after its last batch, less what the",
+                "next 2 s cost them with nothing to write; and PostgreSQL's while pgbench ran. The two",
+                "cores carry all of it.",
                 "",
                 "| run | PostgreSQL ms | Redis ms | worker ms | sum ms | sum / 2 cores ms | PostgreSQL ms (pgbench) |",
                 "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

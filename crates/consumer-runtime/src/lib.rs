@@ -355,27 +355,36 @@ impl<H: Handler> Consuming<'_, H> {
         true
     }
 
-    /// Whether the partition of `message` is still assigned to this member, asked off the
-    /// async threads (librdkafka answers from its own thread). When the consumer cannot say,
-    /// it is taken as assigned: handling a run twice is harmless.
+    /// Whether the partition of `message` is still assigned to this member. When the consumer
+    /// cannot say, it is taken as assigned: handling a run twice is harmless.
     async fn still_assigned(&self, message: &OwnedMessage) -> bool {
-        let consumer = Arc::clone(self.consumer);
         let (topic, partition) = (message.topic().to_owned(), message.partition());
-        let answer = tokio::task::spawn_blocking(move || {
+        self.ask("assignment", move |consumer| {
             consumer
                 .assignment()
                 .map(|assigned| assigned.find_partition(&topic, partition).is_some())
         })
-        .await;
-        match answer {
-            Ok(Ok(assigned)) => assigned,
+        .await
+        .unwrap_or(true)
+    }
+
+    /// Asks the consumer `what` off the async threads (librdkafka answers from its own thread,
+    /// and a committed offset may take a broker round trip); `None`, logged, when it cannot say.
+    async fn ask<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        call: impl FnOnce(&StreamConsumer) -> rdkafka::error::KafkaResult<T> + Send + 'static,
+    ) -> Option<T> {
+        let consumer = Arc::clone(self.consumer);
+        match tokio::task::spawn_blocking(move || call(&consumer)).await {
+            Ok(Ok(answer)) => Some(answer),
             Ok(Err(error)) => {
-                tracing::debug!(%error, "assignment not available");
-                true
+                tracing::debug!(%error, "{what} not available");
+                None
             }
             Err(error) => {
-                tracing::warn!(%error, "assignment lookup failed");
-                true
+                tracing::warn!(%error, "{what} lookup failed");
+                None
             }
         }
     }
@@ -407,26 +416,18 @@ impl<H: Handler> Consuming<'_, H> {
 
     /// The group's committed offset of a partition; `None` when it has none or cannot say.
     async fn committed(&self, topic: &str, partition: i32) -> Option<i64> {
-        let consumer = Arc::clone(self.consumer);
         let mut list = TopicPartitionList::new();
         list.add_partition(topic, partition);
-        let answer = tokio::task::spawn_blocking(move || {
-            consumer
-                .committed_offsets(list, Duration::from_secs(2))
-                .map(|list| list.elements().first().map(|e| e.offset()))
-        })
-        .await;
-        match answer {
-            Ok(Ok(Some(Offset::Offset(committed)))) => Some(committed),
-            Ok(Ok(_)) => None,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "committed offset not available");
-                None
-            }
-            Err(error) => {
-                tracing::warn!(%error, "committed offset lookup failed");
-                None
-            }
+        let committed = self
+            .ask("committed offset", move |consumer| {
+                consumer
+                    .committed_offsets(list, Duration::from_secs(2))
+                    .map(|list| list.elements().first().map(|e| e.offset()))
+            })
+            .await;
+        match committed {
+            Some(Some(Offset::Offset(committed))) => Some(committed),
+            _ => None,
         }
     }
 

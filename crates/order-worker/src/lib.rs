@@ -293,17 +293,12 @@ impl Processor {
     async fn write_with_retries(
         &self,
         orders: &[Incoming<'_>],
-        released: Result<HashSet<OrderId>, Transient>,
+        mut released: Result<HashSet<OrderId>, Transient>,
         shutdown: &CancellationToken,
     ) -> Result<(), Stopped> {
-        let mut claimed = Some(released);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let released = match claimed.take() {
-                Some(released) => released,
-                None => self.claim(orders.iter().map(|i| &i.order)).await,
-            };
             let error = match self.write(orders, released).await {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
@@ -330,6 +325,7 @@ impl Processor {
                 _ = shutdown.cancelled() => return Err(Stopped),
                 _ = tokio::time::sleep(delay) => {}
             }
+            released = self.claim(orders.iter().map(|i| &i.order)).await;
         }
     }
 

@@ -26,24 +26,33 @@ enum Step {
 
 type Log = Arc<Mutex<Vec<(Step, i32, i64)>>>;
 
-/// A handler that only records: each handle takes `handle_for`, or, with `until_shutdown`,
-/// waits for shutdown and then finishes its run.
+/// How long each handle holds its run.
+#[derive(Clone, Copy)]
+enum Hold {
+    For(Duration),
+    /// Until shutdown; then it finishes its run.
+    UntilShutdown,
+}
+
+/// A handler that only records what it is given.
 struct Recorder {
     log: Log,
-    handle_for: Duration,
-    until_shutdown: bool,
+    hold: Hold,
+}
+
+impl Recorder {
+    fn record(&self, step: Step, run: &[OwnedMessage]) {
+        let entry = (step, run[0].partition(), run[0].offset());
+        self.log.lock().unwrap().push(entry);
+    }
 }
 
 impl Handler for Recorder {
     type Prepared = i64;
 
     async fn prepare(&self, run: &[OwnedMessage], _shutdown: &CancellationToken) -> i64 {
-        let offset = run[0].offset();
-        self.log
-            .lock()
-            .unwrap()
-            .push((Step::Prepared, run[0].partition(), offset));
-        offset
+        self.record(Step::Prepared, run);
+        run[0].offset()
     }
 
     async fn handle(
@@ -57,20 +66,12 @@ impl Handler for Recorder {
             run[0].offset(),
             "a run comes with its own preparation"
         );
-        let partition = run[0].partition();
-        self.log
-            .lock()
-            .unwrap()
-            .push((Step::HandleStarted, partition, prepared));
-        if self.until_shutdown {
-            shutdown.cancelled().await;
-        } else {
-            tokio::time::sleep(self.handle_for).await;
+        self.record(Step::HandleStarted, run);
+        match self.hold {
+            Hold::For(time) => tokio::time::sleep(time).await,
+            Hold::UntilShutdown => shutdown.cancelled().await,
         }
-        self.log
-            .lock()
-            .unwrap()
-            .push((Step::HandleEnded, partition, prepared));
+        self.record(Step::HandleEnded, run);
         Handled::All
     }
 }
@@ -154,8 +155,7 @@ async fn each_run_is_prepared_while_the_one_before_is_handled_and_handled_in_ord
         &ctx,
         Recorder {
             log: log.clone(),
-            handle_for: Duration::from_millis(300),
-            until_shutdown: false,
+            hold: Hold::For(Duration::from_millis(300)),
         },
         shutdown.clone(),
     )
@@ -202,8 +202,7 @@ async fn at_shutdown_the_run_in_hand_is_finished_and_the_one_prepared_ahead_is_n
         &ctx,
         Recorder {
             log: log.clone(),
-            handle_for: Duration::ZERO,
-            until_shutdown: true,
+            hold: Hold::UntilShutdown,
         },
         shutdown.clone(),
     )
@@ -240,8 +239,7 @@ async fn a_member_joining_mid_stream_leaves_no_message_unhandled() {
     let log = Log::default();
     let recorder = || Recorder {
         log: log.clone(),
-        handle_for: Duration::from_millis(40),
-        until_shutdown: false,
+        hold: Hold::For(Duration::from_millis(40)),
     };
     let shutdown = CancellationToken::new();
     let first = run(&ctx, recorder(), shutdown.clone()).await;
