@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image with every seckill binary (seckill-gateway, seckill-order-worker,
-# seckill-dlq-replayer, seckill-migrate, seckill-kafka, seckill-sim); the container's command
-# picks one:
+# seckill-dlq-replayer, the operator's seckill-ctl, seckill-sim); the container's command picks
+# one:
 #   docker build -t ghcr.io/seckill/seckill:dev .
 #   docker run --rm -e SECKILL__KAFKA__BOOTSTRAP_SERVERS=... ghcr.io/seckill/seckill:dev seckill-gateway
 # Kubernetes (deploy/k8s) and compose (deploy/compose) set `command` per service.

@@ -4,6 +4,8 @@ CARGO ?= cargo
 # nextest when installed (one process per test), cargo test otherwise.
 TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo "test --no-fail-fast")
 MIGRATE ?= status
+# The operator's command: `seckill-ctl --help` lists its subcommands.
+CTL := $(CARGO) run --release -q -p ctl --bin seckill-ctl --
 
 .DEFAULT_GOAL := help
 .PHONY: help deps deps-redis redis-cluster redis-cluster-stop build release test fuzz lint fmt demo bench bench-buckets stack openapi migrate topics lag dlq-inspect dlq-replay reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
@@ -59,23 +61,23 @@ stack: deps-redis ## Run the whole pipeline on embedded defaults until Ctrl-C (p
 	$(CARGO) run --release -q -p flash-sim --bin seckill-sim -- stack
 
 migrate: ## Schema migrations: make migrate MIGRATE=up|down|status (database from the settings)
-	$(CARGO) run -q -p store --bin seckill-migrate -- $(MIGRATE)
+	$(CTL) migrate $(MIGRATE)
 
 topics: ## Create the Kafka topics on the brokers of SECKILL__KAFKA__BOOTSTRAP_SERVERS
-	$(CARGO) run -q -p kafka --bin seckill-kafka -- topics
+	$(CTL) topics
 
 lag: ## Print consumer lag per partition (worker and replayer groups)
-	$(CARGO) run -q -p kafka --bin seckill-kafka -- lag
+	$(CTL) lag
 
 dlq-inspect: ## List the dead letters not yet settled (reason, age, order, attempts, trace id)
-	$(CARGO) run --release -q -p dlq-replayer --bin seckill-dlq-replayer -- inspect
+	$(CTL) dlq inspect
 
 dlq-replay: ## Republish unsettled dead letters of one reason: make dlq-replay REASON=retries_exhausted [DRY_RUN=1]
 	@test -n "$(REASON)" || { echo "usage: make dlq-replay REASON=<reason code> [DRY_RUN=1] (reasons: make dlq-inspect)"; exit 2; }
-	$(CARGO) run --release -q -p dlq-replayer --bin seckill-dlq-replayer -- replay --reason $(REASON) $(if $(DRY_RUN),--dry-run)
+	$(CTL) dlq replay --reason $(REASON) $(if $(DRY_RUN),--dry-run)
 
 reconcile: ## Rebuild in Redis the sales Redis lost, from the database (after a Redis restart): make reconcile [SKU=... [REBUILD=1]]
-	$(CARGO) run --release -q -p gateway --bin seckill-gateway -- reconcile $(if $(SKU),--sku $(SKU)) $(if $(filter 1,$(REBUILD)),--rebuild)
+	$(CTL) reconcile $(if $(SKU),--sku $(SKU)) $(if $(filter 1,$(REBUILD)),--rebuild)
 
 openapi: ## Write the OpenAPI document the gateway serves at /openapi.json to docs/openapi.json
 	$(CARGO) run -q -p gateway --bin seckill-gateway -- openapi > docs/openapi.json

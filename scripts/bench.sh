@@ -103,7 +103,7 @@ if want http; then
 
   echo
   echo "== ceiling: the real reserve script under redis-benchmark (50 clients, EVALSHA, random buyers)"
-  script=$(cat crates/stock/src/lua/record.lua crates/stock/src/lua/reserve.lua)
+  script=$("$sim" script reserve)
   sha=$(redis-cli SCRIPT LOAD "$script")
   base="seckill-bench:{ceiling}"
   keys=("$base:sale" "$base:stock" "$base:buyers" "$base:idem" "$base:resv" "$base:pending" "$base:outbox")

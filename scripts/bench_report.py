@@ -252,7 +252,7 @@ def write(out, markdown, svg):
             lines.append(f"| {label} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
     lines += [
         "",
-        "Ceiling of the accept path: the real reserve script (`record.lua` + `reserve.lua`) under",
+        "Ceiling of the accept path: the real reserve script (`seckill-sim script reserve`) under",
         "`redis-benchmark -n 200000 -c 50 -r 1000000000 --csv EVALSHA …` with random buyers, against",
         "the same Redis, in the same run:",
         "",

@@ -450,7 +450,7 @@ def check_rendering(path: Path, args) -> int:
                 if ref:
                     checker.expect(named("ConfigMap", ref["name"]) is not None, f"{cw}: ConfigMap {ref['name']} is not rendered")
             if workload["kind"] == "Job":
-                checker.expect(command == ["seckill-migrate", "up"], f"{cw}: the migration Job runs `seckill-migrate up`")
+                checker.expect(command == ["seckill-ctl", "migrate", "up"], f"{cw}: the migration Job runs `seckill-ctl migrate up`")
                 continue
             ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
             wanted_port = int(config.get("SECKILL__HTTP__PORT" if command[:1] == ["seckill-gateway"] else "SECKILL__HTTP__OPS_PORT", "0"))
@@ -709,7 +709,7 @@ def cmd_compose(args) -> int:
         env = service.get("environment", {})
         checker.expect(env.get("SECKILL__HTTP__HOST") == "0.0.0.0", f"{name}: SECKILL__HTTP__HOST must be 0.0.0.0 in a container")
         checker.expect(bool(env.get("SECKILL__DATABASE__URL")), f"{name}: SECKILL__DATABASE__URL missing (SQLite inside a container is lost)")
-        if command[:1] != ["seckill-migrate"]:
+        if command[:2] != ["seckill-ctl", "migrate"]:
             checker.expect(bool(env.get("SECKILL__KAFKA__BOOTSTRAP_SERVERS")), f"{name}: SECKILL__KAFKA__BOOTSTRAP_SERVERS missing")
         checker.ok(f"{name}: built from {dockerfile.relative_to(ROOT)}, runs {' '.join(command)}")
     prometheus_config = COMPOSE.parent / "prometheus.yml"

@@ -3,9 +3,11 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod common;
 mod m20261125_000001_create_sales_and_orders;
 mod m20261126_000002_payment_window;
 mod m20261126_000003_stock_buckets;
+mod m20261127_000004_enum_checks;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -17,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_sales_and_orders::Migration),
             Box::new(m20261126_000002_payment_window::Migration),
             Box::new(m20261126_000003_stock_buckets::Migration),
+            Box::new(m20261127_000004_enum_checks::Migration),
         ]
     }
 }

@@ -3,6 +3,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::common::{drop_table, new_index, new_table, text, text_key, timestamp};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -39,113 +41,57 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .create_table(
-                Table::create()
-                    .table(Sales::Table)
-                    .if_not_exists()
-                    .col(
-                        ColumnDef::new(Sales::SkuId)
-                            .string_len(64)
-                            .not_null()
-                            .primary_key(),
-                    )
+                new_table(Sales::Table)
+                    .col(text_key(Sales::SkuId, 64))
                     .col(ColumnDef::new(Sales::InitialStock).big_integer().not_null())
                     .col(ColumnDef::new(Sales::Stock).big_integer().not_null())
                     .col(ColumnDef::new(Sales::PerUserLimit).integer().not_null())
-                    .col(
-                        ColumnDef::new(Sales::StartsAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Sales::EndsAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Sales::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Sales::UpdatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(timestamp(Sales::StartsAt))
+                    .col(timestamp(Sales::EndsAt))
+                    .col(timestamp(Sales::CreatedAt))
+                    .col(timestamp(Sales::UpdatedAt))
                     .check(Expr::col(Sales::Stock).gte(0))
                     .to_owned(),
             )
             .await?;
         manager
             .create_table(
-                Table::create()
-                    .table(Orders::Table)
-                    .if_not_exists()
-                    .col(
-                        ColumnDef::new(Orders::OrderId)
-                            .string_len(100)
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(Orders::UserId).string_len(128).not_null())
-                    .col(ColumnDef::new(Orders::SkuId).string_len(64).not_null())
+                new_table(Orders::Table)
+                    .col(text_key(Orders::OrderId, 100))
+                    .col(text(Orders::UserId, 128))
+                    .col(text(Orders::SkuId, 64))
                     .col(ColumnDef::new(Orders::Quantity).integer().not_null())
-                    .col(
-                        ColumnDef::new(Orders::IdempotencyKey)
-                            .string_len(64)
-                            .not_null(),
-                    )
-                    .col(ColumnDef::new(Orders::Status).string_len(16).not_null())
+                    .col(text(Orders::IdempotencyKey, 64))
+                    .col(text(Orders::Status, 16))
                     .col(ColumnDef::new(Orders::Reason).string_len(64).null())
-                    .col(
-                        ColumnDef::new(Orders::RequestedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Orders::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Orders::UpdatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(timestamp(Orders::RequestedAt))
+                    .col(timestamp(Orders::CreatedAt))
+                    .col(timestamp(Orders::UpdatedAt))
                     .to_owned(),
             )
             .await?;
         manager
             .create_index(
-                Index::create()
-                    .name("orders_user_sku_idempotency_key")
-                    .table(Orders::Table)
-                    .col(Orders::UserId)
-                    .col(Orders::SkuId)
-                    .col(Orders::IdempotencyKey)
-                    .unique()
-                    .if_not_exists()
-                    .to_owned(),
+                new_index(
+                    "orders_user_sku_idempotency_key",
+                    Orders::Table,
+                    [Orders::UserId, Orders::SkuId, Orders::IdempotencyKey],
+                )
+                .unique()
+                .to_owned(),
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("orders_sku_status")
-                    .table(Orders::Table)
-                    .col(Orders::SkuId)
-                    .col(Orders::Status)
-                    .if_not_exists()
-                    .to_owned(),
-            )
+            .create_index(new_index(
+                "orders_sku_status",
+                Orders::Table,
+                [Orders::SkuId, Orders::Status],
+            ))
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(Orders::Table).if_exists().to_owned())
-            .await?;
-        manager
-            .drop_table(Table::drop().table(Sales::Table).if_exists().to_owned())
-            .await
+        drop_table(manager, Orders::Table).await?;
+        drop_table(manager, Sales::Table).await
     }
 }

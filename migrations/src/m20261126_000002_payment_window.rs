@@ -6,6 +6,11 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::common::{
+    add_columns, drop_columns, drop_table, new_index, new_table, optional_timestamp, text,
+    text_key, timestamp,
+};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -41,32 +46,6 @@ enum Payments {
     ReceivedAt,
 }
 
-/// SQLite takes one change per `ALTER TABLE`.
-async fn add_column(
-    manager: &SchemaManager<'_>,
-    table: impl IntoIden + 'static,
-    column: &mut ColumnDef,
-) -> Result<(), DbErr> {
-    manager
-        .alter_table(
-            Table::alter()
-                .table(table)
-                .add_column(column.to_owned())
-                .to_owned(),
-        )
-        .await
-}
-
-async fn drop_column(
-    manager: &SchemaManager<'_>,
-    table: impl IntoIden + 'static,
-    column: impl IntoIden,
-) -> Result<(), DbErr> {
-    manager
-        .alter_table(Table::alter().table(table).drop_column(column).to_owned())
-        .await
-}
-
 async fn set_status(manager: &SchemaManager<'_>, from: &str, to: &str) -> Result<(), DbErr> {
     let update = Query::update()
         .table(Orders::Table)
@@ -79,51 +58,46 @@ async fn set_status(manager: &SchemaManager<'_>, from: &str, to: &str) -> Result
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        add_column(
+        add_columns(
             manager,
             Sales::Table,
-            ColumnDef::new(Sales::PaymentWindowSecs)
-                .integer()
-                .not_null()
-                .default(900),
+            [
+                ColumnDef::new(Sales::PaymentWindowSecs)
+                    .integer()
+                    .not_null()
+                    .default(900)
+                    .to_owned(),
+                ColumnDef::new(Sales::PriceMinor)
+                    .big_integer()
+                    .null()
+                    .to_owned(),
+                ColumnDef::new(Sales::Currency)
+                    .string_len(3)
+                    .null()
+                    .to_owned(),
+            ],
         )
         .await?;
-        add_column(
-            manager,
-            Sales::Table,
-            ColumnDef::new(Sales::PriceMinor).big_integer().null(),
-        )
-        .await?;
-        add_column(
-            manager,
-            Sales::Table,
-            ColumnDef::new(Sales::Currency).string_len(3).null(),
-        )
-        .await?;
-        for column in [Orders::PayBy, Orders::PaidAt, Orders::UnitsReturnedAt] {
-            add_column(
-                manager,
-                Orders::Table,
-                ColumnDef::new(column).timestamp_with_time_zone().null(),
-            )
-            .await?;
-        }
-        add_column(
+        add_columns(
             manager,
             Orders::Table,
-            ColumnDef::new(Orders::PaymentId).string_len(128).null(),
+            [
+                optional_timestamp(Orders::PayBy),
+                optional_timestamp(Orders::PaidAt),
+                optional_timestamp(Orders::UnitsReturnedAt),
+                ColumnDef::new(Orders::PaymentId)
+                    .string_len(128)
+                    .null()
+                    .to_owned(),
+            ],
         )
         .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("orders_status_pay_by")
-                    .table(Orders::Table)
-                    .col(Orders::Status)
-                    .col(Orders::PayBy)
-                    .if_not_exists()
-                    .to_owned(),
-            )
+            .create_index(new_index(
+                "orders_status_pay_by",
+                Orders::Table,
+                [Orders::Status, Orders::PayBy],
+            ))
             .await?;
         // The expirer's follow-up reads the expired orders Redis is still owed every round: a
         // partial index keeps that read to those few, however many orders expired before.
@@ -137,43 +111,28 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_table(
-                Table::create()
-                    .table(Payments::Table)
-                    .if_not_exists()
-                    .col(
-                        ColumnDef::new(Payments::PaymentId)
-                            .string_len(128)
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(Payments::OrderId).string_len(100).not_null())
-                    .col(ColumnDef::new(Payments::SkuId).string_len(64).not_null())
+                new_table(Payments::Table)
+                    .col(text_key(Payments::PaymentId, 128))
+                    .col(text(Payments::OrderId, 100))
+                    .col(text(Payments::SkuId, 64))
                     .col(
                         ColumnDef::new(Payments::AmountMinor)
                             .big_integer()
                             .not_null(),
                     )
-                    .col(ColumnDef::new(Payments::Currency).string_len(3).not_null())
-                    .col(ColumnDef::new(Payments::Outcome).string_len(16).not_null())
+                    .col(text(Payments::Currency, 3))
+                    .col(text(Payments::Outcome, 16))
                     .col(ColumnDef::new(Payments::Reason).string_len(32).null())
-                    .col(
-                        ColumnDef::new(Payments::ReceivedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(timestamp(Payments::ReceivedAt))
                     .to_owned(),
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("payments_sku_outcome")
-                    .table(Payments::Table)
-                    .col(Payments::SkuId)
-                    .col(Payments::Outcome)
-                    .if_not_exists()
-                    .to_owned(),
-            )
+            .create_index(new_index(
+                "payments_sku_outcome",
+                Payments::Table,
+                [Payments::SkuId, Payments::Outcome],
+            ))
             .await?;
         set_status(manager, "confirmed", "paid").await
     }
@@ -190,9 +149,7 @@ impl MigrationTrait for Migration {
             .and_where(Expr::col(Orders::Status).eq("expired"))
             .to_owned();
         manager.exec_stmt(expired).await?;
-        manager
-            .drop_table(Table::drop().table(Payments::Table).if_exists().to_owned())
-            .await?;
+        drop_table(manager, Payments::Table).await?;
         manager
             .drop_index(
                 Index::drop()
@@ -205,17 +162,22 @@ impl MigrationTrait for Migration {
             .get_connection()
             .execute_unprepared("DROP INDEX IF EXISTS orders_units_owed")
             .await?;
-        for column in [
-            Orders::PayBy,
-            Orders::PaidAt,
-            Orders::PaymentId,
-            Orders::UnitsReturnedAt,
-        ] {
-            drop_column(manager, Orders::Table, column).await?;
-        }
-        for column in [Sales::PaymentWindowSecs, Sales::PriceMinor, Sales::Currency] {
-            drop_column(manager, Sales::Table, column).await?;
-        }
-        Ok(())
+        drop_columns(
+            manager,
+            Orders::Table,
+            [
+                Orders::PayBy,
+                Orders::PaidAt,
+                Orders::PaymentId,
+                Orders::UnitsReturnedAt,
+            ],
+        )
+        .await?;
+        drop_columns(
+            manager,
+            Sales::Table,
+            [Sales::PaymentWindowSecs, Sales::PriceMinor, Sales::Currency],
+        )
+        .await
     }
 }

@@ -4,6 +4,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::common::{add_columns, drop_columns};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -16,29 +18,19 @@ enum Sales {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Sales::Table)
-                    .add_column(
-                        ColumnDef::new(Sales::Buckets)
-                            .small_integer()
-                            .not_null()
-                            .default(1),
-                    )
-                    .to_owned(),
-            )
-            .await
+        add_columns(
+            manager,
+            Sales::Table,
+            [ColumnDef::new(Sales::Buckets)
+                .small_integer()
+                .not_null()
+                .default(1)
+                .to_owned()],
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Sales::Table)
-                    .drop_column(Sales::Buckets)
-                    .to_owned(),
-            )
-            .await
+        drop_columns(manager, Sales::Table, [Sales::Buckets]).await
     }
 }

@@ -5,34 +5,41 @@
 //! partition's run of messages, and, if it has any, [`Periodic`] tasks. The runtime does the
 //! rest the same way for every service:
 //!
-//! - connects to Redis, the database and the brokers ([`Connections`]);
+//! - opens the service's consumer in its group, over the brokers of the service's
+//!   [`Connections`];
 //! - subscribes, reads batches, splits them into per-partition runs in offset order;
+//! - hands a run over only while its partition is still assigned as it was when the run was
+//!   fetched: librdkafka's rebalance callbacks tell the consumer's context, and a run of a
+//!   partition revoked while it waited is dropped (its next owner reads it again from the
+//!   group's committed offset);
 //! - commits the offsets of what the handler settled, only after the handler returned (its
 //!   effects are durable), on the blocking pool rather than the async threads; a failed commit
 //!   is logged and counted, and the partition's next owner redelivers;
 //! - serves `/healthz`, `/readyz` (Redis, database, brokers; one answer shape for every
 //!   service) and `/metrics` on the ops port;
-//! - keeps the lag and assigned-partitions gauges current on a timer;
+//! - keeps the lag gauge current on a timer, and the assigned-partitions gauge at every
+//!   rebalance;
 //! - on shutdown, lets the handler finish or hand back the run in hand, commits what was
 //!   settled, leaves the group and stops the ops server and the periodic tasks.
 //!
 //! ```text
-//! let connections = Connections::connect(&settings, &settings.kafka.worker_group, None).await?;
+//! let connections = Connections::connect(&settings, None).await?;
 //! let handler = Processor::new(&connections, ...);
-//! let service = Service::build(&settings, spec, connections, registry, handler)?
+//! let service = Service::build(&settings, spec, &connections, registry, handler)?
 //!     .every(Periodic::new("sweep", period, move || sweep()));
 //! service.run_until_stopped(shutdown).await
 //! ```
 
-mod connections;
+mod assignment;
 mod metrics;
 mod periodic;
 
-pub use connections::Connections;
 pub use metrics::ConsumerMetrics;
 pub use periodic::Periodic;
 
 use anyhow::Context;
+use assignment::{Assignments, Generation};
+use connections::Connections;
 use kafka::consume::{by_partition, next_batch};
 use kafka::lag::LagReporter;
 use kafka::PartitionOffsets;
@@ -48,8 +55,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// How often the lag and assignment gauges are refreshed.
+/// How often the lag gauge is refreshed.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// The runtime's consumer: its context records the assignment from the rebalance callbacks.
+type GroupConsumer = StreamConsumer<Assignments>;
+
+/// A partition's run of messages, in offset order, with the generation of the partition's
+/// assignment the messages were received under.
+struct Run {
+    messages: Vec<OwnedMessage>,
+    generation: Generation,
+}
 
 /// What a handler did with a run of messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,13 +114,15 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Handled> + Send;
 }
 
-/// Which topic a service consumes and how it batches.
+/// Which topic a service consumes, in which group, and how it batches.
 #[derive(Debug, Clone)]
 pub struct Spec {
     /// The service's name in logs ("order worker").
     pub name: &'static str,
     /// The topic to consume.
     pub topic: String,
+    /// The consumer group.
+    pub group: String,
     /// Most messages per batch.
     pub batch_max: usize,
     /// How long to let a batch fill once its first message arrived.
@@ -113,7 +132,7 @@ pub struct Spec {
 /// A consumer service, built and bound, not yet running.
 pub struct Service<H> {
     spec: Spec,
-    consumer: StreamConsumer,
+    consumer: GroupConsumer,
     handler: H,
     readiness: telemetry::ops::Readiness,
     registry: Registry,
@@ -124,21 +143,29 @@ pub struct Service<H> {
 
 impl<H: Handler> Service<H> {
     /// Binds the ops port (`http.host`:`http.ops_port`, 0 = any free port), registers the
-    /// consumer metrics in `registry` (the service's own metrics are already in it) and takes
-    /// the consumer of `connections`; the handler holds whatever else of them it needs.
+    /// consumer metrics in `registry` (the service's own metrics are already in it), opens a
+    /// consumer (not yet subscribed) in the spec's group on the brokers of `connections`, and
+    /// answers `/readyz` over `connections`; the handler holds whatever of them it needs.
     pub fn build(
         settings: &Settings,
         spec: Spec,
-        connections: Connections,
+        connections: &Connections,
         registry: Registry,
         handler: H,
     ) -> anyhow::Result<Self> {
         let address = format!("{}:{}", settings.http.host, settings.http.ops_port);
         let ops = TcpListener::bind(&address).with_context(|| format!("cannot bind {address}"))?;
-        let readiness = connections.backends.readiness(&spec.topic);
+        let readiness = connections.readiness(&spec.topic);
+        let metrics = ConsumerMetrics::new(&registry);
+        let consumer = kafka::consumer_with_context(
+            &connections.endpoint,
+            &spec.group,
+            Assignments::new(metrics.assigned.clone()),
+        )
+        .context("kafka consumer")?;
         Ok(Self {
-            metrics: ConsumerMetrics::new(&registry),
-            consumer: connections.consumer,
+            metrics,
+            consumer,
             spec,
             handler,
             readiness,
@@ -189,16 +216,19 @@ impl<H: Handler> Service<H> {
             readiness,
             shutdown.clone(),
         ));
+        // The assigned-partitions gauge is the consumer context's, set at every rebalance.
         let lag = Arc::new(LagReporter::new(
             consumer.clone(),
             spec.topic.clone(),
             metrics.lag.clone(),
-            Some(metrics.assigned.clone()),
+            None,
         ));
-        periodic.push(Periodic::new("consumer lag", LAG_EVERY, move || {
-            let lag = lag.clone();
-            async move { Ok(lag.refresh().await?) }
-        }));
+        periodic.push(Periodic::of(
+            "consumer lag",
+            LAG_EVERY,
+            lag,
+            |lag| async move { Ok(lag.refresh().await?) },
+        ));
         let tasks: Vec<_> = periodic
             .into_iter()
             .map(|task| tokio::spawn(task.run(shutdown.clone())))
@@ -216,7 +246,6 @@ impl<H: Handler> Service<H> {
             handler: &handler,
             metrics: &metrics,
             next: HashMap::new(),
-            dropped: HashMap::new(),
         };
         consuming.until_stopped(&spec, &shutdown).await;
 
@@ -247,27 +276,39 @@ impl<H: Handler> Service<H> {
 
 /// The consumer loop's state.
 struct Consuming<'s, H> {
-    consumer: &'s Arc<StreamConsumer>,
+    consumer: &'s Arc<GroupConsumer>,
     handler: &'s H,
     metrics: &'s ConsumerMetrics,
     /// The offset each partition's next message should have, from what this member read.
     next: HashMap<(String, i32), i64>,
-    /// Partitions of which a prepared run was dropped because they were revoked while it
-    /// waited, with that run's first offset.
-    dropped: HashMap<(String, i32), i64>,
 }
 
 impl<H: Handler> Consuming<'_, H> {
     /// Batch after batch until shutdown: each partition's run handled, then its settled part
     /// committed. While a batch's runs are handled and committed, the next batch is fetched and
-    /// its runs prepared.
+    /// its runs prepared; the rebalance callbacks run in that fetch, while runs wait.
     async fn until_stopped(&mut self, spec: &Spec, shutdown: &CancellationToken) {
         let (consumer, handler) = (self.consumer, self.handler);
+        let assignments = consumer.context();
         let fetch_and_prepare = || async move {
-            let batch = next_batch(consumer, spec.batch_max, spec.batch_wait, shutdown).await?;
+            let batch = next_batch(
+                consumer,
+                spec.batch_max,
+                spec.batch_wait,
+                shutdown,
+                |message| assignments.generation(message.topic(), message.partition()),
+            )
+            .await?;
             let mut runs = Vec::new();
-            for run in by_partition(batch) {
-                let prepared = handler.prepare(&run, shutdown).await;
+            for (messages, generation) in by_partition(batch) {
+                let run = Run {
+                    messages,
+                    generation,
+                };
+                if !still_held(assignments, &run) {
+                    continue;
+                }
+                let prepared = handler.prepare(&run.messages, shutdown).await;
                 runs.push((run, prepared));
             }
             Some(runs)
@@ -290,13 +331,14 @@ impl<H: Handler> Consuming<'_, H> {
     /// was stopped by shutdown.
     async fn handle_runs(
         &mut self,
-        runs: Vec<(Vec<OwnedMessage>, H::Prepared)>,
+        runs: Vec<(Run, H::Prepared)>,
         shutdown: &CancellationToken,
     ) -> bool {
         for (run, prepared) in runs {
-            if !self.may_handle(&run).await {
+            if !still_held(self.consumer.context(), &run) {
                 continue;
             }
+            let run = run.messages;
             self.check_continuity(&run).await;
             let started = Instant::now();
             self.metrics.batch_size.observe(run.len() as f64);
@@ -316,64 +358,12 @@ impl<H: Handler> Consuming<'_, H> {
         true
     }
 
-    /// Whether `run` may be handled. Not when its partition was revoked while the run waited
-    /// (a rebalance served during the fetch ahead): the partition's owner reads it again from
-    /// the group's committed offset. And once a run of a partition was dropped so, not a later
-    /// run of it that starts past the group's committed offset: it was fetched before the
-    /// revocation, and handling it would commit past the dropped one. Once the partition is
-    /// read again from the committed offset, its runs are handled as usual.
-    async fn may_handle(&mut self, run: &[OwnedMessage]) -> bool {
-        let Some(first) = run.first() else {
-            return false;
-        };
-        let key = (first.topic().to_owned(), first.partition());
-        if !self.still_assigned(first).await {
-            self.dropped.entry(key).or_insert(first.offset());
-            tracing::info!(
-                partition = first.partition(),
-                offset = first.offset(),
-                messages = run.len(),
-                "dropping a prepared run of a partition this member no longer has"
-            );
-            return false;
-        }
-        if let Some(&dropped_from) = self.dropped.get(&key) {
-            if first.offset() > dropped_from {
-                let committed = self.committed(first.topic(), first.partition()).await;
-                if committed.is_some_and(|committed| committed < first.offset()) {
-                    tracing::info!(
-                        partition = first.partition(),
-                        offset = first.offset(),
-                        ?committed,
-                        "dropping a run fetched before its partition was revoked"
-                    );
-                    return false;
-                }
-            }
-            self.dropped.remove(&key);
-        }
-        true
-    }
-
-    /// Whether the partition of `message` is still assigned to this member. When the consumer
-    /// cannot say, it is taken as assigned: handling a run twice is harmless.
-    async fn still_assigned(&self, message: &OwnedMessage) -> bool {
-        let (topic, partition) = (message.topic().to_owned(), message.partition());
-        self.ask("assignment", move |consumer| {
-            consumer
-                .assignment()
-                .map(|assigned| assigned.find_partition(&topic, partition).is_some())
-        })
-        .await
-        .unwrap_or(true)
-    }
-
     /// Asks the consumer `what` off the async threads (librdkafka answers from its own thread,
     /// and a committed offset may take a broker round trip); `None`, logged, when it cannot say.
     async fn ask<T: Send + 'static>(
         &self,
         what: &'static str,
-        call: impl FnOnce(&StreamConsumer) -> rdkafka::error::KafkaResult<T> + Send + 'static,
+        call: impl FnOnce(&GroupConsumer) -> rdkafka::error::KafkaResult<T> + Send + 'static,
     ) -> Option<T> {
         let consumer = Arc::clone(self.consumer);
         match tokio::task::spawn_blocking(move || call(&consumer)).await {
@@ -460,4 +450,25 @@ impl<H: Handler> Consuming<'_, H> {
             tracing::warn!(%error, "offset commit failed");
         }
     }
+}
+
+/// Whether `run` may be prepared or handled: its partition is still assigned under the
+/// generation its messages were received under. Otherwise the partition was revoked since (and
+/// maybe assigned again): the run is dropped, uncommitted, and the partition's owner reads it
+/// again from the group's committed offset. Handling it could commit past a run dropped before
+/// it, or behind what the partition's owner committed in the meantime.
+fn still_held(assignments: &Assignments, run: &Run) -> bool {
+    let Some(first) = run.messages.first() else {
+        return false;
+    };
+    if assignments.holds(first.topic(), first.partition(), run.generation) {
+        return true;
+    }
+    tracing::info!(
+        partition = first.partition(),
+        offset = first.offset(),
+        messages = run.messages.len(),
+        "dropping a run of a partition revoked since it was fetched"
+    );
+    false
 }

@@ -1,5 +1,5 @@
-//! Work a service runs on a timer beside its consumer loop (lag reporting today; sweepers and
-//! expirers tomorrow).
+//! Work a service runs on a timer beside its consumer loop: the lag gauges of every consumer,
+//! the order worker's reservation sweeper, expirer and gauges.
 
 use futures::future::BoxFuture;
 use std::future::Future;
@@ -30,6 +30,17 @@ impl Periodic {
             period,
             tick: Box::new(move || Box::pin(tick())),
         }
+    }
+
+    /// Runs `round` on a clone of `task` first at start, then every `period`: for a task that is
+    /// a cheap handle (a sweeper, an expirer) with one async method per round.
+    pub fn of<T, F, Fut>(name: &'static str, period: Duration, task: T, round: F) -> Self
+    where
+        T: Clone + Send + 'static,
+        F: Fn(T) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Self::new(name, period, move || round(task.clone()))
     }
 
     /// Ticks until `shutdown`.

@@ -1,5 +1,5 @@
-//! The operator's view of the dead-letter topic: `inspect` lists the letters the replayer has not
-//! settled yet, `replay` republishes some of them to the orders topic now.
+//! The operator's view of the dead-letter topic (`seckill-ctl dlq`): `inspect` lists the letters
+//! the replayer has not settled yet, `replay` republishes some of them to the orders topic now.
 //!
 //! Both read with a throwaway consumer group from the replayer group's committed offsets to the
 //! end of each partition, and neither commits anything for the replayer: the running replayer

@@ -9,6 +9,10 @@
 //!   released. Both steps are idempotent, so a replayer killed half-way simply repeats them.
 //! - A letter whose bytes are not an order has nothing to compensate: the gateway only ever
 //!   produces valid orders, so no reservation stands behind it. It is counted and skipped.
+//! - A letter of a valid order whose headers cannot be read (a reason this build does not
+//!   know, a damaged header) is neither compensated nor replayed: what it asks for is unknown.
+//!   It is logged at error with its place and order id, counted as `unreadable`, and skipped;
+//!   the order's reservation stands until an operator settles it.
 //!
 //! A failure to settle a letter is classified. A transient one (Redis, the database or the broker
 //! unreachable) is retried with `replayer.retry_backoff_ms` backoff until it passes: the
@@ -24,7 +28,8 @@
 pub mod letters;
 pub mod metrics;
 
-use consumer_runtime::{Connections, Handled, Handler, Service, Spec};
+use connections::Connections;
+use consumer_runtime::{Handled, Handler, Service, Spec};
 use domain::dead_letter::header;
 use domain::{Backoff, DeadLetter, OrderRequested, OrderStatus, ReasonCode};
 use kafka::consume::header as message_header;
@@ -56,6 +61,11 @@ pub enum Settled {
     /// A permanent failure (a stored value this build cannot read): logged with the letter's
     /// place and counted, not retried, so the letters behind it are settled.
     Abandoned,
+    /// An order whose letter's headers cannot be read (a reason this build does not know, a
+    /// damaged header): what the letter asks for is unknown, so the order is neither compensated
+    /// nor replayed and its reservation stands. Logged at error with the letter's place and
+    /// order id and counted, so an operator settles it; the letters behind it are settled.
+    Unreadable,
 }
 
 /// Why settling a letter failed.
@@ -94,15 +104,14 @@ impl Replayer {
     /// Connects to everything the settings name (`bootstrap` overrides the Kafka servers) and
     /// binds the ops port.
     pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
-        let connections =
-            Connections::connect(settings, &settings.kafka.replayer_group, bootstrap).await?;
+        let connections = Connections::connect(settings, bootstrap).await?;
         let metrics = ReplayerMetrics::new(telemetry::new_registry());
         let config = &settings.replayer;
         let letters = Letters {
             settler: Settler {
-                ledger: connections.backends.ledger.clone(),
-                store: connections.backends.store.clone(),
-                producer: connections.backends.producer.clone(),
+                ledger: connections.ledger.clone(),
+                store: connections.store.clone(),
+                producer: connections.producer.clone(),
                 orders_topic: settings.kafka.orders_topic.clone(),
                 config: config.clone(),
             },
@@ -115,12 +124,13 @@ impl Replayer {
         let spec = Spec {
             name: "dlq replayer",
             topic: settings.kafka.dlq_topic.clone(),
+            group: settings.kafka.replayer_group.clone(),
             batch_max: config.batch_max,
             batch_wait: Duration::from_millis(config.batch_wait_ms),
         };
         let registry = metrics.registry.clone();
         Ok(Self {
-            service: Service::build(settings, spec, connections, registry, letters)?,
+            service: Service::build(settings, spec, &connections, registry, letters)?,
             metrics,
         })
     }
@@ -239,11 +249,17 @@ impl Settler {
             return Ok(Some(Settled::Unrecoverable));
         };
         tracing::Span::current().record("order_id", tracing::field::display(&order.order_id));
+        // Compensating a valid order on a guess would take a buyer's units away for a reason
+        // nobody wrote; the letter is left to an operator instead.
         let (reason, attempts, failed_at) = match &letter {
             Ok(l) => (l.reason, l.attempts, l.failed_at),
             Err(error) => {
-                tracing::warn!(%error, "dead letter without readable headers; compensating");
-                (ReasonCode::InvalidField, u32::MAX, chrono::Utc::now())
+                tracing::error!(
+                    %error,
+                    "dead letter without readable headers; neither compensated nor replayed \
+                     (see the runbook)"
+                );
+                return Ok(Some(Settled::Unreadable));
             }
         };
         if reason.is_retryable() && attempts <= self.config.max_replays {

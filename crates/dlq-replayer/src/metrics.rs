@@ -2,7 +2,8 @@
 //! metrics to the same registry).
 
 use crate::Settled;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Registry};
+use telemetry::metrics::counter_by;
 
 /// Every metric the replayer records.
 #[derive(Clone)]
@@ -16,26 +17,20 @@ pub struct ReplayerMetrics {
 impl ReplayerMetrics {
     /// Creates and registers the metrics.
     pub fn new(registry: Registry) -> Self {
-        let settled = IntCounterVec::new(
-            Opts::new(
-                "seckill_dead_letters_settled_total",
-                "Dead letters settled, by outcome (retried, compensated, already_written, unrecoverable, abandoned).",
-            ),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        for outcome in [
-            "retried",
-            "compensated",
-            "already_written",
-            "unrecoverable",
-            "abandoned",
-        ] {
-            settled.with_label_values(&[outcome]);
-        }
-        registry
-            .register(Box::new(settled.clone()))
-            .expect("metric registered once");
+        let settled = counter_by(
+            &registry,
+            "seckill_dead_letters_settled_total",
+            "Dead letters settled, by outcome (retried, compensated, already_written, unrecoverable, abandoned, unreadable).",
+            "outcome",
+            [
+                "retried",
+                "compensated",
+                "already_written",
+                "unrecoverable",
+                "abandoned",
+                "unreadable",
+            ],
+        );
         Self { registry, settled }
     }
 
@@ -47,6 +42,7 @@ impl ReplayerMetrics {
             Settled::AlreadyWritten => "already_written",
             Settled::Unrecoverable => "unrecoverable",
             Settled::Abandoned => "abandoned",
+            Settled::Unreadable => "unreadable",
         };
         self.settled.with_label_values(&[outcome]).inc();
     }

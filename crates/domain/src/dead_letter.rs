@@ -108,10 +108,12 @@ impl DeadLetter {
             })
         }
         Ok(Self {
-            reason: ReasonCode::parse(text(&get, header::REASON)?).ok_or(DeadLetterError {
-                header: header::REASON,
-                problem: "unknown reason",
-            })?,
+            reason: text(&get, header::REASON)?
+                .parse::<ReasonCode>()
+                .map_err(|_| DeadLetterError {
+                    header: header::REASON,
+                    problem: "unknown reason",
+                })?,
             error: text(&get, header::ERROR)?.to_owned(),
             attempts: number(&get, header::ATTEMPTS)?,
             original_topic: text(&get, header::ORIGINAL_TOPIC)?.to_owned(),

@@ -162,8 +162,8 @@ impl OrderId {
         Self(format!("{sku}.{bits:032x}"))
     }
 
-    /// Builds the id of an order kept in stock bucket `bucket` of its sale (see
-    /// [`crate::StockKeys::bucket`]) from a UUIDv7's bits. Bucket 0 is the id [`OrderId::new`]
+    /// Builds the id of an order kept in stock bucket `bucket` of its sale (see the stock
+    /// ledger's `StockKeys::bucket`) from a UUIDv7's bits. Bucket 0 is the id [`OrderId::new`]
     /// makes. Any other bucket is written into the id as a UUIDv8 (RFC 9562's layout of its own):
     /// the version digit becomes `8` and the two hex digits after it hold the bucket, so the id
     /// keeps its form (`<sku_id>.<32 hex digits>`) and still names where its reservation lives.
@@ -178,24 +178,31 @@ impl OrderId {
 
     /// This id moved to stock bucket `bucket` (the same SKU and bits otherwise).
     pub fn with_bucket(&self, bucket: u8) -> Self {
-        let (sku, hex) = self.0.rsplit_once('.').unwrap_or((&self.0, ""));
-        let bits = u128::from_str_radix(hex, 16).unwrap_or_default();
-        Self::in_bucket(&SkuId(sku.to_owned()), bucket, bits)
+        Self::in_bucket(&self.sku(), bucket, self.bits())
     }
 
-    /// The stock bucket this order's reservation lives in (0 unless it was made by
-    /// [`OrderId::in_bucket`] with another bucket).
+    /// The stock bucket this order's reservation lives in: the bucket written into a UUIDv8 id
+    /// by [`OrderId::in_bucket`]; any other id (a UUIDv7 from [`OrderId::new`]) is in bucket 0.
     pub fn bucket(&self) -> u8 {
-        let (_, hex) = self.0.rsplit_once('.').unwrap_or(("", ""));
-        match hex.as_bytes() {
-            [_, _, _, _, _, _, _, _, _, _, _, _, b'8', high, low, ..] => {
-                std::str::from_utf8(&[*high, *low])
-                    .ok()
-                    .and_then(|digits| u8::from_str_radix(digits, 16).ok())
-                    .unwrap_or(0)
-            }
-            _ => 0,
+        let bits = self.bits();
+        if (bits >> 76) & 0xf == 0x8 {
+            ((bits >> 68) & 0xff) as u8
+        } else {
+            0
         }
+    }
+
+    /// The id's 128 bits. Every id holds 32 hex digits after its last `.` ([`OrderId::new`]
+    /// writes them, [`OrderId::parse`] refuses anything else, and serde goes through it), so
+    /// reading them back cannot fail; a default here would put a reservation in the wrong
+    /// bucket without a word.
+    fn bits(&self) -> u128 {
+        let hex = self
+            .0
+            .rsplit_once('.')
+            .map(|(_, hex)| hex)
+            .expect("an order id is <sku_id>.<32 hex digits>");
+        u128::from_str_radix(hex, 16).expect("an order id ends in 32 hex digits")
     }
 
     /// Parses and validates an id.

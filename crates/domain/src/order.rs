@@ -3,6 +3,7 @@
 use crate::{IdempotencyKey, OrderId, Quantity, ReasonCode, SkuId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
 
 /// The schema version the gateway writes and the worker understands.
 pub const ORDER_SCHEMA_VERSION: u16 = 1;
@@ -111,8 +112,10 @@ impl OrderRequested {
 /// Where an order is in its life:
 /// `pending` -> `awaiting_payment` -> `paid` | `expired`, or `failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
+#[derive(Display, EnumString, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OrderStatus {
     /// Reserved in Redis and queued; the worker has not written it yet.
     Pending,
@@ -127,41 +130,26 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    /// Every status.
-    pub const ALL: [OrderStatus; 5] = [
-        OrderStatus::Pending,
-        OrderStatus::AwaitingPayment,
-        OrderStatus::Paid,
-        OrderStatus::Expired,
-        OrderStatus::Failed,
-    ];
-
-    /// The status as stored in the database and shown in the API.
+    /// The status as stored in the database and shown in the API: snake_case of the variant's
+    /// name, like its serde form (a test pins each).
     pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "pending",
-            OrderStatus::AwaitingPayment => "awaiting_payment",
-            OrderStatus::Paid => "paid",
-            OrderStatus::Expired => "expired",
-            OrderStatus::Failed => "failed",
-        }
-    }
-
-    /// Parses a stored status.
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == value)
+        self.into()
     }
 
     /// Whether an order in this status holds its units in the database's stock (awaiting
     /// payment or paid). Every other written status has given them back, or never took them.
     pub fn holds_stock(self) -> bool {
-        matches!(self, OrderStatus::AwaitingPayment | OrderStatus::Paid)
+        match self {
+            OrderStatus::AwaitingPayment | OrderStatus::Paid => true,
+            OrderStatus::Pending | OrderStatus::Expired | OrderStatus::Failed => false,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::VariantArray;
 
     fn sample() -> OrderRequested {
         let sku = SkuId::parse("sku-1").unwrap();
@@ -183,13 +171,18 @@ mod tests {
     }
 
     #[test]
-    fn every_status_round_trips_and_only_written_unsettled_or_paid_orders_hold_stock() {
-        for status in OrderStatus::ALL {
-            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
-        }
-        assert_eq!(OrderStatus::parse("confirmed"), None);
-        let holding: Vec<_> = OrderStatus::ALL
-            .into_iter()
+    fn every_status_keeps_its_stored_string_and_only_unsettled_or_paid_orders_hold_stock() {
+        crate::enum_checks::assert_stable_strings::<OrderStatus>(&[
+            "pending",
+            "awaiting_payment",
+            "paid",
+            "expired",
+            "failed",
+        ]);
+        crate::enum_checks::assert_serde_is_the_string::<OrderStatus>();
+        let holding: Vec<_> = OrderStatus::VARIANTS
+            .iter()
+            .copied()
             .filter(|s| s.holds_stock())
             .collect();
         assert_eq!(holding, [OrderStatus::AwaitingPayment, OrderStatus::Paid]);

@@ -8,6 +8,7 @@ use crate::OrderId;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use strum::{Display, EnumDiscriminants, EnumString, IntoStaticStr, VariantArray};
 
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "Seckill-Signature";
@@ -55,9 +56,18 @@ pub struct PaymentNotice {
 }
 
 /// What a payment came to. Every outcome is final and stored with the payment, so the same
-/// notice again is answered the same.
+/// notice again is answered the same. It is stored in two columns: its kind
+/// ([`PaymentOutcomeKind`], `paid` or `refund_due`) and, for a refund due, its [`RefundReason`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(IntoStaticStr, EnumDiscriminants)]
+#[strum(serialize_all = "snake_case")]
+#[strum_discriminants(
+    name(PaymentOutcomeKind),
+    doc = "The stored `outcome` column of a payment: what it came to, without the reason.",
+    derive(Display, EnumString, IntoStaticStr, VariantArray),
+    strum(serialize_all = "snake_case")
+)]
 pub enum PaymentOutcome {
     /// The order is paid by it.
     Paid,
@@ -67,8 +77,10 @@ pub enum PaymentOutcome {
 
 /// Why money that came in must go back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
+#[derive(Display, EnumString, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RefundReason {
     /// The order's payment window had closed: its units went back on sale.
     OrderExpired,
@@ -79,44 +91,24 @@ pub enum RefundReason {
 }
 
 impl RefundReason {
-    /// Every reason.
-    pub const ALL: [RefundReason; 3] = [
-        RefundReason::OrderExpired,
-        RefundReason::OrderAlreadyPaid,
-        RefundReason::OrderFailed,
-    ];
-
-    /// The stable string form (stored, shown, and the API's error code).
+    /// The stable string form (stored, shown, and the API's error code): snake_case of the
+    /// variant's name, like its serde form (a test pins each).
     pub fn as_str(self) -> &'static str {
-        match self {
-            RefundReason::OrderExpired => "order_expired",
-            RefundReason::OrderAlreadyPaid => "order_already_paid",
-            RefundReason::OrderFailed => "order_failed",
-        }
-    }
-
-    /// Parses the string form.
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == value)
+        self.into()
     }
 }
 
-impl std::fmt::Display for RefundReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+impl PaymentOutcomeKind {
+    /// The stored `outcome` column.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
 impl PaymentOutcome {
-    /// The stored outcome of a refund due.
-    pub const REFUND_DUE: &'static str = "refund_due";
-
     /// The stored outcome column: `paid` or `refund_due`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentOutcome::Paid => "paid",
-            PaymentOutcome::RefundDue(_) => Self::REFUND_DUE,
-        }
+        self.into()
     }
 
     /// The stored reason column.
@@ -127,12 +119,16 @@ impl PaymentOutcome {
         }
     }
 
-    /// Reads the stored columns back.
-    pub fn parse(outcome: &str, reason: Option<&str>) -> Option<Self> {
-        match (outcome, reason) {
-            ("paid", None) => Some(PaymentOutcome::Paid),
-            ("refund_due", Some(reason)) => RefundReason::parse(reason).map(Self::RefundDue),
-            _ => None,
+    /// Reads the stored columns back; `None` when they do not make an outcome this build
+    /// knows (an unknown string, a refund without its reason, a payment with one).
+    pub fn from_columns(outcome: &str, reason: Option<&str>) -> Option<Self> {
+        let kind: PaymentOutcomeKind = outcome.parse().ok()?;
+        match (kind, reason) {
+            (PaymentOutcomeKind::Paid, None) => Some(PaymentOutcome::Paid),
+            (PaymentOutcomeKind::RefundDue, Some(reason)) => {
+                reason.parse().ok().map(PaymentOutcome::RefundDue)
+            }
+            (PaymentOutcomeKind::Paid, Some(_)) | (PaymentOutcomeKind::RefundDue, None) => None,
         }
     }
 }
@@ -223,6 +219,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::VariantArray;
 
     const SECRET: &[u8] = b"whsec-test";
     const BODY: &[u8] = br#"{"payment_id":"p-1"}"#;
@@ -306,15 +303,47 @@ mod tests {
             assert!(serde_json::from_str::<PaymentNotice>(bad).is_err(), "{bad}");
         }
         let mut outcomes = vec![PaymentOutcome::Paid];
-        outcomes.extend(RefundReason::ALL.map(PaymentOutcome::RefundDue));
+        outcomes.extend(
+            RefundReason::VARIANTS
+                .iter()
+                .map(|r| PaymentOutcome::RefundDue(*r)),
+        );
         for outcome in outcomes {
             let reason = outcome.reason().map(RefundReason::as_str);
             assert_eq!(
-                PaymentOutcome::parse(outcome.as_str(), reason),
+                PaymentOutcome::from_columns(outcome.as_str(), reason),
                 Some(outcome)
             );
+            assert_eq!(outcome.as_str(), PaymentOutcomeKind::from(outcome).as_str());
         }
-        assert_eq!(PaymentOutcome::parse("paid", Some("order_expired")), None);
-        assert_eq!(PaymentOutcome::parse("refund_due", None), None);
+        assert_eq!(
+            PaymentOutcome::from_columns("paid", Some("order_expired")),
+            None
+        );
+        assert_eq!(PaymentOutcome::from_columns("refund_due", None), None);
+        assert_eq!(
+            PaymentOutcome::from_columns("refund_due", Some("gremlins")),
+            None
+        );
+        assert_eq!(PaymentOutcome::from_columns("refunded", None), None);
+    }
+
+    #[test]
+    fn every_outcome_and_refund_reason_keeps_its_stored_string() {
+        crate::enum_checks::assert_stable_strings::<PaymentOutcomeKind>(&["paid", "refund_due"]);
+        crate::enum_checks::assert_stable_strings::<RefundReason>(&[
+            "order_expired",
+            "order_already_paid",
+            "order_failed",
+        ]);
+        crate::enum_checks::assert_serde_is_the_string::<RefundReason>();
+        assert_eq!(
+            serde_json::to_value(PaymentOutcome::Paid).unwrap(),
+            serde_json::json!("paid")
+        );
+        assert_eq!(
+            serde_json::to_value(PaymentOutcome::RefundDue(RefundReason::OrderFailed)).unwrap(),
+            serde_json::json!({"refund_due": "order_failed"})
+        );
     }
 }

@@ -49,6 +49,35 @@ pub enum Target {
     },
 }
 
+/// When a load run stops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Until {
+    /// After this many requests.
+    Requests(u64),
+    /// After this long.
+    Elapsed(Duration),
+    /// After this many requests or this long, whichever comes first.
+    First(u64, Duration),
+}
+
+impl Until {
+    /// The number of requests the run stops after, if any.
+    pub fn requests(self) -> Option<u64> {
+        match self {
+            Until::Requests(n) | Until::First(n, _) => Some(n),
+            Until::Elapsed(_) => None,
+        }
+    }
+
+    /// How long the run lasts at most, if it is bounded in time.
+    pub fn duration(self) -> Option<Duration> {
+        match self {
+            Until::Elapsed(d) | Until::First(_, d) => Some(d),
+            Until::Requests(_) => None,
+        }
+    }
+}
+
 /// How much and how fast.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -58,13 +87,14 @@ pub struct Plan {
     pub target: Target,
     /// Open connections.
     pub connections: usize,
-    /// Requests per second (open loop); `None` = closed loop.
+    /// Requests per second, open loop: requests fall due at this rate whatever the answers do,
+    /// and latency counts from the due time, so queueing is not hidden. `None`: closed loop,
+    /// each connection sends its next request once the last is answered.
     pub rate: Option<f64>,
-    /// Stop after this many requests.
-    pub requests: Option<u64>,
-    /// Stop after this long.
-    pub duration: Option<Duration>,
-    /// A prefix of the Idempotency-Keys, unique per run.
+    /// When to stop.
+    pub until: Until,
+    /// A prefix of the Idempotency-Keys, unique per run, so that a run's buys are never taken
+    /// for the retries of an earlier run's.
     pub run_id: String,
     /// Show progress.
     pub progress: bool,
@@ -168,9 +198,6 @@ pub fn bearer(token: &str) -> anyhow::Result<HeaderValue> {
 
 /// Runs the plan and reports.
 pub async fn run(plan: Plan) -> anyhow::Result<Report> {
-    if plan.requests.is_none() && plan.duration.is_none() {
-        bail!("give a number of requests or a duration");
-    }
     if plan
         .rate
         .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
@@ -188,7 +215,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         connections.push(connect(&plan.address).await?);
     }
     let bar = if plan.progress {
-        let bar = match plan.requests {
+        let bar = match plan.until.requests() {
             Some(n) => ProgressBar::new(n),
             None => ProgressBar::new_spinner(),
         };
@@ -204,7 +231,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     };
     let started = Instant::now();
     let shared = Arc::new(Shared {
-        deadline: plan.duration.map(|d| started + d),
+        deadline: plan.until.duration().map(|d| started + d),
         next: AtomicU64::new(0),
         started,
         histograms: Mutex::new(
@@ -302,7 +329,7 @@ async fn drive(shared: Arc<Shared>, mut sender: Sender) -> anyhow::Result<()> {
         .collect();
     loop {
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
-        if plan.requests.is_some_and(|n| i >= n) {
+        if plan.until.requests().is_some_and(|n| i >= n) {
             break;
         }
         let due = match plan.rate {

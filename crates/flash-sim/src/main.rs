@@ -23,54 +23,21 @@ enum Command {
     /// A first crowd buys; a share of them pay as soon as their orders are written; the other
     /// orders expire after the payment window and their units go back on sale (some of those
     /// buyers pay late and are refused); a second crowd buys the returned units and pays.
-    Demo {
-        /// Units on sale.
-        #[arg(long, default_value_t = 1_000)]
-        stock: i64,
-        /// Most units one buyer may hold.
-        #[arg(long, default_value_t = 2)]
-        per_user_limit: i64,
-        /// Distinct buyers.
-        #[arg(long, default_value_t = 10_000)]
-        users: usize,
-        /// Requests in all (first orders, retries, second orders, over-limit and malformed).
-        #[arg(long, default_value_t = 20_000)]
-        requests: usize,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 128)]
-        concurrency: usize,
-        /// Seed of the request mix.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Seconds to wait for the pipeline to drain.
-        #[arg(long, default_value_t = 120)]
-        drain_timeout: u64,
-        /// Seconds buyers have to pay; unpaid orders then expire and their units go back on sale.
-        #[arg(long, default_value_t = 10)]
-        payment_window_secs: i64,
-        /// Share of the first crowd's orders that are paid in time (0 to 1).
-        #[arg(long, default_value_t = 0.7)]
-        pay_share: f64,
-        /// Buyers who did not pay who send their payment after the window closed (refused).
-        #[arg(long, default_value_t = 100)]
-        late_payers: usize,
-        /// Buyers of the second crowd, who buy the units that came back (and pay).
-        #[arg(long, default_value_t = 2_000)]
-        latecomers: usize,
-        /// Stock buckets the sale's units are split into in Redis, 1 to 64 (a hot SKU on a
-        /// Redis Cluster spreads over its primaries with more than one).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
-        buckets: u8,
-        /// Print the verdict as JSON too.
-        #[arg(long)]
-        json: bool,
-    },
+    Demo(DemoArgs),
     /// Start the whole pipeline and keep it running until Ctrl-C.
     Stack {
         /// Leave the order worker out: orders stay in the topic until a worker started on its
         /// own (`seckill-order-worker` with the printed `kafka` address) drains them.
         #[arg(long)]
         without_worker: bool,
+    },
+    /// Print the Lua one of the stock ledger's scripts runs in Redis (its header, shared
+    /// preludes and body), to call it outside the ledger: `make bench` loads `reserve` into
+    /// Redis and runs it under redis-benchmark as the accept path's ceiling.
+    Script {
+        /// The script.
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(stock::SCRIPT_NAMES))]
+        name: String,
     },
     /// Send load at a gateway (this machine's `seckill-sim stack`, or your own deployment) and
     /// report answers per second and latency percentiles per outcome.
@@ -92,6 +59,77 @@ enum Command {
 }
 
 /// The options of `seckill-sim load`.
+/// The flash sale `demo` simulates.
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Units on sale.
+    #[arg(long, default_value_t = 1_000)]
+    stock: i64,
+    /// Most units one buyer may hold.
+    #[arg(long, default_value_t = 2)]
+    per_user_limit: i64,
+    /// Distinct buyers.
+    #[arg(long, default_value_t = 10_000)]
+    users: usize,
+    /// Requests in all (first orders, retries, second orders, over-limit and malformed).
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Seed of the request mix.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Seconds to wait for the pipeline to drain.
+    #[arg(long, default_value_t = 120)]
+    drain_timeout: u64,
+    /// Seconds buyers have to pay; unpaid orders then expire and their units go back on sale.
+    #[arg(long, default_value_t = 10)]
+    payment_window_secs: i64,
+    /// Share of the first crowd's orders that are paid in time (0 to 1).
+    #[arg(long, default_value_t = 0.7)]
+    pay_share: f64,
+    /// Buyers who did not pay who send their payment after the window closed (refused).
+    #[arg(long, default_value_t = 100)]
+    late_payers: usize,
+    /// Buyers of the second crowd, who buy the units that came back (and pay).
+    #[arg(long, default_value_t = 2_000)]
+    latecomers: usize,
+    /// Stock buckets the sale's units are split into in Redis, 1 to 64 (a hot SKU on a
+    /// Redis Cluster spreads over its primaries with more than one).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    buckets: u8,
+    /// Print the verdict as JSON too.
+    #[arg(long)]
+    json: bool,
+}
+
+impl DemoArgs {
+    /// The scenario these options describe.
+    fn scenario(&self) -> anyhow::Result<Scenario> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.pay_share),
+            "--pay-share must be between 0 and 1"
+        );
+        Ok(Scenario {
+            stock: self.stock,
+            per_user_limit: self.per_user_limit,
+            users: self.users,
+            requests: self.requests,
+            concurrency: self.concurrency,
+            seed: self.seed,
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            progress: true,
+            payment_window_secs: self.payment_window_secs,
+            pay_share: self.pay_share,
+            late_payers: self.late_payers,
+            latecomers: self.latecomers,
+            buckets: self.buckets,
+            ..Scenario::default()
+        })
+    }
+}
+
 #[derive(clap::Args)]
 struct LoadArgs {
     /// Gateway base URL (plain HTTP; put the generator beside the gateway, not behind TLS).
@@ -161,6 +199,11 @@ struct LoadArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Script { name } = &cli.command {
+        let source = stock::script_source(name).context("no such script")?;
+        print!("{source}");
+        return Ok(());
+    }
     let mut settings = settings::Settings::load().context("loading settings")?;
     if std::env::var_os("SECKILL__HTTP__PORT").is_none() {
         settings.http.port = 0;
@@ -174,46 +217,13 @@ async fn main() -> anyhow::Result<()> {
     }
     telemetry::init_tracing(&settings.log);
     match cli.command {
-        Command::Demo {
-            stock,
-            per_user_limit,
-            users,
-            requests,
-            concurrency,
-            seed,
-            drain_timeout,
-            payment_window_secs,
-            pay_share,
-            late_payers,
-            latecomers,
-            buckets,
-            json,
-        } => {
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&pay_share),
-                "--pay-share must be between 0 and 1"
-            );
+        Command::Demo(args) => {
+            let scenario = args.scenario()?;
             // The demo's crowd is many buyers; the per-user rate limit guards a real shop.
             settings.gateway.per_user_rate_per_sec = 0;
-            let scenario = Scenario {
-                stock,
-                per_user_limit,
-                users,
-                requests,
-                concurrency,
-                seed,
-                drain_timeout: Duration::from_secs(drain_timeout),
-                progress: true,
-                payment_window_secs,
-                pay_share,
-                late_payers,
-                latecomers,
-                buckets,
-                ..Scenario::default()
-            };
             let verdict = flash_sim::demo(settings, &scenario).await?;
             println!("{}", verdict.render());
-            if json {
+            if args.json {
                 println!("{}", serde_json::to_string_pretty(&verdict)?);
             }
             if !verdict.holds() {
@@ -222,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Load(args) => load(&settings, *args).await,
+        Command::Script { .. } => Ok(()),
         Command::Stack { without_worker } => {
             let stack = LocalStack::start_with(settings, !without_worker).await?;
             let secret = stack
@@ -261,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
                 gateway::auth::sign(&secret, "alice", None, 86_400)
             );
             println!(
-                "payments       POST {}/v1/payments, signed with payments.webhook_secret (README: \"Paying orders\")",
+                "payments       POST {}/v1/payments, signed with payments.webhook_secret (docs/http-api.md: \"Paying orders\")",
                 stack.gateway_url()
             );
             println!("Ctrl-C stops everything.");
@@ -357,16 +368,19 @@ async fn load(settings: &settings::Settings, args: LoadArgs) -> anyhow::Result<(
         target,
         connections,
         rate,
-        requests,
-        duration: match (duration, requests) {
-            (Some(secs), _) => Some(
-                Duration::try_from_secs_f64(secs)
+        until: match (requests, duration) {
+            (Some(requests), None) => load::Until::Requests(requests),
+            (None, None) => load::Until::Elapsed(Duration::from_secs(10)),
+            (requests, Some(secs)) => {
+                let duration = Duration::try_from_secs_f64(secs)
                     .ok()
                     .filter(|d| !d.is_zero())
-                    .context("--duration must be a positive number of seconds")?,
-            ),
-            (None, None) => Some(Duration::from_secs(10)),
-            (None, Some(_)) => None,
+                    .context("--duration must be a positive number of seconds")?;
+                match requests {
+                    Some(requests) => load::Until::First(requests, duration),
+                    None => load::Until::Elapsed(duration),
+                }
+            }
         },
         run_id,
         progress: !quiet,

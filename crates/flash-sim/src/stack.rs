@@ -56,7 +56,7 @@ impl LocalStack {
 
         let gateway = gateway::Application::build(
             &settings,
-            backends::Backends::connect(&settings, bootstrap).await?,
+            connections::Connections::connect(&settings, bootstrap).await?,
         )?;
         let worker = match with_worker {
             true => Some(order_worker::Worker::connect(&settings, bootstrap).await?),

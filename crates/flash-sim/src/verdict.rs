@@ -5,7 +5,7 @@
 use crate::crowd::{CrowdResult, Kind};
 use domain::{OrderStatus, SkuId};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use stock::StockLedger;
 use store::{Store, Tally};
 
@@ -135,6 +135,16 @@ impl Verdict {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let ok = |good: bool| if good { "ok" } else { "FAILED" };
+        // One checked figure: its label, its value, whether it holds, and a note after.
+        fn check(out: &mut String, label: &str, value: impl Display, holds: bool, note: &str) {
+            let verdict = if holds { "ok" } else { "FAILED" };
+            let note = if note.is_empty() {
+                String::new()
+            } else {
+                format!("  {note}")
+            };
+            let _ = writeln!(out, "{label:<26}{value:>8}  {verdict}{note}");
+        }
         let tally = |t: &Tally| format!("{:>8} orders, {} units", t.orders, t.units);
         let p = &self.payments;
         let _ = writeln!(out, "\n== flash sale verdict ==");
@@ -169,47 +179,42 @@ impl Verdict {
             "payments                  {:>8} sent, {} paid, {} reached the gateway after the window",
             p.sent, p.paid, p.too_late
         );
-        let _ = writeln!(
-            out,
-            "oversold                  {:>8}  {}",
-            self.oversold,
-            ok(self.oversold == 0)
-        );
-        let _ = writeln!(
-            out,
-            "paid units <= stock       {:>8}  {}",
+        check(&mut out, "oversold", self.oversold, self.oversold == 0, "");
+        check(
+            &mut out,
+            "paid units <= stock",
             self.paid.units,
-            ok(self.paid.units <= self.initial_stock)
+            self.paid.units <= self.initial_stock,
+            "",
         );
-        let _ = writeln!(
-            out,
-            "units paid twice          {:>8}  {}",
+        check(
+            &mut out,
+            "units paid twice",
             self.paid_twice,
-            ok(self.paid_twice == 0)
+            self.paid_twice == 0,
+            "",
         );
-        let _ = writeln!(
-            out,
-            "duplicates                {:>8}  {}",
+        check(
+            &mut out,
+            "duplicates",
             self.duplicates,
-            ok(self.duplicates == 0)
+            self.duplicates == 0,
+            "",
         );
-        let _ = writeln!(
-            out,
-            "lost                      {:>8}  {}",
-            self.lost,
-            ok(self.lost == 0)
-        );
-        let _ = writeln!(
-            out,
-            "stock conservation gap    {:>8}  {}  (every unit paid, awaiting payment, or back on sale)",
+        check(&mut out, "lost", self.lost, self.lost == 0, "");
+        check(
+            &mut out,
+            "stock conservation gap",
             self.conservation_gap,
-            ok(self.conservation_gap == 0)
+            self.conservation_gap == 0,
+            "(every unit paid, awaiting payment, or back on sale)",
         );
-        let _ = writeln!(
-            out,
-            "expired units sold again  {:>8}  {}",
+        check(
+            &mut out,
+            "expired units sold again",
             self.resold_units,
-            ok(self.resold())
+            self.resold(),
+            "",
         );
         let _ = writeln!(
             out,
@@ -234,17 +239,19 @@ impl Verdict {
                 p.unexpected
             );
         }
-        let _ = writeln!(
-            out,
-            "unfinished reservations   {:>8}  {}",
+        check(
+            &mut out,
+            "unfinished reservations",
             self.unfinished_reservations,
-            ok(self.unfinished_reservations == 0)
+            self.unfinished_reservations == 0,
+            "",
         );
-        let _ = writeln!(
-            out,
-            "bad input not 4xx / 500s  {:>8}  {}",
+        check(
+            &mut out,
+            "bad input not 4xx / 500s",
             self.bad_input_violations,
-            ok(self.bad_input_violations == 0)
+            self.bad_input_violations == 0,
+            "",
         );
         let _ = writeln!(
             out,

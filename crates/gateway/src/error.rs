@@ -73,7 +73,9 @@ pub enum ApiError {
     BucketsFixed(u8),
     /// The database has the sale but Redis has lost it; `reconcile` must rebuild it before it
     /// can be changed (409).
-    #[error("Redis has lost this sale; rebuild it with `seckill-gateway reconcile` (make reconcile) first")]
+    #[error(
+        "Redis has lost this sale; rebuild it with `seckill-ctl reconcile` (make reconcile) first"
+    )]
     SaleNeedsReconcile,
     /// Body too large (413).
     #[error("request body is larger than {0} bytes")]

@@ -22,7 +22,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpMessage;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use backends::Backends;
+use connections::Connections;
 use domain::UserId;
 use futures::future::Either;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -112,7 +112,7 @@ pub struct Application {
 impl Application {
     /// Binds the listener of the settings (port 0 = any free port) and prepares the state.
     /// Must be called inside a Tokio runtime (it starts the acknowledger task).
-    pub fn build(settings: &Settings, deps: Backends) -> anyhow::Result<Self> {
+    pub fn build(settings: &Settings, deps: Connections) -> anyhow::Result<Self> {
         settings.require_deployed_secrets()?;
         let address = format!("{}:{}", settings.http.host, settings.http.port);
         let listener =
@@ -288,7 +288,7 @@ impl Application {
                     }
                 })
                 .service(
-                    web::resource("/v1/sales/{sku_id}/orders")
+                    routes::resource("/v1/sales/{sku_id}/orders")
                         .wrap_fn({
                             let state = state.clone();
                             move |req, srv| {
@@ -307,13 +307,11 @@ impl Application {
                                 }
                             }
                         })
-                        .route(web::post().to(routes::orders::buy))
-                        .default_service(web::to(routes::method_not_allowed)),
+                        .route(web::post().to(routes::orders::buy)),
                 )
                 .service(
-                    web::resource("/v1/payments")
-                        .route(web::post().to(routes::payments::notify))
-                        .default_service(web::to(routes::method_not_allowed)),
+                    routes::resource("/v1/payments")
+                        .route(web::post().to(routes::payments::notify)),
                 )
                 .service(
                     web::scope("/v1/admin")
@@ -330,21 +328,18 @@ impl Application {
                             }
                         })
                         .service(
-                            web::resource("/refunds")
-                                .route(web::get().to(routes::admin::refunds))
-                                .default_service(web::to(routes::method_not_allowed)),
+                            routes::resource("/refunds")
+                                .route(web::get().to(routes::admin::refunds)),
                         )
                         .service(
-                            web::resource("/sales/{sku_id}")
+                            routes::resource("/sales/{sku_id}")
                                 .route(web::put().to(routes::admin::put_sale))
-                                .route(web::get().to(routes::admin::get_sale))
-                                .default_service(web::to(routes::method_not_allowed)),
+                                .route(web::get().to(routes::admin::get_sale)),
                         ),
                 )
                 .service(
-                    web::resource("/v1/orders/{order_id}")
-                        .route(web::get().to(routes::orders::get_order))
-                        .default_service(web::to(routes::method_not_allowed)),
+                    routes::resource("/v1/orders/{order_id}")
+                        .route(web::get().to(routes::orders::get_order)),
                 )
                 .service(
                     utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")

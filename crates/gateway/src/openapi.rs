@@ -4,6 +4,7 @@
 //! committed as `docs/openapi.json`, and a test fails when the copy differs from what the code
 //! generates (`make openapi` rewrites it).
 
+use crate::error::Problem;
 use crate::routes;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
@@ -29,6 +30,8 @@ lists the codes it can carry. Every answer carries a `traceresponse` header (W3C
         routes::health::readyz,
         routes::health::metrics,
     ),
+    // Named here because the error answers refer to it by name (`routes::problems`).
+    components(schemas(Problem)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "buyers", description = "Buying and following an order (a buyer's JWT)"),

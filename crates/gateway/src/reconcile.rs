@@ -1,4 +1,4 @@
-//! `seckill-gateway reconcile`: rebuilds in Redis the sales Redis has lost (a restart of a Redis
+//! `seckill-ctl reconcile`: rebuilds in Redis the sales Redis has lost (a restart of a Redis
 //! that keeps nothing on disk, a failover to an empty replica), from the database.
 //!
 //! While a sale is missing from Redis the gateway sells none of it (503 `sale_not_ready`), so

@@ -4,12 +4,14 @@
 use crate::error::ApiError;
 use crate::sold_out::Ask;
 use crate::AppState;
-use domain::{IdempotencyKey, OrderId, OrderRequested, OrderStatus, Quantity, SkuId, UserId};
+use domain::{
+    IdempotencyKey, OrderId, OrderRequested, OrderStatus, Quantity, ReservationState, SkuId, UserId,
+};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use std::time::Instant;
-use stock::{ReleaseMode, ReleaseOutcome, ReservationState, ReserveOutcome};
+use stock::{ReleaseMode, ReleaseOutcome, ReserveOutcome};
 use telemetry::TraceContext;
 
 /// An order the buyer can follow.
@@ -86,14 +88,19 @@ pub async fn place_order(
         }
         // A known order is answered before the stock is looked at: it says nothing of it.
         ReserveOutcome::Duplicate { .. } | ReserveOutcome::KeyReused { .. } => {}
-        _ => state.sold_out.clear(&candidate.sku_id),
+        ReserveOutcome::Accepted(_)
+        | ReserveOutcome::LimitExceeded
+        | ReserveOutcome::NotFound
+        | ReserveOutcome::NotActive => state.sold_out.clear(&candidate.sku_id),
     }
     match outcome {
         ReserveOutcome::Accepted(_) => enqueue(state, candidate, &entry.payload, trace).await,
         ReserveOutcome::Duplicate { order_id, state: s } => {
             match settled(state, &order_id, s) {
                 ReservationState::Reserved => Err(ApiError::RequestInProgress),
-                _ => {
+                ReservationState::Acknowledged
+                | ReservationState::Claimed
+                | ReservationState::Released => {
                     let status = match state.store.order(&order_id).await {
                         Ok(Some(row)) => row.order_status()?,
                         Ok(None) if s == ReservationState::Released => OrderStatus::Failed,

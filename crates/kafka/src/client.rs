@@ -1,6 +1,6 @@
 //! Client builders with the project's defaults.
 
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{ConsumerContext, DefaultConsumerContext, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 use settings::secrecy::ExposeSecret;
@@ -138,7 +138,23 @@ pub fn producer(endpoint: &Endpoint) -> Result<FutureProducer, crate::KafkaError
     Ok(endpoint.producer_config().create()?)
 }
 
-/// A consumer in `group`, not yet subscribed.
+/// A consumer in `group`, not yet subscribed, with librdkafka's default handling of rebalances.
 pub fn consumer(endpoint: &Endpoint, group: &str) -> Result<StreamConsumer, crate::KafkaError> {
-    Ok(endpoint.consumer_config(group).create()?)
+    consumer_with_context(endpoint, group, DefaultConsumerContext)
+}
+
+/// A consumer in `group`, not yet subscribed, that owns `context`: librdkafka calls the
+/// context's rebalance callbacks (`pre_rebalance`, `post_rebalance`) from within the consumer's
+/// poll, so a consumer that must know which partitions it holds learns it there.
+pub fn consumer_with_context<C>(
+    endpoint: &Endpoint,
+    group: &str,
+    context: C,
+) -> Result<StreamConsumer<C>, crate::KafkaError>
+where
+    C: ConsumerContext + 'static,
+{
+    Ok(endpoint
+        .consumer_config(group)
+        .create_with_context(context)?)
 }

@@ -3,7 +3,7 @@
 //! commit runs on Tokio's blocking pool, never on the async threads, so a slow group
 //! coordinator stalls only the consumer that waits for it.
 
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -51,12 +51,13 @@ impl PartitionOffsets {
 
 /// Commits `offsets` (each as offset + 1, the next to read) and waits for the broker, on the
 /// blocking pool. A commit with nothing new to commit is a success.
-pub async fn commit_processed<C>(
-    consumer: &Arc<C>,
+pub async fn commit_processed<K, C>(
+    consumer: &Arc<K>,
     offsets: &PartitionOffsets,
 ) -> Result<(), RdKafkaError>
 where
-    C: Consumer + Send + Sync + 'static,
+    K: Consumer<C> + Send + Sync + 'static,
+    C: ConsumerContext,
 {
     if offsets.is_empty() {
         return Ok(());

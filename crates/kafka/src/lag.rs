@@ -2,7 +2,7 @@
 //! Computed from the broker's view (committed offsets of the group, high watermarks), so it
 //! stays true when no message flows and whoever asks.
 
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{Consumer, ConsumerContext, DefaultConsumerContext, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
 
@@ -11,7 +11,9 @@ use std::time::Duration;
 pub struct PartitionLag {
     /// Partition number.
     pub partition: i32,
-    /// Committed offset of the group (0 when it has committed nothing).
+    /// Committed offset of the group. Where it has committed nothing, the partition's earliest
+    /// offset still kept (low watermark): where the group will start, as every consumer is
+    /// built with `auto.offset.reset = earliest`.
     pub committed: i64,
     /// Log end offset (high watermark).
     pub end: i64,
@@ -26,12 +28,13 @@ impl PartitionLag {
 
 /// Reads the lag of every partition of `topic` for the consumer's group. Blocking: call from a
 /// blocking context. Lists are turned into plain values at once (a live list from the client can
-/// hang the consumer's drop).
-pub fn topic_lag<C: Consumer>(
-    consumer: &C,
+/// hang the consumer's drop). A partition whose committed offset the broker could not read, or
+/// reads as no position at all, is an error rather than a guess.
+pub fn topic_lag<K: Consumer<C>, C: ConsumerContext>(
+    consumer: &K,
     topic: &str,
     timeout: Duration,
-) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
+) -> Result<Vec<PartitionLag>, crate::KafkaError> {
     let partitions: Vec<i32> = {
         let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
         metadata
@@ -41,7 +44,7 @@ pub fn topic_lag<C: Consumer>(
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect()
     };
-    let committed: Vec<(i32, i64)> = {
+    let committed: Vec<(i32, Option<i64>)> = {
         let mut list = TopicPartitionList::new();
         for partition in &partitions {
             list.add_partition(topic, *partition);
@@ -50,25 +53,45 @@ pub fn topic_lag<C: Consumer>(
         list.elements()
             .iter()
             .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                };
-                (e.partition(), offset)
+                e.error()?;
+                Ok((
+                    e.partition(),
+                    committed_position(topic, e.partition(), e.offset())?,
+                ))
             })
-            .collect()
+            .collect::<Result<_, crate::KafkaError>>()?
     };
     let mut lags = Vec::with_capacity(partitions.len());
     for (partition, committed) in committed {
-        let (_, end) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        let (start, end) = consumer.fetch_watermarks(topic, partition, timeout)?;
         lags.push(PartitionLag {
             partition,
-            committed,
+            committed: committed.unwrap_or(start),
             end,
         });
     }
     lags.sort_by_key(|l| l.partition);
     Ok(lags)
+}
+
+/// The position a group's committed offset names: `None` where it has committed nothing
+/// (librdkafka's `Invalid`), an error for an answer that is no position.
+fn committed_position(
+    topic: &str,
+    partition: i32,
+    offset: Offset,
+) -> Result<Option<i64>, crate::KafkaError> {
+    match offset {
+        Offset::Offset(o) => Ok(Some(o)),
+        Offset::Invalid => Ok(None),
+        Offset::Beginning | Offset::End | Offset::Stored | Offset::OffsetTail(_) => {
+            Err(crate::KafkaError::UnexpectedOffset {
+                topic: topic.to_owned(),
+                partition,
+                offset: format!("{offset:?}"),
+            })
+        }
+    }
 }
 
 /// `seckill_consumer_lag_messages{topic,partition}`, the one lag gauge every consumer exports
@@ -142,18 +165,18 @@ pub async fn wait_caught_up(
 /// Keeps a consumer's lag gauge (`seckill_consumer_lag_messages`) and, when given, its
 /// assigned-partitions gauge current: one [`LagReporter::refresh`] reads both from the broker.
 /// The consumer runtime refreshes it on a timer, whether messages flow or not.
-pub struct LagReporter {
-    consumer: std::sync::Arc<rdkafka::consumer::StreamConsumer>,
+pub struct LagReporter<C: ConsumerContext + 'static = DefaultConsumerContext> {
+    consumer: std::sync::Arc<StreamConsumer<C>>,
     topic: String,
     gauge: prometheus::IntGaugeVec,
     assigned: Option<prometheus::IntGauge>,
 }
 
-impl LagReporter {
+impl<C: ConsumerContext + 'static> LagReporter<C> {
     /// A reporter of `consumer`'s group lag on `topic` into `gauge`, and of its assignment into
     /// `assigned`.
     pub fn new(
-        consumer: std::sync::Arc<rdkafka::consumer::StreamConsumer>,
+        consumer: std::sync::Arc<StreamConsumer<C>>,
         topic: String,
         gauge: prometheus::IntGaugeVec,
         assigned: Option<prometheus::IntGauge>,
@@ -187,5 +210,28 @@ impl LagReporter {
                 .set(lag.lag());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_committed_offset_is_a_position_nothing_committed_is_none_and_anything_else_an_error() {
+        assert_eq!(
+            committed_position("t", 0, Offset::Offset(7)).ok(),
+            Some(Some(7))
+        );
+        assert_eq!(committed_position("t", 0, Offset::Invalid).ok(), Some(None));
+        for offset in [
+            Offset::Beginning,
+            Offset::End,
+            Offset::Stored,
+            Offset::OffsetTail(3),
+        ] {
+            let error = committed_position("t", 2, offset).unwrap_err();
+            assert!(error.to_string().contains("t/2"), "{error}");
+        }
     }
 }

@@ -9,12 +9,13 @@ pub mod commit;
 pub mod consume;
 pub mod dead_letter;
 pub mod embedded;
+pub mod group_lag;
 pub mod health;
 pub mod lag;
 pub mod topics;
 pub mod trace;
 
-pub use client::{consumer, producer, Endpoint};
+pub use client::{consumer, consumer_with_context, producer, Endpoint};
 pub use commit::{commit_processed, PartitionOffsets};
 pub use dead_letter::DeadLetterPublisher;
 pub use embedded::{EmbeddedKafka, LocalBroker};
@@ -41,5 +42,16 @@ pub enum KafkaError {
         topic: String,
         /// What went wrong.
         problem: String,
+    },
+    /// The broker answered a group's committed offset with something that is no position
+    /// (`End`, `Stored`, ...): the lag cannot be told.
+    #[error("the committed offset of {topic}/{partition} reads {offset}, which is no position")]
+    UnexpectedOffset {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What the broker answered.
+        offset: String,
     },
 }

@@ -1,12 +1,12 @@
 //! Stock buckets: a sale whose one SKU needs more than one Redis core splits its units over N
 //! buckets, each with a hash tag of its own (so a Redis Cluster puts them on different slots).
 //!
-//! - **A buyer has one home bucket** (`domain::home_bucket`, a stable hash of the user id): the
+//! - **A buyer has one home bucket** ([`crate::keys::home_bucket`], a stable hash of the user id): the
 //!   buyer's count toward the per-user limit, the buyer's idempotency keys and orders all live
 //!   there, so both stay as exact as with one bucket. An order's id names its bucket
 //!   (`OrderId::in_bucket`), so releasing, claiming and finishing it need no lookup.
 //! - **Buckets borrow**: when the home bucket has too few units, the gateway moves units from the
-//!   other buckets into it (`lend.lua`, then `receive.lua`) and tries again. A buyer is answered
+//!   other buckets into it (`lend.lua`, then `receive.lua` and `settle.lua`) and tries again. A buyer is answered
 //!   `sold_out` only when no bucket lent anything and two censuses of every bucket then agree
 //!   that, at one moment, no bucket had the units and none were on their way.
 //! - **A transfer is never lost**: the lender keeps it in its `lent` hash until the receiver has
@@ -19,8 +19,12 @@
 //! - **The number of buckets is fixed** once the sale exists; it is in each bucket's sale hash,
 //!   and the reserve script refuses a caller that believes another number (it then learns it).
 
+use crate::keys::StockKeys;
+use crate::scripts::lend::{Lend, Lent, LentTransfer};
+use crate::scripts::receive::{Receive, Received};
+use crate::scripts::settle::Settle;
 use crate::{SoldOut, StockError, StockLedger};
-use domain::{SkuId, StockKeys};
+use domain::SkuId;
 use std::sync::PoisonError;
 
 /// Rounds of borrowing one request may go through (each round moved units into the buyer's
@@ -33,15 +37,7 @@ pub(crate) const BORROW_ROUNDS: usize = 8;
 /// that a lend the client sends again after a lost reply (which `lend.lua` answers with the
 /// same transfer) is never completed by someone else in between.
 pub const TRANSFER_STALE: std::time::Duration = std::time::Duration::from_secs(10);
-const TRANSFER_STALE_MS: i64 = TRANSFER_STALE.as_millis() as i64;
-
-/// What a lender answered.
-struct Lent {
-    given: i64,
-    stale: i64,
-    /// Redis's clock when it lent.
-    now_ms: i64,
-}
+pub(crate) const TRANSFER_STALE_MS: i64 = TRANSFER_STALE.as_millis() as i64;
 
 /// One bucket's units and counters at one moment.
 #[derive(Debug, PartialEq, Eq)]
@@ -149,20 +145,32 @@ impl StockLedger {
         for step in 1..u16::from(buckets) {
             let donor = ((u16::from(home) + step) % u16::from(buckets)) as u8;
             let transfer = format!("{donor}>{home}.{}", uuid::Uuid::now_v7().simple());
-            let Some(lent) = self
-                .lend(sku, donor, home, &transfer, quantity - have)
-                .await?
+            let lent = self
+                .run(
+                    &self.bucket_keys(sku, donor),
+                    &Lend {
+                        transfer: &transfer,
+                        receiver: home,
+                        wanted: quantity - have,
+                        stale_after_ms: TRANSFER_STALE_MS,
+                    },
+                )
+                .await?;
+            let Lent::Lent {
+                given,
+                stale,
+                now_ms,
+            } = lent
             else {
                 continue;
             };
-            if lent.stale > 0 {
-                let cutoff = lent.now_ms - TRANSFER_STALE_MS;
+            if stale > 0 {
+                let cutoff = now_ms - TRANSFER_STALE_MS;
                 moved |= self.complete_transfers_of(sku, donor, cutoff).await? > 0;
             }
-            if lent.given > 0 {
-                self.hand_over(sku, donor, home, &transfer, lent.given)
-                    .await?;
-                have += lent.given;
+            if given > 0 {
+                self.hand_over(sku, donor, home, &transfer, given).await?;
+                have += given;
                 moved = true;
             }
             if have >= quantity {
@@ -233,44 +241,6 @@ impl StockLedger {
         Ok(census)
     }
 
-    /// First half of a transfer: `None` when the lender bucket does not exist.
-    async fn lend(
-        &self,
-        sku: &SkuId,
-        donor: u8,
-        home: u8,
-        transfer: &str,
-        wanted: i64,
-    ) -> Result<Option<Lent>, StockError> {
-        let keys = self.bucket_keys(sku, donor);
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = self
-            .scripts
-            .lend
-            .key(&keys.sale)
-            .key(&keys.stock)
-            .key(&keys.lent)
-            .key(&keys.settled)
-            .arg(transfer)
-            .arg(home)
-            .arg(wanted.max(1))
-            .arg(TRANSFER_STALE_MS)
-            .invoke_async(&mut conn)
-            .await?;
-        match reply.as_slice() {
-            [-1] => Ok(None),
-            &[given, stale, now_ms] => Ok(Some(Lent {
-                given,
-                stale,
-                now_ms,
-            })),
-            _ => Err(StockError::Reply {
-                script: "lend",
-                reply: reply.iter().map(i64::to_string).collect(),
-            }),
-        }
-    }
-
     /// Second half of a transfer: the receiver counts it (once), then the lender forgets it.
     /// `false` when the receiver does not exist (the transfer stays with the lender).
     async fn hand_over(
@@ -281,35 +251,19 @@ impl StockLedger {
         transfer: &str,
         units: i64,
     ) -> Result<bool, StockError> {
-        let to = self.bucket_keys(sku, receiver);
-        let mut conn = self.conn.clone();
-        let reply: String = self
-            .scripts
-            .receive
-            .key(&to.sale)
-            .key(&to.stock)
-            .key(&to.received)
-            .arg(transfer)
-            .arg(units)
-            .invoke_async(&mut conn)
+        let received = self
+            .run(
+                &self.bucket_keys(sku, receiver),
+                &Receive { transfer, units },
+            )
             .await?;
-        match reply.as_str() {
-            "received" | "already" => {
-                let from = self.bucket_keys(sku, donor);
-                self.scripts
-                    .settle
-                    .key(&from.lent)
-                    .key(&from.settled)
-                    .arg(transfer)
-                    .invoke_async::<i64>(&mut conn)
+        match received {
+            Received::Now | Received::Already => {
+                self.run(&self.bucket_keys(sku, donor), &Settle { transfer })
                     .await?;
                 Ok(true)
             }
-            "no_sale" => Ok(false),
-            _ => Err(StockError::Reply {
-                script: "receive",
-                reply: vec![reply],
-            }),
+            Received::NoBucket => Ok(false),
         }
     }
 
@@ -342,28 +296,14 @@ impl StockLedger {
             .query_async(&mut conn)
             .await?;
         let mut completed = 0;
-        for (transfer, value) in lent {
-            let mut fields = value.splitn(3, '|').map(str::parse::<i64>);
-            let (Some(Ok(receiver)), Some(Ok(units)), Some(Ok(at))) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                return Err(StockError::Reply {
-                    script: "lend",
-                    reply: vec![transfer, value],
-                });
-            };
-            let Ok(receiver) = u8::try_from(receiver) else {
-                return Err(StockError::Reply {
-                    script: "lend",
-                    reply: vec![transfer, value],
-                });
-            };
-            if at < cutoff_ms
+        for (transfer, record) in lent {
+            let lent = LentTransfer::parse(&transfer, &record)?;
+            if lent.at_ms < cutoff_ms
                 && self
-                    .hand_over(sku, donor, receiver, &transfer, units)
+                    .hand_over(sku, donor, lent.receiver, &transfer, lent.units)
                     .await?
             {
-                tracing::warn!(%sku, %transfer, units, "a transfer between stock buckets left half done was completed");
+                tracing::warn!(%sku, %transfer, units = lent.units, "a transfer between stock buckets left half done was completed");
                 completed += 1;
             }
         }

@@ -4,9 +4,9 @@
 //! trip per order:
 //! - [`Mark::Acknowledged`]: the gateway answered 202 because the broker has the order's
 //!   message; the sweeper waits longer before it publishes the order again (see
-//!   `lua/advance.lua`). Lost, it costs at most an early copy, which the worker writes once.
+//!   `scripts/advance.lua`). Lost, it costs at most an early copy, which the worker writes once.
 //! - [`Mark::Finished`]: the worker has written or dead-lettered the order; it leaves the
-//!   outbox (`lua/finish.lua`). Lost, the sweeper publishes the order again: a written order
+//!   outbox (`scripts/finish.lua`). Lost, the sweeper publishes the order again: a written order
 //!   is found written and finished, a failed one is dead-lettered again and settled once.
 //!
 //! A mark whose call fails (Redis down) is kept for the next flush; marks are lost only when the

@@ -1,44 +1,8 @@
-//! The reservation record, as the Lua scripts write it (`lua/record.lua` is their one
-//! definition; this is Rust's): `<state>|<quantity>|<user>|<idempotency key>`.
+//! The reservation record, as the Lua scripts write it (`scripts/prelude/record.lua` is their
+//! one definition; this is Rust's): `<state>|<quantity>|<user>|<idempotency key>`, the state
+//! being [`ReservationState`]'s letter.
 
-use domain::{IdempotencyKey, UserId};
-
-/// Where a reservation is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReservationState {
-    /// Stock taken; the order is not yet known to be in the queue.
-    Reserved,
-    /// The broker acknowledged the order message.
-    Acknowledged,
-    /// The worker took the order into a batch.
-    Claimed,
-    /// Given back (produce failure or compensation).
-    Released,
-}
-
-impl ReservationState {
-    /// The letter the record and the scripts use.
-    pub fn letter(self) -> &'static str {
-        match self {
-            Self::Reserved => "R",
-            Self::Acknowledged => "A",
-            Self::Claimed => "C",
-            Self::Released => "X",
-        }
-    }
-
-    /// The state of a letter, if it is one.
-    pub fn from_letter(letter: &str) -> Option<Self> {
-        [
-            Self::Reserved,
-            Self::Acknowledged,
-            Self::Claimed,
-            Self::Released,
-        ]
-        .into_iter()
-        .find(|state| state.letter() == letter)
-    }
-}
+use domain::{IdempotencyKey, ReservationState, UserId};
 
 /// One order's reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +39,7 @@ impl ReservationRecord {
         let corrupt = || CorruptRecord(record.to_owned());
         let mut parts = record.splitn(4, '|');
         let mut next = || parts.next().ok_or_else(corrupt);
-        let state = ReservationState::from_letter(next()?).ok_or_else(corrupt)?;
+        let state: ReservationState = next()?.parse().map_err(|_| corrupt())?;
         let quantity = next()?;
         if quantity.is_empty() || !quantity.bytes().all(|b| b.is_ascii_digit()) {
             return Err(corrupt());

@@ -134,7 +134,7 @@ impl Store {
             .and_where(Expr::col(orders::Column::OrderId).is_in(ids.iter().map(|id| id.as_str())))
             .and_where(Expr::col(orders::Column::UnitsReturnedAt).is_null())
             .to_owned();
-        self.db.execute(self.backend().build(&update)).await?;
+        self.write(&self.db, &update).await?;
         Ok(())
     }
 }

@@ -5,8 +5,9 @@
 
 use crate::entity::{orders, payments, sales};
 use crate::expiry::expire_rows;
-use crate::{Store, StoreError};
+use crate::{insert_rows, Store, StoreError};
 use chrono::{DateTime, Utc};
+use domain::payment::PaymentOutcomeKind;
 use domain::{Currency, OrderStatus, PaymentNotice, PaymentOutcome, RefundReason, SkuId};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
@@ -178,11 +179,7 @@ impl Store {
             .and_where(Expr::col(orders::Column::OrderId).eq(order.order_id.as_str()))
             .and_where(Expr::col(orders::Column::Status).eq(OrderStatus::AwaitingPayment.as_str()))
             .to_owned();
-        let changed = txn
-            .execute(self.backend().build(&update))
-            .await?
-            .rows_affected();
-        if changed != 1 {
+        if self.write(txn, &update).await? != 1 {
             // Cannot happen while the row (PostgreSQL) or the database (SQLite) is locked by this
             // transaction; checked so that no bug can pay an order twice.
             return Err(StoreError::Db(sea_orm::DbErr::Custom(format!(
@@ -202,45 +199,40 @@ impl Store {
         outcome: PaymentOutcome,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let insert = Query::insert()
-            .into_table(payments::Entity)
-            .columns([
-                payments::Column::PaymentId,
-                payments::Column::OrderId,
-                payments::Column::SkuId,
-                payments::Column::AmountMinor,
-                payments::Column::Currency,
-                payments::Column::Outcome,
-                payments::Column::Reason,
-                payments::Column::ReceivedAt,
-            ])
-            .values_panic([
-                notice.payment_id.as_str().into(),
-                notice.order_id.as_str().into(),
-                sku.into(),
-                (notice.amount_minor as i64).into(),
-                notice.currency.as_str().into(),
-                outcome.as_str().into(),
-                outcome.reason().map(RefundReason::as_str).into(),
-                now.into(),
-            ])
-            .on_conflict(
-                OnConflict::column(payments::Column::PaymentId)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .to_owned();
-        Ok(txn
-            .execute(self.backend().build(&insert))
-            .await?
-            .rows_affected()
-            == 1)
+        let mut insert = insert_rows(
+            payments::Entity,
+            [[
+                (
+                    payments::Column::PaymentId,
+                    notice.payment_id.as_str().into(),
+                ),
+                (payments::Column::OrderId, notice.order_id.as_str().into()),
+                (payments::Column::SkuId, sku.into()),
+                (
+                    payments::Column::AmountMinor,
+                    (notice.amount_minor as i64).into(),
+                ),
+                (payments::Column::Currency, notice.currency.as_str().into()),
+                (payments::Column::Outcome, outcome.as_str().into()),
+                (
+                    payments::Column::Reason,
+                    outcome.reason().map(RefundReason::as_str).into(),
+                ),
+                (payments::Column::ReceivedAt, now.into()),
+            ]],
+        );
+        insert.on_conflict(
+            OnConflict::column(payments::Column::PaymentId)
+                .do_nothing()
+                .to_owned(),
+        );
+        Ok(self.write(txn, &insert).await? == 1)
     }
 
     /// The payments that must be refunded, oldest first, at most `limit`.
     pub async fn refunds_due(&self, limit: u64) -> Result<Vec<RefundDue>, StoreError> {
         payments::Entity::find()
-            .filter(payments::Column::Outcome.eq(PaymentOutcome::REFUND_DUE))
+            .filter(payments::Column::Outcome.eq(PaymentOutcomeKind::RefundDue.as_str()))
             .order_by_asc(payments::Column::ReceivedAt)
             .limit(limit)
             .all(&self.db)
@@ -276,7 +268,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         Ok(payments::Entity::find()
             .filter(payments::Column::SkuId.eq(sku.as_str()))
-            .filter(payments::Column::Outcome.eq(PaymentOutcome::REFUND_DUE))
+            .filter(payments::Column::Outcome.eq(PaymentOutcomeKind::RefundDue.as_str()))
             .count(txn)
             .await? as i64)
     }

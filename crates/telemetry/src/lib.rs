@@ -1,6 +1,7 @@
 //! Logging and metrics set-up shared by the seckill services, and the small ops HTTP server
 //! (`/healthz`, `/readyz`, `/metrics`) that the worker and the replayer expose beside their loops.
 
+pub mod metrics;
 pub mod ops;
 pub mod trace;
 

@@ -18,9 +18,19 @@ use std::time::{Duration, Instant};
 
 pub use kafka;
 
+mod kafka_probe;
 pub mod process;
 pub mod redis_cluster;
+mod redis_state;
 pub mod tls;
+
+pub use kafka_probe::{
+    group_lag, next_message, probe, produce, produce_with_headers, until_committed,
+};
+pub use redis_state::{
+    delete_keys, fresh_ledger, overwrite_reservation, raw_redis, reserve, set_back_reservations,
+    strand_transfer,
+};
 
 /// One test's private world.
 pub struct TestContext {
@@ -38,6 +48,11 @@ pub fn unique(prefix: &str) -> String {
         "{prefix}{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     )
+}
+
+/// A SKU no other test uses.
+pub fn sku() -> SkuId {
+    SkuId::parse(unique("sku-")).expect("a unique name is a valid SKU")
 }
 
 fn pg_admin_url() -> String {
@@ -128,6 +143,20 @@ impl TestContext {
         })
     }
 
+    /// A fresh world with a sale of its own open: `stock` units, `per_user_limit` per buyer.
+    pub async fn with_sale(stock: i64, per_user_limit: i64) -> (Self, SkuId) {
+        let ctx = Self::new().await.expect("a fresh test world");
+        let sku = sku();
+        ctx.open_sale(&sku, stock, per_user_limit).await;
+        (ctx, sku)
+    }
+
+    /// What the worker group has not committed of the orders topic.
+    pub async fn worker_lag(&self) -> i64 {
+        let kafka = &self.settings.kafka;
+        group_lag(&self.endpoint(), &kafka.worker_group, &kafka.orders_topic).await
+    }
+
     /// The Kafka endpoint of the test's broker.
     pub fn endpoint(&self) -> kafka::Endpoint {
         kafka::Endpoint::from_settings(&self.settings.kafka, None)
@@ -172,6 +201,42 @@ impl TestContext {
             .expect("sale saved");
         self.ledger().warm(sku, &spec).await.expect("sale warmed");
         spec
+    }
+
+    /// The sale of `sku` as the database has it; panics if it has none.
+    pub async fn sale_stats(&self, sku: &SkuId) -> store::SaleStats {
+        self.store()
+            .await
+            .sale_stats(sku)
+            .await
+            .expect("the database answers")
+            .expect("the database has the sale")
+    }
+
+    /// The sale of `sku` as Redis has it; panics if Redis has none.
+    pub async fn snapshot(&self, sku: &SkuId) -> stock::LedgerSnapshot {
+        self.ledger()
+            .snapshot(sku)
+            .await
+            .expect("redis answers")
+            .expect("redis has the sale")
+    }
+
+    /// Waits up to `within` for the database's figures of `sku`'s sale to pass `done` (a sale not
+    /// there yet does not), naming `what` if they never do; returns them.
+    pub async fn sale_stats_when(
+        &self,
+        sku: &SkuId,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&store::SaleStats) -> bool,
+    ) -> store::SaleStats {
+        let store = self.store().await;
+        eventually(within, what, || async {
+            let stats = store.sale_stats(sku).await.ok()??;
+            done(&stats).then_some(stats)
+        })
+        .await
     }
 }
 
@@ -292,36 +357,6 @@ impl std::io::Write for CapturedLog {
     }
 }
 
-/// What a Redis failover that lost `units` of acknowledged reservations of `sku` leaves behind:
-/// the promoted replica's stock counter is `units` higher, and its `reserved` counter `units`
-/// lower, than the answers the gateway gave (the orders themselves are in Kafka).
-pub async fn set_back_reservations(ledger: &stock::StockLedger, sku: &SkuId, units: i64) {
-    let keys = ledger.keys(sku);
-    let mut conn = raw_redis().await;
-    redis::pipe()
-        .cmd("INCRBY")
-        .arg(&keys.stock)
-        .arg(units)
-        .cmd("HINCRBY")
-        .arg(&keys.sale)
-        .arg("reserved")
-        .arg(-units)
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("redis answers");
-}
-
-/// A plain connection to the tests' Redis, for what no ledger call does.
-pub async fn raw_redis() -> redis::aio::MultiplexedConnection {
-    let url =
-        std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    redis::Client::open(url)
-        .expect("a valid redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis answers")
-}
-
 /// Polls `done` (blocking, every 50 ms) until it is true, or fails after `limit` naming `what`:
 /// for what a test waits on outside the async world (a process, a CLI).
 pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
@@ -354,247 +389,44 @@ where
     }
 }
 
-/// A ledger on the machine's Redis under a fresh key prefix (tests that need only Redis).
-pub fn fresh_ledger() -> stock::StockLedger {
-    let mut settings = Settings::defaults().redis;
-    settings.url = SecretString::from(
-        std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-    );
-    settings.key_prefix = unique("t");
-    stock::StockLedger::new(&settings).expect("redis settings are valid")
+/// A service's loop (the gateway's, the worker's, the replayer's `run_until_stopped`) running in
+/// the test's process, with the token that stops it.
+pub struct Spawned {
+    stop: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Produces `payload` with `key` to `topic` and waits for the acknowledgement.
-pub async fn produce(
-    endpoint: &kafka::Endpoint,
-    topic: &str,
-    key: &[u8],
-    payload: &[u8],
-) -> anyhow::Result<()> {
-    produce_with_headers(endpoint, topic, key, payload, &[]).await
-}
-
-/// Like [`produce`], with `headers` (name, value) on the message.
-pub async fn produce_with_headers(
-    endpoint: &kafka::Endpoint,
-    topic: &str,
-    key: &[u8],
-    payload: &[u8],
-    headers: &[(&str, &str)],
-) -> anyhow::Result<()> {
-    use kafka::rdkafka::message::{Header, OwnedHeaders};
-    use kafka::rdkafka::producer::FutureRecord;
-    let producer = kafka::producer(endpoint)?;
-    let mut owned = OwnedHeaders::new();
-    for (name, value) in headers {
-        owned = owned.insert(Header {
-            key: name,
-            value: Some(value.as_bytes()),
-        });
+impl Spawned {
+    /// Spawns `run`, handing it a stop token of its own.
+    pub fn spawn<F>(run: impl FnOnce(tokio_util::sync::CancellationToken) -> F) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(run(stop.clone()));
+        Self { stop, handle }
     }
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(payload)
-                .headers(owned),
-            kafka::rdkafka::util::Timeout::After(Duration::from_secs(10)),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
-    Ok(())
-}
 
-/// A consumer of `topic` from its start, in a consumer group of its own: a test's window on
-/// what reached the topic, taking nothing from the services' groups.
-pub fn probe(endpoint: &kafka::Endpoint, topic: &str) -> kafka::rdkafka::consumer::StreamConsumer {
-    use kafka::rdkafka::consumer::Consumer;
-    let consumer = kafka::consumer(endpoint, &unique("probe-")).expect("a probe consumer");
-    consumer.subscribe(&[topic]).expect("the probe subscribes");
-    consumer
-}
-
-/// The next message of `consumer`, detached; fails the test with `what` after `within`.
-pub async fn next_message(
-    consumer: &kafka::rdkafka::consumer::StreamConsumer,
-    within: Duration,
-    what: &str,
-) -> kafka::rdkafka::message::OwnedMessage {
-    tokio::time::timeout(within, consumer.recv())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {within:?}"))
-        .unwrap_or_else(|e| panic!("{what}: {e}"))
-        .detach()
-}
-
-/// Reserves `order` in Redis the way the gateway does (so the worker finds its reservation), in
-/// a sale of one stock bucket (where the order keeps its id).
-pub async fn reserve(ledger: &stock::StockLedger, order: &OrderRequested) -> stock::ReserveOutcome {
-    let mut reserved = order.clone();
-    let (outcome, _) = ledger
-        .reserve(&mut reserved, None)
-        .await
-        .expect("redis answers");
-    assert_eq!(
-        reserved.order_id, order.order_id,
-        "testkit::reserve is for sales of one stock bucket"
-    );
-    outcome
-}
-
-/// Deletes `keys` from the tests' Redis, as a Redis (or a cluster shard) that lost its data.
-pub async fn delete_keys(keys: &[&str]) {
-    redis::cmd("DEL")
-        .arg(keys)
-        .query_async::<i64>(&mut raw_redis().await)
-        .await
-        .expect("redis answers");
-}
-
-/// Strands a transfer of units between two stock buckets of `sku`'s sale, as a gateway that
-/// died half way a minute ago would: runs the ledger's own `lend.lua` and never its second step,
-/// then dates the transfer a minute back (so it is stale). Returns the transfer id; the bucket
-/// lent at least `units`.
-pub async fn strand_transfer(
-    ledger: &stock::StockLedger,
-    sku: &SkuId,
-    from: u8,
-    to: u8,
-    units: i64,
-) -> String {
-    let keys = ledger.bucket_keys(sku, from);
-    let transfer = format!("{from}>{to}.stranded{}", uuid::Uuid::now_v7().simple());
-    let mut conn = raw_redis().await;
-    let reply: Vec<i64> = redis::Script::new(include_str!("../../stock/src/lua/lend.lua"))
-        .key(&keys.sale)
-        .key(&keys.stock)
-        .key(&keys.lent)
-        .key(&keys.settled)
-        .arg(&transfer)
-        .arg(to)
-        .arg(units)
-        .arg(10_000)
-        .invoke_async(&mut conn)
-        .await
-        .expect("redis answers");
-    assert!(reply[0] >= units, "bucket {from} lent {reply:?}");
-    let a_minute_ago = reply[2] - 60_000;
-    redis::cmd("HSET")
-        .arg(&keys.lent)
-        .arg(&transfer)
-        .arg(format!("{to}|{}|{a_minute_ago}", reply[0]))
-        .query_async::<i64>(&mut conn)
-        .await
-        .expect("redis answers");
-    transfer
-}
-
-/// Overwrites the reservation record of `order` in Redis with `record`, as a bug or a hand edit
-/// would (tests of what happens when a stored value cannot be read).
-pub async fn overwrite_reservation(ledger: &stock::StockLedger, order: &OrderId, record: &str) {
-    let mut conn = raw_redis().await;
-    redis::cmd("HSET")
-        .arg(&ledger.keys(&order.sku()).resv)
-        .arg(order.as_str())
-        .arg(record)
-        .query_async::<i64>(&mut conn)
-        .await
-        .expect("redis answers");
-}
-
-/// Total lag of `group` on `topic`.
-pub async fn group_lag(endpoint: &kafka::Endpoint, group: &str, topic: &str) -> i64 {
-    let consumer = std::sync::Arc::new(kafka::consumer(endpoint, group).expect("consumer"));
-    kafka::lag::total_lag(consumer, topic).await
+    /// Stops it and waits for its end; panics unless it ended cleanly.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.handle
+            .await
+            .expect("the loop ran to its end")
+            .expect("the loop ended cleanly");
+    }
 }
 
 /// The environment variables that make a service binary run with `settings` (for tests that
-/// start services as separate processes, e.g. to SIGKILL or SIGTERM them).
+/// start services as separate processes, e.g. to SIGKILL or SIGTERM them): every key of the
+/// settings, derived from them, so a key added to the settings is carried too; and no overlay
+/// file, so nothing but these variables and the compiled-in defaults counts.
 pub fn service_env(settings: &Settings) -> Vec<(String, String)> {
-    let k = &settings.kafka;
-    [
-        (
-            "SECKILL__KAFKA__BOOTSTRAP_SERVERS",
-            k.bootstrap_servers.clone(),
-        ),
-        ("SECKILL__KAFKA__ORDERS_TOPIC", k.orders_topic.clone()),
-        ("SECKILL__KAFKA__DLQ_TOPIC", k.dlq_topic.clone()),
-        ("SECKILL__KAFKA__WORKER_GROUP", k.worker_group.clone()),
-        ("SECKILL__KAFKA__REPLAYER_GROUP", k.replayer_group.clone()),
-        ("SECKILL__KAFKA__PARTITIONS", k.partitions.to_string()),
-        (
-            "SECKILL__KAFKA__DELIVERY_TIMEOUT_MS",
-            k.delivery_timeout_ms.to_string(),
-        ),
-        (
-            "SECKILL__AUTH__JWT_SECRET",
-            settings.auth.jwt_secret.expose_secret().to_owned(),
-        ),
-        (
-            "SECKILL__DATABASE__URL",
-            settings.database.url.expose_secret().to_owned(),
-        ),
-        (
-            "SECKILL__REDIS__URL",
-            settings.redis.url.expose_secret().to_owned(),
-        ),
-        (
-            "SECKILL__REDIS__KEY_PREFIX",
-            settings.redis.key_prefix.clone(),
-        ),
-        ("SECKILL__HTTP__PORT", "0".to_owned()),
-        ("SECKILL__HTTP__ADMIN_PORT", "0".to_owned()),
-        (
-            "SECKILL__HTTP__ADMIN_ON_PUBLIC",
-            settings.http.admin_on_public.to_string(),
-        ),
-        (
-            "SECKILL__GATEWAY__MAX_LOOP_LAG_MS",
-            settings.gateway.max_loop_lag_ms.to_string(),
-        ),
-        ("SECKILL__HTTP__OPS_PORT", "0".to_owned()),
-        (
-            "SECKILL__SHUTDOWN__GRACE_SECS",
-            settings.shutdown.grace_secs.to_string(),
-        ),
-        (
-            "SECKILL__WORKER__BATCH_MAX",
-            settings.worker.batch_max.to_string(),
-        ),
-        (
-            "SECKILL__WORKER__RETRY_BACKOFF_MS",
-            settings.worker.retry_backoff_ms.to_string(),
-        ),
-        (
-            "SECKILL__WORKER__RETRY_BACKOFF_MAX_MS",
-            settings.worker.retry_backoff_max_ms.to_string(),
-        ),
-        (
-            "SECKILL__REPLAYER__REPLAY_DELAY_SECS",
-            settings.replayer.replay_delay_secs.to_string(),
-        ),
-        (
-            "SECKILL__REPLAYER__MAX_REPLAYS",
-            settings.replayer.max_replays.to_string(),
-        ),
-        (
-            "SECKILL__SWEEPER__INTERVAL_SECS",
-            settings.sweeper.interval_secs.to_string(),
-        ),
-        (
-            "SECKILL__SWEEPER__STALE_AFTER_SECS",
-            settings.sweeper.stale_after_secs.to_string(),
-        ),
-        (
-            "SECKILL__SWEEPER__ACKNOWLEDGED_STALE_AFTER_SECS",
-            settings.sweeper.acknowledged_stale_after_secs.to_string(),
-        ),
-        ("SECKILL__LOG__FILTER", "warn".to_owned()),
-        ("SECKILL_CONFIG_DIR", "/nonexistent".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    let mut variables = settings
+        .environment_variables()
+        .unwrap_or_else(|error| panic!("the test's settings cannot start a process: {error}"));
+    variables.push(("SECKILL_CONFIG_DIR".to_owned(), "/nonexistent".to_owned()));
+    variables
 }
 
 /// Makes this test's database refuse connections and drops the open ones (`up = false`), or
@@ -638,5 +470,108 @@ impl SaleLock {
     /// Lets the waiting writers go on.
     pub async fn release(self) -> anyhow::Result<()> {
         Ok(self.0.rollback().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use settings::{KafkaSecurityProtocol, LogFormat, RedisMode, SaslMechanism};
+
+    /// Settings with a value other than the default in every section, of every type: strings,
+    /// numbers, flags, enums, secrets, paths and a map.
+    fn unlike_the_defaults(ca_file: &std::path::Path) -> Settings {
+        let mut s = Settings::defaults();
+        s.environment = "test".into();
+        s.http.host = "0.0.0.0".into();
+        s.http.port = 18_080;
+        s.http.admin_on_public = true;
+        s.shutdown.grace_secs = 7;
+        s.log.format = LogFormat::Json;
+        s.log.filter = "debug,rdkafka=info".into();
+        s.redis.mode = RedisMode::Cluster;
+        s.redis.url = SecretString::from("rediss://:pw@a:6380, rediss://b:6380".to_owned());
+        s.redis.tls.ca_file = ca_file.to_owned();
+        s.redis.timeout_secs = 3;
+        s.kafka.bootstrap_servers = "k1:9092,k2:9092".into();
+        s.kafka.partitions = 12;
+        s.kafka.security.protocol = KafkaSecurityProtocol::SaslSsl;
+        s.kafka.security.sasl_mechanism = SaslMechanism::Plain;
+        s.kafka.security.sasl_username = "seckill".into();
+        s.kafka.security.sasl_password = SecretString::from("kafka password".to_owned());
+        s.kafka.security.tls.ca_file = ca_file.to_owned();
+        s.kafka.client.insert("debug".into(), "broker,topic".into());
+        s.database.url = SecretString::from("postgres://u:p@db:5432/seckill".to_owned());
+        s.database.migrate_on_start = false;
+        s.auth.jwt_secret = SecretString::from("a-jwt-secret-of-this-test-run".to_owned());
+        s.auth.jwks_url = "https://id.example.com/.well-known/jwks.json".into();
+        s.auth.issuer = "https://id.example.com/".into();
+        s.auth.role_claim = "roles".into();
+        s.gateway.sold_out_max_orders = 12_345;
+        s.worker.batch_wait_ms = 9;
+        s.replayer.max_replays = 4;
+        s.sweeper.retain_after_end_secs = 3_600;
+        s.payments.webhook_secret = SecretString::from("a-webhook-secret-of-this-run".to_owned());
+        s.payments.default_window_secs = 600;
+        s.expiry.interval_ms = 250;
+        s.validate().expect("the changed settings are valid");
+        s
+    }
+
+    #[test]
+    fn settings_carried_to_a_process_in_variables_load_back_unchanged() {
+        let ca_file = std::env::temp_dir().join(unique("seckill-ca-"));
+        std::fs::write(&ca_file, "not read here").expect("written");
+        let settings = unlike_the_defaults(&ca_file);
+        let loaded =
+            Settings::load_from_variables(&service_env(&settings)).expect("the variables load");
+        // Serialized, the two compare whole (secrets in the clear); `environment` is no key.
+        let whole = |s: &Settings| serde_json::to_value(s).expect("settings serialize");
+        assert_eq!(whole(&loaded), whole(&settings));
+        assert_eq!(loaded.environment, settings.environment);
+        assert_ne!(whole(&loaded), whole(&Settings::defaults()));
+        std::fs::remove_file(ca_file).expect("removed");
+    }
+
+    #[test]
+    fn every_key_carried_is_documented_in_the_default_file_and_every_key_there_is_read() {
+        let mut documented = std::collections::BTreeSet::new();
+        let mut section = String::new();
+        for line in settings::DEFAULT_TOML.lines().map(str::trim) {
+            if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = header.to_owned();
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                if !line.starts_with('#') {
+                    documented.insert(format!("{section}.{key}"));
+                }
+            }
+        }
+        let carried: std::collections::BTreeSet<String> = service_env(&Settings::defaults())
+            .into_iter()
+            .filter_map(|(name, _)| {
+                let key = name.strip_prefix("SECKILL__")?;
+                Some(key.to_lowercase().replace("__", "."))
+            })
+            .collect();
+        assert_eq!(
+            carried, documented,
+            "the keys read, and those of config/default.toml"
+        );
+    }
+
+    #[test]
+    fn a_value_no_variable_can_carry_is_refused_naming_its_key() {
+        let mut settings = Settings::defaults();
+        settings
+            .kafka
+            .client
+            .insert("queue.buffering.max.ms".into(), "5".into());
+        let error = settings.environment_variables().expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("`kafka.client.queue.buffering.max.ms`"),
+            "{error}"
+        );
     }
 }

@@ -16,12 +16,12 @@ use std::time::Duration;
 use stock::ReserveOutcome;
 use telemetry::trace::TRACEPARENT;
 use testkit::{eventually, order, TestContext};
-use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 /// The trace context every test letter carries, as the worker's dead letters do.
 const LETTER_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+/// An order of `quantity` units of `sku` by `user`, reserved the gateway's way.
 async fn reserved(ctx: &TestContext, sku: &SkuId, user: &str, quantity: i64) -> OrderRequested {
     let o = order(sku, user, "k", quantity);
     assert!(matches!(
@@ -31,47 +31,59 @@ async fn reserved(ctx: &TestContext, sku: &SkuId, user: &str, quantity: i64) -> 
     o
 }
 
-async fn send_letter(ctx: &TestContext, payload: &[u8], reason: ReasonCode, attempts: u32) {
-    send_letters(ctx, &[(payload.to_vec(), reason, attempts)]).await;
+/// One order of one unit reserved for each of `users`.
+async fn reserved_each<const N: usize>(
+    ctx: &TestContext,
+    sku: &SkuId,
+    users: [&str; N],
+) -> [OrderRequested; N] {
+    let mut orders = Vec::with_capacity(N);
+    for user in users {
+        orders.push(reserved(ctx, sku, user, 1).await);
+    }
+    orders.try_into().unwrap()
 }
 
 /// A replayer running in the test's process.
 struct Running {
     metrics: dlq_replayer::metrics::ReplayerMetrics,
-    stop: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: testkit::Spawned,
 }
 
 impl Running {
+    /// A replayer on `settings`.
     async fn start(settings: &settings::Settings) -> Self {
         let replayer = dlq_replayer::Replayer::connect(settings, None)
             .await
             .unwrap();
-        let metrics = replayer.metrics();
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(replayer.run_until_stopped(stop.clone()));
         Self {
-            metrics,
-            stop,
-            handle,
+            metrics: replayer.metrics(),
+            task: testkit::Spawned::spawn(|stop| replayer.run_until_stopped(stop)),
         }
     }
 
-    /// Waits until the replayer group has committed the whole dead-letter topic.
-    async fn drained(&self, ctx: &TestContext) {
-        let group = &ctx.settings.kafka.replayer_group;
-        eventually(PATIENCE, "the dead-letter topic to drain", || async {
-            let lag =
-                testkit::group_lag(&ctx.endpoint(), group, &ctx.settings.kafka.dlq_topic).await;
-            (lag == 0).then_some(())
-        })
+    /// A replayer of the test's world, once its group has committed the whole dead-letter topic.
+    async fn drain(ctx: &TestContext) -> Self {
+        let running = Self::start(&ctx.settings).await;
+        let kafka = &ctx.settings.kafka;
+        testkit::until_committed(
+            &ctx.endpoint(),
+            &kafka.replayer_group,
+            &kafka.dlq_topic,
+            PATIENCE,
+        )
         .await;
+        running
+    }
+
+    /// How many letters it counted settled with `outcome`.
+    fn settled(&self, outcome: &str) -> u64 {
+        self.metrics.settled.with_label_values(&[outcome]).get()
     }
 
     /// Stops it and waits for a clean exit.
     async fn stop(self) {
-        self.stop.cancel();
-        self.handle.await.unwrap().unwrap();
+        self.task.stop().await;
     }
 }
 
@@ -126,9 +138,7 @@ async fn send_letters(ctx: &TestContext, letters: &[(Vec<u8>, ReasonCode, u32)])
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compensating_the_same_dead_letter_twice_has_one_effect() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    ctx.open_sale(&sku, 10, 5).await;
+    let (ctx, sku) = TestContext::with_sale(10, 5).await;
     let o = reserved(&ctx, &sku, "alice", 3).await;
     let settler = Settler {
         ledger: ctx.ledger(),
@@ -146,9 +156,9 @@ async fn compensating_the_same_dead_letter_twice_has_one_effect() {
             Settled::Compensated
         );
     }
-    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    let snapshot = ctx.snapshot(&sku).await;
     assert_eq!((snapshot.remaining, snapshot.released), (10, 3));
-    let stats = ctx.store().await.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = ctx.sale_stats(&sku).await;
     assert_eq!(
         (
             stats.failed.orders,
@@ -163,38 +173,32 @@ async fn compensating_the_same_dead_letter_twice_has_one_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replayer_retries_what_is_retryable_compensates_the_rest_and_commits() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    ctx.open_sale(&sku, 10, 5).await;
+    let (ctx, sku) = TestContext::with_sale(10, 5).await;
     let permanent = reserved(&ctx, &sku, "p", 2).await;
     let retryable = reserved(&ctx, &sku, "r", 1).await;
     let exhausted = reserved(&ctx, &sku, "x", 1).await;
-    send_letter(&ctx, &permanent.encode(), ReasonCode::UnknownSku, 1).await;
-    send_letter(&ctx, &retryable.encode(), ReasonCode::RetriesExhausted, 1).await;
-    send_letter(
+    let over_the_limit = ctx.settings.replayer.max_replays + 1;
+    send_letters(
         &ctx,
-        &exhausted.encode(),
-        ReasonCode::RetriesExhausted,
-        ctx.settings.replayer.max_replays + 1,
+        &[
+            (permanent.encode(), ReasonCode::UnknownSku, 1),
+            (retryable.encode(), ReasonCode::RetriesExhausted, 1),
+            (
+                exhausted.encode(),
+                ReasonCode::RetriesExhausted,
+                over_the_limit,
+            ),
+            (b"garbage".to_vec(), ReasonCode::Undecodable, 1),
+        ],
     )
     .await;
-    send_letter(&ctx, b"garbage", ReasonCode::Undecodable, 1).await;
 
-    let running = Running::start(&ctx.settings).await;
-    running.drained(&ctx).await;
-    let metrics = running.metrics.clone();
-    let count = |outcome: &str| metrics.settled.with_label_values(&[outcome]).get();
+    let running = Running::drain(&ctx).await;
+    let outcomes = ["retried", "compensated", "unrecoverable"].map(|o| running.settled(o));
+    assert_eq!(outcomes, [1, 2, 1]);
     assert_eq!(
-        (
-            count("retried"),
-            count("compensated"),
-            count("unrecoverable")
-        ),
-        (1, 2, 1)
-    );
-    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
-    assert_eq!(
-        snapshot.released, 3,
+        ctx.snapshot(&sku).await.released,
+        3,
         "the permanent and the exhausted letters' units came back"
     );
     let store = ctx.store().await;
@@ -225,24 +229,20 @@ async fn the_replayer_retries_what_is_retryable_compensates_the_rest_and_commits
 async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_committing_nothing()
 {
     use dlq_replayer::letters;
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    ctx.open_sale(&sku, 10, 5).await;
-    let settled_before = reserved(&ctx, &sku, "s", 1).await;
-    let permanent = reserved(&ctx, &sku, "p", 1).await;
-    let retry_a = reserved(&ctx, &sku, "a", 1).await;
-    let retry_b = reserved(&ctx, &sku, "b", 1).await;
-    send_letter(
+    let (ctx, sku) = TestContext::with_sale(10, 5).await;
+    let [settled_before, permanent, retry_a, retry_b] =
+        reserved_each(&ctx, &sku, ["s", "p", "a", "b"]).await;
+    send_letters(
         &ctx,
-        &settled_before.encode(),
-        ReasonCode::RetriesExhausted,
-        1,
+        &[
+            (settled_before.encode(), ReasonCode::RetriesExhausted, 1),
+            (permanent.encode(), ReasonCode::UnknownSku, 1),
+            (retry_a.encode(), ReasonCode::RetriesExhausted, 1),
+            (b"garbage".to_vec(), ReasonCode::Undecodable, 1),
+            (retry_b.encode(), ReasonCode::RetriesExhausted, 2),
+        ],
     )
     .await;
-    send_letter(&ctx, &permanent.encode(), ReasonCode::UnknownSku, 1).await;
-    send_letter(&ctx, &retry_a.encode(), ReasonCode::RetriesExhausted, 1).await;
-    send_letter(&ctx, b"garbage", ReasonCode::Undecodable, 1).await;
-    send_letter(&ctx, &retry_b.encode(), ReasonCode::RetriesExhausted, 2).await;
     let endpoint = ctx.endpoint();
     let kafka_settings = &ctx.settings.kafka;
     let all = letters::pending(&endpoint, kafka_settings).await.unwrap();
@@ -345,16 +345,32 @@ async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_c
     );
 }
 
+/// Drains the dead-letter topic, where a letter the replayer cannot settle waits ahead of the
+/// letter of an order of 2 units to compensate (same key, same partition): checks that the first
+/// was counted `outcome`, that the one behind it was compensated all the same, and that only its
+/// units came back.
+async fn assert_settled_past_an_unsettled_letter(ctx: &TestContext, sku: &SkuId, outcome: &str) {
+    let running = Running::drain(ctx).await;
+    assert_eq!(
+        (running.settled(outcome), running.settled("compensated")),
+        (1, 1)
+    );
+    let snapshot = ctx.snapshot(sku).await;
+    assert_eq!(
+        (snapshot.remaining, snapshot.released),
+        (9, 2),
+        "the letter behind got its 2 units back; the unsettled one's unit stays reserved"
+    );
+    running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_letter_that_cannot_be_settled_is_counted_abandoned_and_the_letters_behind_it_are_settled(
 ) {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    ctx.open_sale(&sku, 10, 5).await;
+    let (ctx, sku) = TestContext::with_sale(10, 5).await;
     let broken = reserved(&ctx, &sku, "b", 1).await;
     let behind = reserved(&ctx, &sku, "f", 2).await;
     testkit::overwrite_reservation(&ctx.ledger(), &broken.order_id, "not a record").await;
-    // Same key, same partition: `behind` waits in line behind `broken`.
     send_letters(
         &ctx,
         &[
@@ -363,28 +379,39 @@ async fn a_letter_that_cannot_be_settled_is_counted_abandoned_and_the_letters_be
         ],
     )
     .await;
+    assert_settled_past_an_unsettled_letter(&ctx, &sku, "abandoned").await;
+}
 
-    let running = Running::start(&ctx.settings).await;
-    running.drained(&ctx).await;
-    let metrics = running.metrics.clone();
-    let count = |outcome: &str| metrics.settled.with_label_values(&[outcome]).get();
-    assert_eq!((count("abandoned"), count("compensated")), (1, 1));
-    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_order_whose_letter_headers_cannot_be_read_is_counted_unreadable_and_keeps_its_units(
+) {
+    let (ctx, sku) = TestContext::with_sale(10, 5).await;
+    let unreadable = reserved(&ctx, &sku, "u", 1).await;
+    let behind = reserved(&ctx, &sku, "f", 2).await;
+    // A reason this build does not know, as a newer build may write, under the key of the letter
+    // behind it.
+    testkit::produce_with_headers(
+        &ctx.endpoint(),
+        &ctx.settings.kafka.dlq_topic,
+        b"k",
+        &unreadable.encode(),
+        &[(header::REASON, "gremlins")],
+    )
+    .await
+    .unwrap();
+    send_letters(&ctx, &[(behind.encode(), ReasonCode::UnknownSku, 1)]).await;
+    assert_settled_past_an_unsettled_letter(&ctx, &sku, "unreadable").await;
     assert_eq!(
-        (snapshot.remaining, snapshot.released),
-        (9, 2),
-        "the letter behind got its 2 units back; the unreadable one moved nothing"
+        ctx.store().await.order(&unreadable.order_id).await.unwrap(),
+        None,
+        "the order was not marked failed"
     );
-    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_in_the_middle_of_a_run_commits_the_letters_settled_and_hands_back_the_rest() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    ctx.open_sale(&sku, 10, 5).await;
-    let compensated = reserved(&ctx, &sku, "c", 1).await;
-    let waiting = reserved(&ctx, &sku, "w", 1).await;
+    let (ctx, sku) = TestContext::with_sale(10, 5).await;
+    let [compensated, waiting] = reserved_each(&ctx, &sku, ["c", "w"]).await;
     // One run of two letters: the second waits out its replay delay when the stop comes.
     send_letters(
         &ctx,
@@ -399,12 +426,11 @@ async fn a_stop_in_the_middle_of_a_run_commits_the_letters_settled_and_hands_bac
     // Both letters are in the topic before the replayer starts: one batch, one run.
     settings.replayer.batch_wait_ms = 1000;
     let running = Running::start(&settings).await;
-    let metrics = running.metrics.clone();
     eventually(PATIENCE, "the first letter to be compensated", || async {
-        let done = metrics.settled.with_label_values(&["compensated"]).get();
-        (done == 1).then_some(())
+        (running.settled("compensated") == 1).then_some(())
     })
     .await;
+    let metrics = running.metrics.clone();
     running.stop().await;
     let lag = testkit::group_lag(
         &ctx.endpoint(),

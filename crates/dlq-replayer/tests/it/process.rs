@@ -5,7 +5,7 @@
 //! republished again, which the worker's idempotent write absorbs).
 
 use super::{orders_probe, reserved, send_letters, PATIENCE};
-use domain::{ReasonCode, SkuId};
+use domain::ReasonCode;
 use kafka::rdkafka::Message;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -14,12 +14,10 @@ use testkit::{eventually, TestContext};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayer_killed_mid_drain_is_replaced_and_each_letter_has_one_effect() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
     const PERMANENT: usize = 240;
     const RETRYABLE: usize = 60;
     const STOCK: i64 = (PERMANENT + RETRYABLE) as i64;
-    ctx.open_sale(&sku, STOCK, 1).await;
+    let (ctx, sku) = TestContext::with_sale(STOCK, 1).await;
     let mut compensated = Vec::new();
     let mut retried = HashSet::new();
     let mut letters = Vec::new();
@@ -52,12 +50,12 @@ async fn a_replayer_killed_mid_drain_is_replaced_and_each_letter_has_one_effect(
     doomed.wait_exit(Duration::from_secs(5));
     let at_kill = failed().await;
     let mut successor = ServiceProcess::start(binary, &["run"], &ctx.settings);
-    let dlq = &ctx.settings.kafka.dlq_topic;
-    let group = &ctx.settings.kafka.replayer_group;
-    eventually(
+    let kafka = &ctx.settings.kafka;
+    testkit::until_committed(
+        &ctx.endpoint(),
+        &kafka.replayer_group,
+        &kafka.dlq_topic,
         Duration::from_secs(90),
-        "the dead-letter topic drained",
-        || async { (testkit::group_lag(&ctx.endpoint(), group, dlq).await == 0).then_some(()) },
     )
     .await;
     assert!(successor
@@ -65,14 +63,14 @@ async fn a_replayer_killed_mid_drain_is_replaced_and_each_letter_has_one_effect(
         .success());
 
     // Compensations: once each, whatever the kill interrupted.
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = ctx.sale_stats(&sku).await;
     assert_eq!(
         stats.failed.orders, PERMANENT as i64,
         "killed after {at_kill} compensations"
     );
     assert_eq!(stats.awaiting_payment.orders, 0);
     assert_eq!(stats.stock, STOCK, "the database stock is untouched");
-    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    let snapshot = ctx.snapshot(&sku).await;
     assert_eq!(
         snapshot.released, PERMANENT as i64,
         "each compensated order's unit came back exactly once"

@@ -1,6 +1,7 @@
 //! The whole pipeline with its stock ledger on a Redis Cluster of the test's own (three
 //! primaries, three replicas), chosen by configuration only.
 
+use super::test_sale;
 use flash_sim::crowd::{self, CrowdResult};
 use flash_sim::verdict::{Evidence, Verdict};
 use flash_sim::Scenario;
@@ -11,14 +12,24 @@ use std::time::Duration;
 use testkit::redis_cluster::TestCluster;
 use testkit::TestContext;
 
-/// The test's settings with the ledger on `cluster`, for a stack of its own (embedded broker).
+/// The test's settings with the ledger on `cluster`, for a stack of its own.
 fn on_cluster(ctx: &TestContext, cluster: &TestCluster) -> Settings {
-    let mut settings = ctx.settings.clone();
-    settings.kafka.bootstrap_servers.clear(); // the stack starts its own embedded broker
-    settings.gateway.per_user_rate_per_sec = 0;
+    let mut settings = super::stack_settings(ctx);
     settings.redis.mode = RedisMode::Cluster;
     settings.redis.url = SecretString::from(cluster.url());
     settings
+}
+
+/// A stack of the test's own with its ledger on `cluster`, and its settings.
+async fn stack_on(
+    ctx: &TestContext,
+    cluster: &TestCluster,
+) -> (Settings, flash_sim::stack::LocalStack) {
+    let settings = on_cluster(ctx, cluster);
+    let stack = flash_sim::stack::LocalStack::start(settings.clone())
+        .await
+        .unwrap();
+    (settings, stack)
 }
 
 /// Waits until every order the `crowds` were told was accepted for `sku` is a row (written or
@@ -125,18 +136,9 @@ async fn a_flash_sale_on_a_redis_cluster_sells_exactly_its_stock_and_loses_nothi
     let ctx = TestContext::new().await.unwrap();
     let settings = on_cluster(&ctx, &cluster);
     let scenario = Scenario {
-        stock: 40,
-        per_user_limit: 2,
-        users: 200,
-        requests: 500,
-        concurrency: 16,
-        seed: 11,
-        drain_timeout: Duration::from_secs(60),
-        payment_window_secs: 5,
-        pay_share: 0.5,
         late_payers: 5,
         latecomers: 60,
-        ..Scenario::default()
+        ..test_sale(40, 200, 500, 11)
     };
     demo_holds(settings, &scenario).await;
 }
@@ -152,19 +154,10 @@ async fn a_hot_sku_in_twelve_buckets_spreads_over_the_primaries_and_keeps_every_
         .map(|port| (port, cluster.script_calls(port)))
         .collect();
     let scenario = Scenario {
-        stock: 60,
-        per_user_limit: 2,
-        users: 300,
-        requests: 700,
-        concurrency: 16,
-        seed: 12,
-        drain_timeout: Duration::from_secs(60),
-        payment_window_secs: 5,
-        pay_share: 0.5,
         late_payers: 5,
         latecomers: 80,
         buckets: 12,
-        ..Scenario::default()
+        ..test_sale(60, 300, 700, 12)
     };
     demo_holds(settings, &scenario).await;
 
@@ -198,10 +191,7 @@ async fn a_hot_sku_in_twelve_buckets_spreads_over_the_primaries_and_keeps_every_
 async fn a_primary_killed_mid_sale_leaves_no_oversell_no_duplicate_and_every_202_a_row() {
     let mut cluster = TestCluster::start();
     let ctx = TestContext::new().await.unwrap();
-    let settings = on_cluster(&ctx, &cluster);
-    let stack = flash_sim::stack::LocalStack::start(settings.clone())
-        .await
-        .unwrap();
+    let (settings, stack) = stack_on(&ctx, &cluster).await;
     let secret = ctx.secret();
     let (sku, ledger, primary) = sale_on(&stack, &cluster, &settings, "fo-", 2_000, 2).await;
     // The kill is not meant to lose the sale itself, only what the crowd writes around it.
@@ -264,10 +254,7 @@ async fn a_failover_that_loses_reservations_is_caught_by_the_database_and_a_rebu
 ) {
     let mut cluster = TestCluster::start();
     let ctx = TestContext::new().await.unwrap();
-    let settings = on_cluster(&ctx, &cluster);
-    let stack = flash_sim::stack::LocalStack::start(settings.clone())
-        .await
-        .unwrap();
+    let (settings, stack) = stack_on(&ctx, &cluster).await;
     const STOCK: i64 = 100;
     let secret = ctx.secret();
     let (sku, ledger, primary) = sale_on(&stack, &cluster, &settings, "lossy-", STOCK, 1).await;
@@ -381,10 +368,7 @@ async fn a_failover_that_loses_reservations_is_caught_by_the_database_and_a_rebu
 async fn twenty_sales_over_the_cluster_slots_each_sell_exactly_their_stock() {
     let cluster = TestCluster::start();
     let ctx = TestContext::new().await.unwrap();
-    let settings = on_cluster(&ctx, &cluster);
-    let stack = flash_sim::stack::LocalStack::start(settings.clone())
-        .await
-        .unwrap();
+    let (settings, stack) = stack_on(&ctx, &cluster).await;
     let ledger = stock::StockLedger::new(&settings.redis).unwrap();
     let scenario = Scenario {
         stock: 12,

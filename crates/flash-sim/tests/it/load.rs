@@ -1,6 +1,6 @@
 //! `seckill-sim load` against a real gateway: what it counts is what the gateway answered.
 
-use flash_sim::load::{self, Plan, Target};
+use flash_sim::load::{self, Plan, Target, Until};
 use testkit::TestContext;
 
 fn plan(address: String, target: Target) -> Plan {
@@ -9,8 +9,7 @@ fn plan(address: String, target: Target) -> Plan {
         target,
         connections: 8,
         rate: None,
-        requests: Some(200),
-        duration: None,
+        until: Until::Requests(200),
         run_id: testkit::unique("load"),
         progress: false,
     }
@@ -19,10 +18,7 @@ fn plan(address: String, target: Target) -> Plan {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generator_counts_every_answer_by_outcome_and_paces_an_open_loop() {
     let ctx = TestContext::new().await.unwrap();
-    let mut settings = ctx.settings.clone();
-    settings.kafka.bootstrap_servers.clear();
-    settings.gateway.per_user_rate_per_sec = 0;
-    let stack = flash_sim::stack::LocalStack::start(settings).await.unwrap();
+    let stack = super::local_stack(&ctx).await;
     let secret = ctx.secret();
     let sku = domain::SkuId::parse(testkit::unique("load-sku")).unwrap();
     let admin = gateway::auth::sign(&secret, "ops", Some("admin"), 600);
@@ -67,7 +63,7 @@ async fn the_generator_counts_every_answer_by_outcome_and_paces_an_open_loop() {
         },
     );
     paced.rate = Some(400.0);
-    paced.requests = Some(100);
+    paced.until = Until::Requests(100);
     let report = load::run(paced).await.unwrap();
     assert_eq!(report.outcomes.get("ok").map(|p| p.count), Some(100));
     assert!(

@@ -12,25 +12,50 @@ use flash_sim::Scenario;
 use std::time::Duration;
 use testkit::TestContext;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flash_sale_sells_exactly_its_stock_and_loses_nothing() {
-    let ctx = TestContext::new().await.unwrap();
+/// The test's settings for a stack of its own: its own embedded broker, no per-user rate limit
+/// (a test's crowd is many buyers from one machine).
+fn stack_settings(ctx: &TestContext) -> settings::Settings {
     let mut settings = ctx.settings.clone();
-    settings.kafka.bootstrap_servers.clear(); // the stack starts its own embedded broker
+    settings.kafka.bootstrap_servers.clear();
     settings.gateway.per_user_rate_per_sec = 0;
-    let scenario = Scenario {
-        stock: 60,
+    settings
+}
+
+/// A stack of the test's own on [`stack_settings`].
+async fn local_stack(ctx: &TestContext) -> flash_sim::stack::LocalStack {
+    flash_sim::stack::LocalStack::start(stack_settings(ctx))
+        .await
+        .unwrap()
+}
+
+/// A sale of `stock` units for `users` buyers in `requests` requests (request mix `seed`), as
+/// the tests run it: 2 units per buyer, 16 requests in flight, half of the first crowd paying
+/// within a 5 s window, 10 late payers, 100 latecomers for the units that come back, 60 s to
+/// drain.
+fn test_sale(stock: i64, users: usize, requests: usize, seed: u64) -> Scenario {
+    Scenario {
+        stock,
+        users,
+        requests,
+        seed,
         per_user_limit: 2,
-        users: 400,
-        requests: 900,
-        concurrency: 32,
-        seed: 7,
+        concurrency: 16,
         drain_timeout: Duration::from_secs(60),
         payment_window_secs: 5,
         pay_share: 0.5,
         late_payers: 10,
         latecomers: 100,
         ..Scenario::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_sale_sells_exactly_its_stock_and_loses_nothing() {
+    let ctx = TestContext::new().await.unwrap();
+    let settings = stack_settings(&ctx);
+    let scenario = Scenario {
+        concurrency: 32,
+        ..test_sale(60, 400, 900, 7)
     };
     let verdict = flash_sim::demo(settings, &scenario).await.unwrap();
     println!("{}", verdict.render());
@@ -131,23 +156,10 @@ fn sample(exposition: &str, name: &str, labels: &[&str]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_exports_metrics_promtool_accepts_and_they_add_up() {
     let ctx = TestContext::new().await.unwrap();
-    let mut settings = ctx.settings.clone();
-    settings.kafka.bootstrap_servers.clear();
-    settings.gateway.per_user_rate_per_sec = 0;
-    let stack = flash_sim::stack::LocalStack::start(settings).await.unwrap();
+    let stack = local_stack(&ctx).await;
     let scenario = Scenario {
-        stock: 20,
         per_user_limit: 1,
-        users: 100,
-        requests: 200,
-        concurrency: 16,
-        seed: 11,
-        drain_timeout: Duration::from_secs(60),
-        payment_window_secs: 5,
-        pay_share: 0.5,
-        late_payers: 10,
-        latecomers: 100,
-        ..Scenario::default()
+        ..test_sale(20, 100, 200, 11)
     };
     let verdict = flash_sim::run_sale(&stack, &scenario).await.unwrap();
     assert!(verdict.holds(), "{}", verdict.render());

@@ -1,15 +1,31 @@
 //! The operator endpoints: define a sale (database first-class, warmed into Redis) and look at
 //! its figures from both sides.
 
+use super::problems::{problems, AdminOnly, PayloadTooLarge, SaleNotFound, Unavailable};
 use super::{parse_json, read_body};
 use crate::auth::Admin;
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use domain::{PaymentTerms, SaleSpec, SkuId};
 use serde::{Deserialize, Serialize};
 use stock::WarmOutcome;
+
+problems! {
+    /// The error answers of `PUT /v1/admin/sales/{sku_id}` besides the shared ones.
+    PutSaleProblems {
+        400 => "`invalid_sku`, `invalid_body`, `invalid_sale`",
+        409 => "`stock_conflict`: below what is reserved or sold; `buckets_fixed`: the number of stock buckets cannot change; `sale_needs_reconcile`: Redis lost the sale",
+    }
+    /// The error answers of `GET /v1/admin/sales/{sku_id}` besides the shared ones.
+    GetSaleProblems { 400 => "`invalid_sku`" }
+    /// The error answers of `GET /v1/admin/refunds` besides the shared ones.
+    RefundsProblems {
+        400 => "`invalid_query`",
+        503 => "`database_unavailable`",
+    }
+}
 
 /// A sale's whole definition.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -78,15 +94,10 @@ pub struct SaleView {
     tag = "admin",
     summary = "Create or change a sale",
     params(super::SkuPath, super::TraceHeaders),
-    request_body(content = SaleBody, content_type = "application/json"),
+    request_body(content = SaleBody, content_type = "application/json", description = "At most 4 KiB"),
     responses(
         (status = 200, description = "Saved in the database and warmed into Redis", body = SaleView),
-        (status = 400, description = "`invalid_sku`, `invalid_body`, `invalid_sale`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: not an admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`stock_conflict`: below what is reserved or sold; `buckets_fixed`: the number of stock buckets cannot change; `sale_needs_reconcile`: Redis lost the sale", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`stock_unavailable`, `database_unavailable`", body = Problem, content_type = "application/problem+json"),
+        PutSaleProblems, AdminOnly, PayloadTooLarge, Unavailable,
     ),
     security(("admin" = []))
 )]
@@ -190,11 +201,7 @@ pub struct SaleStatsView {
     params(super::SkuPath, super::TraceHeaders),
     responses(
         (status = 200, description = "Stock and orders by status, from both sides", body = SaleStatsView),
-        (status = 400, description = "`invalid_sku`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`sale_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`stock_unavailable`, `database_unavailable`", body = Problem, content_type = "application/problem+json"),
+        GetSaleProblems, AdminOnly, SaleNotFound, Unavailable,
     ),
     security(("admin" = []))
 )]
@@ -246,10 +253,7 @@ pub struct RefundsView {
     params(RefundsQuery, super::TraceHeaders),
     responses(
         (status = 200, description = "Refunds due, oldest first", body = RefundsView),
-        (status = 400, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`database_unavailable`", body = Problem, content_type = "application/problem+json"),
+        RefundsProblems, AdminOnly,
     ),
     security(("admin" = []))
 )]

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod health;
 pub mod orders;
 pub mod payments;
+pub mod problems;
 
 use crate::error::ApiError;
 use actix_web::{web, HttpResponse};
@@ -55,6 +56,12 @@ pub struct BuyHeaders {
     idempotency_key: String,
     /// W3C Trace Context: the gateway continues this trace.
     traceparent: Option<String>,
+}
+
+/// A resource at `path`: the methods it is given routes for, and `405 method_not_allowed` for
+/// the others.
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
 }
 
 /// Reads a request body of at most `limit` bytes.

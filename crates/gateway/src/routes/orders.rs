@@ -1,15 +1,32 @@
 //! The buyer endpoints.
 
+use super::problems::{problems, PayloadTooLarge, SaleNotFound, Unauthorized, Unavailable};
 use super::{parse_json, read_body};
 use crate::auth::Buyer;
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::service::{place_order, Placed};
 use crate::AppState;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use domain::{IdempotencyKey, OrderId, OrderStatus, Quantity, ReasonCode, SkuId};
+use domain::{IdempotencyKey, OrderId, OrderStatus, Quantity, ReasonCode, ReservationState, SkuId};
 use serde::{Deserialize, Serialize};
-use stock::ReservationState;
 use telemetry::TraceContext;
+
+problems! {
+    /// The error answers of a buy besides the shared ones.
+    BuyProblems {
+        400 => "`invalid_sku`, `missing_idempotency_key`, `invalid_idempotency_key`, `invalid_body`, `invalid_quantity`",
+        403 => "`sale_not_active`: before the start or after the end",
+        409 => "`sold_out`, `limit_exceeded`, `request_in_progress` (retry after `Retry-After`)",
+        422 => "`idempotency_key_reused`: the key names an order of another quantity; nothing reserved",
+        429 => "`rate_limited`",
+        503 => "`overloaded`, `broker_unavailable`, `stock_unavailable`, `database_unavailable`, `sale_not_ready`: nothing stays reserved; retry",
+    }
+    /// The error answers of `GET /v1/orders/{order_id}` besides the shared ones.
+    GetOrderProblems {
+        400 => "`invalid_order_id`",
+        404 => "`order_not_found` (also for another buyer's order)",
+    }
+}
 
 /// The largest buy request body read.
 pub const MAX_BODY: usize = 1024;
@@ -34,19 +51,11 @@ The same buyer with the same `Idempotency-Key` and the same quantity gets the sa
 current status), never a second one; the same key with another quantity is `422 idempotency_key_reused`. \
 Keys are remembered while the sale runs and `sweeper.retain_after_end_secs` (24 h) after it ends.",
     params(super::SkuPath, super::BuyHeaders),
-    request_body(content = Option<BuyBody>, content_type = "application/json", description = "May be empty: one unit"),
+    request_body(content = Option<BuyBody>, content_type = "application/json", description = "May be empty: one unit. At most 1 KiB"),
     responses(
         (status = 202, description = "Reserved and queued (or the same order again, with its status now)", body = Placed,
             headers(("traceresponse" = String, description = "The request's trace and the gateway's span"))),
-        (status = 400, description = "`invalid_sku`, `missing_idempotency_key`, `invalid_idempotency_key`, `invalid_body`, `invalid_quantity`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`: no valid buyer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`sale_not_active`: before the start or after the end", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`sale_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`sold_out`, `limit_exceeded`, `request_in_progress` (retry after `Retry-After`)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`: over 1 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`idempotency_key_reused`: the key names an order of another quantity; nothing reserved", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`overloaded`, `broker_unavailable`, `stock_unavailable`, `database_unavailable`, `sale_not_ready`: nothing stays reserved; retry", body = Problem, content_type = "application/problem+json"),
+        BuyProblems, Unauthorized, SaleNotFound, PayloadTooLarge,
     ),
     security(("buyer" = []))
 )]
@@ -124,10 +133,7 @@ pub struct OrderView {
     params(super::OrderPath, super::TraceHeaders),
     responses(
         (status = 200, description = "The order: pending (queued), awaiting_payment (with pay_by), paid, expired or failed (with a reason)", body = OrderView),
-        (status = 400, description = "`invalid_order_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`order_not_found` (also for another buyer's order)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`stock_unavailable`, `database_unavailable`", body = Problem, content_type = "application/problem+json"),
+        GetOrderProblems, Unauthorized, Unavailable,
     ),
     security(("buyer" = []))
 )]
@@ -158,7 +164,9 @@ pub async fn get_order(
                 ReservationState::Released => {
                     (OrderStatus::Failed, Some(ReasonCode::ReservationReleased))
                 }
-                _ => (OrderStatus::Pending, None),
+                ReservationState::Reserved
+                | ReservationState::Acknowledged
+                | ReservationState::Claimed => (OrderStatus::Pending, None),
             };
             Ok(HttpResponse::Ok().json(OrderView {
                 order_id: id.to_string(),

@@ -12,17 +12,28 @@
 //!   match it), `422 payment_conflict` (the id was used for another notice), `401
 //!   invalid_signature`; none of these records anything.
 
+use super::problems::{problems, PayloadTooLarge, Unavailable};
 use super::{parse_json, read_body};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::metrics::PAYMENT_OUTCOMES;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use domain::payment::{self, MAX_NOTICE_BYTES, SIGNATURE_HEADER};
-use domain::{OrderId, PaymentId, PaymentNotice, PaymentOutcome};
+use domain::{OrderId, PaymentId, PaymentNotice, PaymentOutcome, ReservationState};
 use serde::Serialize;
 use settings::secrecy::ExposeSecret;
-use stock::ReservationState;
 use store::Paid;
+
+problems! {
+    /// The error answers of a payment notice besides the shared ones.
+    NotifyProblems {
+        400 => "`invalid_body`",
+        401 => "`invalid_signature`: missing, malformed, outside the tolerance, or not matching the body; nothing recorded",
+        404 => "`order_not_found`; nothing recorded",
+        409 => "`order_expired`, `order_already_paid`, `order_failed`: recorded as a refund due, no unit moves; `order_pending`: still queued, retry after `Retry-After`",
+        422 => "`payment_conflict`: the id was used with another order, amount or currency; `amount_mismatch`: not quantity x the sale's price; nothing recorded",
+    }
+}
 
 /// A paid order.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -50,16 +61,10 @@ with `payments.webhook_secret`; several `v1` entries may stand side by side whil
         ("Seckill-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256>`"),
         super::TraceHeaders,
     ),
-    request_body(content = PaymentNotice, content_type = "application/json"),
+    request_body(content = PaymentNotice, content_type = "application/json", description = "At most 2 KiB"),
     responses(
         (status = 200, description = "Paid in time", body = PaidView),
-        (status = 400, description = "`invalid_body`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_signature`: missing, malformed, outside the tolerance, or not matching the body; nothing recorded", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`order_not_found`; nothing recorded", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`order_expired`, `order_already_paid`, `order_failed`: recorded as a refund due, no unit moves; `order_pending`: still queued, retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`: over 2 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`payment_conflict`: the id was used with another order, amount or currency; `amount_mismatch`: not quantity x the sale's price; nothing recorded", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`database_unavailable`, `stock_unavailable`: retry", body = Problem, content_type = "application/problem+json"),
+        NotifyProblems, PayloadTooLarge, Unavailable,
     ),
     security(("webhook_signature" = []))
 )]
@@ -143,10 +148,15 @@ async fn apply(
 /// The answer for an order the database does not have: still queued (its reservation stands),
 /// or unknown.
 async fn not_written(state: &AppState, order_id: &OrderId) -> Result<ApiError, ApiError> {
-    Ok(match state.ledger.reservation(order_id).await? {
-        Some(reservation) if reservation.state != ReservationState::Released => {
-            ApiError::OrderPending
-        }
-        _ => ApiError::OrderNotFound,
+    let seen = state
+        .ledger
+        .reservation(order_id)
+        .await?
+        .map(|reservation| reservation.state);
+    Ok(match seen {
+        Some(
+            ReservationState::Reserved | ReservationState::Acknowledged | ReservationState::Claimed,
+        ) => ApiError::OrderPending,
+        Some(ReservationState::Released) | None => ApiError::OrderNotFound,
     })
 }

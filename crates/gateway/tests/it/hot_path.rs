@@ -2,11 +2,10 @@
 //! Redis, and lets units that come back sell again within its re-check bound on every replica)
 //! and load shedding past `gateway.max_in_flight` (refused at once, nothing reserved).
 
-use super::{sku, Running};
+use super::{answer, assert_problem, sku, Running};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use stock::ReleaseMode;
-use testkit::TestContext;
 use tokio_util::sync::CancellationToken;
 
 /// A second gateway process's worth of state, in the same world as `gw`.
@@ -17,7 +16,7 @@ async fn replica(
     actix_web::web::Data<gateway::AppState>,
     CancellationToken,
 ) {
-    let deps = backends::Backends::connect(&gw.ctx.settings, None)
+    let deps = connections::Connections::connect(&gw.ctx.settings, None)
         .await
         .unwrap();
     let app = gateway::Application::build(&gw.ctx.settings, deps).unwrap();
@@ -31,36 +30,21 @@ async fn replica(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sold_out_sale_is_answered_from_memory_and_returned_units_sell_again_within_the_bound_on_every_replica(
 ) {
-    let mut ctx = TestContext::new().await.unwrap();
-    ctx.settings.gateway.sold_out_recheck_ms = 300;
+    let gw = Running::with(|s| s.gateway.sold_out_recheck_ms = 300).await;
     let bound = Duration::from_millis(300);
-    let gw = Running::on(ctx).await;
     let (other_url, other, other_stop) = replica(&gw).await;
     let sku = sku();
     gw.ctx.open_sale(&sku, 1, 1).await;
-    let (status, first) = gw.buy(sku.as_str(), "alice", "k1", json!({})).await;
-    assert_eq!(status, 202, "{first}");
+    let first = gw.accepted(&sku, "alice", "k1", json!({})).await;
     // Both replicas learn from Redis that it is sold out.
-    let (status, body) = gw.buy(sku.as_str(), "bob", "k1", json!({})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("sold_out")));
+    gw.assert_sold_out(&sku, "bob", "k1").await;
     let buy_on_other = |user: &'static str, key: &'static str| {
-        let request = gw
-            .client
-            .post(format!("{other_url}/v1/sales/{sku}/orders"))
-            .bearer_auth(gw.token(user))
-            .header("Idempotency-Key", key)
-            .json(&json!({}));
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<serde_json::Value>().await.unwrap())
-        }
+        answer(gw.buy_request(&other_url, sku.as_str(), user, key, &json!({})))
     };
     assert_eq!(buy_on_other("bob", "k1").await.0, 409);
     // Now from memory: no Redis call, counted as such.
     for user in ["carol", "dave", "erin"] {
-        let (status, body) = gw.buy(sku.as_str(), user, "k1", json!({})).await;
-        assert_eq!((status, body["code"].as_str()), (409, Some("sold_out")));
+        gw.assert_sold_out(&sku, user, "k1").await;
     }
     assert_eq!(gw.app.metrics.sold_out_local.get(), 3);
     assert_eq!(
@@ -115,19 +99,15 @@ async fn a_sold_out_sale_is_answered_from_memory_and_returned_units_sell_again_w
         }
     }
     // Sold out again; the first replica re-checks within the bound too and answers it.
-    let (status, body) = gw.buy(sku.as_str(), "grace", "k1", json!({})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("sold_out")));
+    gw.assert_sold_out(&sku, "grace", "k1").await;
     assert_eq!(gw.remaining(&sku).await, 0);
     assert!(other.metrics.sold_out_local.get() <= 100);
     other_stop.cancel();
-    gw.stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_in_flight_a_buy_is_refused_at_once_with_retry_after_and_reserves_nothing() {
-    let mut ctx = TestContext::new().await.unwrap();
-    ctx.settings.gateway.max_in_flight = 2;
-    let gw = Running::on(ctx).await;
+    let gw = Running::with(|s| s.gateway.max_in_flight = 2).await;
     let sku = sku();
     gw.ctx.open_sale(&sku, 10, 5).await;
     // Warm the producer's connection so that the outage hits the produce.
@@ -137,12 +117,7 @@ async fn past_max_in_flight_a_buy_is_refused_at_once_with_retry_after_and_reserv
     let hanging: Vec<_> = ["alice", "bob"]
         .into_iter()
         .map(|user| {
-            let request = gw
-                .client
-                .post(format!("{}/v1/sales/{sku}/orders", gw.url))
-                .bearer_auth(gw.token(user))
-                .header("Idempotency-Key", "k1")
-                .json(&json!({}));
+            let request = gw.buy_request(&gw.url, sku.as_str(), user, "k1", &json!({}));
             tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
         })
         .collect();
@@ -152,11 +127,7 @@ async fn past_max_in_flight_a_buy_is_refused_at_once_with_retry_after_and_reserv
     .await;
     let started = Instant::now();
     let response = gw
-        .client
-        .post(format!("{}/v1/sales/{sku}/orders", gw.url))
-        .bearer_auth(gw.token("carol"))
-        .header("Idempotency-Key", "k1")
-        .json(&json!({}))
+        .buy_request(&gw.url, sku.as_str(), "carol", "k1", &json!({}))
         .send()
         .await
         .unwrap();
@@ -194,27 +165,12 @@ async fn past_max_in_flight_a_buy_is_refused_at_once_with_retry_after_and_reserv
         assert!(status == 202 || status == 503, "{status}");
     }
     assert_eq!(gw.app.admission.current(), 0, "every slot is given back");
-    gw.stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_in_stock_buckets_sells_exactly_its_units_over_http_and_keeps_its_buckets() {
-    let mut ctx = TestContext::new().await.unwrap();
-    ctx.settings.gateway.sold_out_recheck_ms = 300;
-    let gw = Running::on(ctx).await;
+    let gw = Running::with(|s| s.gateway.sold_out_recheck_ms = 300).await;
     let sku = sku();
-    let put = |body: serde_json::Value| {
-        let request = gw
-            .client
-            .put(format!("{}/v1/admin/sales/{sku}", gw.url))
-            .bearer_auth(gw.admin())
-            .json(&body);
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<serde_json::Value>().await.unwrap())
-        }
-    };
     let sale = |stock: i64, extra: serde_json::Value| {
         let mut body = json!({
             "stock": stock, "per_user_limit": 2,
@@ -225,9 +181,12 @@ async fn a_sale_in_stock_buckets_sells_exactly_its_units_over_http_and_keeps_its
             .extend(extra.as_object().unwrap().clone());
         body
     };
-    let (status, body) = put(sale(8, json!({"buckets": 0}))).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_sale")));
-    let (status, body) = put(sale(8, json!({"buckets": 4}))).await;
+    assert_problem(
+        &gw.put_sale(&sku, &sale(8, json!({"buckets": 0}))).await,
+        400,
+        "invalid_sale",
+    );
+    let (status, body) = gw.put_sale(&sku, &sale(8, json!({"buckets": 4}))).await;
     assert_eq!((status, &body["buckets"]), (200, &json!(4)), "{body}");
 
     // Twenty buyers, eight units spread over four buckets: exactly eight are sold.
@@ -286,13 +245,12 @@ async fn a_sale_in_stock_buckets_sells_exactly_its_units_over_http_and_keeps_its
     assert_eq!(status, 202);
 
     // The number of buckets is fixed; a change that leaves it out keeps it.
-    let (status, body) = put(sale(8, json!({"buckets": 2}))).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("buckets_fixed"))
+    assert_problem(
+        &gw.put_sale(&sku, &sale(8, json!({"buckets": 2}))).await,
+        409,
+        "buckets_fixed",
     );
-    let (status, body) = put(sale(10, json!({}))).await;
+    let (status, body) = gw.put_sale(&sku, &sale(10, json!({}))).await;
     assert_eq!((status, &body["buckets"]), (200, &json!(4)), "{body}");
     assert_eq!(body["redis_remaining"], 2);
-    gw.stop.cancel();
 }

@@ -12,7 +12,7 @@ use domain::SkuId;
 use kafka::rdkafka::Message;
 use serde_json::{json, Value};
 use std::time::Duration;
-use testkit::TestContext;
+use testkit::{sku, TestContext};
 use tokio_util::sync::CancellationToken;
 
 struct Running {
@@ -25,13 +25,21 @@ struct Running {
 }
 
 impl Running {
+    /// A gateway of a fresh world.
     async fn start() -> Self {
-        Self::on(TestContext::new().await.unwrap()).await
+        Self::with(|_| ()).await
+    }
+
+    /// A gateway of a fresh world whose settings `adjust` changes first.
+    async fn with(adjust: impl FnOnce(&mut settings::Settings)) -> Self {
+        let mut ctx = TestContext::new().await.unwrap();
+        adjust(&mut ctx.settings);
+        Self::on(ctx).await
     }
 
     /// A gateway in this process, in `ctx`'s world.
     async fn on(ctx: TestContext) -> Self {
-        let deps = backends::Backends::connect(&ctx.settings, None)
+        let deps = connections::Connections::connect(&ctx.settings, None)
             .await
             .unwrap();
         let app = gateway::Application::build(&ctx.settings, deps).unwrap();
@@ -50,62 +58,131 @@ impl Running {
         }
     }
 
+    /// A buyer's token for `user`.
     fn token(&self, user: &str) -> String {
         gateway::auth::sign(&self.ctx.secret(), user, None, 600)
     }
 
+    /// An admin's token.
     fn admin(&self) -> String {
         gateway::auth::sign(&self.ctx.secret(), "ops", Some("admin"), 600)
     }
 
-    /// `GET /v1/admin/sales/{sku}`: the sale as the database and Redis see it.
-    async fn sale_view(&self, sku: &SkuId) -> Value {
+    /// `GET path` on the public port, as an admin.
+    async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.client
-            .get(format!("{}/v1/admin/sales/{sku}", self.url))
+            .get(format!("{}{path}", self.url))
             .bearer_auth(self.admin())
             .send()
             .await
             .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
-    async fn buy(&self, sku: &str, user: &str, key: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}/v1/sales/{sku}/orders", self.url))
+    /// `GET path` as an admin, answered 200: the body.
+    async fn admin_json(&self, path: &str) -> Value {
+        let response = self.admin_get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.unwrap()
+    }
+
+    /// `GET /v1/admin/sales/{sku}`: the sale as the database and Redis see it.
+    async fn sale_view(&self, sku: &SkuId) -> Value {
+        self.admin_json(&format!("/v1/admin/sales/{sku}")).await
+    }
+
+    /// The request of `user` buying `sku` under `key` with `body`, to the gateway at `base` (this
+    /// one's URL or a replica's).
+    fn buy_request(
+        &self,
+        base: &str,
+        sku: &str,
+        user: &str,
+        key: &str,
+        body: &Value,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{base}/v1/sales/{sku}/orders"))
             .bearer_auth(self.token(user))
             .header("Idempotency-Key", key)
-            .json(&body)
+            .json(body)
+    }
+
+    /// `user` buying `sku` under `key` with `body`: the status and the body.
+    async fn buy(&self, sku: &str, user: &str, key: &str, body: Value) -> (u16, Value) {
+        answer(self.buy_request(&self.url, sku, user, key, &body)).await
+    }
+
+    /// `GET path` on the public port.
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
             .send()
             .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+            .unwrap()
     }
 
     /// `GET /readyz`: its status and body.
     async fn readyz(&self) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}/readyz", self.url))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
+        answer(self.client.get(format!("{}/readyz", self.url))).await
     }
 
-    async fn remaining(&self, sku: &SkuId) -> i64 {
-        self.ctx
-            .ledger()
-            .snapshot(sku)
-            .await
-            .unwrap()
-            .unwrap()
-            .remaining
+    /// `PUT /v1/admin/sales/{sku}` of `sale` as an admin: the status and the body.
+    async fn put_sale(&self, sku: &SkuId, sale: &Value) -> (u16, Value) {
+        let request = self
+            .client
+            .put(format!("{}/v1/admin/sales/{sku}", self.url))
+            .bearer_auth(self.admin());
+        answer(request.json(sale)).await
     }
+
+    /// Sends `body` to buy `sku` as `user` under `key`; asserts the order is accepted: its body.
+    async fn accepted(&self, sku: &SkuId, user: &str, key: &str, body: Value) -> Value {
+        let (status, body) = self.buy(sku.as_str(), user, key, body).await;
+        assert_eq!(status, 202, "{body}");
+        body
+    }
+
+    /// Asserts that `user` buying one unit of `sku` under `key` is refused as sold out.
+    async fn assert_sold_out(&self, sku: &SkuId, user: &str, key: &str) {
+        let answer = self.buy(sku.as_str(), user, key, json!({})).await;
+        assert_problem(&answer, 409, "sold_out");
+    }
+
+    /// The units of `sku` Redis still offers.
+    async fn remaining(&self, sku: &SkuId) -> i64 {
+        self.ctx.snapshot(sku).await.remaining
+    }
+}
+
+/// A worker on `settings` in the test's process, writing what the gateway queues.
+async fn start_worker(settings: &settings::Settings) -> testkit::Spawned {
+    let worker = order_worker::Worker::connect(settings, None).await.unwrap();
+    testkit::Spawned::spawn(|stop| worker.run_until_stopped(stop))
+}
+
+/// Sends `request`: the status and the JSON body (null if it has none).
+async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Asserts that `answer` (a status and a body) is the problem `code` with `status`.
+fn assert_problem(answer: &(u16, Value), status: u16, code: &str) {
+    let (answered, body) = answer;
+    assert_eq!(
+        (*answered, body["code"].as_str()),
+        (status, Some(code)),
+        "{body}"
+    );
+}
+
+/// A gateway of a fresh world with a sale of `stock` units open, `per_user_limit` per buyer.
+async fn selling(stock: i64, per_user_limit: i64) -> (Running, SkuId) {
+    let gw = Running::start().await;
+    let sku = sku();
+    gw.ctx.open_sale(&sku, stock, per_user_limit).await;
+    (gw, sku)
 }
 
 impl Drop for Running {
@@ -114,47 +191,70 @@ impl Drop for Running {
     }
 }
 
-fn sku() -> SkuId {
-    SkuId::parse(testkit::unique("sku-")).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_4xx_with_a_stable_code_and_reserves_nothing() {
-    let gw = Running::start().await;
-    let sku = sku();
-    gw.ctx.open_sale(&sku, 10, 2).await;
+    let (gw, sku) = selling(10, 2).await;
     let url = &gw.url;
     let buyer = gw.token("mallory");
     let orders = format!("{url}/v1/sales/{sku}/orders");
     let c = &gw.client;
-    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
-        (
-            "no token",
-            c.post(&orders).header("Idempotency-Key", "k"),
-            401,
-            "unauthorized",
-        ),
+    let mut cases: Vec<(String, reqwest::RequestBuilder, u16, &str)> = Vec::new();
+    // Tokens that prove nothing.
+    let another_secret = gateway::auth::sign(b"another-secret-of-16+", "mallory", None, 60);
+    for (what, token) in [
+        ("no token", None),
         (
             "token signed with another secret",
-            c.post(&orders)
-                .bearer_auth(gateway::auth::sign(
-                    b"another-secret-of-16+",
-                    "mallory",
-                    None,
-                    60,
-                ))
-                .header("Idempotency-Key", "k"),
-            401,
-            "unauthorized",
+            Some(another_secret.as_str()),
         ),
-        (
-            "garbage token",
-            c.post(&orders)
-                .bearer_auth("a.b.c")
-                .header("Idempotency-Key", "k"),
-            401,
-            "unauthorized",
-        ),
+        ("garbage token", Some("a.b.c")),
+    ] {
+        let request = c.post(&orders).header("Idempotency-Key", "k");
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        cases.push((what.to_owned(), request, 401, "unauthorized"));
+    }
+    // A buyer's order, right but for what each case below gets wrong.
+    let buyer_post = |to: &str| {
+        c.post(to)
+            .bearer_auth(&buyer)
+            .header("Idempotency-Key", "k")
+    };
+    let too_large = " ".repeat(5000);
+    for (body, status, code) in [
+        (r#"{"quantity":0}"#, 400, "invalid_quantity"),
+        (r#"{"quantity":1000000}"#, 400, "invalid_quantity"),
+        (r#"{"quantity":-1}"#, 400, "invalid_quantity"),
+        (r#"{"quantity":"2"}"#, 400, "invalid_body"),
+        ("quantity=1", 400, "invalid_body"),
+        // JSON, but an array of the fields' values.
+        ("[null]", 400, "invalid_body"),
+        (r#"{"qty":1}"#, 400, "invalid_body"),
+        (too_large.as_str(), 413, "payload_too_large"),
+    ] {
+        let request = buyer_post(&orders).body(body.to_owned());
+        cases.push((format!("the body {body:.30}"), request, status, code));
+    }
+    for (sku, status, code) in [
+        ("a%7Bb%7D".to_owned(), 400, "invalid_sku"),
+        (format!("nope-{sku}"), 404, "sale_not_found"),
+    ] {
+        let request = buyer_post(&format!("{url}/v1/sales/{sku}/orders"));
+        cases.push((format!("the sku {sku}"), request, status, code));
+    }
+    // Places a buyer may not GET.
+    for (path, status, code) in [
+        (format!("/v1/sales/{sku}/orders"), 405, "method_not_allowed"),
+        ("/v2/whatever".to_owned(), 404, "not_found"),
+        ("/v1/orders/nope".to_owned(), 400, "invalid_order_id"),
+        (format!("/v1/admin/sales/{sku}"), 403, "forbidden"),
+    ] {
+        let request = c.get(format!("{url}{path}")).bearer_auth(&buyer);
+        cases.push((format!("GET {path}"), request, status, code));
+    }
+    let other_cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
         (
             "no idempotency key",
             c.post(&orders).bearer_auth(&buyer),
@@ -170,119 +270,6 @@ async fn bad_input_gets_a_4xx_with_a_stable_code_and_reserves_nothing() {
             "invalid_idempotency_key",
         ),
         (
-            "zero quantity",
-            c.post(&orders)
-                .bearer_auth(&buyer)
-                .header("Idempotency-Key", "k")
-                .body(r#"{"quantity":0}"#),
-            400,
-            "invalid_quantity",
-        ),
-        (
-            "huge quantity",
-            c.post(&orders)
-                .bearer_auth(&buyer)
-                .header("Idempotency-Key", "k")
-                .body(r#"{"quantity":1000000}"#),
-            400,
-            "invalid_quantity",
-        ),
-        (
-            "negative quantity",
-            c.post(&orders)
-                .bearer_auth(&buyer)
-                .header("Idempotency-Key", "k")
-                .body(r#"{"quantity":-1}"#),
-            400,
-            "invalid_quantity",
-        ),
-        (
-            "quantity as text",
-            c.post(&orders)
-                .bearer_auth(&buyer)
-                .header("Idempotency-Key", "k")
-                .body(r#"{"quantity":"2"}"#),
-            400,
-            "invalid_body",
-        ),
-        (
-            "not JSON",
-            c.post(&orders)
-                .bearer_auth(&buyer)
-                .header("Idempotency-Key", "k")
-                .body("quantity=1"),
-            400,
-            "invalid_body",
-        ),
-        (
-            "JSON, but an array of the fields' values",
-            c.post(&orders)
-                .bearer_auth(&buyer)
-                .header("Idempotency-Key", "k-array")
-                .body("[null]"),
-            400,
-            "invalid_body",
-        ),
-        (
-            "unknown field",
-            c.post(&orders)
-                .bearer_auth(&buyer)
-                .header("Idempotency-Key", "k")
-                .body(r#"{"qty":1}"#),
-            400,
-            "invalid_body",
-        ),
-        (
-            "body too large",
-            c.post(&orders)
-                .bearer_auth(&buyer)
-                .header("Idempotency-Key", "k")
-                .body(" ".repeat(5000)),
-            413,
-            "payload_too_large",
-        ),
-        (
-            "sku with forbidden characters",
-            c.post(format!("{url}/v1/sales/a%7Bb%7D/orders"))
-                .bearer_auth(&buyer)
-                .header("Idempotency-Key", "k"),
-            400,
-            "invalid_sku",
-        ),
-        (
-            "sale that does not exist",
-            c.post(format!("{url}/v1/sales/nope-{sku}/orders"))
-                .bearer_auth(&buyer)
-                .header("Idempotency-Key", "k"),
-            404,
-            "sale_not_found",
-        ),
-        (
-            "wrong method",
-            c.get(&orders).bearer_auth(&buyer),
-            405,
-            "method_not_allowed",
-        ),
-        (
-            "unknown route",
-            c.get(format!("{url}/v2/whatever")),
-            404,
-            "not_found",
-        ),
-        (
-            "malformed order id",
-            c.get(format!("{url}/v1/orders/nope")).bearer_auth(&buyer),
-            400,
-            "invalid_order_id",
-        ),
-        (
-            "admin route with a buyer token",
-            c.get(format!("{url}/v1/admin/sales/{sku}"))
-                .bearer_auth(&buyer),
-            403,
-            "forbidden",
-        ),
-        (
             "sale with its end before its start",
             c.put(format!("{url}/v1/admin/sales/{sku}"))
                 .bearer_auth(gw.admin())
@@ -294,6 +281,9 @@ async fn bad_input_gets_a_4xx_with_a_stable_code_and_reserves_nothing() {
             "invalid_sale",
         ),
     ];
+    for (what, request, status, code) in other_cases {
+        cases.push((what.to_owned(), request, status, code));
+    }
     for (what, request, status, code) in cases {
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{what}");
@@ -314,13 +304,10 @@ async fn bad_input_gets_a_4xx_with_a_stable_code_and_reserves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_order_is_in_kafka_once_keyed_by_sku_and_a_retry_returns_the_same_order() {
-    let gw = Running::start().await;
-    let sku = sku();
-    gw.ctx.open_sale(&sku, 10, 5).await;
-    let (status, first) = gw
-        .buy(sku.as_str(), "alice", "key-1", json!({"quantity": 2}))
+    let (gw, sku) = selling(10, 5).await;
+    let first = gw
+        .accepted(&sku, "alice", "key-1", json!({"quantity": 2}))
         .await;
-    assert_eq!(status, 202, "{first}");
     assert_eq!(first["status"], "pending");
     for _ in 0..3 {
         let (status, again) = gw
@@ -385,43 +372,36 @@ async fn an_accepted_order_is_in_kafka_once_keyed_by_sku_and_a_retry_returns_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sold_out_and_limit_are_409_with_their_codes() {
-    let gw = Running::start().await;
-    let sku = sku();
-    gw.ctx.open_sale(&sku, 3, 2).await;
+    let (gw, sku) = selling(3, 2).await;
     assert_eq!(
         gw.buy(sku.as_str(), "a", "1", json!({"quantity": 2}))
             .await
             .0,
         202
     );
-    let (status, body) = gw.buy(sku.as_str(), "a", "2", json!({})).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("limit_exceeded"))
+    assert_problem(
+        &gw.buy(sku.as_str(), "a", "2", json!({})).await,
+        409,
+        "limit_exceeded",
     );
     assert_eq!(gw.buy(sku.as_str(), "b", "1", json!({})).await.0, 202);
-    let (status, body) = gw.buy(sku.as_str(), "c", "1", json!({})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("sold_out")));
+    gw.assert_sold_out(&sku, "c", "1").await;
     assert_eq!(gw.remaining(&sku).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_broker_does_not_acknowledge_the_buyer_gets_503_and_the_reservation_is_released() {
-    let gw = Running::start().await;
-    let sku = sku();
-    gw.ctx.open_sale(&sku, 5, 5).await;
+    let (gw, sku) = selling(5, 5).await;
     // Warm the producer's connection so the fault hits the produce, not the bootstrap.
     assert_eq!(gw.buy(sku.as_str(), "warm", "w", json!({})).await.0, 202);
 
     gw.ctx.broker.mock().broker_down(1).unwrap();
     let started = std::time::Instant::now();
-    let (status, body) = gw
-        .buy(sku.as_str(), "dave", "k", json!({"quantity": 2}))
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (503, Some("broker_unavailable")),
-        "{body}"
+    assert_problem(
+        &gw.buy(sku.as_str(), "dave", "k", json!({"quantity": 2}))
+            .await,
+        503,
+        "broker_unavailable",
     );
     // The delivery timeout (2 s here) plus at most one capped reconnect backoff (0.5 s) and
     // room for two busy cores; librdkafka's default backoff made it 10 s.
@@ -456,18 +436,11 @@ async fn when_the_broker_does_not_acknowledge_the_buyer_gets_503_and_the_reserva
 async fn an_admin_creates_a_sale_and_sees_it_from_both_sides() {
     let gw = Running::start().await;
     let sku = sku();
-    let put = gw
-        .client
-        .put(format!("{}/v1/admin/sales/{sku}", gw.url))
-        .bearer_auth(gw.admin())
-        .json(&json!({
-            "stock": 7, "per_user_limit": 1,
-            "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status().as_u16(), 200);
+    let sale = json!({
+        "stock": 7, "per_user_limit": 1,
+        "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"
+    });
+    assert_eq!(gw.put_sale(&sku, &sale).await.0, 200);
     assert_eq!(gw.buy(sku.as_str(), "e", "1", json!({})).await.0, 202);
     let view = gw.sale_view(&sku).await;
     assert_eq!(view["database"]["initial_stock"], 7);
@@ -482,17 +455,14 @@ async fn an_admin_creates_a_sale_and_sees_it_from_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_lost_the_sale_makes_the_gateway_refuse_with_503_not_sold_out_nor_unlimited() {
-    let gw = Running::start().await;
-    let sku = sku();
-    gw.ctx.open_sale(&sku, 5, 5).await;
+    let (gw, sku) = selling(5, 5).await;
     // Redis restarted empty: every key of the sale is gone, the database still has the sale.
     gw.ctx.ledger().forget(&sku).await.unwrap();
     for user in ["a", "b", "c"] {
-        let (status, body) = gw.buy(sku.as_str(), user, "k", json!({})).await;
-        assert_eq!(
-            (status, body["code"].as_str()),
-            (503, Some("sale_not_ready")),
-            "{body}"
+        assert_problem(
+            &gw.buy(sku.as_str(), user, "k", json!({})).await,
+            503,
+            "sale_not_ready",
         );
     }
     assert!(
@@ -504,16 +474,13 @@ async fn a_redis_that_lost_the_sale_makes_the_gateway_refuse_with_503_not_sold_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retriable_produce_errors_are_retried_and_the_order_lands_in_kafka_exactly_once() {
     use kafka::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let gw = Running::start().await;
-    let sku = sku();
-    gw.ctx.open_sale(&sku, 5, 5).await;
+    let (gw, sku) = selling(5, 5).await;
     assert_eq!(gw.buy(sku.as_str(), "warm", "w", json!({})).await.0, 202);
     gw.ctx.broker.mock().request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3],
     );
-    let (status, body) = gw.buy(sku.as_str(), "erin", "k", json!({})).await;
-    assert_eq!(status, 202, "{body}");
+    let body = gw.accepted(&sku, "erin", "k", json!({})).await;
     let consumer = testkit::probe(&gw.ctx.endpoint(), &gw.ctx.settings.kafka.orders_topic);
     let mut copies = 0;
     while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await
@@ -552,10 +519,8 @@ async fn readiness_goes_false_while_the_broker_is_down_and_true_when_it_is_back(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_whose_identity_provider_cannot_be_reached_is_not_ready_and_names_it() {
-    let mut ctx = TestContext::new().await.unwrap();
     // Nothing listens on port 1.
-    ctx.settings.auth.jwks_url = "http://127.0.0.1:1/jwks.json".into();
-    let gw = Running::on(ctx).await;
+    let gw = Running::with(|s| s.auth.jwks_url = "http://127.0.0.1:1/jwks.json".into()).await;
     assert_eq!(
         gw.readyz().await,
         (
@@ -564,27 +529,20 @@ async fn a_gateway_whose_identity_provider_cannot_be_reached_is_not_ready_and_na
         )
     );
     // And no token is taken meanwhile, not even one signed with the HS256 secret.
-    let (status, _) = gw.buy("phone-x", "alice", "k", json!({})).await;
-    assert_eq!(status, 401);
+    assert_eq!(gw.buy("phone-x", "alice", "k", json!({})).await.0, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_reused_for_another_quantity_is_422_and_reserves_nothing() {
-    let gw = Running::start().await;
-    let sku = sku();
-    gw.ctx.open_sale(&sku, 10, 5).await;
-    let (status, first) = gw
-        .buy(sku.as_str(), "erin", "k-1", json!({"quantity": 1}))
-        .await;
+    let (gw, sku) = selling(10, 5).await;
+    let erin = |key: &'static str, quantity: i64| {
+        gw.buy(sku.as_str(), "erin", key, json!({ "quantity": quantity }))
+    };
+    let (status, first) = erin("k-1", 1).await;
     assert_eq!(status, 202, "{first}");
-    let (status, reused) = gw
-        .buy(sku.as_str(), "erin", "k-1", json!({"quantity": 2}))
-        .await;
-    assert_eq!(
-        (status, reused["code"].as_str()),
-        (422, Some("idempotency_key_reused")),
-        "{reused}"
-    );
+    let reused = erin("k-1", 2).await;
+    assert_problem(&reused, 422, "idempotency_key_reused");
+    let reused = reused.1;
     assert!(
         reused["title"]
             .as_str()
@@ -594,17 +552,12 @@ async fn an_idempotency_key_reused_for_another_quantity_is_422_and_reserves_noth
     );
     assert_eq!(gw.remaining(&sku).await, 9, "nothing more was reserved");
     // The same request again is still the same order; another key is another order.
-    let (status, again) = gw
-        .buy(sku.as_str(), "erin", "k-1", json!({"quantity": 1}))
-        .await;
+    let (status, again) = erin("k-1", 1).await;
     assert!(matches!(status, 202 | 409), "{again}");
     if status == 202 {
         assert_eq!(again["order_id"], first["order_id"]);
     }
-    let (status, other) = gw
-        .buy(sku.as_str(), "erin", "k-2", json!({"quantity": 2}))
-        .await;
-    assert_eq!(status, 202, "{other}");
+    assert_eq!(erin("k-2", 2).await.0, 202, "another key is another order");
     assert_eq!(gw.remaining(&sku).await, 7);
     assert_eq!(
         gw.app
@@ -627,15 +580,7 @@ async fn the_committed_openapi_document_is_the_one_the_gateway_generates_and_ser
         "docs/openapi.json differs from what the handlers' annotations generate: run `make openapi` and commit it"
     );
     let gw = Running::start().await;
-    let served: Value = gw
-        .client
-        .get(format!("{}/openapi.json", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served: Value = gw.get("/openapi.json").await.json().await.unwrap();
     assert_eq!(served, serde_json::from_str::<Value>(&committed).unwrap());
     assert_eq!(served["openapi"], "3.1.0");
     for route in [
@@ -647,12 +592,7 @@ async fn the_committed_openapi_document_is_the_one_the_gateway_generates_and_ser
     ] {
         assert!(served["paths"][route].is_object(), "{route} is documented");
     }
-    let page = gw
-        .client
-        .get(format!("{}/docs/", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let page = gw.get("/docs/").await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(
@@ -688,9 +628,7 @@ fn a_deployment_with_the_development_secret_refuses_to_start_and_names_the_key()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_listens_on_its_own_port_and_the_public_one_does_not_reveal_it() {
-    let mut ctx = TestContext::new().await.unwrap();
-    ctx.settings.http.admin_on_public = false;
-    let gw = Running::on(ctx).await;
+    let gw = Running::with(|s| s.http.admin_on_public = false).await;
     let sku = sku();
     let now = chrono::Utc::now();
     let sale = json!({
@@ -713,17 +651,9 @@ async fn the_admin_api_listens_on_its_own_port_and_the_public_one_does_not_revea
     );
     let problem: Value = public.json().await.unwrap();
     assert_eq!(problem["code"], "not_found");
-    let refunds = gw
-        .client
-        .get(format!("{}/v1/admin/refunds", gw.url))
-        .bearer_auth(gw.admin())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refunds.status(), 404);
+    assert_eq!(gw.admin_get("/v1/admin/refunds").await.status(), 404);
     assert_ne!(gw.admin_url, gw.url);
     assert_eq!(put(&gw.admin_url).await.unwrap().status(), 200);
     // The buyers' API stays on the public port.
-    let (status, body) = gw.buy(sku.as_str(), "olga", "k1", json!({})).await;
-    assert_eq!(status, 202, "{body}");
+    gw.accepted(&sku, "olga", "k1", json!({})).await;
 }

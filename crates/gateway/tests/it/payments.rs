@@ -2,13 +2,14 @@
 //! failed, queued or unknown order, with a bad signature or a wrong amount; and units an
 //! expiry returns sold again at once, through the sold-out flag.
 
-use super::{sku, Running};
+use super::{answer, assert_problem, sku, Running};
 use domain::{OrderId, PaymentTerms, SkuId};
 use serde_json::{json, Value};
 use std::time::Duration;
-use testkit::{order, signed_notice, written_orders, TestContext};
+use testkit::{order, signed_notice, written_orders};
 
 impl Running {
+    /// The secret payment notices are signed with.
     fn webhook_secret(&self) -> Vec<u8> {
         use settings::secrecy::ExposeSecret;
         self.ctx
@@ -33,6 +34,7 @@ impl Running {
         self.notify(body, Some(signature)).await
     }
 
+    /// Sends `body` as a payment notice, with `signature` if any: the status and the body.
     async fn notify(&self, body: Vec<u8>, signature: Option<String>) -> (u16, Value) {
         let mut request = self
             .client
@@ -42,23 +44,10 @@ impl Running {
         if let Some(signature) = signature {
             request = request.header("Seckill-Signature", signature);
         }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(request).await
     }
 
-    async fn admin_get(&self, path: &str) -> Value {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(self.admin())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{path}");
-        response.json().await.unwrap()
-    }
-
+    /// The order as `user` sees it; asserts they may.
     async fn order_of(&self, user: &str, order: &OrderId) -> Value {
         let response = self
             .client
@@ -71,6 +60,7 @@ impl Running {
         response.json().await.unwrap()
     }
 
+    /// How many notices the gateway counted with `outcome`.
     fn payments_counted(&self, outcome: &str) -> u64 {
         self.app
             .metrics
@@ -80,22 +70,29 @@ impl Running {
     }
 }
 
-/// A sale giving `window_secs` to pay, optionally at a price, with `n` orders written (buyer
-/// `buyer-<i>`, one unit each).
+/// A sale of its own on `terms`, with `n` orders written (buyer `buyer-<i>`, one unit each): its
+/// SKU and the orders.
 async fn sale_with_orders(
     gw: &Running,
-    sku: &SkuId,
     stock: i64,
     terms: PaymentTerms,
     n: usize,
-) -> Vec<OrderId> {
+) -> (SkuId, Vec<OrderId>) {
+    let sku = sku();
     let spec = testkit::open_spec(stock, 2).with_payment(terms);
-    gw.ctx.open_sale_as(sku, spec).await;
+    gw.ctx.open_sale_as(&sku, spec).await;
     let orders: Vec<_> = (0..n)
-        .map(|i| order(sku, &format!("buyer-{i}"), "k-1", 1))
+        .map(|i| order(&sku, &format!("buyer-{i}"), "k-1", 1))
         .collect();
     written_orders(&gw.ctx.ledger(), &gw.ctx.store().await, &orders).await;
-    orders.into_iter().map(|o| o.order_id).collect()
+    (sku, orders.into_iter().map(|o| o.order_id).collect())
+}
+
+/// [`sale_with_orders`] giving a second to pay, once that second has passed.
+async fn overdue_orders(gw: &Running, stock: i64, n: usize) -> (SkuId, Vec<OrderId>) {
+    let sale = sale_with_orders(gw, stock, window(1), n).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    sale
 }
 
 /// An expirer of the test's world (the gateway's tests run one by hand, not a whole worker).
@@ -108,6 +105,7 @@ pub(super) fn expirer(gw: &Running, store: &store::Store) -> order_worker::expir
     )
 }
 
+/// Payment terms of `secs` to pay, at no set price.
 fn window(secs: i64) -> PaymentTerms {
     PaymentTerms::new(secs, None, None).unwrap()
 }
@@ -115,8 +113,7 @@ fn window(secs: i64) -> PaymentTerms {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_in_time_pays_the_order_once_and_the_same_notice_again_changes_nothing() {
     let gw = Running::start().await;
-    let sku = sku();
-    let orders = sale_with_orders(&gw, &sku, 5, window(600), 1).await;
+    let (sku, orders) = sale_with_orders(&gw, 5, window(600), 1).await;
     let id = &orders[0];
     let before = gw.order_of("buyer-0", id).await;
     assert_eq!(before["status"], "awaiting_payment", "{before}");
@@ -137,20 +134,19 @@ async fn a_payment_in_time_pays_the_order_once_and_the_same_notice_again_changes
     assert_eq!(gw.payments_counted("paid"), 1);
     assert_eq!(gw.payments_counted("replayed"), 1);
     // The same id for another amount is a client bug.
-    let (status, conflict) = gw.pay("pay-1", id, 999, "EUR").await;
-    assert_eq!(
-        (status, conflict["code"].as_str()),
-        (422, Some("payment_conflict"))
+    assert_problem(
+        &gw.pay("pay-1", id, 999, "EUR").await,
+        422,
+        "payment_conflict",
     );
     // A second payment of a paid order is money to give back.
-    let (status, twice) = gw.pay("pay-2", id, 100, "EUR").await;
-    assert_eq!(
-        (status, twice["code"].as_str()),
-        (409, Some("order_already_paid")),
-        "{twice}"
+    assert_problem(
+        &gw.pay("pay-2", id, 100, "EUR").await,
+        409,
+        "order_already_paid",
     );
 
-    let sale = gw.admin_get(&format!("/v1/admin/sales/{sku}")).await;
+    let sale = gw.admin_json(&format!("/v1/admin/sales/{sku}")).await;
     assert_eq!(
         sale["database"]["paid"],
         json!({"orders": 1, "units": 1}),
@@ -158,20 +154,14 @@ async fn a_payment_in_time_pays_the_order_once_and_the_same_notice_again_changes
     );
     assert_eq!(sale["database"]["stock"], 4, "{sale}");
     assert_eq!(sale["database"]["refunds_due"], 1, "{sale}");
-    let refunds = gw.admin_get("/v1/admin/refunds").await;
+    let refunds = gw.admin_json("/v1/admin/refunds").await;
     let listed = refunds["refunds_due"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "{refunds}");
     assert_eq!(listed[0]["payment_id"], "pay-2");
     assert_eq!(listed[0]["reason"], "order_already_paid");
     assert_eq!(gw.app.metrics.refunds_due.get(), 1);
     for query in ["limit=0", "limit=1001", "limit=x", "page=2"] {
-        let response = gw
-            .client
-            .get(format!("{}/v1/admin/refunds?{query}", gw.url))
-            .bearer_auth(gw.admin())
-            .send()
-            .await
-            .unwrap();
+        let response = gw.admin_get(&format!("/v1/admin/refunds?{query}")).await;
         assert_eq!(response.status(), 400, "{query}");
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["code"], "invalid_query", "{query}");
@@ -181,10 +171,8 @@ async fn a_payment_in_time_pays_the_order_once_and_the_same_notice_again_changes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_after_expiry_is_409_recorded_as_a_refund_and_moves_no_unit() {
     let gw = Running::start().await;
-    let sku = sku();
+    let (sku, orders) = overdue_orders(&gw, 3, 2).await;
     let store = gw.ctx.store().await;
-    let orders = sale_with_orders(&gw, &sku, 3, window(1), 2).await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
 
     // The first order expired before its payment came: the expirer ran.
     let expirer = expirer(&gw, &store);
@@ -194,11 +182,10 @@ async fn a_payment_after_expiry_is_409_recorded_as_a_refund_and_moves_no_unit() 
     let remaining_before = gw.remaining(&sku).await;
     assert_eq!((stock_before, remaining_before), (3, 3));
 
-    let (status, late) = gw.pay("late-1", &orders[0], 100, "EUR").await;
-    assert_eq!(
-        (status, late["code"].as_str()),
-        (409, Some("order_expired")),
-        "{late}"
+    assert_problem(
+        &gw.pay("late-1", &orders[0], 100, "EUR").await,
+        409,
+        "order_expired",
     );
     assert_eq!(
         gw.pay("late-1", &orders[0], 100, "EUR").await.0,
@@ -213,7 +200,7 @@ async fn a_payment_after_expiry_is_409_recorded_as_a_refund_and_moves_no_unit() 
     let view = gw.order_of("buyer-0", &orders[0]).await;
     assert_eq!(view["status"], "expired", "{view}");
     assert_eq!(view["reason"], "payment_window_elapsed", "{view}");
-    let refunds = gw.admin_get("/v1/admin/refunds").await;
+    let refunds = gw.admin_json("/v1/admin/refunds").await;
     assert_eq!(
         refunds["refunds_due"][0]["reason"], "order_expired",
         "{refunds}"
@@ -225,16 +212,13 @@ async fn a_payment_after_expiry_is_409_recorded_as_a_refund_and_moves_no_unit() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_payment_that_beats_the_expirer_expires_the_order_itself() {
     let gw = Running::start().await;
-    let sku = sku();
+    let (sku, orders) = overdue_orders(&gw, 1, 1).await;
     let store = gw.ctx.store().await;
-    let orders = sale_with_orders(&gw, &sku, 1, window(1), 1).await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
 
-    let (status, late) = gw.pay("late-1", &orders[0], 100, "EUR").await;
-    assert_eq!(
-        (status, late["code"].as_str()),
-        (409, Some("order_expired")),
-        "{late}"
+    assert_problem(
+        &gw.pay("late-1", &orders[0], 100, "EUR").await,
+        409,
+        "order_expired",
     );
     let row = store.order(&orders[0]).await.unwrap().unwrap();
     assert_eq!(row.status, "expired");
@@ -253,8 +237,7 @@ async fn a_late_payment_that_beats_the_expirer_expires_the_order_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_without_a_valid_signature_are_401_and_record_nothing() {
     let gw = Running::start().await;
-    let sku = sku();
-    let orders = sale_with_orders(&gw, &sku, 2, window(600), 1).await;
+    let (_, orders) = sale_with_orders(&gw, 2, window(600), 1).await;
     let id = &orders[0];
     let (body, good) = signed_notice(&gw.webhook_secret(), "pay-1", id, 100, "EUR");
     let now = chrono::Utc::now().timestamp();
@@ -299,16 +282,14 @@ async fn notices_without_a_valid_signature_are_401_and_record_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_unknown_failed_and_mispriced_orders_each_get_their_own_answer() {
     let gw = Running::start().await;
-    let sku = sku();
     let terms = PaymentTerms::new(600, Some(1999), Some("EUR")).unwrap();
-    let orders = sale_with_orders(&gw, &sku, 5, terms, 1).await;
+    let (sku, orders) = sale_with_orders(&gw, 5, terms, 1).await;
     // Mispriced: nothing recorded, the right amount then pays.
     for (amount, currency) in [(1000, "EUR"), (1999, "USD")] {
-        let (status, problem) = gw.pay("pay-1", &orders[0], amount, currency).await;
-        assert_eq!(
-            (status, problem["code"].as_str()),
-            (422, Some("amount_mismatch")),
-            "{problem}"
+        assert_problem(
+            &gw.pay("pay-1", &orders[0], amount, currency).await,
+            422,
+            "amount_mismatch",
         );
     }
     assert_eq!(gw.pay("pay-1", &orders[0], 1999, "EUR").await.0, 200);
@@ -316,19 +297,17 @@ async fn queued_unknown_failed_and_mispriced_orders_each_get_their_own_answer() 
     // Queued: reserved in Redis, not yet written.
     let queued = order(&sku, "buyer-q", "k-1", 1);
     testkit::reserve(&gw.ctx.ledger(), &queued).await;
-    let (status, problem) = gw.pay("pay-q", &queued.order_id, 1999, "EUR").await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (409, Some("order_pending")),
-        "{problem}"
+    assert_problem(
+        &gw.pay("pay-q", &queued.order_id, 1999, "EUR").await,
+        409,
+        "order_pending",
     );
     // Unknown.
     let unknown = order(&sku, "nobody", "k-1", 1).order_id;
-    let (status, problem) = gw.pay("pay-u", &unknown, 1999, "EUR").await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (404, Some("order_not_found")),
-        "{problem}"
+    assert_problem(
+        &gw.pay("pay-u", &unknown, 1999, "EUR").await,
+        404,
+        "order_not_found",
     );
     // Failed.
     let failed = order(&sku, "buyer-f", "k-1", 1);
@@ -337,11 +316,10 @@ async fn queued_unknown_failed_and_mispriced_orders_each_get_their_own_answer() 
         .mark_failed(&failed, domain::ReasonCode::DbOutOfStock)
         .await
         .unwrap();
-    let (status, problem) = gw.pay("pay-f", &failed.order_id, 1999, "EUR").await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (409, Some("order_failed")),
-        "{problem}"
+    assert_problem(
+        &gw.pay("pay-f", &failed.order_id, 1999, "EUR").await,
+        409,
+        "order_failed",
     );
     // Bad body (signed, so it reaches the parser).
     let (body, signature) = {
@@ -350,12 +328,7 @@ async fn queued_unknown_failed_and_mispriced_orders_each_get_their_own_answer() 
             domain::payment::sign(&gw.webhook_secret(), chrono::Utc::now().timestamp(), &body);
         (body, header)
     };
-    let (status, problem) = gw.notify(body, Some(signature)).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (400, Some("invalid_body")),
-        "{problem}"
-    );
+    assert_problem(&gw.notify(body, Some(signature)).await, 400, "invalid_body");
 
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!((stats.paid.orders, stats.refunds_due), (1, 1));
@@ -363,16 +336,12 @@ async fn queued_unknown_failed_and_mispriced_orders_each_get_their_own_answer() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn units_an_expiry_returns_are_sold_again_at_once_though_the_sale_was_sold_out() {
-    let mut ctx = TestContext::new().await.unwrap();
-    ctx.settings.gateway.sold_out_recheck_ms = 200;
-    let gw = Running::on(ctx).await;
-    let sku = sku();
+    let gw = Running::with(|s| s.gateway.sold_out_recheck_ms = 200).await;
+    let (sku, _) = sale_with_orders(&gw, 1, window(1), 1).await;
     let store = gw.ctx.store().await;
-    sale_with_orders(&gw, &sku, 1, window(1), 1).await;
     // Sold out, and remembered by the gateway.
     for key in ["a", "b", "c"] {
-        let (status, body) = gw.buy(sku.as_str(), "latecomer", key, json!({})).await;
-        assert_eq!((status, body["code"].as_str()), (409, Some("sold_out")));
+        gw.assert_sold_out(&sku, "latecomer", key).await;
     }
     assert!(
         gw.app.metrics.sold_out_local.get() >= 1,

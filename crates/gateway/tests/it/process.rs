@@ -1,6 +1,6 @@
 //! The gateway as a separate process, stopped the way Kubernetes stops it: SIGTERM.
 
-use super::sku;
+use super::{sku, start_worker};
 use kafka::rdkafka::Message;
 use std::time::{Duration, Instant};
 use testkit::process::ServiceProcess;
@@ -104,19 +104,6 @@ async fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_cleanl
     assert_eq!((snapshot.remaining, snapshot.released), (8, 0));
 }
 
-/// A worker on `settings` in the test's process, until the returned token is cancelled.
-async fn worker(
-    settings: &settings::Settings,
-) -> (
-    tokio_util::sync::CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let worker = order_worker::Worker::connect(settings, None).await.unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let handle = tokio::spawn(worker.run_until_stopped(stop.clone()));
-    (stop, handle)
-}
-
 /// Units reserved in Redis that are neither released nor confirmed in the database.
 async fn in_flight_units(ctx: &TestContext, sku: &domain::SkuId) -> (i64, stock::LedgerSnapshot) {
     let snapshot = ctx.ledger().snapshot(sku).await.unwrap().unwrap();
@@ -187,21 +174,19 @@ async fn a_gateway_killed_with_hundreds_of_requests_in_flight_strands_no_unit() 
     let mut settings = ctx.settings.clone();
     settings.sweeper.interval_secs = 1;
     settings.sweeper.stale_after_secs = 3600;
-    let (stop, handle) = worker(&settings).await;
-    testkit::eventually(Duration::from_secs(30), "the served orders", || async {
-        let stats = ctx.store().await.sale_stats(&sku).await.ok()??;
-        (stats.awaiting_payment.orders == SERVED as i64).then_some(())
-    })
-    .await;
+    let worker = start_worker(&settings).await;
+    let served = |stats: &store::SaleStats| stats.awaiting_payment.orders == SERVED as i64;
+    let within = Duration::from_secs(30);
+    ctx.sale_stats_when(&sku, within, "the served orders", served)
+        .await;
     let (stranded, _) = in_flight_units(&ctx, &sku).await;
     assert_eq!(stranded, IN_FLIGHT as i64, "what the kill stranded");
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 
     // After: the sweeper publishes the stranded orders again and the worker writes them.
     settings.sweeper.stale_after_secs = 3;
     let started = std::time::Instant::now();
-    let (stop, handle) = worker(&settings).await;
+    let worker = start_worker(&settings).await;
     let (in_flight, snapshot) =
         testkit::eventually(Duration::from_secs(30), "no unit in flight", || async {
             let (in_flight, snapshot) = in_flight_units(&ctx, &sku).await;
@@ -209,8 +194,7 @@ async fn a_gateway_killed_with_hundreds_of_requests_in_flight_strands_no_unit() 
         })
         .await;
     let settled_in = started.elapsed();
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
     let stats = ctx.store().await.sale_stats(&sku).await.unwrap().unwrap();
     eprintln!(
         "kill test: {} units reserved, {stranded} stranded by the kill, {} rows, in flight {in_flight} \

@@ -3,11 +3,10 @@
 //! database, and `reconcile` rebuilds Redis from the database so that the sale ends with exactly
 //! its stock sold: no oversell, per-user limits and idempotency keys intact.
 
-use super::{sku, Running};
+use super::{assert_problem, selling, sku, start_worker, Running};
 use serde_json::json;
 use std::time::Duration;
 use stock::RestoreOutcome;
-use tokio_util::sync::CancellationToken;
 
 /// `make reconcile SKU=<sku>`, in the test's world.
 async fn reconcile_sale(
@@ -15,7 +14,7 @@ async fn reconcile_sale(
     store: &store::Store,
     sku: &domain::SkuId,
 ) -> Vec<gateway::reconcile::SaleReport> {
-    reconcile_with(gw, store, sku, false).await
+    reconcile_with(gw, store, sku, false).await.unwrap()
 }
 
 /// `make reconcile SKU=<sku> [REBUILD=1]`, in the test's world.
@@ -24,7 +23,7 @@ async fn reconcile_with(
     store: &store::Store,
     sku: &domain::SkuId,
     rebuild: bool,
-) -> Vec<gateway::reconcile::SaleReport> {
+) -> anyhow::Result<Vec<gateway::reconcile::SaleReport>> {
     let options = gateway::reconcile::Options {
         skus: vec![sku.clone()],
         drain_timeout: Duration::from_secs(60),
@@ -38,17 +37,19 @@ async fn reconcile_with(
         &options,
     )
     .await
-    .unwrap()
 }
 
-/// How many of `buyers` new buyers, one unit each, get a 202.
+/// How many of `buyers` new buyers, one unit each, get a 202; the others are told it is sold out.
 async fn late_buyers_accepted(gw: &Running, sku: &domain::SkuId, buyers: usize) -> i64 {
     let mut accepted = 0;
     for i in 0..buyers {
-        let (status, _) = gw
+        let answer = gw
             .buy(sku.as_str(), &format!("late{i}"), "k", json!({}))
             .await;
-        accepted += i64::from(status == 202);
+        match answer.0 {
+            202 => accepted += 1,
+            _ => assert_problem(&answer, 409, "sold_out"),
+        }
     }
     accepted
 }
@@ -62,52 +63,45 @@ async fn keys_and_limits_survived(
     orders: &[(&'static str, i64, String)],
 ) {
     for (user, quantity, order_id) in orders {
-        let (status, body) = gw
-            .buy(sku.as_str(), user, "k1", json!({ "quantity": quantity }))
+        let body = gw
+            .accepted(sku, user, "k1", json!({ "quantity": quantity }))
             .await;
-        assert_eq!(status, 202, "{body}");
         assert_eq!(body["order_id"].as_str(), Some(order_id.as_str()));
     }
-    let (status, body) = gw.buy(sku.as_str(), "alice", "k2", json!({})).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("limit_exceeded"))
+    assert_problem(
+        &gw.buy(sku.as_str(), "alice", "k2", json!({})).await,
+        409,
+        "limit_exceeded",
     );
 }
 
-/// Starts a worker and waits until the database holds `units` of `sku`: the store, and the
-/// worker's stop token and task.
+/// Waits up to 30 s until the database holds `units` of `sku`.
+async fn units_held(gw: &Running, sku: &domain::SkuId, units: i64) -> store::SaleStats {
+    let within = Duration::from_secs(30);
+    let held = |stats: &store::SaleStats| stats.held_units() == units;
+    gw.ctx
+        .sale_stats_when(sku, within, "the units held", held)
+        .await
+}
+
+/// Starts a worker and waits until the database holds `units` of `sku`: the store and the worker.
 async fn written_by_a_worker(
     gw: &Running,
     sku: &domain::SkuId,
     units: i64,
-) -> (
-    store::Store,
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let stop = CancellationToken::new();
-    let worker = order_worker::Worker::connect(&gw.ctx.settings, None)
-        .await
-        .unwrap();
-    let worker = tokio::spawn(worker.run_until_stopped(stop.clone()));
-    let store = gw.ctx.store().await;
-    testkit::eventually(Duration::from_secs(30), "the units held", || async {
-        let stats = store.sale_stats(sku).await.unwrap().unwrap();
-        (stats.held_units() == units).then_some(())
-    })
-    .await;
-    (store, stop, worker)
+) -> (store::Store, testkit::Spawned) {
+    let worker = start_worker(&gw.ctx.settings).await;
+    units_held(gw, sku, units).await;
+    (gw.ctx.store().await, worker)
 }
 
 /// Alice buys 2 units, Bob and Carol 1 each, under the key `k1`: (user, quantity, order id).
 async fn buy_four_units(gw: &Running, sku: &domain::SkuId) -> Vec<(&'static str, i64, String)> {
     let mut orders = Vec::new();
     for (user, quantity) in [("alice", 2), ("bob", 1), ("carol", 1)] {
-        let (status, body) = gw
-            .buy(sku.as_str(), user, "k1", json!({ "quantity": quantity }))
+        let body = gw
+            .accepted(sku, user, "k1", json!({ "quantity": quantity }))
             .await;
-        assert_eq!(status, 202, "{body}");
         orders.push((
             user,
             quantity,
@@ -119,44 +113,29 @@ async fn buy_four_units(gw: &Running, sku: &domain::SkuId) -> Vec<(&'static str,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without_oversell() {
-    let gw = Running::start().await;
-    let sku = sku();
     const STOCK: i64 = 10;
-    gw.ctx.open_sale(&sku, STOCK, 2).await;
+    let (gw, sku) = selling(STOCK, 2).await;
     // Four units queued before the loss; no worker runs yet, so they are pending in Kafka.
     let first_orders = buy_four_units(&gw, &sku).await;
     // Redis restarts empty: every key of the sale is gone.
     gw.ctx.ledger().forget(&sku).await.unwrap();
-    let (status, body) = gw.buy(sku.as_str(), "dave", "k1", json!({})).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (503, Some("sale_not_ready"))
+    assert_problem(
+        &gw.buy(sku.as_str(), "dave", "k1", json!({})).await,
+        503,
+        "sale_not_ready",
     );
     // Re-saving the sale through the admin API would hand out the four units again: refused.
     let now = chrono::Utc::now();
-    let response = gw
-        .client
-        .put(format!("{}/v1/admin/sales/{sku}", gw.url))
-        .bearer_auth(gw.admin())
-        .json(&json!({
-            "stock": STOCK, "per_user_limit": 2,
-            "starts_at": now - chrono::Duration::minutes(1),
-            "ends_at": now + chrono::Duration::hours(1),
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 409);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["code"], "sale_needs_reconcile");
+    let sale = json!({
+        "stock": STOCK, "per_user_limit": 2,
+        "starts_at": now - chrono::Duration::minutes(1),
+        "ends_at": now + chrono::Duration::hours(1),
+    });
+    assert_problem(&gw.put_sale(&sku, &sale).await, 409, "sale_needs_reconcile");
     assert!(gw.ctx.ledger().snapshot(&sku).await.unwrap().is_none());
 
     // The worker drains the queue; Redis knows none of these orders, the database decides.
-    let stop = CancellationToken::new();
-    let worker = order_worker::Worker::connect(&gw.ctx.settings, None)
-        .await
-        .unwrap();
-    let worker = tokio::spawn(worker.run_until_stopped(stop.clone()));
+    let worker = start_worker(&gw.ctx.settings).await;
 
     let store = gw.ctx.store().await;
     let reconcile = || reconcile_sale(&gw, &store, &sku);
@@ -164,9 +143,9 @@ async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].outcome, RestoreOutcome::Restored(STOCK - 4));
     assert_eq!(reports[0].orders, 3);
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = gw.ctx.sale_stats(&sku).await;
     assert_eq!((stats.held_units(), stats.stock), (4, STOCK - 4));
-    let snapshot = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    let snapshot = gw.ctx.snapshot(&sku).await;
     assert_eq!(snapshot.remaining, STOCK - 4);
     assert_eq!(snapshot.initial, STOCK);
     assert_eq!(snapshot.reserved - snapshot.released, 4);
@@ -179,39 +158,19 @@ async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without
     );
 
     // The rest sells, exactly.
-    let mut accepted = 0;
-    for i in 0..10 {
-        let (status, body) = gw
-            .buy(sku.as_str(), &format!("late-{i}"), "k1", json!({}))
-            .await;
-        match status {
-            202 => accepted += 1,
-            409 => assert_eq!(body["code"], "sold_out"),
-            _ => panic!("unexpected {status}: {body}"),
-        }
-    }
-    assert_eq!(accepted, STOCK - 4);
-    let stats = testkit::eventually(
-        Duration::from_secs(30),
-        "the last orders written",
-        || async {
-            let stats = store.sale_stats(&sku).await.unwrap().unwrap();
-            (stats.awaiting_payment.orders == 3 + (STOCK - 4)).then_some(stats)
-        },
-    )
-    .await;
+    assert_eq!(late_buyers_accepted(&gw, &sku, 10).await, STOCK - 4);
+    let stats = units_held(&gw, &sku, STOCK).await;
     // No oversell, no loss, conservation on both sides.
-    assert_eq!(stats.held_units(), STOCK);
+    assert_eq!(stats.awaiting_payment.orders, 3 + (STOCK - 4));
     assert_eq!(stats.stock, 0);
     assert_eq!(stats.failed.orders, 0);
-    let snapshot = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    let snapshot = gw.ctx.snapshot(&sku).await;
     assert_eq!(snapshot.remaining, 0);
     assert_eq!(snapshot.reserved - snapshot.released, STOCK);
     let rows = store.orders_of(&sku).await.unwrap();
     let distinct: std::collections::HashSet<_> = rows.iter().map(|r| &r.order_id).collect();
     assert_eq!(distinct.len(), rows.len());
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// Redis loses a sale while some of its orders are past their payment window: the expirer gives
@@ -259,8 +218,8 @@ async fn orders_that_expire_while_redis_has_lost_their_sale_are_given_back_once_
         (0, 0),
         "reconcile wrote them released"
     );
-    let redis = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let redis = gw.ctx.snapshot(&sku).await;
+    let stats = gw.ctx.sale_stats(&sku).await;
     assert_eq!(
         (redis.remaining, stats.stock, stats.held_units()),
         (5, 5, 0)
@@ -274,12 +233,10 @@ async fn orders_that_expire_while_redis_has_lost_their_sale_are_given_back_once_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_failover_lost_acknowledged_reservations_a_rebuild_restores_conservation() {
-    let gw = Running::start().await;
-    let sku = sku();
     const STOCK: i64 = 10;
-    gw.ctx.open_sale(&sku, STOCK, 2).await;
+    let (gw, sku) = selling(STOCK, 2).await;
     buy_four_units(&gw, &sku).await;
-    let (store, stop, worker) = written_by_a_worker(&gw, &sku, 4).await;
+    let (store, worker) = written_by_a_worker(&gw, &sku, 4).await;
 
     // The promoted replica never saw bob's and carol's reservations: Redis offers 8 units
     // where the database has 6.
@@ -292,16 +249,15 @@ async fn after_a_failover_lost_acknowledged_reservations_a_rebuild_restores_cons
         RestoreOutcome::AlreadyPresent(STOCK - 2)
     );
     // Rebuilt, Redis agrees with the database again: 6 left, 4 held.
-    let reports = reconcile_with(&gw, &store, &sku, true).await;
+    let reports = reconcile_with(&gw, &store, &sku, true).await.unwrap();
     assert_eq!(reports[0].outcome, RestoreOutcome::Restored(STOCK - 4));
-    let snapshot = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let snapshot = gw.ctx.snapshot(&sku).await;
+    let stats = gw.ctx.sale_stats(&sku).await;
     assert_eq!((snapshot.remaining, stats.stock), (STOCK - 4, STOCK - 4));
     assert_eq!(snapshot.remaining + stats.held_units(), STOCK);
     // It sells its last 6 units, and not one more.
     assert_eq!(late_buyers_accepted(&gw, &sku, 10).await, 6);
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,7 +268,7 @@ async fn a_bucketed_sale_that_lost_one_bucket_is_rebuilt_whole_with_its_buyers_i
     let spec = testkit::open_spec(STOCK, 2).with_buckets(3).unwrap();
     gw.ctx.open_sale_as(&sku, spec).await;
     let first_orders = buy_four_units(&gw, &sku).await;
-    let (store, stop, worker) = written_by_a_worker(&gw, &sku, 4).await;
+    let (store, worker) = written_by_a_worker(&gw, &sku, 4).await;
 
     // One shard loses its data: alice's bucket is gone, the others stay.
     let alice = domain::OrderId::parse(first_orders[0].2.as_str()).unwrap();
@@ -325,41 +281,23 @@ async fn a_bucketed_sale_that_lost_one_bucket_is_rebuilt_whole_with_its_buyers_i
         "alice's bucket is gone: neither sold out nor unlimited"
     );
     // Plain reconcile does not restore over the buckets Redis still has.
-    let options = gateway::reconcile::Options {
-        skus: vec![sku.clone()],
-        drain_timeout: Duration::from_secs(60),
-        rebuild: false,
-    };
-    let error = gateway::reconcile::reconcile(
-        &gw.ctx.ledger(),
-        &store,
-        &gw.ctx.endpoint(),
-        &gw.ctx.settings.kafka,
-        &options,
-    )
-    .await
-    .unwrap_err();
+    let error = reconcile_with(&gw, &store, &sku, false).await.unwrap_err();
     assert!(
         format!("{error:#}").contains("reconcile --rebuild"),
         "{error:#}"
     );
 
     // Rebuilt whole from the database: 8 left over three buckets, 4 held.
-    let reports = reconcile_with(&gw, &store, &sku, true).await;
+    let reports = reconcile_with(&gw, &store, &sku, true).await.unwrap();
     assert_eq!(reports[0].outcome, RestoreOutcome::Restored(STOCK - 4));
-    let snapshot = gw.ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    let snapshot = gw.ctx.snapshot(&sku).await;
     assert_eq!(
         (snapshot.remaining, snapshot.buckets, snapshot.in_transit),
         (STOCK - 4, 3, 0)
     );
     keys_and_limits_survived(&gw, &sku, &first_orders).await;
     assert_eq!(late_buyers_accepted(&gw, &sku, 20).await, STOCK - 4);
-    let stats = testkit::eventually(Duration::from_secs(30), "every unit held", || async {
-        let stats = store.sale_stats(&sku).await.unwrap().unwrap();
-        (stats.held_units() == STOCK).then_some(stats)
-    })
-    .await;
+    let stats = units_held(&gw, &sku, STOCK).await;
     assert_eq!((stats.stock, stats.failed.orders), (0, 0));
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }

@@ -10,32 +10,50 @@ use std::collections::HashMap;
 use std::time::Duration;
 use stock::{ReleaseMode, ReserveOutcome};
 use store::Paid;
-use testkit::{order, written_orders, TestContext};
+use testkit::{order, sku, written_orders, TestContext};
 
-fn sku() -> SkuId {
-    SkuId::parse(testkit::unique("exp-")).unwrap()
+/// A fresh world and its store.
+async fn world() -> (TestContext, store::Store) {
+    let ctx = TestContext::new().await.unwrap();
+    let store = ctx.store().await;
+    (ctx, store)
 }
 
-/// A sale of `stock` units, one per buyer, that gives `window_secs` to pay.
-async fn sale(ctx: &TestContext, sku: &SkuId, stock: i64, window_secs: i64) {
+/// How long the tests' orders of a second's payment window wait to be due.
+const PAST_A_SECOND: Duration = Duration::from_millis(1_100);
+
+/// A sale of `stock` units of `sku`, one per buyer, that gives `window_secs` to pay, and `n` of its
+/// orders written (buyer `buyer-<i>`).
+async fn written(
+    ctx: &TestContext,
+    store: &store::Store,
+    sku: &SkuId,
+    (stock, window_secs): (i64, i64),
+    n: usize,
+) -> Vec<OrderRequested> {
     let spec = testkit::open_spec(stock, 1)
         .with_payment(PaymentTerms::new(window_secs, None, None).unwrap());
     ctx.open_sale_as(sku, spec).await;
-}
-
-fn buyers(sku: &SkuId, n: usize) -> Vec<OrderRequested> {
-    (0..n)
+    let orders: Vec<_> = (0..n)
         .map(|i| order(sku, &format!("buyer-{i}"), "k-1", 1))
-        .collect()
+        .collect();
+    written_orders(&ctx.ledger(), store, &orders).await;
+    orders
 }
 
-fn expirer(ctx: &TestContext, store: &store::Store) -> Expirer {
+/// An expirer of the test's world, reporting to `metrics`.
+fn expirer_reporting(ctx: &TestContext, store: &store::Store, metrics: WorkerMetrics) -> Expirer {
     Expirer::new(
         ctx.ledger(),
         store.clone(),
         ctx.settings.expiry.clone(),
-        WorkerMetrics::new(telemetry::new_registry()),
+        metrics,
     )
+}
+
+/// An expirer of the test's world, as another replica's would be.
+fn expirer(ctx: &TestContext, store: &store::Store) -> Expirer {
+    expirer_reporting(ctx, store, WorkerMetrics::new(telemetry::new_registry()))
 }
 
 /// The sale as both sides see it: (database stock, expired orders, Redis remaining, Redis
@@ -53,20 +71,12 @@ async fn books(ctx: &TestContext, store: &store::Store, sku: &SkuId) -> (i64, i6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_expirers_at_once_return_each_unpaid_unit_once_and_the_buyers_may_buy_again() {
-    let ctx = TestContext::new().await.unwrap();
-    let store = ctx.store().await;
+    let (ctx, store) = world().await;
     let sku = sku();
-    sale(&ctx, &sku, 50, 2).await;
-    let orders = buyers(&sku, 40);
-    written_orders(&ctx.ledger(), &store, &orders).await;
+    let orders = written(&ctx, &store, &sku, (50, 2), 40).await;
     assert_eq!(books(&ctx, &store, &sku).await, (10, 0, 10, 0));
     let metrics = WorkerMetrics::new(telemetry::new_registry());
-    let watching = Expirer::new(
-        ctx.ledger(),
-        store.clone(),
-        ctx.settings.expiry.clone(),
-        metrics.clone(),
-    );
+    let watching = expirer_reporting(&ctx, &store, metrics.clone());
     watching.round().await.unwrap();
     watching.read_gauges().await.unwrap();
     assert_eq!(
@@ -106,20 +116,17 @@ async fn two_expirers_at_once_return_each_unpaid_unit_once_and_the_buyers_may_bu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expirer_stopped_between_the_database_and_redis_is_followed_up_once() {
-    let ctx = TestContext::new().await.unwrap();
-    let store = ctx.store().await;
-    let ledger = ctx.ledger();
+    let (ctx, store) = world().await;
     let sku = sku();
-    sale(&ctx, &sku, 10, 1).await;
-    let orders = buyers(&sku, 10);
-    written_orders(&ledger, &store, &orders).await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    written(&ctx, &store, &sku, (10, 1), 10).await;
+    tokio::time::sleep(PAST_A_SECOND).await;
 
     // Stopped right after its commit: the database has the units back, Redis does not.
     let expired = store.expire_due(Utc::now(), 500).await.unwrap();
     assert_eq!(expired.len(), 10);
     assert_eq!(books(&ctx, &store, &sku).await, (10, 10, 0, 0));
     // Stopped after Redis answered for three of them, before it recorded that.
+    let ledger = ctx.ledger();
     for o in &expired[..3] {
         ledger
             .release(&o.order_id, ReleaseMode::Compensate)
@@ -143,12 +150,9 @@ async fn an_expirer_stopped_between_the_database_and_redis_is_followed_up_once()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_orders_paid_and_expired_at_the_deadline_end_one_way_each_and_conserve_stock() {
     const N: usize = 1000;
-    let ctx = TestContext::new().await.unwrap();
-    let store = ctx.store().await;
+    let (ctx, store) = world().await;
     let sku = sku();
-    sale(&ctx, &sku, N as i64, 2).await;
-    let orders = buyers(&sku, N);
-    written_orders(&ctx.ledger(), &store, &orders).await;
+    let orders = written(&ctx, &store, &sku, (N as i64, 2), N).await;
     let pay_by: HashMap<String, chrono::DateTime<Utc>> = store
         .orders_of(&sku)
         .await
@@ -236,15 +240,11 @@ async fn a_thousand_orders_paid_and_expired_at_the_deadline_end_one_way_each_and
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_reservation_holds_up_neither_its_batch_nor_the_next_rounds() {
-    let ctx = TestContext::new().await.unwrap();
-    let store = ctx.store().await;
-    let ledger = ctx.ledger();
+    let (ctx, store) = world().await;
     let sku = sku();
-    sale(&ctx, &sku, 5, 1).await;
-    let orders = buyers(&sku, 4);
-    written_orders(&ledger, &store, &orders).await;
-    testkit::overwrite_reservation(&ledger, &orders[0].order_id, "not a record").await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let orders = written(&ctx, &store, &sku, (5, 1), 4).await;
+    testkit::overwrite_reservation(&ctx.ledger(), &orders[0].order_id, "not a record").await;
+    tokio::time::sleep(PAST_A_SECOND).await;
 
     let report = expirer(&ctx, &store).expire().await.unwrap();
     assert_eq!(
@@ -262,31 +262,23 @@ async fn an_unreadable_reservation_holds_up_neither_its_batch_nor_the_next_round
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_owed_to_a_sale_redis_lost_do_not_hold_up_the_other_sales() {
-    let ctx = TestContext::new().await.unwrap();
+    let mut ctx = TestContext::new().await.unwrap();
+    // A batch smaller than what is owed to the lost sale.
+    ctx.settings.expiry.batch_max = 2;
     let store = ctx.store().await;
     let ledger = ctx.ledger();
     let name = testkit::unique("exp-");
     // Order ids sort by SKU: the lost sale's orders come first in the follow-up.
     let lost = SkuId::parse(format!("{name}-a")).unwrap();
     let kept = SkuId::parse(format!("{name}-b")).unwrap();
-    sale(&ctx, &lost, 3, 1).await;
-    sale(&ctx, &kept, 1, 1).await;
-    written_orders(&ledger, &store, &buyers(&lost, 3)).await;
-    written_orders(&ledger, &store, &buyers(&kept, 1)).await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    written(&ctx, &store, &lost, (3, 1), 3).await;
+    written(&ctx, &store, &kept, (1, 1), 1).await;
+    tokio::time::sleep(PAST_A_SECOND).await;
     // Expired in the database; then Redis loses one sale before the releases.
     assert_eq!(store.expire_due(Utc::now(), 500).await.unwrap().len(), 4);
     ledger.forget(&lost).await.unwrap();
 
-    let mut config = ctx.settings.expiry.clone();
-    config.batch_max = 2;
-    let expirer = Expirer::new(
-        ledger.clone(),
-        store.clone(),
-        config,
-        WorkerMetrics::new(telemetry::new_registry()),
-    );
-    let report = expirer.expire().await.unwrap();
+    let report = expirer(&ctx, &store).expire().await.unwrap();
     assert_eq!(
         (report.owed, report.units_returned),
         (3, 1),

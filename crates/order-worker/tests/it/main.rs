@@ -9,62 +9,85 @@ mod process;
 mod sweeper;
 
 use domain::dead_letter::header;
-use domain::{OrderRequested, SkuId};
+use domain::{OrderRequested, ReservationState, SkuId};
 use kafka::rdkafka::message::OwnedMessage;
+use kafka::rdkafka::producer::FutureRecord;
 use kafka::rdkafka::Message;
 use std::time::Duration;
 use stock::{ReleaseMode, ReserveOutcome};
 use testkit::{eventually, order, TestContext};
-use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-async fn start_worker(
-    ctx: &TestContext,
-    group: &str,
-) -> (
-    CancellationToken,
-    order_worker::metrics::WorkerMetrics,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let mut settings = ctx.settings.clone();
-    settings.kafka.worker_group = group.to_owned();
-    start_worker_with(&settings).await
+/// A worker running in the test's process.
+struct Running {
+    metrics: order_worker::metrics::WorkerMetrics,
+    /// The port of its ops server (`/readyz`, `/metrics`).
+    ops_port: u16,
+    task: testkit::Spawned,
 }
 
-/// A worker on `settings`, running in the test's process.
-async fn start_worker_with(
-    settings: &settings::Settings,
-) -> (
-    CancellationToken,
-    order_worker::metrics::WorkerMetrics,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let worker = order_worker::Worker::connect(settings, None).await.unwrap();
-    let metrics = worker.metrics();
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker.run_until_stopped(stop.clone()));
-    (stop, metrics, handle)
-}
+impl Running {
+    /// A worker on `settings`.
+    async fn start(settings: &settings::Settings) -> Self {
+        let worker = order_worker::Worker::connect(settings, None).await.unwrap();
+        Self {
+            metrics: worker.metrics(),
+            ops_port: worker.ops_port(),
+            task: testkit::Spawned::spawn(|stop| worker.run_until_stopped(stop)),
+        }
+    }
 
-async fn publish(ctx: &TestContext, orders: &[OrderRequested]) {
-    for o in orders {
-        testkit::produce(
-            &ctx.endpoint(),
-            &ctx.settings.kafka.orders_topic,
-            o.sku_id.as_str().as_bytes(),
-            &o.encode(),
-        )
-        .await
-        .unwrap();
+    /// A worker of the test's world in the consumer group `group`.
+    async fn in_group(ctx: &TestContext, group: &str) -> Self {
+        let mut settings = ctx.settings.clone();
+        settings.kafka.worker_group = group.to_owned();
+        Self::start(&settings).await
+    }
+
+    /// How many orders it counted written (or found written before) with `outcome`.
+    fn persisted(&self, outcome: &str) -> u64 {
+        self.metrics.persisted.with_label_values(&[outcome]).get()
+    }
+
+    /// Stops it and waits for a clean exit.
+    async fn stop(self) {
+        self.task.stop().await;
     }
 }
 
+/// Produces `(key, payload)` messages to the orders topic, all in flight at once on one producer
+/// (an idempotent one, so the messages of a key stay in this order).
+async fn produce(ctx: &TestContext, messages: &[(&str, Vec<u8>)]) {
+    let producer = kafka::producer(&ctx.endpoint()).unwrap();
+    let sends = messages.iter().map(|(key, payload)| {
+        producer.send(
+            FutureRecord::to(&ctx.settings.kafka.orders_topic)
+                .key(*key)
+                .payload(payload.as_slice()),
+            Duration::from_secs(10),
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
+    }
+}
+
+/// Publishes `orders` as the gateway does: keyed by SKU.
+async fn publish(ctx: &TestContext, orders: &[OrderRequested]) {
+    let messages: Vec<_> = orders
+        .iter()
+        .map(|o| (o.sku_id.as_str(), o.encode()))
+        .collect();
+    produce(ctx, &messages).await;
+}
+
+/// Reserves `n` orders of one unit of `sku`, from distinct buyers, the gateway's way.
 async fn reserved_orders(ctx: &TestContext, sku: &SkuId, n: usize) -> Vec<OrderRequested> {
     let ledger = ctx.ledger();
     let mut orders = Vec::new();
     for i in 0..n {
-        let o = order(sku, &format!("user-{i}"), "k", 1);
+        let o = order(sku, &format!("buyer-{i}"), "k", 1);
         assert!(matches!(
             testkit::reserve(&ledger, &o).await,
             ReserveOutcome::Accepted(_)
@@ -74,15 +97,87 @@ async fn reserved_orders(ctx: &TestContext, sku: &SkuId, n: usize) -> Vec<OrderR
     orders
 }
 
+/// [`reserved_orders`], then published: what a worker finds queued.
+async fn queued_orders(ctx: &TestContext, sku: &SkuId, n: usize) -> Vec<OrderRequested> {
+    let orders = reserved_orders(ctx, sku, n).await;
+    publish(ctx, &orders).await;
+    orders
+}
+
+/// Waits until `expected` orders of `sku` are written, awaiting payment or failed.
 async fn settled(ctx: &TestContext, sku: &SkuId, expected: usize) -> store::SaleStats {
-    let store = ctx.store().await;
-    eventually(PATIENCE, "orders to be written", || async {
-        let stats = store.sale_stats(sku).await.ok()??;
-        (stats.awaiting_payment.orders + stats.failed.orders == expected as i64).then_some(stats)
+    ctx.sale_stats_when(sku, PATIENCE, "orders to be written", |stats| {
+        stats.awaiting_payment.orders + stats.failed.orders == expected as i64
     })
     .await
 }
 
+/// Waits up to a minute, naming `what`, until `orders` orders of `sku` await payment.
+async fn awaiting_payment(ctx: &TestContext, sku: &SkuId, orders: i64, what: &str) {
+    let within = Duration::from_secs(60);
+    let written = |stats: &store::SaleStats| stats.awaiting_payment.orders == orders;
+    ctx.sale_stats_when(sku, within, what, written).await;
+}
+
+/// Waits up to `within` until `group` has committed the whole orders topic.
+async fn committed(ctx: &TestContext, group: &str, within: Duration) {
+    let topic = &ctx.settings.kafka.orders_topic;
+    testkit::until_committed(&ctx.endpoint(), group, topic, within).await;
+}
+
+/// Waits until no order of `sku` is left in the outbox: each one written or given up.
+async fn outbox_emptied(ctx: &TestContext, sku: &SkuId) {
+    eventually(PATIENCE, "every order out of the outbox", || async {
+        let snapshot = ctx.ledger().snapshot(sku).await.ok()??;
+        (snapshot.unfinished == 0).then_some(())
+    })
+    .await;
+}
+
+/// Asserts that the reservation of each of `orders` is in `state`.
+async fn assert_reservations(
+    ctx: &TestContext,
+    orders: &[OrderRequested],
+    state: ReservationState,
+) {
+    let ledger = ctx.ledger();
+    for o in orders {
+        let reservation = ledger.reservation(&o.order_id).await.unwrap().unwrap();
+        assert_eq!(reservation.state, state, "{}", o.order_id);
+    }
+}
+
+/// Every invariant, at rest, for a sale of `stock` units of which `orders` (one unit each) were
+/// accepted: no oversell, no order lost or written twice, stock conserved in the database and
+/// between the database and Redis.
+async fn assert_invariants(ctx: &TestContext, sku: &SkuId, stock: i64, orders: &[OrderRequested]) {
+    let stats = ctx.sale_stats(sku).await;
+    let rows = ctx.store().await.orders_of(sku).await.unwrap();
+    assert!(stats.held_units() <= stock, "oversold: {stats:?}");
+    assert_eq!(rows.len(), orders.len(), "one row per accepted order");
+    for o in orders {
+        assert!(
+            rows.iter().any(|r| r.order_id == o.order_id.as_str()),
+            "lost {}",
+            o.order_id
+        );
+    }
+    assert_eq!(
+        stats.awaiting_payment.orders as usize,
+        orders.len(),
+        "{stats:?}"
+    );
+    assert_eq!(stats.initial_stock - stats.stock, stats.held_units());
+    let snapshot = ctx.snapshot(sku).await;
+    assert_eq!(
+        snapshot.remaining + stats.held_units(),
+        stock,
+        "{snapshot:?}"
+    );
+    assert_eq!(snapshot.reserved - snapshot.released, stats.held_units());
+}
+
+/// The first `n` messages of the dead-letter topic.
 async fn dead_letters(ctx: &TestContext, n: usize) -> Vec<OwnedMessage> {
     let consumer = testkit::probe(&ctx.endpoint(), &ctx.settings.kafka.dlq_topic);
     let mut letters = Vec::new();
@@ -92,6 +187,7 @@ async fn dead_letters(ctx: &TestContext, n: usize) -> Vec<OwnedMessage> {
     letters
 }
 
+/// The header `name` of `message` as text (empty if it has none).
 fn header_text(message: &OwnedMessage, name: &str) -> String {
     String::from_utf8(
         kafka::consume::header(message, name)
@@ -101,15 +197,19 @@ fn header_text(message: &OwnedMessage, name: &str) -> String {
     .unwrap()
 }
 
+/// `GET path` on a worker's ops port, off the async threads: the status and the body.
+async fn ops_get(port: u16, path: &'static str) -> (u16, String) {
+    tokio::task::spawn_blocking(move || testkit::process::http_get(port, path))
+        .await
+        .unwrap()
+        .expect("the ops server answers")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_orders_are_confirmed_claimed_and_committed_so_the_lag_drops_to_zero() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    ctx.open_sale(&sku, 20, 1).await;
-    let orders = reserved_orders(&ctx, &sku, 12).await;
-    publish(&ctx, &orders).await;
-    let group = ctx.settings.kafka.worker_group.clone();
-    let (stop, metrics, handle) = start_worker(&ctx, &group).await;
+    let (ctx, sku) = TestContext::with_sale(20, 1).await;
+    let orders = queued_orders(&ctx, &sku, 12).await;
+    let worker = Running::start(&ctx.settings).await;
     let stats = settled(&ctx, &sku, 12).await;
     assert_eq!(
         (
@@ -119,52 +219,24 @@ async fn queued_orders_are_confirmed_claimed_and_committed_so_the_lag_drops_to_z
         ),
         (12, 12, 8)
     );
-    for o in &orders {
-        let reservation = ctx
-            .ledger()
-            .reservation(&o.order_id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(reservation.state, stock::ReservationState::Claimed);
-    }
-    let lag = eventually(PATIENCE, "the lag to reach 0", || async {
-        let lag =
-            testkit::group_lag(&ctx.endpoint(), &group, &ctx.settings.kafka.orders_topic).await;
-        (lag == 0).then_some(lag)
-    })
-    .await;
-    assert_eq!(lag, 0);
-    assert_eq!(metrics.persisted.with_label_values(&["accepted"]).get(), 12);
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    assert_reservations(&ctx, &orders, ReservationState::Claimed).await;
+    committed(&ctx, &ctx.settings.kafka.worker_group, PATIENCE).await;
+    assert_eq!(worker.persisted("accepted"), 12);
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_delivered_twice_and_consumed_again_by_a_new_group_writes_one_row() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    ctx.open_sale(&sku, 10, 5).await;
-    let orders = reserved_orders(&ctx, &sku, 3).await;
-    publish(&ctx, &orders).await;
+    let (ctx, sku) = TestContext::with_sale(10, 5).await;
+    let orders = queued_orders(&ctx, &sku, 3).await;
     publish(&ctx, &orders[..1]).await; // the "written but ack lost" duplicate
-    let (stop, _, handle) = start_worker(&ctx, "first-group").await;
+    let first = Running::in_group(&ctx, "first-group").await;
     settled(&ctx, &sku, 3).await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    first.stop().await;
     // A new group starts from the earliest offset: every message is delivered again.
-    let (stop, metrics, handle) = start_worker(&ctx, "second-group").await;
-    eventually(PATIENCE, "the second group to catch up", || async {
-        let lag = testkit::group_lag(
-            &ctx.endpoint(),
-            "second-group",
-            &ctx.settings.kafka.orders_topic,
-        )
-        .await;
-        (lag == 0).then_some(())
-    })
-    .await;
-    let stats = ctx.store().await.sale_stats(&sku).await.unwrap().unwrap();
+    let second = Running::in_group(&ctx, "second-group").await;
+    committed(&ctx, "second-group", PATIENCE).await;
+    let stats = ctx.sale_stats(&sku).await;
     assert_eq!(
         (
             stats.awaiting_payment.orders,
@@ -174,20 +246,16 @@ async fn a_message_delivered_twice_and_consumed_again_by_a_new_group_writes_one_
         (3, 3, 7)
     );
     assert_eq!(
-        metrics.persisted.with_label_values(&["accepted"]).get(),
+        second.persisted("accepted"),
         4,
         "redelivered orders report their stored outcome"
     );
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_reach_the_dead_letter_topic_with_their_reason_and_the_worker_goes_on() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    ctx.open_sale(&sku, 10, 5).await;
-    let endpoint = ctx.endpoint();
+    let (ctx, sku) = TestContext::with_sale(10, 5).await;
     let topic = &ctx.settings.kafka.orders_topic;
     let valid = reserved_orders(&ctx, &sku, 2).await;
     let mut wrong_version = serde_json::to_value(&valid[0]).unwrap();
@@ -208,28 +276,13 @@ async fn poison_messages_reach_the_dead_letter_topic_with_their_reason_and_the_w
         // Well-formed, but no sale in the database: found out at the write, after the others.
         (unknown_sku.encode(), "unknown_sku"),
     ];
-    testkit::produce(
-        &endpoint,
-        topic,
-        sku.as_str().as_bytes(),
-        &valid[0].encode(),
-    )
-    .await
-    .unwrap();
-    for (payload, _) in &poison {
-        testkit::produce(&endpoint, topic, sku.as_str().as_bytes(), payload)
-            .await
-            .unwrap();
-    }
-    testkit::produce(
-        &endpoint,
-        topic,
-        sku.as_str().as_bytes(),
-        &valid[1].encode(),
-    )
-    .await
-    .unwrap();
-    let (stop, metrics, handle) = start_worker(&ctx, &ctx.settings.kafka.worker_group).await;
+    // The poison between the two valid orders, all under the sale's key.
+    let payloads = std::iter::once(valid[0].encode())
+        .chain(poison.iter().map(|(payload, _)| payload.clone()))
+        .chain(std::iter::once(valid[1].encode()));
+    let messages: Vec<_> = payloads.map(|payload| (sku.as_str(), payload)).collect();
+    produce(&ctx, &messages).await;
+    let worker = Running::start(&ctx.settings).await;
     let stats = settled(&ctx, &sku, 2).await;
     assert_eq!(stats.awaiting_payment.orders, 2);
     let letters = dead_letters(&ctx, poison.len()).await;
@@ -244,21 +297,18 @@ async fn poison_messages_reach_the_dead_letter_topic_with_their_reason_and_the_w
         assert_eq!(header_text(letter, header::ORIGINAL_TOPIC), *topic);
         assert!(!header_text(letter, header::ERROR).is_empty());
     }
-    assert_eq!(
-        metrics
-            .dead_letters
-            .with_label_values(&["undecodable"])
-            .get(),
-        1
-    );
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    let undecodable = worker
+        .metrics
+        .dead_letters
+        .with_label_values(&["undecodable"]);
+    assert_eq!(undecodable.get(), 1);
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_what_a_wrong_redis_let_through_and_the_reservation_is_given_back() {
     let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
+    let sku = testkit::sku();
     const DB_STOCK: i64 = 4;
     ctx.store()
         .await
@@ -270,9 +320,8 @@ async fn the_database_refuses_what_a_wrong_redis_let_through_and_the_reservation
         .warm(&sku, &testkit::open_spec(DB_STOCK + 1, 1))
         .await
         .unwrap();
-    let orders = reserved_orders(&ctx, &sku, DB_STOCK as usize + 1).await;
-    publish(&ctx, &orders).await;
-    let (stop, metrics, handle) = start_worker(&ctx, &ctx.settings.kafka.worker_group).await;
+    let orders = queued_orders(&ctx, &sku, DB_STOCK as usize + 1).await;
+    let worker = Running::start(&ctx.settings).await;
     let stats = settled(&ctx, &sku, orders.len()).await;
     assert_eq!(
         (stats.held_units(), stats.stock, stats.failed.orders),
@@ -289,31 +338,23 @@ async fn the_database_refuses_what_a_wrong_redis_let_through_and_the_reservation
         (refused.status.as_str(), refused.reason.as_deref()),
         ("failed", Some("db_out_of_stock"))
     );
-    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    let snapshot = ctx.snapshot(&sku).await;
     assert_eq!((snapshot.released, snapshot.remaining), (1, 1));
-    assert_eq!(metrics.compensations.get(), 1);
+    assert_eq!(worker.metrics.compensations.get(), 1);
     // Confirmed and compensated alike leave the outbox: nothing is left for the sweeper.
-    eventually(PATIENCE, "every order out of the outbox", || async {
-        let snapshot = ctx.ledger().snapshot(&sku).await.ok()??;
-        (snapshot.unfinished == 0).then_some(())
-    })
-    .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    outbox_emptied(&ctx, &sku).await;
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_whose_reservation_the_gateway_released_gets_no_row_and_takes_no_stock() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    ctx.open_sale(&sku, 5, 5).await;
+    let (ctx, sku) = TestContext::with_sale(5, 5).await;
     let orders = reserved_orders(&ctx, &sku, 1).await;
     // The gateway gave up on the produce and released; the message arrived anyway.
     ctx.ledger()
         .release(&orders[0].order_id, ReleaseMode::ProduceFailed)
         .await
         .unwrap();
-    publish(&ctx, &orders).await;
     // The buyer, told 503, retries with the same key and gets a new order, which must get the row.
     let retry = order(
         &sku,
@@ -325,8 +366,8 @@ async fn an_order_whose_reservation_the_gateway_released_gets_no_row_and_takes_n
         testkit::reserve(&ctx.ledger(), &retry).await,
         ReserveOutcome::Accepted(_)
     ));
-    publish(&ctx, std::slice::from_ref(&retry)).await;
-    let (stop, metrics, handle) = start_worker(&ctx, &ctx.settings.kafka.worker_group).await;
+    publish(&ctx, &[orders[0].clone(), retry.clone()]).await;
+    let worker = Running::start(&ctx.settings).await;
     let stats = settled(&ctx, &sku, 1).await;
     assert_eq!(
         (
@@ -339,39 +380,22 @@ async fn an_order_whose_reservation_the_gateway_released_gets_no_row_and_takes_n
     let store = ctx.store().await;
     assert!(store.order(&orders[0].order_id).await.unwrap().is_none());
     assert!(store.order(&retry.order_id).await.unwrap().is_some());
-    assert_eq!(metrics.persisted.with_label_values(&["released"]).get(), 1);
-    assert_eq!(
-        ctx.ledger()
-            .snapshot(&sku)
-            .await
-            .unwrap()
-            .unwrap()
-            .remaining,
-        4
-    );
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    assert_eq!(worker.persisted("released"), 1);
+    assert_eq!(ctx.snapshot(&sku).await.remaining, 4);
+    worker.stop().await;
 }
 
-/// `/readyz` of the ops port, off the async threads: the status and the JSON body.
+/// `/readyz` of the ops port: the status and the JSON body.
 async fn readyz(port: u16) -> (u16, serde_json::Value) {
-    let (status, body) =
-        tokio::task::spawn_blocking(move || testkit::process::http_get(port, "/readyz"))
-            .await
-            .unwrap()
-            .expect("the ops server answers");
+    let (status, body) = ops_get(port, "/readyz").await;
     (status, serde_json::from_str(&body).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_names_the_broker_while_it_is_down_in_the_shape_every_service_uses() {
     let ctx = TestContext::new().await.unwrap();
-    let worker = order_worker::Worker::connect(&ctx.settings, None)
-        .await
-        .unwrap();
-    let port = worker.ops_port();
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker.run_until_stopped(stop.clone()));
+    let worker = Running::start(&ctx.settings).await;
+    let port = worker.ops_port;
     let (status, body) = readyz(port).await;
     assert_eq!((status, body), (200, serde_json::json!({"status": "ok"})));
     ctx.broker.mock().broker_down(1).unwrap();
@@ -391,17 +415,14 @@ async fn readiness_names_the_broker_while_it_is_down_in_the_shape_every_service_
         || async { (readyz(port).await.0 == 200).then_some(()) },
     )
     .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_dead_lettered_as_a_key_conflict_leaves_the_outbox_once_its_letter_is_acknowledged(
 ) {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = SkuId::parse(testkit::unique("sku-")).unwrap();
-    ctx.open_sale(&sku, 5, 5).await;
-    let orders = reserved_orders(&ctx, &sku, 1).await;
+    let (ctx, sku) = TestContext::with_sale(5, 5).await;
+    let orders = queued_orders(&ctx, &sku, 1).await;
     // Another order already holds the buyer's key in the database.
     let holder = order(
         &sku,
@@ -410,22 +431,13 @@ async fn an_order_dead_lettered_as_a_key_conflict_leaves_the_outbox_once_its_let
         1,
     );
     ctx.store().await.persist_batch([&holder]).await.unwrap();
-    publish(&ctx, &orders).await;
-    let (stop, metrics, handle) = start_worker(&ctx, &ctx.settings.kafka.worker_group).await;
+    let worker = Running::start(&ctx.settings).await;
     let letters = dead_letters(&ctx, 1).await;
     assert_eq!(
         header_text(&letters[0], header::REASON),
         "idempotency_conflict"
     );
-    eventually(PATIENCE, "the order out of the outbox", || async {
-        let snapshot = ctx.ledger().snapshot(&sku).await.ok()??;
-        (snapshot.unfinished == 0).then_some(())
-    })
-    .await;
-    assert_eq!(
-        metrics.persisted.with_label_values(&["key_conflict"]).get(),
-        1
-    );
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    outbox_emptied(&ctx, &sku).await;
+    assert_eq!(worker.persisted("key_conflict"), 1);
+    worker.stop().await;
 }

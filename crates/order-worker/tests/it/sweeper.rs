@@ -1,21 +1,20 @@
 //! The reservation sweeper against the machine's Redis and PostgreSQL and an embedded Kafka:
 //! stale reservations become rows, whoever else is working on them.
 
-use super::{reserved_orders, settled, start_worker_with, PATIENCE};
-use domain::{OrderId, OrderRequested, SkuId};
+use super::{
+    assert_reservations, awaiting_payment, committed, ops_get, publish, queued_orders,
+    reserved_orders, settled, Running, PATIENCE,
+};
+use domain::{OrderId, OrderRequested, ReservationState};
 use kafka::rdkafka::consumer::Consumer;
 use kafka::rdkafka::Message;
 use order_worker::sweeper::{SweepReport, Sweeper};
 use std::collections::HashMap;
 use std::time::Duration;
-use testkit::{eventually, TestContext};
+use testkit::{sku, TestContext};
 
 /// Long enough for the gateway's produce (the tests' delivery timeout is 2 s), short for a test.
 const STALE_AFTER: Duration = Duration::from_secs(3);
-
-fn sku() -> SkuId {
-    SkuId::parse(testkit::unique("sku-")).unwrap()
-}
 
 /// The test's settings with a short sweep bound; `worker_sweeps` says whether the worker's own
 /// sweeper may act within the test (otherwise only the sweepers the test runs by hand do).
@@ -47,24 +46,6 @@ async fn sweeper(ctx: &TestContext, batch_max: usize) -> Sweeper {
     )
 }
 
-/// Produces `orders` to the orders topic as the gateway does (key = SKU), all in flight at once
-/// on one producer.
-async fn queue(ctx: &TestContext, orders: &[OrderRequested]) {
-    let producer = kafka::producer(&ctx.endpoint()).unwrap();
-    let payloads: Vec<Vec<u8>> = orders.iter().map(OrderRequested::encode).collect();
-    let sends = orders.iter().zip(&payloads).map(|(order, payload)| {
-        producer.send(
-            kafka::rdkafka::producer::FutureRecord::to(&ctx.settings.kafka.orders_topic)
-                .key(order.sku_id.as_str())
-                .payload(payload.as_slice()),
-            Duration::from_secs(10),
-        )
-    });
-    for sent in futures::future::join_all(sends).await {
-        sent.unwrap();
-    }
-}
-
 /// How many times each order id is on the orders topic, read until it has been quiet for 3 s.
 async fn copies_on_the_topic(ctx: &TestContext) -> HashMap<OrderId, usize> {
     let consumer = testkit::probe(&ctx.endpoint(), &ctx.settings.kafka.orders_topic);
@@ -80,33 +61,24 @@ async fn copies_on_the_topic(ctx: &TestContext) -> HashMap<OrderId, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_and_a_slow_worker_racing_on_the_same_orders_write_each_once() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = sku();
-    ctx.open_sale(&sku, 20, 1).await;
+    let (ctx, sku) = TestContext::with_sale(20, 1).await;
     // Queued, not yet consumed: the worker is slow (not started) when the sweep runs.
-    let orders = reserved_orders(&ctx, &sku, 10).await;
-    queue(&ctx, &orders).await;
+    queued_orders(&ctx, &sku, 10).await;
     tokio::time::sleep(STALE_AFTER + Duration::from_millis(200)).await;
     let report = sweeper(&ctx, 500).await.sweep().await.unwrap();
     assert_eq!(report.republished, 10, "{report:?}");
 
-    let settings = with_sweeper(&ctx, false);
-    let group = settings.kafka.worker_group.clone();
-    let (stop, metrics, handle) = start_worker_with(&settings).await;
+    let worker = Running::start(&with_sweeper(&ctx, false)).await;
     settled(&ctx, &sku, 10).await;
-    eventually(PATIENCE, "both copies consumed", || async {
-        let lag =
-            testkit::group_lag(&ctx.endpoint(), &group, &ctx.settings.kafka.orders_topic).await;
-        (lag == 0).then_some(())
-    })
-    .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    // Both copies consumed.
+    committed(&ctx, &ctx.settings.kafka.worker_group, PATIENCE).await;
+    let persisted = worker.persisted("accepted");
+    worker.stop().await;
 
     let copies = copies_on_the_topic(&ctx).await;
     assert!(copies.values().all(|&n| n == 2), "{copies:?}");
     assert_eq!(copies.len(), 10);
-    let stats = ctx.store().await.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = ctx.sale_stats(&sku).await;
     assert_eq!(
         (
             stats.awaiting_payment.orders,
@@ -117,19 +89,16 @@ async fn the_sweeper_and_a_slow_worker_racing_on_the_same_orders_write_each_once
         "one row per order, stock taken once"
     );
     assert_eq!(
-        metrics.persisted.with_label_values(&["accepted"]).get(),
-        20,
+        persisted, 20,
         "both copies of each order were consumed; the second found the first's row"
     );
-    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
+    let snapshot = ctx.snapshot(&sku).await;
     assert_eq!((snapshot.remaining, snapshot.unfinished), (10, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sweepers_at_once_publish_each_stale_reservation_once_per_round() {
-    let ctx = TestContext::new().await.unwrap();
-    let sku = sku();
-    ctx.open_sale(&sku, 100, 1).await;
+    let (ctx, sku) = TestContext::with_sale(100, 1).await;
     // Reserved, never queued: their gateway died before the broker had them.
     let orders = reserved_orders(&ctx, &sku, 60).await;
     tokio::time::sleep(STALE_AFTER + Duration::from_millis(200)).await;
@@ -151,24 +120,14 @@ async fn two_sweepers_at_once_publish_each_stale_reservation_once_per_round() {
     assert_eq!(copies.len(), 60);
     assert!(copies.values().all(|&n| n == 1), "{copies:?}");
     // Each is acknowledged now: a retry of its buyer gets the order, not 409.
-    for order in &orders {
-        let reservation = ctx
-            .ledger()
-            .reservation(&order.order_id)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(reservation.state, stock::ReservationState::Acknowledged);
-    }
+    assert_reservations(&ctx, &orders, ReservationState::Acknowledged).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
     use futures::StreamExt;
-    let ctx = TestContext::new().await.unwrap();
-    let sku = sku();
     const STOCK: i64 = 1000;
-    ctx.open_sale(&sku, STOCK, 1).await;
+    let (ctx, sku) = TestContext::with_sale(STOCK, 1).await;
     let settings = with_sweeper(&ctx, true);
     // Acknowledged the way this deployment's gateways would: with its queued grace.
     let ledger = stock::StockLedger::new(&settings.redis)
@@ -185,7 +144,7 @@ async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
             for order in &orders {
                 testkit::reserve(&ctx.ledger(), order).await;
             }
-            queue(ctx, &orders).await;
+            publish(ctx, &orders).await;
             for order in &orders {
                 ledger.mark_acknowledged(&order.order_id).await.unwrap();
             }
@@ -194,10 +153,9 @@ async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
     };
     // The group has committed a first order: it has an offset to jump from.
     accept("first", 1).await;
-    let (stop, _, handle) = start_worker_with(&settings).await;
+    let worker = Running::start(&settings).await;
     settled(&ctx, &sku, 1).await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 
     // With the worker stopped, 50 orders are accepted (reserved, queued, acknowledged), then
     // more than the embedded broker keeps per partition comes after them on the same partition,
@@ -238,23 +196,9 @@ async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
         "the broker still has offset {first_kept}: nothing was lost, the test proves nothing"
     );
 
-    let worker = order_worker::Worker::connect(&settings, None)
-        .await
-        .unwrap();
-    let ops_port = worker.ops_port();
-    let metrics = worker.metrics();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let handle = tokio::spawn(worker.run_until_stopped(stop.clone()));
+    let worker = Running::start(&settings).await;
+    awaiting_payment(&ctx, &sku, 51, "every accepted order written").await;
     let store = ctx.store().await;
-    eventually(
-        Duration::from_secs(60),
-        "every accepted order written",
-        || async {
-            let stats = store.sale_stats(&sku).await.ok()??;
-            (stats.awaiting_payment.orders == 51).then_some(())
-        },
-    )
-    .await;
     for order in &lost {
         let row = store.order(&order.order_id).await.unwrap().unwrap();
         assert_eq!(
@@ -264,23 +208,18 @@ async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
     }
     // At least once each; again every STALE_AFTER while the worker works through what the broker
     // kept (the copies are absorbed by the idempotent write).
-    assert!(metrics.sweeper_republished.get() >= 50);
-    let (_, text) =
-        tokio::task::spawn_blocking(move || testkit::process::http_get(ops_port, "/metrics"))
-            .await
-            .unwrap()
-            .unwrap();
+    assert!(worker.metrics.sweeper_republished.get() >= 50);
+    let (_, text) = ops_get(worker.ops_port, "/metrics").await;
     let gaps: f64 = text
         .lines()
         .find(|l| l.starts_with("seckill_consumer_offset_gaps_total{") && l.contains(&topic))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap();
     assert!(gaps >= 1.0, "{text}");
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 
-    let snapshot = ctx.ledger().snapshot(&sku).await.unwrap().unwrap();
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let snapshot = ctx.snapshot(&sku).await;
+    let stats = ctx.sale_stats(&sku).await;
     assert_eq!(snapshot.unfinished, 0);
     assert_eq!(snapshot.remaining + stats.held_units(), STOCK);
     assert_eq!(stats.stock, STOCK - 51);
@@ -323,16 +262,15 @@ async fn the_sweeper_completes_a_transfer_between_stock_buckets_left_half_done()
     let sku = sku();
     let spec = testkit::open_spec(40, 1).with_buckets(4).unwrap();
     ctx.open_sale_as(&sku, spec).await;
-    let ledger = ctx.ledger();
-    testkit::strand_transfer(&ledger, &sku, 2, 0, 3).await;
-    let stranded = ledger.snapshot(&sku).await.unwrap().unwrap();
+    testkit::strand_transfer(&ctx.ledger(), &sku, 2, 0, 3).await;
+    let stranded = ctx.snapshot(&sku).await;
     assert_eq!((stranded.remaining, stranded.in_transit), (35, 5));
 
     let report = sweeper(&ctx, 100).await.sweep().await.unwrap();
     assert_eq!(report.transfers_completed, 1, "{report:?}");
-    let swept = ledger.snapshot(&sku).await.unwrap().unwrap();
+    let swept = ctx.snapshot(&sku).await;
     assert_eq!((swept.remaining, swept.in_transit), (40, 0));
     let again = sweeper(&ctx, 100).await.sweep().await.unwrap();
     assert_eq!(again.transfers_completed, 0, "{again:?}");
-    assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().remaining, 40);
+    assert_eq!(ctx.snapshot(&sku).await.remaining, 40);
 }

@@ -1,10 +1,11 @@
 //! Hot-SKU buckets: one sale's units split over several buckets (hash tags), with buyers kept in
 //! their home bucket and buckets lending to each other.
 
-use super::{candidate, reserve, sku};
+use super::{accepted, candidate, reserve, sku};
 use chrono::Utc;
-use domain::{home_bucket, OrderId, SaleSpec, SkuId, UserId};
+use domain::{OrderId, SaleSpec, SkuId, UserId};
 use std::collections::{BTreeMap, HashSet};
+use stock::home_bucket;
 use stock::{
     ClaimOutcome, ReleaseMode, ReleaseOutcome, ReserveOutcome, RestoreOutcome, RestoredOrder,
     RetireOutcome, StockLedger, WarmOutcome,
@@ -308,16 +309,7 @@ async fn a_transfer_left_half_done_is_completed_once_and_no_unit_is_lost() {
     );
     // The receiver counted a second transfer, and its lender died before forgetting it.
     let received = testkit::strand_transfer(&ledger, &sku, 3, 0, 1).await;
-    let to = ledger.bucket_keys(&sku, 0);
-    redis::Script::new(include_str!("../../src/lua/receive.lua"))
-        .key(&to.sale)
-        .key(&to.stock)
-        .key(&to.received)
-        .arg(&received)
-        .arg(5)
-        .invoke_async::<String>(&mut testkit::raw_redis().await)
-        .await
-        .unwrap();
+    ledger.receive_only(&sku, 0, &received, 5).await.unwrap();
 
     let now = Utc::now().timestamp_millis();
     assert_eq!(ledger.complete_transfers(&sku, 4, now).await.unwrap(), 2);
@@ -330,17 +322,11 @@ async fn a_transfer_left_half_done_is_completed_once_and_no_unit_is_lost() {
     // emptied, bucket 1 (its first lender) is left with a transfer to bucket 3 half done.
     let buyers = users_of_bucket(0, 4, 16);
     for user in &buyers[..15] {
-        assert!(matches!(
-            reserve(&ledger, &sku, user, "k", 1).await,
-            ReserveOutcome::Accepted(_)
-        ));
+        accepted(&ledger, &sku, user, "k", 1).await;
     }
     assert_eq!(left_per_bucket(&ledger, &sku, 4).await, vec![0, 5, 15, 5]);
     testkit::strand_transfer(&ledger, &sku, 1, 3, 2).await;
-    assert!(matches!(
-        reserve(&ledger, &sku, &buyers[15], "k", 1).await,
-        ReserveOutcome::Accepted(_)
-    ));
+    accepted(&ledger, &sku, &buyers[15], "k", 1).await;
     let lent: usize = redis::cmd("HLEN")
         .arg(&ledger.bucket_keys(&sku, 1).lent)
         .query_async(&mut testkit::raw_redis().await)
@@ -537,28 +523,21 @@ async fn a_lend_sent_twice_lends_once_and_drifted_counters_do_not_hold_up_sold_o
     // The client sends the same lend again after a lost reply: the same answer, lent once.
     let keys = ledger.bucket_keys(&sku, 1);
     let lend = || async {
-        redis::Script::new(include_str!("../../src/lua/lend.lua"))
-            .key(&keys.sale)
-            .key(&keys.stock)
-            .key(&keys.lent)
-            .key(&keys.settled)
-            .arg("1>0.sent-twice")
-            .arg(0)
-            .arg(1)
-            .arg(10_000)
-            .invoke_async::<Vec<i64>>(&mut testkit::raw_redis().await)
+        let (given, _, _) = ledger
+            .lend_only(&sku, 1, 0, "1>0.sent-twice", 1)
             .await
-            .unwrap()
+            .unwrap();
+        given
     };
-    assert_eq!(lend().await[0], 2, "half of bucket 1's four units");
-    assert_eq!(lend().await[0], 2, "the same transfer");
+    assert_eq!(lend().await, 2, "half of bucket 1's four units");
+    assert_eq!(lend().await, 2, "the same transfer");
     assert_eq!(left_per_bucket(&ledger, &sku, 2).await, vec![4, 2]);
     assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().in_transit, 2);
     let now_ms = Utc::now().timestamp_millis() + 60_000;
     assert_eq!(ledger.complete_transfers(&sku, 2, now_ms).await.unwrap(), 1);
     assert_eq!(left_per_bucket(&ledger, &sku, 2).await, vec![6, 2]);
     // Sent again after it was completed (a retry that came very late): nothing lent.
-    assert_eq!(lend().await[0], 0, "a completed transfer lends nothing");
+    assert_eq!(lend().await, 0, "a completed transfer lends nothing");
     assert_eq!(left_per_bucket(&ledger, &sku, 2).await, vec![6, 2]);
 
     // A counter off by some units with no transfer under way (a hand edit, a failover that
@@ -571,10 +550,7 @@ async fn a_lend_sent_twice_lends_once_and_drifted_counters_do_not_hold_up_sold_o
         .await
         .unwrap();
     for i in 0..8 {
-        assert!(matches!(
-            reserve(&ledger, &sku, &format!("u{i}"), "k", 1).await,
-            ReserveOutcome::Accepted(_)
-        ));
+        accepted(&ledger, &sku, &format!("u{i}"), "k", 1).await;
     }
     assert!(matches!(
         reserve(&ledger, &sku, "one-too-many", "k", 1).await,
@@ -597,26 +573,14 @@ async fn a_transfer_under_way_is_never_answered_as_sold_out_from_memory() {
     let sku = sku();
     ledger.warm(&sku, &bucketed(4, 1, 2)).await.unwrap();
     for user in users_of_bucket(0, 2, 2) {
-        assert!(matches!(
-            reserve(&ledger, &sku, &user, "k", 1).await,
-            ReserveOutcome::Accepted(_)
-        ));
+        accepted(&ledger, &sku, &user, "k", 1).await;
     }
     // Bucket 1 lends its two units to bucket 0 for a borrower that has not received them yet.
-    let keys = ledger.bucket_keys(&sku, 1);
-    let reply: Vec<i64> = redis::Script::new(include_str!("../../src/lua/lend.lua"))
-        .key(&keys.sale)
-        .key(&keys.stock)
-        .key(&keys.lent)
-        .key(&keys.settled)
-        .arg("1>0.under-way")
-        .arg(0)
-        .arg(2)
-        .arg(10_000)
-        .invoke_async(&mut testkit::raw_redis().await)
+    let (given, stale, _) = ledger
+        .lend_only(&sku, 1, 0, "1>0.under-way", 2)
         .await
         .unwrap();
-    assert_eq!(reply[..2], [2, 0]);
+    assert_eq!((given, stale), (2, 0));
     assert_eq!(left_per_bucket(&ledger, &sku, 2).await, vec![0, 0]);
     // Every bucket is empty, the units are on their way: `sold_out` for this buyer, with the
     // transfer counted as left, so that no gateway keeps answering it from memory.
@@ -628,8 +592,5 @@ async fn a_transfer_under_way_is_never_answered_as_sold_out_from_memory() {
     // Once the transfer lands, the units sell.
     let later = Utc::now().timestamp_millis() + 60_000;
     assert_eq!(ledger.complete_transfers(&sku, 2, later).await.unwrap(), 1);
-    assert!(matches!(
-        reserve(&ledger, &sku, &buyer[1], "k", 1).await,
-        ReserveOutcome::Accepted(_)
-    ));
+    accepted(&ledger, &sku, &buyer[1], "k", 1).await;
 }

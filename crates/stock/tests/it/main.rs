@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
-use domain::{IdempotencyKey, OrderId, OrderRequested, Quantity, SkuId, UserId};
+use domain::{IdempotencyKey, OrderId, OrderRequested, Quantity, ReservationState, SkuId, UserId};
 use stock::{
-    ClaimOutcome, ReleaseMode, ReleaseOutcome, ReservationRecord, ReservationState, ReserveOutcome,
-    RestoredOrder, RetireOutcome, SoldOut, StockError, StockLedger,
+    ClaimOutcome, ReleaseMode, ReleaseOutcome, ReservationRecord, ReserveOutcome, RestoredOrder,
+    RetireOutcome, SoldOut, StockError, StockLedger,
 };
 use testkit::{fresh_ledger, open_spec};
 
@@ -45,6 +45,20 @@ async fn reserve(
 ) -> ReserveOutcome {
     let mut order = candidate(sku, user, key, quantity);
     ledger.reserve(&mut order, None).await.unwrap().0
+}
+
+/// [`reserve`], expected to be accepted: the new order.
+async fn accepted(
+    ledger: &StockLedger,
+    sku: &SkuId,
+    user: &str,
+    key: &str,
+    quantity: i64,
+) -> OrderId {
+    match reserve(ledger, sku, user, key, quantity).await {
+        ReserveOutcome::Accepted(order) => order,
+        other => panic!("{user}'s order of {quantity} under {key:?} was refused: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,9 +110,7 @@ async fn the_same_idempotency_key_returns_the_same_order_and_reserves_once() {
     let ledger = fresh_ledger();
     let sku = sku();
     ledger.warm(&sku, &open_spec(10, 5)).await.unwrap();
-    let ReserveOutcome::Accepted(first) = reserve(&ledger, &sku, "alice", "k1", 2).await else {
-        panic!("first reservation refused");
-    };
+    let first = accepted(&ledger, &sku, "alice", "k1", 2).await;
     for _ in 0..3 {
         match reserve(&ledger, &sku, "alice", "k1", 2).await {
             ReserveOutcome::Duplicate { order_id, state } => {
@@ -109,10 +121,7 @@ async fn the_same_idempotency_key_returns_the_same_order_and_reserves_once() {
         }
     }
     // The same key from another buyer is another order.
-    assert!(matches!(
-        reserve(&ledger, &sku, "bob", "k1", 1).await,
-        ReserveOutcome::Accepted(_)
-    ));
+    accepted(&ledger, &sku, "bob", "k1", 1).await;
     assert_eq!(ledger.snapshot(&sku).await.unwrap().unwrap().remaining, 7);
 }
 
@@ -121,18 +130,12 @@ async fn a_buyer_cannot_hold_more_than_the_per_user_limit() {
     let ledger = fresh_ledger();
     let sku = sku();
     ledger.warm(&sku, &open_spec(100, 3)).await.unwrap();
-    assert!(matches!(
-        reserve(&ledger, &sku, "carol", "a", 2).await,
-        ReserveOutcome::Accepted(_)
-    ));
+    accepted(&ledger, &sku, "carol", "a", 2).await;
     assert_eq!(
         reserve(&ledger, &sku, "carol", "b", 2).await,
         ReserveOutcome::LimitExceeded
     );
-    assert!(matches!(
-        reserve(&ledger, &sku, "carol", "c", 1).await,
-        ReserveOutcome::Accepted(_)
-    ));
+    accepted(&ledger, &sku, "carol", "c", 1).await;
     assert_eq!(
         reserve(&ledger, &sku, "carol", "d", 1).await,
         ReserveOutcome::LimitExceeded
@@ -164,9 +167,7 @@ async fn releasing_twice_gives_the_stock_back_once() {
     let ledger = fresh_ledger();
     let sku = sku();
     ledger.warm(&sku, &open_spec(10, 5)).await.unwrap();
-    let ReserveOutcome::Accepted(order) = reserve(&ledger, &sku, "erin", "k", 3).await else {
-        panic!("refused");
-    };
+    let order = accepted(&ledger, &sku, "erin", "k", 3).await;
     assert_eq!(
         ledger
             .release(&order, ReleaseMode::Compensate)
@@ -193,10 +194,7 @@ async fn releasing_twice_gives_the_stock_back_once() {
         }
     );
     // ...and the units held by the buyer were given back too.
-    assert!(matches!(
-        reserve(&ledger, &sku, "erin", "k2", 5).await,
-        ReserveOutcome::Accepted(_)
-    ));
+    accepted(&ledger, &sku, "erin", "k2", 5).await;
 }
 
 #[tokio::test]
@@ -204,12 +202,8 @@ async fn a_failed_produce_releases_only_what_the_worker_has_not_claimed() {
     let ledger = fresh_ledger();
     let sku = sku();
     ledger.warm(&sku, &open_spec(10, 5)).await.unwrap();
-    let ReserveOutcome::Accepted(unclaimed) = reserve(&ledger, &sku, "fay", "k1", 1).await else {
-        panic!("refused");
-    };
-    let ReserveOutcome::Accepted(claimed) = reserve(&ledger, &sku, "fay", "k2", 1).await else {
-        panic!("refused");
-    };
+    let unclaimed = accepted(&ledger, &sku, "fay", "k1", 1).await;
+    let claimed = accepted(&ledger, &sku, "fay", "k2", 1).await;
     assert_eq!(
         ledger.claim(&sku, &[&claimed]).await.unwrap(),
         vec![ClaimOutcome::Claimed]
@@ -246,10 +240,7 @@ async fn changing_the_stock_of_a_live_sale_applies_the_delta_and_never_hands_out
     let ledger = fresh_ledger();
     let sku = sku();
     ledger.warm(&sku, &open_spec(10, 10)).await.unwrap();
-    assert!(matches!(
-        reserve(&ledger, &sku, "gus", "k", 6).await,
-        ReserveOutcome::Accepted(_)
-    ));
+    accepted(&ledger, &sku, "gus", "k", 6).await;
     assert_eq!(
         ledger.warm(&sku, &open_spec(15, 10)).await.unwrap(),
         stock::WarmOutcome::Updated(9)

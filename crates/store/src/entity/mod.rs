@@ -11,7 +11,7 @@ use domain::{OrderStatus, ReasonCode};
 
 /// Parses the `status` column of the order `order_id`.
 pub fn parse_status(order_id: &str, value: &str) -> Result<OrderStatus, StoreError> {
-    OrderStatus::parse(value).ok_or_else(|| StoreError::Corrupt {
+    value.parse().map_err(|_| StoreError::Corrupt {
         order_id: order_id.to_owned(),
         column: "status",
         value: value.to_owned(),
@@ -22,7 +22,7 @@ pub fn parse_status(order_id: &str, value: &str) -> Result<OrderStatus, StoreErr
 pub fn parse_reason(order_id: &str, value: Option<&str>) -> Result<Option<ReasonCode>, StoreError> {
     value
         .map(|value| {
-            ReasonCode::parse(value).ok_or_else(|| StoreError::Corrupt {
+            value.parse().map_err(|_| StoreError::Corrupt {
                 order_id: order_id.to_owned(),
                 column: "reason",
                 value: value.to_owned(),

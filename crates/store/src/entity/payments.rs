@@ -34,12 +34,12 @@ impl ActiveModelBehavior for ActiveModel {}
 impl Model {
     /// The stored outcome; a value this build cannot read is an error.
     pub fn payment_outcome(&self) -> Result<domain::PaymentOutcome, crate::StoreError> {
-        domain::PaymentOutcome::parse(&self.outcome, self.reason.as_deref()).ok_or_else(|| {
-            crate::StoreError::Corrupt {
+        domain::PaymentOutcome::from_columns(&self.outcome, self.reason.as_deref()).ok_or_else(
+            || crate::StoreError::Corrupt {
                 order_id: self.order_id.clone(),
                 column: "payments.outcome",
                 value: format!("{} / {:?}", self.outcome, self.reason),
-            }
-        })
+            },
+        )
     }
 }

@@ -3,39 +3,120 @@
 // Test helpers panic to report, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-use domain::{OrderStatus, ReasonCode, SkuId};
-use store::{Store, StoreError, Written};
+use domain::{OrderRequested, OrderStatus, ReasonCode, SkuId};
+use sea_orm::ConnectionTrait;
+use settings::DatabaseSettings;
+use store::{SaleStats, Store, StoreError, Written};
 use testkit::{fresh_database, open_spec, order};
 
+mod enum_checks;
 mod tls;
 
-async fn store() -> Store {
+/// A store on a new PostgreSQL database, its settings changed by `change` first.
+async fn store_with(change: impl FnOnce(&mut DatabaseSettings)) -> Store {
     let (url, _) = fresh_database().await.unwrap();
     let mut settings = settings::Settings::defaults().database;
     settings.url = settings::secrecy::SecretString::from(url);
+    change(&mut settings);
     Store::connect(&settings).await.unwrap()
 }
 
-/// A store on a new embedded SQLite file, and the directory to remove after.
-async fn sqlite_store() -> (Store, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(testkit::unique("seckill-sqlite-"));
+/// A store on a new PostgreSQL database.
+async fn store() -> Store {
+    store_with(|_| {}).await
+}
+
+/// A store on a new embedded SQLite file, and its directory, removed when that is dropped.
+async fn sqlite_store() -> (Store, TempDir) {
+    let dir = TempDir(std::env::temp_dir().join(testkit::unique("seckill-sqlite-")));
     let mut settings = settings::Settings::defaults().database;
-    settings.sqlite_path = dir.join("seckill.db");
+    settings.sqlite_path = dir.0.join("seckill.db");
     (Store::connect(&settings).await.unwrap(), dir)
 }
 
-fn sku() -> SkuId {
-    SkuId::parse(testkit::unique("sku-")).unwrap()
+/// A directory that is removed when dropped, the test passed or not.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Two tests of one body: `$pg` on PostgreSQL, `$sqlite` on the embedded SQLite.
+macro_rules! on_both_databases {
+    ($pg:ident, $sqlite:ident, $body:path) => {
+        #[tokio::test]
+        async fn $pg() {
+            $body(crate::store().await).await;
+        }
+
+        #[tokio::test]
+        async fn $sqlite() {
+            let (store, _dir) = crate::sqlite_store().await;
+            $body(store).await;
+        }
+    };
+}
+pub(crate) use on_both_databases;
+
+/// Opens a sale of `stock` units, at most `per_user` for each buyer, in `store`; its SKU.
+async fn open_sale(store: &Store, stock: i64, per_user: i64) -> SkuId {
+    let sku = testkit::sku();
+    store
+        .upsert_sale(&sku, &open_spec(stock, per_user))
+        .await
+        .unwrap();
+    sku
+}
+
+/// A store on a new PostgreSQL database with a sale open as [`open_sale`] opens it.
+async fn store_with_sale(stock: i64, per_user: i64) -> (Store, SkuId) {
+    let store = store().await;
+    let sku = open_sale(&store, stock, per_user).await;
+    (store, sku)
+}
+
+/// An order of one unit by buyer `a` (key `k`), written to a sale of three units: the
+/// order, and its SKU.
+async fn one_written_order(store: &Store) -> (OrderRequested, SkuId) {
+    let sku = open_sale(store, 3, 3).await;
+    let o = order(&sku, "a", "k", 1);
+    store.persist_batch([&o]).await.unwrap();
+    (o, sku)
+}
+
+/// One order of `quantity` by each of `buyers` buyers, `u0`, `u1`, .. (all with key `k`).
+fn orders_of_buyers(sku: &SkuId, buyers: i64, quantity: i64) -> Vec<OrderRequested> {
+    (0..buyers)
+        .map(|i| order(sku, &format!("u{i}"), "k", quantity))
+        .collect()
+}
+
+/// The figures of `sku`'s sale, which the store has.
+async fn stats(store: &Store, sku: &SkuId) -> SaleStats {
+    store.sale_stats(sku).await.unwrap().unwrap()
+}
+
+/// Runs `sql` as it is on the store's database.
+async fn exec(store: &Store, sql: &str) -> Result<(), StoreError> {
+    store
+        .connection()
+        .execute_unprepared(sql)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from)
+}
+
+/// An update of order `id`'s row setting `assignments`, as a newer build or a hand would.
+fn set_order(id: &impl std::fmt::Display, assignments: &str) -> String {
+    format!("UPDATE orders SET {assignments} WHERE order_id = '{id}'")
 }
 
 #[tokio::test]
 async fn a_redelivered_batch_writes_each_order_once_and_takes_its_stock_once() {
-    let store = store().await;
-    let sku = sku();
-    store.upsert_sale(&sku, &open_spec(10, 5)).await.unwrap();
-    let batch: Vec<_> = (0..4)
-        .map(|i| order(&sku, &format!("u{i}"), "k", 2))
-        .collect();
+    let (store, sku) = store_with_sale(10, 5).await;
+    let batch = orders_of_buyers(&sku, 4, 2);
     for _ in 0..3 {
         let outcome = store.persist_batch(&batch).await.unwrap();
         assert!(
@@ -43,32 +124,24 @@ async fn a_redelivered_batch_writes_each_order_once_and_takes_its_stock_once() {
             "{outcome:?}"
         );
     }
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = stats(&store, &sku).await;
     assert_eq!(stats.awaiting_payment.orders, 4);
     assert_eq!(stats.held_units(), 8);
     assert_eq!(stats.stock, 2);
 }
 
+// On SQLite too: its insert is built differently.
+on_both_databases!(
+    a_mixed_batch_reports_each_order_and_writes_its_columns,
+    on_sqlite_a_mixed_batch_reports_each_order_and_writes_its_columns,
+    mixed_batch
+);
+
 /// One batch mixing every outcome: the store reports what it wrote itself and reads back only
 /// the orders it did not insert; every row holds what its message said, `pay_by` its sale's
 /// window after the write.
-#[tokio::test]
-async fn a_mixed_batch_reports_each_order_and_writes_its_columns() {
-    mixed_batch(store().await).await;
-}
-
-/// The same on the embedded SQLite, whose insert is built differently.
-#[tokio::test]
-async fn on_sqlite_a_mixed_batch_reports_each_order_and_writes_its_columns() {
-    let (store, dir) = sqlite_store().await;
-    mixed_batch(store).await;
-    let _ = std::fs::remove_dir_all(dir);
-}
-
 async fn mixed_batch(store: Store) {
-    let sku = sku();
-    let spec = open_spec(3, 5);
-    store.upsert_sale(&sku, &spec).await.unwrap();
+    let sku = open_sale(&store, 3, 5).await;
     let earlier_accepted = order(&sku, "early", "k", 1);
     let earlier_refused = order(&sku, "big", "k", 5);
     store
@@ -77,7 +150,7 @@ async fn mixed_batch(store: Store) {
         .unwrap();
     let new = order(&sku, "new", "k", 2);
     let holder_of_key = order(&sku, "early", "k", 1);
-    let ghost = order(&self::sku(), "ghost", "k", 1);
+    let ghost = order(&testkit::sku(), "ghost", "k", 1);
     let beyond = order(&sku, "beyond", "k", 1);
     let batch = [
         &earlier_accepted,
@@ -100,7 +173,7 @@ async fn mixed_batch(store: Store) {
         assert_eq!(outcome[&o.order_id], want, "{}", o.user_id.as_str());
     }
     assert_eq!(outcome.len(), 6);
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = stats(&store, &sku).await;
     assert_eq!((stats.stock, stats.held_units()), (0, 3));
 
     let row = store.order(&new.order_id).await.unwrap().unwrap();
@@ -129,7 +202,7 @@ async fn mixed_batch(store: Store) {
     assert_eq!(row.created_at, row.updated_at);
     assert_eq!(
         row.pay_by.unwrap() - row.created_at,
-        chrono::Duration::seconds(i64::from(spec.payment.window_secs))
+        chrono::Duration::seconds(i64::from(open_spec(3, 5).payment.window_secs))
     );
     let ghost_row = store.order(&ghost.order_id).await.unwrap().unwrap();
     assert_eq!(
@@ -140,13 +213,9 @@ async fn mixed_batch(store: Store) {
 
 #[tokio::test]
 async fn the_database_refuses_the_order_beyond_its_stock_even_if_redis_let_it_through() {
-    let store = store().await;
-    let sku = sku();
     const STOCK: i64 = 5;
-    store.upsert_sale(&sku, &open_spec(STOCK, 5)).await.unwrap();
-    let batch: Vec<_> = (0..=STOCK)
-        .map(|i| order(&sku, &format!("u{i}"), "k", 1))
-        .collect();
+    let (store, sku) = store_with_sale(STOCK, 5).await;
+    let batch = orders_of_buyers(&sku, STOCK + 1, 1);
     let outcome = store.persist_batch(&batch).await.unwrap();
     let refused: Vec<_> = outcome
         .iter()
@@ -155,7 +224,7 @@ async fn the_database_refuses_the_order_beyond_its_stock_even_if_redis_let_it_th
     assert_eq!(refused.len(), 1);
     // Message order decides: the last one is the one that does not fit.
     assert_eq!(refused[0].0, &batch[STOCK as usize].order_id);
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = stats(&store, &sku).await;
     assert_eq!(stats.stock, 0);
     assert_eq!(stats.held_units(), STOCK);
     assert_eq!(stats.failed.orders, 1);
@@ -171,7 +240,7 @@ async fn the_database_refuses_the_order_beyond_its_stock_even_if_redis_let_it_th
 #[tokio::test]
 async fn an_order_for_a_sku_without_a_sale_is_recorded_as_failed() {
     let store = store().await;
-    let ghost = order(&sku(), "u", "k", 1);
+    let ghost = order(&testkit::sku(), "u", "k", 1);
     let outcome = store.persist_batch([&ghost]).await.unwrap();
     assert_eq!(
         outcome[&ghost.order_id],
@@ -185,10 +254,7 @@ async fn an_order_for_a_sku_without_a_sale_is_recorded_as_failed() {
 #[tokio::test]
 async fn marking_failed_never_overrides_a_confirmed_order_and_is_idempotent() {
     let store = store().await;
-    let sku = sku();
-    store.upsert_sale(&sku, &open_spec(3, 3)).await.unwrap();
-    let confirmed = order(&sku, "a", "k", 1);
-    store.persist_batch([&confirmed]).await.unwrap();
+    let (confirmed, sku) = one_written_order(&store).await;
     assert_eq!(
         store
             .mark_failed(&confirmed, ReasonCode::RetriesExhausted)
@@ -206,7 +272,7 @@ async fn marking_failed_never_overrides_a_confirmed_order_and_is_idempotent() {
             OrderStatus::Failed
         );
     }
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = stats(&store, &sku).await;
     assert_eq!(
         (
             stats.awaiting_payment.orders,
@@ -219,54 +285,46 @@ async fn marking_failed_never_overrides_a_confirmed_order_and_is_idempotent() {
 
 #[tokio::test]
 async fn a_second_order_under_the_same_buyer_key_is_reported_as_a_conflict() {
-    let store = store().await;
-    let sku = sku();
-    store.upsert_sale(&sku, &open_spec(3, 3)).await.unwrap();
+    let (store, sku) = store_with_sale(3, 3).await;
     let first = order(&sku, "a", "same-key", 1);
     let second = order(&sku, "a", "same-key", 1);
     let outcome = store.persist_batch([&first, &second]).await.unwrap();
     assert_eq!(outcome[&first.order_id], Written::Accepted);
     assert_eq!(outcome[&second.order_id], Written::KeyConflict);
-    assert_eq!(store.sale_stats(&sku).await.unwrap().unwrap().stock, 2);
+    assert_eq!(stats(&store, &sku).await.stock, 2);
 }
 
 #[tokio::test]
 async fn shrinking_a_sale_below_what_is_sold_is_refused() {
-    let store = store().await;
-    let sku = sku();
-    store.upsert_sale(&sku, &open_spec(5, 5)).await.unwrap();
-    let batch: Vec<_> = (0..3)
-        .map(|i| order(&sku, &format!("u{i}"), "k", 1))
-        .collect();
-    store.persist_batch(&batch).await.unwrap();
+    let (store, sku) = store_with_sale(5, 5).await;
+    store
+        .persist_batch(&orders_of_buyers(&sku, 3, 1))
+        .await
+        .unwrap();
     assert!(matches!(
         store.upsert_sale(&sku, &open_spec(2, 5)).await,
         Err(store::StoreError::BelowSold { sold: 3, .. })
     ));
     store.upsert_sale(&sku, &open_spec(8, 5)).await.unwrap();
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = stats(&store, &sku).await;
     assert_eq!((stats.initial_stock, stats.stock), (8, 5));
 }
 
 #[tokio::test]
 async fn the_same_order_twice_in_one_batch_takes_its_stock_once() {
-    let store = store().await;
-    let sku = sku();
-    store.upsert_sale(&sku, &open_spec(10, 5)).await.unwrap();
+    let (store, sku) = store_with_sale(10, 5).await;
     let once = order(&sku, "u", "k", 3);
     let outcome = store.persist_batch([&once, &once]).await.unwrap();
     assert_eq!(outcome.len(), 1, "one order, once");
     assert_eq!(outcome[&once.order_id], Written::Accepted);
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = stats(&store, &sku).await;
     assert_eq!((stats.awaiting_payment.orders, stats.stock), (1, 7));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sale_figures_read_while_batches_commit_always_add_up() {
-    let store = store().await;
-    let sku = sku();
     const STOCK: i64 = 200;
-    store.upsert_sale(&sku, &open_spec(STOCK, 1)).await.unwrap();
+    let (store, sku) = store_with_sale(STOCK, 1).await;
     let writer = {
         let store = store.clone();
         let sku = sku.clone();
@@ -279,7 +337,7 @@ async fn sale_figures_read_while_batches_commit_always_add_up() {
     };
     let mut reads = 0;
     while !writer.is_finished() {
-        let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+        let stats = stats(&store, &sku).await;
         assert_eq!(
             stats.stock + stats.held_units(),
             STOCK,
@@ -288,30 +346,19 @@ async fn sale_figures_read_while_batches_commit_always_add_up() {
         reads += 1;
     }
     writer.await.unwrap();
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = stats(&store, &sku).await;
     assert_eq!((stats.stock, stats.held_units()), (0, STOCK));
     assert!(reads > 10, "only {reads} reads overlapped the writes");
 }
 
 #[tokio::test]
 async fn a_stored_status_or_reason_this_build_cannot_read_is_an_error_never_a_default() {
-    use sea_orm::ConnectionTrait;
     let store = store().await;
-    let sku = sku();
-    store.upsert_sale(&sku, &open_spec(3, 3)).await.unwrap();
-    let o = order(&sku, "a", "k", 1);
-    store.persist_batch([&o]).await.unwrap();
-    let set = |assignments: &str| {
-        format!(
-            "UPDATE orders SET {assignments} WHERE order_id = '{}'",
-            o.order_id
-        )
-    };
+    let (o, sku) = one_written_order(&store).await;
 
-    // A status written by a newer version, or by hand.
-    store
-        .connection()
-        .execute_unprepared(&set("status = 'shipped'"))
+    // A status written by a newer version, whose schema allows it.
+    enum_checks::revert_the_checks(&store).await;
+    exec(&store, &set_order(&o.order_id, "status = 'shipped'"))
         .await
         .unwrap();
     let row = store.order(&o.order_id).await.unwrap().unwrap();
@@ -331,11 +378,12 @@ async fn a_stored_status_or_reason_this_build_cannot_read_is_an_error_never_a_de
     assert!(store.mark_failed(&o, ReasonCode::UnknownSku).await.is_err());
 
     // A failed order whose reason nobody knows.
-    store
-        .connection()
-        .execute_unprepared(&set("status = 'failed', reason = 'gremlins'"))
-        .await
-        .unwrap();
+    exec(
+        &store,
+        &set_order(&o.order_id, "status = 'failed', reason = 'gremlins'"),
+    )
+    .await
+    .unwrap();
     let row = store.order(&o.order_id).await.unwrap().unwrap();
     assert_eq!(row.order_status().unwrap(), OrderStatus::Failed);
     assert!(matches!(
@@ -365,29 +413,20 @@ async fn a_database_that_cannot_be_reached_is_a_transient_error() {
 
 #[tokio::test]
 async fn a_read_only_primary_is_a_transient_error_and_a_refused_statement_a_permanent_one() {
-    use sea_orm::ConnectionTrait;
-    let (url, _) = fresh_database().await.unwrap();
-    let mut settings = settings::Settings::defaults().database;
-    settings.url = settings::secrecy::SecretString::from(url);
-    settings.max_connections = 1;
-    let store = Store::connect(&settings).await.unwrap();
-    let sku = sku();
-    store.upsert_sale(&sku, &open_spec(3, 3)).await.unwrap();
+    // One connection: the session made read-only is the one the batch is written on.
+    let store = store_with(|settings| settings.max_connections = 1).await;
+    let sku = open_sale(&store, 3, 3).await;
 
-    let refused = store
-        .connection()
-        .execute_unprepared("SELEC 1")
-        .await
-        .unwrap_err();
-    let refused = StoreError::from(refused);
+    let refused = exec(&store, "SELEC 1").await.unwrap_err();
     assert!(!refused.is_transient(), "{refused:?}");
 
     // What a failover that still points at the old primary answers: SQLSTATE 25006.
-    store
-        .connection()
-        .execute_unprepared("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-        .await
-        .unwrap();
+    exec(
+        &store,
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+    )
+    .await
+    .unwrap();
     let read_only = store
         .persist_batch([&order(&sku, "a", "k", 1)])
         .await
@@ -398,7 +437,7 @@ async fn a_read_only_primary_is_a_transient_error_and_a_refused_statement_a_perm
 #[tokio::test]
 async fn the_payment_window_migration_keeps_confirmed_orders_sold_and_goes_back_down() {
     use migration::{Migrator, MigratorTrait};
-    use store::sea_orm::{ConnectionTrait, Database};
+    use store::sea_orm::Database;
     let (url, _) = fresh_database().await.unwrap();
     let db = Database::connect(url.as_str()).await.unwrap();
     Migrator::up(&db, Some(1)).await.unwrap();
@@ -430,7 +469,8 @@ async fn the_payment_window_migration_keeps_confirmed_orders_sold_and_goes_back_
     );
     assert_eq!(sale.buckets, 1, "a sale made before stock buckets has one");
 
-    Migrator::down(&db, Some(2)).await.unwrap();
+    // Down past the checks, the stock buckets and the payment window.
+    Migrator::down(&db, Some(3)).await.unwrap();
     let status: String = db
         .query_one(store::statement(
             db.get_database_backend(),
@@ -447,10 +487,7 @@ async fn the_payment_window_migration_keeps_confirmed_orders_sold_and_goes_back_
 #[tokio::test]
 async fn paying_is_idempotent_on_the_payment_id_and_a_paid_order_is_never_expired() {
     let store = store().await;
-    let sku = sku();
-    store.upsert_sale(&sku, &open_spec(3, 1)).await.unwrap();
-    let o = order(&sku, "alice", "k", 1);
-    store.persist_batch([&o]).await.unwrap();
+    let (o, sku) = one_written_order(&store).await;
     let notice = testkit::notice("pay-1", &o.order_id, 100);
     let now = chrono::Utc::now();
     let first = store.pay(&notice, now).await.unwrap();
@@ -462,7 +499,7 @@ async fn paying_is_idempotent_on_the_payment_id_and_a_paid_order_is_never_expire
     // Past its window, a paid order stays paid and keeps its unit.
     let later = now + chrono::Duration::hours(1);
     assert!(store.expire_due(later, 100).await.unwrap().is_empty());
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = stats(&store, &sku).await;
     assert_eq!(
         (stats.paid.orders, stats.expired.orders, stats.stock),
         (1, 0, 2)
@@ -483,12 +520,9 @@ async fn paying_is_idempotent_on_the_payment_id_and_a_paid_order_is_never_expire
 /// database lock first and timestamps compare as text.
 #[tokio::test]
 async fn on_sqlite_orders_await_payment_are_paid_once_and_the_unpaid_expire_with_their_units() {
-    let (store, dir) = sqlite_store().await;
-    let sku = sku();
-    store.upsert_sale(&sku, &open_spec(5, 1)).await.unwrap();
-    let orders: Vec<_> = (0..3)
-        .map(|i| order(&sku, &format!("u{i}"), "k", 1))
-        .collect();
+    let (store, _dir) = sqlite_store().await;
+    let sku = open_sale(&store, 5, 1).await;
+    let orders = orders_of_buyers(&sku, 3, 1);
     store.persist_batch(&orders).await.unwrap();
     let now = chrono::Utc::now();
     let paying = testkit::notice("pay-0", &orders[0].order_id, 100);
@@ -516,7 +550,7 @@ async fn on_sqlite_orders_await_payment_are_paid_once_and_the_unpaid_expire_with
             domain::RefundReason::OrderExpired
         ))
     );
-    let stats = store.sale_stats(&sku).await.unwrap().unwrap();
+    let stats = stats(&store, &sku).await;
     assert_eq!(
         (
             stats.paid.orders,
@@ -535,5 +569,4 @@ async fn on_sqlite_orders_await_payment_are_paid_once_and_the_unpaid_expire_with
         .await
         .unwrap()
         .is_empty());
-    let _ = std::fs::remove_dir_all(dir);
 }

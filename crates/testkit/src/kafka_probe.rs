@@ -1,0 +1,89 @@
+//! The tests' window on Kafka: producing raw messages, reading a topic from a group of the
+//! test's own, and a group's lag.
+
+use crate::{eventually, unique};
+use std::time::Duration;
+
+/// Produces `payload` with `key` to `topic` and waits for the acknowledgement.
+pub async fn produce(
+    endpoint: &kafka::Endpoint,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    produce_with_headers(endpoint, topic, key, payload, &[]).await
+}
+
+/// Like [`produce`], with `headers` (name, value) on the message.
+pub async fn produce_with_headers(
+    endpoint: &kafka::Endpoint,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    use kafka::rdkafka::message::{Header, OwnedHeaders};
+    use kafka::rdkafka::producer::FutureRecord;
+    let producer = kafka::producer(endpoint)?;
+    let mut owned = OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(Header {
+            key: name,
+            value: Some(value.as_bytes()),
+        });
+    }
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(owned),
+            kafka::rdkafka::util::Timeout::After(Duration::from_secs(10)),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+/// A consumer of `topic` from its start, in a consumer group of its own: a test's window on
+/// what reached the topic, taking nothing from the services' groups.
+pub fn probe(endpoint: &kafka::Endpoint, topic: &str) -> kafka::rdkafka::consumer::StreamConsumer {
+    use kafka::rdkafka::consumer::Consumer;
+    let consumer = kafka::consumer(endpoint, &unique("probe-")).expect("a probe consumer");
+    consumer.subscribe(&[topic]).expect("the probe subscribes");
+    consumer
+}
+
+/// The next message of `consumer`, detached; fails the test with `what` after `within`.
+pub async fn next_message(
+    consumer: &kafka::rdkafka::consumer::StreamConsumer,
+    within: Duration,
+    what: &str,
+) -> kafka::rdkafka::message::OwnedMessage {
+    tokio::time::timeout(within, consumer.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {within:?}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .detach()
+}
+
+/// Total lag of `group` on `topic`.
+pub async fn group_lag(endpoint: &kafka::Endpoint, group: &str, topic: &str) -> i64 {
+    let consumer = std::sync::Arc::new(kafka::consumer(endpoint, group).expect("consumer"));
+    kafka::lag::total_lag(consumer, topic).await
+}
+
+/// Waits up to `within` until `group` has committed every message of `topic`.
+pub async fn until_committed(
+    endpoint: &kafka::Endpoint,
+    group: &str,
+    topic: &str,
+    within: Duration,
+) {
+    eventually(
+        within,
+        &format!("{group} to commit all of {topic}"),
+        || async { (group_lag(endpoint, group, topic).await == 0).then_some(()) },
+    )
+    .await;
+}
