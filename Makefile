@@ -8,7 +8,7 @@ MIGRATE ?= status
 CTL := $(CARGO) run --release -q -p ctl --bin seckill-ctl --
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-redis redis-cluster redis-cluster-stop build release test fuzz lint fmt demo bench bench-buckets stack openapi migrate topics lag dlq-inspect dlq-replay reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
+.PHONY: help deps deps-redis redis-cluster redis-cluster-stop build release test fuzz lint fmt demo bench bench-buckets stack openapi migrate topics lag dlq-inspect dlq-replay release-order reconcile deploy-render deploy-check run-gateway run-worker run-replayer clean
 OVERLAY ?= dev
 
 help: ## List the targets
@@ -75,6 +75,10 @@ dlq-inspect: ## List the dead letters not yet settled (reason, age, order, attem
 dlq-replay: ## Republish unsettled dead letters of one reason: make dlq-replay REASON=retries_exhausted [DRY_RUN=1]
 	@test -n "$(REASON)" || { echo "usage: make dlq-replay REASON=<reason code> [DRY_RUN=1] (reasons: make dlq-inspect)"; exit 2; }
 	$(CTL) dlq replay --reason $(REASON) $(if $(DRY_RUN),--dry-run)
+
+release-order: ## Give back the units of one order's reservation (an abandoned dead letter, an unpublishable reservation): make release-order ORDER=<order id>
+	@test -n "$(ORDER)" || { echo "usage: make release-order ORDER=<order id>"; exit 2; }
+	$(CTL) release --order $(ORDER)
 
 reconcile: ## Rebuild in Redis the sales Redis lost, from the database (after a Redis restart): make reconcile [SKU=... [REBUILD=1]]
 	$(CTL) reconcile $(if $(SKU),--sku $(SKU)) $(if $(filter 1,$(REBUILD)),--rebuild)

@@ -1,6 +1,7 @@
 //! `seckill-ctl`: the operator's one command, with a subcommand per task (schema migrations,
-//! topics, consumer lag, dead letters, reconcile). The work itself lives in the library of the
-//! crate that owns it (`migration`, `kafka`, `dlq_replayer::letters`, `gateway::reconcile`), so
+//! topics, consumer lag, dead letters, releasing one reservation, reconcile). The work itself
+//! lives in the library of the crate that owns it (`migration`, `kafka`,
+//! `dlq_replayer::letters`, `stock`, `gateway::reconcile`), so
 //! the services and the tests run the very same code; this file parses, connects and prints.
 //!
 //! What a subcommand answers goes to stdout, so that it can be piped; the log goes to stderr.
@@ -8,11 +9,12 @@
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
-use domain::{ReasonCode, SkuId};
+use domain::{OrderId, OrderStatus, ReasonCode, SkuId};
 use migration::{Migrator, MigratorTrait};
 use settings::Settings;
 use std::io::IsTerminal;
 use std::time::Duration;
+use stock::{ReleaseMode, ReleaseOutcome, StockLedger};
 use strum::VariantArray;
 
 /// Operator tasks of seckill, run against the environment the settings name.
@@ -54,6 +56,19 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         action: Dlq,
+    },
+    /// Give back to the sale the units one order's reservation holds in Redis.
+    ///
+    /// For the reservations nothing else settles: a dead letter the replayer abandoned, a
+    /// reservation whose order message cannot be read. Refused when the order's row holds
+    /// its units or gave them back itself (awaiting payment, paid or expired): its payment or
+    /// its expiry decides. A failed order, or one without a row, is released (as the
+    /// replayer's compensation does; the buyer then sees it failed). Running it twice changes
+    /// nothing the second time.
+    Release {
+        /// The order.
+        #[arg(long, value_parser = parse_order)]
+        order: OrderId,
     },
     /// Rebuild in Redis the sales Redis has lost, from the database.
     ///
@@ -109,6 +124,10 @@ enum Dlq {
     },
 }
 
+fn parse_order(value: &str) -> Result<OrderId, String> {
+    OrderId::parse(value).map_err(|error| error.to_string())
+}
+
 fn parse_sku(value: &str) -> Result<SkuId, String> {
     SkuId::parse(value).map_err(|error| error.to_string())
 }
@@ -142,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { action } => dlq(&settings, action).await,
+        Command::Release { order } => release(&settings, &order).await,
         Command::Reconcile {
             skus,
             drain_timeout_secs,
@@ -206,6 +226,42 @@ async fn migrate(settings: &Settings, action: Migrate) -> anyhow::Result<()> {
             migration.status().to_string().to_lowercase()
         );
     }
+    Ok(())
+}
+
+async fn release(settings: &Settings, order: &OrderId) -> anyhow::Result<()> {
+    let mut database = settings.database.clone();
+    database.migrate_on_start = false;
+    let store = store::Store::connect(&database)
+        .await
+        .context("connecting to the database")?;
+    if let Some(row) = store.order(order).await.context("reading the order")? {
+        let status = row.order_status()?;
+        match status {
+            OrderStatus::AwaitingPayment | OrderStatus::Paid | OrderStatus::Expired => {
+                anyhow::bail!(
+                    "order {order} is {status} in the database: its row decides what happens to                      its units, nothing was released"
+                )
+            }
+            OrderStatus::Failed | OrderStatus::Pending => {}
+        }
+    }
+    let ledger = StockLedger::new(&settings.redis).context("redis settings")?;
+    let released = ledger
+        .release(order, ReleaseMode::Compensate)
+        .await
+        .context("releasing the reservation")?;
+    println!(
+        "{order}: {}",
+        match released {
+            ReleaseOutcome::Released => "released, its units are back on sale",
+            ReleaseOutcome::AlreadyReleased => "already released, nothing changed",
+            ReleaseOutcome::Missing => "Redis has no reservation of it, nothing changed",
+            ReleaseOutcome::Claimed => "claimed by the worker, nothing changed",
+            ReleaseOutcome::SaleMissing =>
+                "Redis has lost its sale, nothing changed (rebuild it: seckill-ctl reconcile)",
+        }
+    );
     Ok(())
 }
 

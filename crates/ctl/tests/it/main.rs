@@ -41,7 +41,7 @@ fn rows(table: &str) -> Vec<Vec<String>> {
 #[test]
 fn the_help_lists_every_subcommand_and_each_subcommand_has_its_own() {
     let help = succeeds(&["--help"], &[]);
-    for command in ["migrate", "topics", "lag", "dlq", "reconcile"] {
+    for command in ["migrate", "topics", "lag", "dlq", "release", "reconcile"] {
         assert!(
             help.lines()
                 .any(|line| line.trim_start().starts_with(command)),
@@ -188,5 +188,40 @@ async fn lag_counts_what_each_group_has_not_committed() {
         partitions,
         2 * kafka.partitions as usize,
         "one row per partition of each topic:\n{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_gives_a_reservation_back_once_and_leaves_an_order_its_row_holds_alone() {
+    let (ctx, sku) = testkit::TestContext::with_sale(10, 5).await;
+    let ledger = ctx.ledger();
+    let stranded = testkit::order(&sku, "alice", "k1", 3);
+    assert!(matches!(
+        testkit::reserve(&ledger, &stranded).await,
+        stock::ReserveOutcome::Accepted(_)
+    ));
+    let written = testkit::order(&sku, "bob", "k1", 2);
+    testkit::written_orders(&ledger, &ctx.store().await, std::slice::from_ref(&written)).await;
+    let env = testkit::service_env(&ctx.settings);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let release = |order: &domain::OrderId| ctl(&["release", "--order", order.as_str()], &env);
+
+    let first = release(&stranded.order_id);
+    assert!(first.status.success(), "{first:?}");
+    assert!(String::from_utf8_lossy(&first.stdout).contains("released, its units are back"));
+    let again = release(&stranded.order_id);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already released"));
+    let refused = release(&written.order_id);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("awaiting_payment"),
+        "{refused:?}"
+    );
+
+    // Alice's three units are back once; Bob's two stay with his order.
+    let snapshot = ctx.snapshot(&sku).await;
+    assert_eq!(
+        (snapshot.remaining, snapshot.reserved, snapshot.released),
+        (8, 5, 3)
     );
 }
