@@ -270,7 +270,10 @@ impl From<stock::StockError> for ApiError {
                 tracing::warn!(%error, "answering 503 to a request that lost every borrowing round");
                 ApiError::StockUnavailable
             }
-            _ => {
+            stock::StockError::Redis(_)
+            | stock::StockError::Config(_)
+            | stock::StockError::Reply { .. }
+            | stock::StockError::PartlyLost { .. } => {
                 tracing::error!(%error, "redis call failed");
                 ApiError::StockUnavailable
             }
