@@ -63,14 +63,19 @@ impl StockError {
         }
     }
 
-    /// The error of a script call: the scripts' own `CORRUPT` reply (a reservation record that
-    /// does not parse, see `scripts/prelude/record.lua`) becomes [`StockError::Corrupt`].
-    pub(crate) fn from_script(error: redis::RedisError) -> Self {
-        if error.code() == Some("CORRUPT") {
-            let detail = error.detail().unwrap_or_default();
-            StockError::Corrupt(CorruptRecord(detail.to_owned()))
-        } else {
-            StockError::Redis(error)
+    /// The error of a call of `script`. The scripts' own error replies become what they mean:
+    /// `CORRUPT` (a reservation record that does not parse, see `scripts/prelude/record.lua`)
+    /// [`StockError::Corrupt`]; `BADRECORD` (another record only the scripts write, such as a
+    /// transfer between buckets, that does not parse) [`StockError::Reply`].
+    pub(crate) fn from_script(script: &'static str, error: redis::RedisError) -> Self {
+        let detail = || error.detail().unwrap_or_default().to_owned();
+        match error.code() {
+            Some("CORRUPT") => StockError::Corrupt(CorruptRecord(detail())),
+            Some("BADRECORD") => StockError::Reply {
+                script,
+                reply: detail(),
+            },
+            _ => StockError::Redis(error),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The ledger's Redis keys. Every key of one SKU (of one stock bucket of it, see
 //! [`StockKeys::bucket`]) carries one hash tag, so a Lua script that touches them all runs inside
 //! one Redis Cluster slot. A script names the keys it takes with [`Key`], and reads them in Lua
-//! by that name (`K.stock`), never by position (see the `scripts` module).
+//! as the local `<name>_key` (`stock_key`), never by position (see the `scripts` module).
 
 use domain::{SkuId, UserId};
 use strum::VariantArray;
@@ -37,7 +37,8 @@ pub struct StockKeys {
     pub settled: String,
 }
 
-/// One of the keys of a sale's bucket, by the name the scripts know it by in Lua (`K.<name>`).
+/// One of the keys of a sale's bucket, by the name the scripts know it by in Lua (the local
+/// `<name>_key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum Key {

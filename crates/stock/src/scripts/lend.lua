@@ -25,7 +25,7 @@ local again = redis.call('HGET', lent_key, transfer)
 if again then
   local t = decode_transfer(again)
   if not t then
-    error({err = 'CORRUPT transfer record of ' .. transfer .. ': ' .. again})
+    error({err = 'BADRECORD transfer ' .. transfer .. ': ' .. again})
   end
   return {t.units, 0, now}
 end
@@ -34,7 +34,8 @@ local stale = 0
 local cutoff = now - tonumber(stale_after)
 for _, record in ipairs(redis.call('HVALS', lent_key)) do
   local t = decode_transfer(record)
-  if t and t.at < cutoff then
+  -- A record that does not parse counts as stale: the caller then reads it, and reports it.
+  if not t or t.at < cutoff then
     stale = stale + 1
   end
 end

@@ -41,8 +41,10 @@ pub(crate) mod prelude {
     pub(crate) const RECORD: &str = include_str!("prelude/record.lua");
     /// `leave_outbox(order_id)`: an order leaves the pending index and the outbox.
     pub(crate) const OUTBOX: &str = include_str!("prelude/outbox.lua");
-    /// `sale_exists()`, `set_sale_terms(...)`, `per_order_keys()`.
+    /// `sale_exists()`, `set_sale_terms(...)`: needs the sale's key.
     pub(crate) const SALE: &str = include_str!("prelude/sale.lua");
+    /// `per_order_keys()`: needs every key of the bucket.
+    pub(crate) const PER_ORDER: &str = include_str!("prelude/per_order.lua");
     /// The transfer record between buckets: `encode_transfer`, `decode_transfer`.
     pub(crate) const TRANSFER: &str = include_str!("prelude/transfer.lua");
 }
@@ -224,7 +226,7 @@ impl StockLedger {
         let raw: S::Raw = invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(StockError::from_script)?;
+            .map_err(|error| StockError::from_script(S::NAME, error))?;
         S::decode(&raw).ok_or_else(|| StockError::Reply {
             script: S::NAME,
             reply: format!("{raw:?}"),
@@ -290,6 +292,30 @@ mod tests {
                     line.contains("KEYS[") || line.contains("ARGV[") && !line.contains("ARGV[i]")
                 });
             assert_eq!(positional.count(), 0, "{name}: {source}");
+        }
+    }
+
+    #[test]
+    fn every_key_a_script_or_its_preludes_read_is_in_its_header() {
+        for name in SCRIPT_NAMES {
+            let source = script_source(name).unwrap();
+            let mut lines = source.lines();
+            let header = lines.next().unwrap();
+            let declared: Vec<&str> = header
+                .trim_start_matches("local ")
+                .split(" = ")
+                .next()
+                .unwrap()
+                .split(", ")
+                .collect();
+            // Redis refuses an undeclared name only when the line reading it runs.
+            for line in lines.filter(|line| !line.trim_start().starts_with("--")) {
+                for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.ends_with("_key") {
+                        assert!(declared.contains(&word), "{name} reads {word}: {line}");
+                    }
+                }
+            }
         }
     }
 

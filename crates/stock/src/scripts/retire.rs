@@ -26,7 +26,7 @@ pub(super) struct Retire {
 
 impl LuaScript for Retire {
     const NAME: &'static str = "retire";
-    const PRELUDES: &'static [&'static str] = &[prelude::SALE];
+    const PRELUDES: &'static [&'static str] = &[prelude::SALE, prelude::PER_ORDER];
     const BODY: &'static str = include_str!("retire.lua");
     const KEYS: &'static [Key] = Key::VARIANTS;
     const ARGS: &'static [&'static str] = &["expire_at", "now"];

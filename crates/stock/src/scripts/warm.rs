@@ -39,7 +39,7 @@ pub(super) enum Warmed {
 
 impl LuaScript for Warm<'_> {
     const NAME: &'static str = "warm";
-    const PRELUDES: &'static [&'static str] = &[prelude::SALE];
+    const PRELUDES: &'static [&'static str] = &[prelude::SALE, prelude::PER_ORDER];
     const BODY: &'static str = include_str!("warm.lua");
     const KEYS: &'static [Key] = Key::VARIANTS;
     const ARGS: &'static [&'static str] = &[

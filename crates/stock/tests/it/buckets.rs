@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use stock::home_bucket;
 use stock::{
     ClaimOutcome, ReleaseMode, ReleaseOutcome, ReserveOutcome, RestoreOutcome, RestoredOrder,
-    RetireOutcome, StockLedger, WarmOutcome,
+    RetireOutcome, StockError, StockLedger, WarmOutcome,
 };
 use testkit::{fresh_ledger, open_spec};
 
@@ -593,4 +593,31 @@ async fn a_transfer_under_way_is_never_answered_as_sold_out_from_memory() {
     let later = Utc::now().timestamp_millis() + 60_000;
     assert_eq!(ledger.complete_transfers(&sku, 2, later).await.unwrap(), 1);
     accepted(&ledger, &sku, &buyer[1], "k", 1).await;
+}
+
+#[tokio::test]
+async fn a_transfer_record_that_does_not_parse_is_reported_not_read_as_a_default() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &bucketed(8, 8, 2)).await.unwrap();
+    redis::cmd("HSET")
+        .arg(&ledger.bucket_keys(&sku, 1).lent)
+        .arg("1>0.garbled")
+        .arg("not a transfer")
+        .query_async::<i64>(&mut testkit::raw_redis().await)
+        .await
+        .unwrap();
+    // The same transfer sent again finds its record unreadable: nothing is lent on a guess.
+    let again = ledger.lend_only(&sku, 1, 0, "1>0.garbled", 1).await;
+    assert!(
+        matches!(again, Err(StockError::Reply { script: "lend", .. })),
+        "{again:?}"
+    );
+    // Completing the transfers of the bucket reports it too.
+    let completing = ledger.complete_transfers(&sku, 2, i64::MAX).await;
+    assert!(
+        matches!(completing, Err(StockError::Reply { script: "lend", .. })),
+        "{completing:?}"
+    );
+    assert_eq!(left_per_bucket(&ledger, &sku, 2).await, vec![4, 4]);
 }
