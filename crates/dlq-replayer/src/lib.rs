@@ -10,9 +10,10 @@
 //! - A letter whose bytes are not an order has nothing to compensate: the gateway only ever
 //!   produces valid orders, so no reservation stands behind it. It is counted and skipped.
 //! - A letter of a valid order whose headers cannot be read (a reason this build does not
-//!   know, a damaged header) is neither compensated nor replayed: what it asks for is unknown.
-//!   It is logged at error with its place and order id, counted as `unreadable`, and skipped;
-//!   the order's reservation stands until an operator settles it.
+//!   know, a damaged header) is not compensated: what it asks for is unknown. It is logged at
+//!   error with its place and order id, counted as `unreadable`, and its order is republished
+//!   once as its last replay (`replayer.max_replays`): the worker writes it, or dead-letters it
+//!   again with headers this build reads, and that letter is then settled as usual.
 //!
 //! A failure to settle a letter is classified. A transient one (Redis, the database or the broker
 //! unreachable) is retried with `replayer.retry_backoff_ms` backoff until it passes: the
@@ -62,9 +63,9 @@ pub enum Settled {
     /// place and counted, not retried, so the letters behind it are settled.
     Abandoned,
     /// An order whose letter's headers cannot be read (a reason this build does not know, a
-    /// damaged header): what the letter asks for is unknown, so the order is neither compensated
-    /// nor replayed and its reservation stands. Logged at error with the letter's place and
-    /// order id and counted, so an operator settles it; the letters behind it are settled.
+    /// damaged header): what the letter asks for is unknown, so the order is not compensated; it
+    /// is republished as its last replay. Logged at error with the letter's place and order id,
+    /// and counted.
     Unreadable,
 }
 
@@ -250,15 +251,27 @@ impl Settler {
         };
         tracing::Span::current().record("order_id", tracing::field::display(&order.order_id));
         // Compensating a valid order on a guess would take a buyer's units away for a reason
-        // nobody wrote; the letter is left to an operator instead.
+        // nobody wrote, and skipping it could strand them (the worker may have taken the order
+        // out of the outbox when it dead-lettered it). The order goes back to the worker once,
+        // as its last replay: the worker writes it, or dead-letters it again with headers this
+        // build reads, and then out of replays.
         let (reason, attempts, failed_at) = match &letter {
             Ok(l) => (l.reason, l.attempts, l.failed_at),
             Err(error) => {
                 tracing::error!(
                     %error,
-                    "dead letter without readable headers; neither compensated nor replayed \
-                     (see the runbook)"
+                    "dead letter without readable headers; its order goes back to the worker \
+                     as its last replay (see the runbook)"
                 );
+                republish(
+                    &self.producer,
+                    &self.orders_topic,
+                    message,
+                    self.config.max_replays,
+                    trace,
+                )
+                .await
+                .map_err(SettleError::Republish)?;
                 return Ok(Some(Settled::Unreadable));
             }
         };

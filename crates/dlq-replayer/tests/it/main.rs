@@ -383,7 +383,7 @@ async fn a_letter_that_cannot_be_settled_is_counted_abandoned_and_the_letters_be
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_valid_order_whose_letter_headers_cannot_be_read_is_counted_unreadable_and_keeps_its_units(
+async fn a_valid_order_whose_letter_headers_cannot_be_read_goes_back_to_the_worker_as_its_last_replay(
 ) {
     let (ctx, sku) = TestContext::with_sale(10, 5).await;
     let unreadable = reserved(&ctx, &sku, "u", 1).await;
@@ -400,11 +400,24 @@ async fn a_valid_order_whose_letter_headers_cannot_be_read_is_counted_unreadable
     .await
     .unwrap();
     send_letters(&ctx, &[(behind.encode(), ReasonCode::UnknownSku, 1)]).await;
+    let consumer = orders_probe(&ctx);
     assert_settled_past_an_unsettled_letter(&ctx, &sku, "unreadable").await;
     assert_eq!(
         ctx.store().await.order(&unreadable.order_id).await.unwrap(),
         None,
         "the order was not marked failed"
+    );
+    // Its order is on the orders topic again, as its last replay: if it fails once more, its
+    // letter carries headers this build reads and no replay is left.
+    let message = testkit::next_message(&consumer, Duration::from_secs(30), "the replay").await;
+    assert_eq!(
+        OrderRequested::decode(message.payload().unwrap()).unwrap(),
+        unreadable
+    );
+    let max_replays = ctx.settings.replayer.max_replays.to_string();
+    assert_eq!(
+        kafka::consume::header(&message, header::REPLAYS),
+        Some(max_replays.as_bytes())
     );
 }
 
