@@ -26,8 +26,15 @@ impl ServiceProcess {
             .unwrap_or_default();
         let log =
             std::env::temp_dir().join(format!("{name}-{}-{ops_port}.log", std::process::id()));
+        // Nothing but the test's settings: no variable of this process (SECKILL__* set in a
+        // shell or CI), and no `.env` from the working directory.
+        let inherited =
+            ["PATH", "HOME"].map(|name| (name, std::env::var_os(name).unwrap_or_default()));
         let child = Command::new(binary)
             .args(args)
+            .env_clear()
+            .envs(inherited)
+            .current_dir(std::env::temp_dir())
             .envs(crate::service_env(settings))
             .env("SECKILL__HTTP__OPS_PORT", ops_port.to_string())
             .env("SECKILL__HTTP__PORT", ops_port.to_string())
