@@ -221,7 +221,6 @@ impl<H: Handler> Service<H> {
             consumer.clone(),
             spec.topic.clone(),
             metrics.lag.clone(),
-            None,
         ));
         periodic.push(Periodic::of(
             "consumer lag",

@@ -162,76 +162,44 @@ pub async fn wait_caught_up(
     }
 }
 
-/// Keeps a consumer's lag gauge (`seckill_consumer_lag_messages`) and, when given, its
-/// assigned-partitions gauge current: one [`LagReporter::refresh`] reads both from the broker.
-/// The consumer runtime refreshes it on a timer, whether messages flow or not.
+/// Keeps a consumer's lag gauge (`seckill_consumer_lag_messages`) current: one
+/// [`LagReporter::refresh`] reads it from the broker. The consumer runtime refreshes it on a
+/// timer, whether messages flow or not (its assigned-partitions gauge is set by the consumer's
+/// rebalance callbacks instead).
 pub struct LagReporter<C: ConsumerContext + 'static = DefaultConsumerContext> {
     consumer: std::sync::Arc<StreamConsumer<C>>,
     topic: String,
     gauge: prometheus::IntGaugeVec,
-    assigned: Option<prometheus::IntGauge>,
 }
 
 impl<C: ConsumerContext + 'static> LagReporter<C> {
-    /// A reporter of `consumer`'s group lag on `topic` into `gauge`, and of its assignment into
-    /// `assigned`.
+    /// A reporter of `consumer`'s group lag on `topic` into `gauge`.
     pub fn new(
         consumer: std::sync::Arc<StreamConsumer<C>>,
         topic: String,
         gauge: prometheus::IntGaugeVec,
-        assigned: Option<prometheus::IntGauge>,
     ) -> Self {
         Self {
             consumer,
             topic,
             gauge,
-            assigned,
         }
     }
 
-    /// Reads the assignment and the lag once (blocking broker calls, on the blocking pool) and
-    /// sets the gauges.
+    /// Reads the lag once (blocking broker calls, on the blocking pool) and sets the gauge.
     pub async fn refresh(&self) -> Result<(), crate::KafkaError> {
         let consumer = self.consumer.clone();
         let topic = self.topic.clone();
-        let (assignment, lags) = tokio::task::spawn_blocking(move || {
-            let assignment = consumer.assignment().map(|list| list.count());
-            let lags = topic_lag(&*consumer, &topic, Duration::from_secs(2));
-            (assignment, lags)
+        let lags = tokio::task::spawn_blocking(move || {
+            topic_lag(&*consumer, &topic, Duration::from_secs(2))
         })
         .await
         .map_err(|_| rdkafka::error::KafkaError::Canceled)?;
-        if let Some(assigned) = &self.assigned {
-            assigned.set(assignment? as i64);
-        }
         for lag in lags? {
             self.gauge
                 .with_label_values(&[self.topic.as_str(), &lag.partition.to_string()])
                 .set(lag.lag());
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_committed_offset_is_a_position_nothing_committed_is_none_and_anything_else_an_error() {
-        assert_eq!(
-            committed_position("t", 0, Offset::Offset(7)).ok(),
-            Some(Some(7))
-        );
-        assert_eq!(committed_position("t", 0, Offset::Invalid).ok(), Some(None));
-        for offset in [
-            Offset::Beginning,
-            Offset::End,
-            Offset::Stored,
-            Offset::OffsetTail(3),
-        ] {
-            let error = committed_position("t", 2, offset).unwrap_err();
-            assert!(error.to_string().contains("t/2"), "{error}");
-        }
     }
 }
