@@ -9,7 +9,7 @@
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
-use domain::{OrderId, OrderStatus, ReasonCode, SkuId};
+use domain::{OrderId, ReasonCode, SkuId};
 use migration::{Migrator, MigratorTrait};
 use settings::Settings;
 use std::io::IsTerminal;
@@ -202,13 +202,18 @@ fn brokers(settings: &Settings) -> anyhow::Result<kafka::Endpoint> {
     Ok(kafka::Endpoint::from_settings(&settings.kafka, None))
 }
 
-async fn migrate(settings: &Settings, action: Migrate) -> anyhow::Result<()> {
+/// The database of the settings, connected without migrating it: the operator's command decides
+/// what is applied, not its connection.
+async fn database(settings: &Settings) -> anyhow::Result<store::Store> {
     let mut database = settings.database.clone();
-    // The command decides what is applied, not the connection.
     database.migrate_on_start = false;
-    let store = store::Store::connect(&database)
+    store::Store::connect(&database)
         .await
-        .context("connecting to the database")?;
+        .context("connecting to the database")
+}
+
+async fn migrate(settings: &Settings, action: Migrate) -> anyhow::Result<()> {
+    let store = database(settings).await?;
     let db = store.connection();
     match action {
         Migrate::Up => Migrator::up(db, None).await.context("applying")?,
@@ -230,21 +235,14 @@ async fn migrate(settings: &Settings, action: Migrate) -> anyhow::Result<()> {
 }
 
 async fn release(settings: &Settings, order: &OrderId) -> anyhow::Result<()> {
-    let mut database = settings.database.clone();
-    database.migrate_on_start = false;
-    let store = store::Store::connect(&database)
-        .await
-        .context("connecting to the database")?;
+    let store = database(settings).await?;
     if let Some(row) = store.order(order).await.context("reading the order")? {
         let status = row.order_status()?;
-        match status {
-            OrderStatus::AwaitingPayment | OrderStatus::Paid | OrderStatus::Expired => {
-                anyhow::bail!(
-                    "order {order} is {status} in the database: its row decides what happens to                      its units, nothing was released"
-                )
-            }
-            OrderStatus::Failed | OrderStatus::Pending => {}
-        }
+        anyhow::ensure!(
+            !status.took_stock(),
+            "order {order} is {status} in the database: its row decides what happens to its \
+             units, nothing was released"
+        );
     }
     let ledger = StockLedger::new(&settings.redis).context("redis settings")?;
     let released = ledger

@@ -32,7 +32,7 @@ pub mod metrics;
 use connections::Connections;
 use consumer_runtime::{Handled, Handler, Service, Spec};
 use domain::dead_letter::header;
-use domain::{Backoff, DeadLetter, OrderRequested, OrderStatus, ReasonCode};
+use domain::{Backoff, DeadLetter, OrderRequested, ReasonCode};
 use kafka::consume::header as message_header;
 use kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use kafka::rdkafka::producer::{FutureProducer, FutureRecord};
@@ -303,19 +303,15 @@ impl Settler {
         order: &OrderRequested,
         reason: ReasonCode,
     ) -> Result<Settled, SettleError> {
-        match self.store.mark_failed(order, reason).await? {
-            OrderStatus::AwaitingPayment | OrderStatus::Paid | OrderStatus::Expired => {
-                Ok(Settled::AlreadyWritten)
-            }
-            OrderStatus::Failed | OrderStatus::Pending => {
-                let released = self
-                    .ledger
-                    .release(&order.order_id, ReleaseMode::Compensate)
-                    .await?;
-                tracing::info!(order_id = %order.order_id, %reason, ?released, "order compensated");
-                Ok(Settled::Compensated)
-            }
+        if self.store.mark_failed(order, reason).await?.took_stock() {
+            return Ok(Settled::AlreadyWritten);
         }
+        let released = self
+            .ledger
+            .release(&order.order_id, ReleaseMode::Compensate)
+            .await?;
+        tracing::info!(order_id = %order.order_id, %reason, ?released, "order compensated");
+        Ok(Settled::Compensated)
     }
 }
 

@@ -144,6 +144,17 @@ impl OrderStatus {
             OrderStatus::Pending | OrderStatus::Expired | OrderStatus::Failed => false,
         }
     }
+
+    /// Whether an order in this status took its units from the database's stock (it holds them,
+    /// or gave them back on expiry): its payment or its expiry decides what happens to its Redis
+    /// reservation, never a compensation. A failed order never took any, a pending one has no
+    /// row.
+    pub fn took_stock(self) -> bool {
+        match self {
+            OrderStatus::AwaitingPayment | OrderStatus::Paid | OrderStatus::Expired => true,
+            OrderStatus::Pending | OrderStatus::Failed => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +197,19 @@ mod tests {
             .filter(|s| s.holds_stock())
             .collect();
         assert_eq!(holding, [OrderStatus::AwaitingPayment, OrderStatus::Paid]);
+        let took: Vec<_> = OrderStatus::VARIANTS
+            .iter()
+            .copied()
+            .filter(|s| s.took_stock())
+            .collect();
+        assert_eq!(
+            took,
+            [
+                OrderStatus::AwaitingPayment,
+                OrderStatus::Paid,
+                OrderStatus::Expired
+            ]
+        );
     }
 
     #[test]
