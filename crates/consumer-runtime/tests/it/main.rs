@@ -195,10 +195,12 @@ async fn start(
 
 /// Waits until the group has committed every message of the topic.
 async fn all_committed(ctx: &TestContext) {
-    eventually(
+    let kafka = &ctx.settings.kafka;
+    testkit::until_committed(
+        &ctx.endpoint(),
+        &kafka.worker_group,
+        &kafka.orders_topic,
         Duration::from_secs(60),
-        "every message committed",
-        || async { (ctx.worker_lag().await == 0).then_some(()) },
     )
     .await;
 }
