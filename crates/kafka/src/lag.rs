@@ -203,3 +203,26 @@ impl<C: ConsumerContext + 'static> LagReporter<C> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_committed_offset_is_a_position_nothing_committed_is_none_and_anything_else_an_error() {
+        assert_eq!(
+            committed_position("t", 0, Offset::Offset(7)).ok(),
+            Some(Some(7))
+        );
+        assert_eq!(committed_position("t", 0, Offset::Invalid).ok(), Some(None));
+        for offset in [
+            Offset::Beginning,
+            Offset::End,
+            Offset::Stored,
+            Offset::OffsetTail(3),
+        ] {
+            let error = committed_position("t", 2, offset).unwrap_err();
+            assert!(error.to_string().contains("t/2"), "{error}");
+        }
+    }
+}
