@@ -40,8 +40,8 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-demo: deps-redis ## Simulate a flash sale end to end on embedded defaults and print the verdict
-	$(CARGO) run --release -q -p flash-sim --bin seckill-sim -- demo $(ARGS)
+demo: deps-redis ## Simulate a flash sale end to end on embedded defaults and print the verdict (WAITING_ROOM=1: the crowd behind a waiting room)
+	$(CARGO) run --release -q -p flash-sim --bin seckill-sim -- $(if $(WAITING_ROOM),room --compare,demo) $(ARGS)
 
 bench: ## Benchmark (a few minutes): each path under seckill-sim load next to its ceiling of the same run; writes docs/benchmarks.md and docs/bench/chart.svg
 	@scripts/deps.sh bench

@@ -16,14 +16,16 @@
 #   into PostgreSQL by `seckill-order-worker` started on its own, next to pgbench running the
 #   worker's own transaction at the worker's batch size, one client (one hot SKU is one
 #   partition, written one batch at a time);
-# - end to end: `seckill-sim demo`, 100,000 buyers for 10,000 units.
+# - end to end: `seckill-sim demo`, 100,000 buyers for 10,000 units;
+# - the waiting room: `seckill-sim room --compare` (polite buyers and greedy clients, load
+#   shedding alone then behind a room), written by scripts/bench_room.py.
 # For every load run, the CPU time the stack process (in all, and by thread group) and Redis
 # spent (from /proc) is kept.
 # scripts/bench_report.py turns it all into the generated part of docs/benchmarks.md and
 # docs/bench/chart.svg.
 #
 # Usage: make bench        RUNS=5 SECS=10 scripts/bench.sh        SKIP_DEMO=1 scripts/bench.sh
-#        ONLY="worker" scripts/bench.sh   (groups: http, worker, demo; the report of a part goes
+#        ONLY="worker" scripts/bench.sh   (groups: http, worker, demo, room; the report of a part goes
 #                                          to target/bench/benchmarks.md, not docs/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +33,8 @@ cd "$(dirname "$0")/.."
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 for group in ${ONLY:-}; do
   case $group in
-    http | worker | demo) ;;
-    *) echo "ONLY: unknown group '$group' (groups: http, worker, demo, separated by spaces)"; exit 2 ;;
+    http | worker | demo | room) ;;
+    *) echo "ONLY: unknown group '$group' (groups: http, worker, demo, room, separated by spaces)"; exit 2 ;;
   esac
 done
 RUNS=${RUNS:-3}
@@ -112,9 +114,10 @@ if want http; then
     redis-cli DEL "${keys[@]}" >/dev/null
     redis-cli HSET "$base:sale" starts_at 0 ends_at 99999999999999 per_user_limit 1000 reserved 0 initial 1000000000 >/dev/null
     redis-cli SET "$base:stock" 1000000000 >/dev/null
-    # The arguments the gateway sends (the last: the sale's number of stock buckets). A ceiling
-    # whose calls do not reserve would measure nothing: one call must answer `accepted`.
-    args=(1 "$(date +%s%3N)" "$entry" 1)
+    # The arguments the gateway sends (the last two: the sale's number of stock buckets, and
+    # whether the buyer holds an admission ticket). A ceiling whose calls do not reserve would
+    # measure nothing: one call must answer `accepted`.
+    args=(1 "$(date +%s%3N)" "$entry" 1 0)
     first=$(redis-cli EVALSHA "$sha" 7 "${keys[@]}" "buyer-check" "key-check" "ceiling.check" "${args[@]}" | head -n 1)
     [ "$first" = accepted ] || { echo "the reserve script answered '$first', not accepted"; exit 1; }
     r0=$(ticks "$redis_pid")
@@ -240,11 +243,22 @@ if want demo && [ -z "${SKIP_DEMO:-}" ]; then
   done
 fi
 
+if want room; then
+  echo
+  echo "== the waiting room: seckill-sim room --compare, $RUNS runs"
+  for run in $(seq 1 "$RUNS"); do
+    "$sim" room --compare --output "$out/room-$run.json" > "$out/room-$run.txt" 2> "$out/room-$run.log" || true
+    grep -E "^(PASS|FAIL)" "$out/room-$run.txt" | sed 's/^/  /' || tail -n 5 "$out/room-$run.txt"
+  done
+fi
+
 echo
 if [ -z "${ONLY:-}" ]; then
   python3 scripts/bench_report.py write "$out" docs/benchmarks.md docs/bench/chart.svg
+  python3 scripts/bench_room.py "$out" docs/benchmarks.md
 else
   # Part of the scenarios: the report goes to target/bench, docs/benchmarks.md stays as it is.
   cp docs/benchmarks.md "$out/benchmarks.md"
-  python3 scripts/bench_report.py write "$out" "$out/benchmarks.md" "$out/chart.svg"
+  want room || python3 scripts/bench_report.py write "$out" "$out/benchmarks.md" "$out/chart.svg"
+  python3 scripts/bench_room.py "$out" "$out/benchmarks.md"
 fi

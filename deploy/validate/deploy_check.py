@@ -385,7 +385,8 @@ def check_rendering(path: Path, args) -> int:
                    "SECKILL__DATABASE__MIGRATE_ON_START must be false: the migration Job migrates")
     checker.expect(config.get("SECKILL__LOG__FORMAT") in {"json", "pretty"}, "SECKILL__LOG__FORMAT must be json or pretty")
     for secret_key in ("SECKILL__REDIS__URL", "SECKILL__DATABASE__URL", "SECKILL__AUTH__JWT_SECRET",
-                       "SECKILL__PAYMENTS__WEBHOOK_SECRET", "SECKILL__KAFKA__SECURITY__SASL_PASSWORD"):
+                       "SECKILL__PAYMENTS__WEBHOOK_SECRET", "SECKILL__WAITING_ROOM__TICKET_SECRET",
+                       "SECKILL__KAFKA__SECURITY__SASL_PASSWORD"):
         checker.expect(secret_key not in config, f"{secret_key} is a secret: it belongs in seckill-secrets, not the ConfigMap")
     grace = int(config.get("SECKILL__SHUTDOWN__GRACE_SECS", "20"))
     partitions = int(config.get("SECKILL__KAFKA__PARTITIONS", "0"))

@@ -8,6 +8,7 @@ mod m20261125_000001_create_sales_and_orders;
 mod m20261126_000002_payment_window;
 mod m20261126_000003_stock_buckets;
 mod m20261127_000004_enum_checks;
+mod m20261207_000005_waiting_room;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_payment_window::Migration),
             Box::new(m20261126_000003_stock_buckets::Migration),
             Box::new(m20261127_000004_enum_checks::Migration),
+            Box::new(m20261207_000005_waiting_room::Migration),
         ]
     }
 }

@@ -2,6 +2,7 @@
 //! Kafka, and which inputs are valid. Nothing here does I/O, so every service and every
 //! test agrees on the same definitions and can check them without a network.
 
+pub mod admission;
 pub mod dead_letter;
 pub mod ids;
 pub mod order;
@@ -11,6 +12,7 @@ pub mod reservation;
 pub mod retry;
 pub mod sale;
 
+pub use admission::{Admission, AdmissionError, AdmissionMode, AdmissionRate};
 pub use dead_letter::{DeadLetter, DeadLetterError};
 pub use ids::{IdError, IdempotencyKey, OrderId, Quantity, SkuId, UserId};
 pub use order::{DecodeError, OrderRequested, OrderStatus, ORDER_SCHEMA_VERSION};

@@ -180,6 +180,10 @@ pub struct SaleSpec {
     /// whose buyers need more than one Redis core). Fixed once the sale exists.
     #[serde(default = "SaleSpec::one_bucket")]
     pub buckets: u8,
+    /// The sale's waiting room, when its buyers queue before they buy (see
+    /// [`crate::admission`]).
+    #[serde(default)]
+    pub admission: Option<crate::Admission>,
 }
 
 impl SaleSpec {
@@ -216,6 +220,7 @@ impl SaleSpec {
             window: SaleWindow { starts_at, ends_at },
             payment: PaymentTerms::default(),
             buckets: 1,
+            admission: None,
         })
     }
 
@@ -240,6 +245,12 @@ impl SaleSpec {
     pub fn share_of(units: i64, buckets: u8, bucket: u8) -> i64 {
         let buckets = i64::from(buckets.max(1));
         units / buckets + i64::from(i64::from(bucket) < units % buckets)
+    }
+
+    /// The same sale behind this waiting room (or none).
+    pub fn with_admission(mut self, admission: Option<crate::Admission>) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// The same sale with these payment terms.

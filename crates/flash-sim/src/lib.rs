@@ -7,6 +7,7 @@
 pub mod crowd;
 pub mod load;
 pub mod provider;
+pub mod room;
 pub mod stack;
 pub mod verdict;
 
@@ -478,7 +479,7 @@ pub async fn put_sale(
 
 /// [`put_sale`] with `terms` (`payment_window_secs`, `price_minor`, `currency`, `buckets`) added
 /// to the body.
-async fn put_sale_with(
+pub(crate) async fn put_sale_with(
     admin_url: &str,
     admin_token: &str,
     sku: &SkuId,

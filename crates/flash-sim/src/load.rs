@@ -42,10 +42,13 @@ pub enum Target {
         /// Units per order.
         quantity: u32,
     },
-    /// `GET path`, no token (a ceiling: the gateway's trivial handler).
+    /// `GET path` with headers (none: a ceiling, the gateway's trivial handler).
     Get {
         /// The path, e.g. `/healthz`.
         path: String,
+        /// Sets of header names and values, request `i` sending set `i % len` (a waiting room's
+        /// polls: each buyer's bearer token and place token); empty: no headers.
+        headers: Vec<Vec<(String, String)>>,
     },
 }
 
@@ -151,6 +154,12 @@ pub struct Report {
 }
 
 impl Report {
+    /// `200` answers per second.
+    pub fn ok_per_sec(&self) -> f64 {
+        let ok = self.outcomes.get("ok").map_or(0, |p| p.count);
+        ok as f64 / self.elapsed_secs.max(1e-9)
+    }
+
     /// A table for people.
     pub fn render(&self) -> String {
         let mut out = format!(
@@ -358,10 +367,17 @@ async fn drive(shared: Arc<Shared>, mut sender: Sender) -> anyhow::Result<()> {
                 .header("idempotency-key", format!("{}-{i}", plan.run_id))
                 .header(CONTENT_TYPE, "application/json")
                 .body(Full::new(quantity_body.clone())),
-            Target::Get { path } => Request::builder()
-                .method(Method::GET)
-                .uri(path.as_str())
-                .header(HOST, host.clone())
+            Target::Get { path, headers } => headers
+                .get((i % headers.len().max(1) as u64) as usize)
+                .into_iter()
+                .flatten()
+                .fold(
+                    Request::builder()
+                        .method(Method::GET)
+                        .uri(path.as_str())
+                        .header(HOST, host.clone()),
+                    |request, (name, value)| request.header(name.as_str(), value.as_str()),
+                )
                 .body(Full::new(Bytes::new())),
         }
         .context("building a request")?;

@@ -56,6 +56,87 @@ enum Command {
     ///   seckill-sim load --url http://127.0.0.1:8080 --get /healthz --duration 10
     #[command(verbatim_doc_comment)]
     Load(Box<LoadArgs>),
+    /// Play a crowd of polite buyers and greedy clients at one scarce sale behind a waiting
+    /// room, and report fairness, admission order, 503s to admitted buyers, how fast the
+    /// sold-out news spread, the wait estimates and the cost of a poll against /healthz.
+    ///
+    /// A polite buyer joins once, waits in held polls and buys once admitted; a greedy client
+    /// is one buyer on several connections that never pauses. Without --url the whole
+    /// pipeline starts on this machine (as `demo`), and the run ends with the sale's
+    /// invariants checked once every order is written. With --compare the same crowd first
+    /// meets the sale without a room (load shedding alone), and the verdict compares the two;
+    /// the exit code is 1 when a verdict line fails.
+    ///
+    /// Examples:
+    ///   seckill-sim room --compare
+    ///   seckill-sim room --mode fifo --stagger-ms 2 --polite 500 --greedy 0 --pre-queue-secs 0
+    ///   seckill-sim room --url http://127.0.0.1:8080 --admin-url http://127.0.0.1:8081 --rate auto
+    #[command(verbatim_doc_comment)]
+    Room(Box<RoomArgs>),
+}
+
+/// The options of `seckill-sim room`.
+#[derive(clap::Args)]
+struct RoomArgs {
+    /// A running gateway's base URL (default: start the whole pipeline here).
+    #[arg(long)]
+    url: Option<String>,
+    /// Its admin API (default: 8081 on the --url host).
+    #[arg(long)]
+    admin_url: Option<String>,
+    /// Polite buyers.
+    #[arg(long, default_value_t = 500)]
+    polite: usize,
+    /// Greedy clients (one buyer each). Half the crowd by default: a room that draws places
+    /// leaves the greedy share of the units a matter of the draw, whose spread shrinks with the
+    /// greedy share (a tenth of 1,000 buyers for 500 units: ±0.095 on the fairness ratio; half:
+    /// ±0.032), so that the verdict's 1.1 tells the room from the draw.
+    #[arg(long, default_value_t = 500)]
+    greedy: usize,
+    /// Connections of each greedy client.
+    #[arg(long, default_value_t = 2)]
+    greedy_connections: usize,
+    /// Units on sale (one per buyer).
+    #[arg(long, default_value_t = 500)]
+    stock: i64,
+    /// How the room numbers places.
+    #[arg(long, default_value = "random_at_open", value_parser = ["fifo", "random_at_open"])]
+    mode: String,
+    /// Buyers admitted per second, or `auto`.
+    #[arg(long, default_value = "400")]
+    rate: String,
+    /// Seconds an admission ticket lasts.
+    #[arg(long, default_value_t = 60)]
+    ticket_secs: u64,
+    /// The crowd joins this many seconds before the opening (the pre-queue); 0: at the opening.
+    #[arg(long, default_value_t = 3)]
+    pre_queue_secs: u64,
+    /// Milliseconds between two polite buyers' arrivals (0: all at once).
+    #[arg(long, default_value_t = 0)]
+    stagger_ms: u64,
+    /// First run the same crowd without a room (load shedding alone) and compare.
+    #[arg(long)]
+    compare: bool,
+    /// Seconds of each round of the polling-cost measurement (0: not measured).
+    #[arg(long, default_value_t = 2.0)]
+    poll_cost_secs: f64,
+    /// Waiting buyers the polling-cost measurement polls for, round-robin: enough that each
+    /// stays within its pace (one poll per waiting_room.poll_min_ms, a burst of three).
+    #[arg(long, default_value_t = 30_000)]
+    poll_cost_buyers: usize,
+    /// The local pipeline's gateway.max_in_flight: small, so that this machine's crowd is
+    /// larger than the gateway serves at once and load shedding happens.
+    #[arg(long, default_value_t = 32)]
+    max_in_flight: usize,
+    /// Longest the crowd is given, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+    /// Print the reports as JSON too.
+    #[arg(long)]
+    json: bool,
+    /// Write the reports as JSON to this file.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
 }
 
 /// The options of `seckill-sim load`.
@@ -232,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Load(args) => load(&settings, *args).await,
+        Command::Room(args) => room(settings, *args).await,
         Command::Script { .. } => Ok(()),
         Command::Stack { without_worker } => {
             let stack = LocalStack::start_with(settings, !without_worker).await?;
@@ -282,6 +364,98 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// `seckill-sim room`: the crowd at a sale behind a waiting room (and, with --compare, without
+/// one first), on a running gateway or on a pipeline started here.
+async fn room(mut settings: settings::Settings, args: RoomArgs) -> anyhow::Result<()> {
+    let rate: serde_json::Value = match args.rate.as_str() {
+        "auto" => "auto".into(),
+        n => n
+            .parse::<u32>()
+            .context("--rate must be a number of buyers per second or auto")?
+            .into(),
+    };
+    // Many buyers of one process: the per-user rate limit guards a real shop, and scalpers
+    // have many accounts.
+    settings.gateway.per_user_rate_per_sec = 0;
+    settings.gateway.max_in_flight = args.max_in_flight;
+    let stack = match &args.url {
+        Some(_) => None,
+        None => Some(LocalStack::start_with(settings.clone(), true).await?),
+    };
+    let (url, admin_url) = match (&stack, &args.url) {
+        (Some(stack), _) => (stack.gateway_url(), stack.admin_url()),
+        (None, Some(url)) => {
+            let url = url.trim_end_matches('/').to_owned();
+            let admin = args.admin_url.clone().unwrap_or_else(|| {
+                let host = url.rsplit_once(':').map_or(url.as_str(), |(host, _)| host);
+                format!("{host}:8081")
+            });
+            (url, admin)
+        }
+        (None, None) => unreachable!("a stack is started when no --url is given"),
+    };
+    let secret = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
+    let plan = flash_sim::room::RoomPlan {
+        url,
+        admin_url,
+        secret,
+        stock: args.stock,
+        polite: args.polite,
+        greedy: args.greedy,
+        greedy_connections: args.greedy_connections,
+        admission: Some(serde_json::json!({
+            "mode": args.mode,
+            "rate_per_sec": rate,
+            "ticket_secs": args.ticket_secs,
+        })),
+        pre_queue: Duration::from_secs(args.pre_queue_secs),
+        stagger: Duration::from_millis(args.stagger_ms),
+        timeout: Duration::from_secs(args.timeout_secs),
+        poll_cost_secs: args.poll_cost_secs,
+        poll_cost_buyers: args.poll_cost_buyers,
+        check_sale: stack.is_some(),
+    };
+    let mut reports = Vec::new();
+    let shedding = match args.compare {
+        true => {
+            let baseline = flash_sim::room::RoomPlan {
+                admission: None,
+                pre_queue: Duration::ZERO,
+                ..plan.clone()
+            };
+            println!("== the crowd without a waiting room (load shedding alone)");
+            let report = flash_sim::room::run(baseline).await?;
+            print!("{}", report.render());
+            reports.push(report.clone());
+            Some(report)
+        }
+        false => None,
+    };
+    println!("== the crowd with a waiting room");
+    let report = flash_sim::room::run(plan).await?;
+    print!("{}", report.render());
+    reports.push(report.clone());
+    let verdict = report.verdict(shedding.as_ref());
+    println!("== verdict");
+    for (line, holds) in &verdict {
+        println!("{} {line}", if *holds { "PASS" } else { "FAIL" });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    if let Some(path) = args.output {
+        std::fs::write(&path, serde_json::to_vec_pretty(&reports)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(stack) = stack {
+        stack.stop().await?;
+    }
+    if verdict.iter().any(|(_, holds)| !holds) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 /// `seckill-sim load`: builds the plan (signing the tokens, creating the sales), runs it, reports.
 async fn load(settings: &settings::Settings, args: LoadArgs) -> anyhow::Result<()> {
     let LoadArgs {
@@ -323,7 +497,10 @@ async fn load(settings: &settings::Settings, args: LoadArgs) -> anyhow::Result<(
     let secret = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
     let run_id = format!("load-{}", uuid::Uuid::now_v7().simple());
     let target = match get {
-        Some(path) => load::Target::Get { path },
+        Some(path) => load::Target::Get {
+            path,
+            headers: Vec::new(),
+        },
         None => {
             if let Some(count) = create_sales {
                 let token = admin_token.unwrap_or_else(|| {

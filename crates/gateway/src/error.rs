@@ -41,6 +41,21 @@ pub enum ApiError {
     /// The sale is not open now (403).
     #[error("the sale is not open now")]
     SaleNotActive,
+    /// The sale has a waiting room and the buy carries no valid admission ticket (403).
+    #[error("this sale admits buyers through its waiting room: join it (POST /v1/sales/{{sku_id}}/queue) and buy with the admission ticket it gives (header Admission-Ticket)")]
+    AdmissionRequired,
+    /// The buy's admission ticket has expired (403).
+    #[error("the admission ticket has expired: the turn it gave is over")]
+    AdmissionExpired,
+    /// The waiting room opens later (403).
+    #[error("the waiting room opens at {0}")]
+    QueueNotOpen(chrono::DateTime<chrono::Utc>),
+    /// The sale has no waiting room (409).
+    #[error("this sale has no waiting room: buy directly")]
+    NoWaitingRoom,
+    /// The place token is of a line Redis lost (409).
+    #[error("the waiting room was reset and this place is gone; join again")]
+    PlaceLost,
     /// No such sale (404).
     #[error("there is no sale for this sku")]
     SaleNotFound,
@@ -124,6 +139,11 @@ impl ApiError {
             ApiError::AmountMismatch(_) => "amount_mismatch",
             ApiError::Forbidden => "forbidden",
             ApiError::SaleNotActive => "sale_not_active",
+            ApiError::AdmissionRequired => "admission_required",
+            ApiError::AdmissionExpired => "admission_expired",
+            ApiError::QueueNotOpen(_) => "queue_not_open",
+            ApiError::NoWaitingRoom => "no_waiting_room",
+            ApiError::PlaceLost => "place_lost",
             ApiError::SaleNotFound => "sale_not_found",
             ApiError::OrderNotFound => "order_not_found",
             ApiError::RouteNotFound => "not_found",
@@ -187,7 +207,11 @@ impl ResponseError for ApiError {
             ApiError::PaymentConflict | ApiError::AmountMismatch(_) | ApiError::KeyReused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::Forbidden | ApiError::SaleNotActive => StatusCode::FORBIDDEN,
+            ApiError::Forbidden
+            | ApiError::SaleNotActive
+            | ApiError::AdmissionRequired
+            | ApiError::AdmissionExpired
+            | ApiError::QueueNotOpen(_) => StatusCode::FORBIDDEN,
             ApiError::SaleNotFound | ApiError::OrderNotFound | ApiError::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -198,6 +222,8 @@ impl ResponseError for ApiError {
             | ApiError::StockConflict(_)
             | ApiError::BucketsFixed(_)
             | ApiError::SaleNeedsReconcile
+            | ApiError::NoWaitingRoom
+            | ApiError::PlaceLost
             | ApiError::OrderPending
             | ApiError::RefundDue(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -16,6 +16,7 @@ pub mod reconcile;
 pub mod routes;
 pub mod service;
 pub mod sold_out;
+pub mod waiting_room;
 
 use actix_web::dev::Service;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -67,6 +68,8 @@ pub struct AppState {
     pub admission: overload::Admission,
     /// The payment webhook's secret and tolerance, and the default payment window of sales.
     pub payments: settings::PaymentSettings,
+    /// The waiting rooms of the sales that have one.
+    pub rooms: Arc<waiting_room::Rooms>,
     limiter: Option<Arc<DefaultKeyedRateLimiter<UserId>>>,
 }
 
@@ -105,8 +108,9 @@ pub struct Application {
     workers: usize,
     grace: Duration,
     acknowledger: stock::MarksTask,
-    /// Stops the refresh of the identity provider's keys when the gateway is gone.
-    key_refresh: tokio_util::sync::DropGuard,
+    /// Stops the refresh of the identity provider's keys, the waiting rooms' clocks and the
+    /// reading of the worker's lag when the gateway is gone.
+    background: tokio_util::sync::DropGuard,
 }
 
 impl Application {
@@ -149,16 +153,46 @@ impl Application {
             stock::Mark::Acknowledged,
             Duration::from_millis(gateway.ack_flush_ms),
         );
+        let background = CancellationToken::new();
+        let metrics = GatewayMetrics::new(telemetry::new_registry());
+        let admission = overload::Admission::new(
+            gateway.max_in_flight,
+            Duration::from_millis(gateway.max_loop_lag_ms),
+        );
+        let room_settings = &settings.waiting_room;
+        let worker_lag = Arc::new(std::sync::atomic::AtomicI64::new(-1));
+        if room_settings.auto_max_worker_lag > 0 {
+            tokio::spawn(waiting_room::watch_worker_lag(
+                deps.endpoint.clone(),
+                settings.kafka.clone(),
+                worker_lag.clone(),
+                Duration::from_secs(2),
+                background.clone(),
+            ));
+        }
+        let pressure = waiting_room::Pressure {
+            admission: admission.clone(),
+            max_in_flight: (gateway.max_in_flight as f64 * room_settings.auto_in_flight_share)
+                as usize,
+            max_loop_lag: Duration::from_millis(gateway.max_loop_lag_ms / 2),
+            worker_lag,
+            max_worker_lag: room_settings.auto_max_worker_lag,
+        };
+        let rooms = Arc::new(waiting_room::Rooms::new(
+            deps.ledger.clone(),
+            room_settings,
+            pressure,
+            metrics.clone(),
+            background.clone(),
+        ));
         let state = web::Data::new(AppState {
+            rooms,
             sold_out: sold_out::SoldOutFlags::new(
                 Duration::from_millis(gateway.sold_out_recheck_ms),
                 gateway.sold_out_max_orders,
             ),
             acknowledger,
-            admission: overload::Admission::new(
-                gateway.max_in_flight,
-                Duration::from_millis(gateway.max_loop_lag_ms),
-            ),
+            admission,
             readiness,
             payments: settings.payments.clone(),
             ledger: deps.ledger,
@@ -166,16 +200,15 @@ impl Application {
             producer: deps.producer,
             orders_topic: settings.kafka.orders_topic.clone(),
             produce_timeout: Duration::from_millis(u64::from(settings.kafka.delivery_timeout_ms)),
-            metrics: GatewayMetrics::new(telemetry::new_registry()),
+            metrics,
             limiter,
         });
-        let key_refresh = CancellationToken::new();
         if let Some(keys) = key_source {
             tokio::spawn(keys.keep_fresh(
                 Duration::from_secs(settings.auth.jwks_refresh_secs),
                 Duration::from_secs(settings.auth.jwks_min_refetch_secs),
                 state.metrics.key_reads.clone(),
-                key_refresh.clone(),
+                background.clone(),
             ));
         }
         Ok(Self {
@@ -188,7 +221,7 @@ impl Application {
             workers: settings.http.workers,
             grace: Duration::from_secs(settings.shutdown.grace_secs),
             acknowledger: acknowledger_task,
-            key_refresh: key_refresh.drop_guard(),
+            background: background.drop_guard(),
         })
     }
 
@@ -211,7 +244,7 @@ impl Application {
     /// (up to the grace period) and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let acknowledger = self.acknowledger;
-        let _key_refresh = self.key_refresh;
+        let background = self.background.disarm();
         let server = Self::into_server(
             self.state,
             self.verifier,
@@ -221,12 +254,17 @@ impl Application {
             self.grace,
         )?;
         let handle = server.handle();
+        let stopping = background.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
             tracing::info!("gateway draining in-flight requests");
+            // The waiting rooms' clocks stop and answer their held polls, which would otherwise
+            // keep the drain waiting for their hold.
+            stopping.cancel();
             handle.stop(true).await;
         });
         let served = server.await;
+        background.cancel();
         // No request is served any more: mark the last acknowledgements.
         acknowledger.finish().await;
         served?;
@@ -293,7 +331,20 @@ impl Application {
                             let state = state.clone();
                             move |req, srv| {
                                 // Shed before anything costly (the token is not verified yet).
-                                let slot = state.admission.admit();
+                                // A buyer a waiting room admitted is paced by the room already.
+                                let now_ms = chrono::Utc::now().timestamp_millis();
+                                let ticket = req
+                                    .headers()
+                                    .get(routes::orders::ADMISSION_TICKET)
+                                    .and_then(|v| v.to_str().ok())
+                                    .zip(req.match_info().get("sku_id"))
+                                    .is_some_and(|(ticket, sku)| {
+                                        state.rooms.tokens.is_current_ticket(ticket, sku, now_ms)
+                                    });
+                                let slot = match ticket {
+                                    true => state.admission.admit_ticket_holder(),
+                                    false => state.admission.admit(),
+                                };
                                 let call = match &slot {
                                     Ok(_) => Either::Left(srv.call(req)),
                                     Err(why) => {
@@ -308,6 +359,11 @@ impl Application {
                             }
                         })
                         .route(web::post().to(routes::orders::buy)),
+                )
+                .service(
+                    routes::resource("/v1/sales/{sku_id}/queue")
+                        .route(web::post().to(routes::queue::join))
+                        .route(web::get().to(routes::queue::poll)),
                 )
                 .service(
                     routes::resource("/v1/payments")

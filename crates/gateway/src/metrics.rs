@@ -1,7 +1,9 @@
 //! The gateway's metrics, registered in an explicit registry that `/metrics` renders.
 
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, Registry};
-use telemetry::metrics::{counter, counter_by, counter_vec, exponential_buckets, histogram_vec};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
+use telemetry::metrics::{
+    counter, counter_by, counter_vec, exponential_buckets, gauge, histogram, histogram_vec,
+};
 
 /// Every metric the gateway records.
 #[derive(Clone)]
@@ -31,7 +33,33 @@ pub struct GatewayMetrics {
     /// `seckill_identity_provider_key_reads_total{outcome}`: reads of the identity provider's
     /// JWKS document (`changed`, `unchanged`, `failed`).
     pub key_reads: IntCounterVec,
+    /// `seckill_room_joins_total{outcome}`: joins of a waiting room.
+    pub room_joins: IntCounterVec,
+    /// `seckill_room_polls_total{status}`: polls of a waiting room, by the status answered.
+    pub room_polls: IntCounterVec,
+    /// `seckill_room_tickets_total{event}`: admission tickets `issued`, `used` (a buy accepted
+    /// with one), `expired` (a buy with one past its expiry), `lapsed` (an admitted place
+    /// claimed after the line moved a ticket's lifetime past it).
+    pub room_tickets: IntCounterVec,
+    /// `seckill_room_waiting`: buyers in the lines of the rooms this gateway runs.
+    pub room_waiting: IntGauge,
+    /// `seckill_room_admission_rate`: the admission rate of those rooms, summed (per second).
+    pub room_rate: IntGauge,
+    /// `seckill_room_wait_seconds`: from the join to the ticket, per admitted buyer.
+    pub room_wait: Histogram,
+    /// `seckill_room_wait_estimate_error_seconds`: how far the wait estimated at the join was
+    /// from the wait the buyer had.
+    pub room_estimate_error: Histogram,
 }
+
+/// Join outcomes, pre-registered.
+pub const ROOM_JOIN_OUTCOMES: [&str; 5] = ["joined", "again", "too_early", "ended", "no_room"];
+/// Poll statuses, pre-registered.
+pub const ROOM_POLL_STATUSES: [&str; 6] = [
+    "waiting", "admitted", "sold_out", "closed", "expired", "lost",
+];
+/// Ticket events, pre-registered.
+pub const ROOM_TICKET_EVENTS: [&str; 4] = ["issued", "used", "expired", "lapsed"];
 
 /// Outcomes of a read of the identity provider's keys, pre-registered.
 pub const KEY_READ_OUTCOMES: [&str; 3] = ["changed", "unchanged", "failed"];
@@ -52,7 +80,7 @@ pub const PAYMENT_OUTCOMES: [&str; 10] = [
 ];
 
 /// Reservation outcomes, pre-registered so every series exists from the start.
-pub const RESERVATION_OUTCOMES: [&str; 7] = [
+pub const RESERVATION_OUTCOMES: [&str; 8] = [
     "accepted",
     "sold_out",
     "limit_exceeded",
@@ -60,6 +88,7 @@ pub const RESERVATION_OUTCOMES: [&str; 7] = [
     "key_reused",
     "not_found",
     "not_active",
+    "admission_required",
 ];
 
 impl GatewayMetrics {
@@ -136,6 +165,49 @@ impl GatewayMetrics {
                 "Reads of the identity provider's JWKS document, by outcome: changed, unchanged, failed.",
                 "outcome",
                 KEY_READ_OUTCOMES,
+            ),
+            room_joins: counter_by(
+                r,
+                "seckill_room_joins_total",
+                "Joins of a waiting room by outcome: joined, again (the same place), too_early, ended, no_room.",
+                "outcome",
+                ROOM_JOIN_OUTCOMES,
+            ),
+            room_polls: counter_by(
+                r,
+                "seckill_room_polls_total",
+                "Polls of a waiting room by the status answered.",
+                "status",
+                ROOM_POLL_STATUSES,
+            ),
+            room_tickets: counter_by(
+                r,
+                "seckill_room_tickets_total",
+                "Admission tickets: issued, used (a buy accepted with one), expired (a buy with one past its expiry), lapsed (an admitted place claimed too late).",
+                "event",
+                ROOM_TICKET_EVENTS,
+            ),
+            room_waiting: gauge(
+                r,
+                "seckill_room_waiting",
+                "Buyers waiting in the lines of the rooms this gateway runs (every gateway of a room reports the same line: take the max).",
+            ),
+            room_rate: gauge(
+                r,
+                "seckill_room_admission_rate",
+                "Admission rate of the rooms this gateway runs, buyers per second, summed over rooms.",
+            ),
+            room_wait: histogram(
+                r,
+                "seckill_room_wait_seconds",
+                "Wait of an admitted buyer, from the join to the first ticket.",
+                exponential_buckets(0.25, 2.0, 14),
+            ),
+            room_estimate_error: histogram(
+                r,
+                "seckill_room_wait_estimate_error_seconds",
+                "How far the wait estimated at the join was from the wait the buyer had (absolute).",
+                exponential_buckets(0.25, 2.0, 14),
             ),
             registry,
         }

@@ -20,6 +20,8 @@ lists the codes it can carry. Every answer carries a `traceresponse` header (W3C
         license(name = "Apache-2.0"),
     ),
     paths(
+        routes::queue::join,
+        routes::queue::poll,
         routes::orders::buy,
         routes::orders::get_order,
         routes::payments::notify,
@@ -34,7 +36,7 @@ lists the codes it can carry. Every answer carries a `traceresponse` header (W3C
     components(schemas(Problem)),
     modifiers(&SecuritySchemes),
     tags(
-        (name = "buyers", description = "Buying and following an order (a buyer's JWT)"),
+        (name = "buyers", description = "Waiting in a sale's waiting room, buying and following an order (a buyer's JWT)"),
         (name = "payments", description = "The payment provider's webhook (signed with the webhook secret)"),
         (name = "admin", description = "Sales and refunds (a JWT with `role: admin`), served on the admin port (`http.admin_port`); the public port answers these paths `404 not_found` unless `http.admin_on_public` is set"),
         (name = "operations", description = "Probes and metrics"),

@@ -16,7 +16,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{HttpMessage, ResponseError};
 use futures::StreamExt;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,15 @@ thread_local! {
     static LOOP_LAG_US: Cell<u64> = const { Cell::new(0) };
 }
 
+/// The latest any watched loop fired its timer since [`take_worst_loop_lag`] last read it, in µs.
+static WORST_LOOP_LAG_US: AtomicU64 = AtomicU64::new(0);
+
+/// How late the latest of the watched event loops ran since the last call (the waiting room's
+/// clock reads it once per tick as a sign of pressure).
+pub fn take_worst_loop_lag() -> Duration {
+    Duration::from_micros(WORST_LOOP_LAG_US.swap(0, Ordering::AcqRel))
+}
+
 /// Notes, every [`TICK`], how late this thread's event loop fired its timer. Spawn it on each
 /// HTTP worker's (single-threaded) runtime; it ends with the runtime.
 pub async fn watch_this_loop() {
@@ -51,6 +60,7 @@ pub async fn watch_this_loop() {
         tokio::time::sleep(TICK).await;
         let late = started.elapsed().saturating_sub(TICK);
         let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        WORST_LOOP_LAG_US.fetch_max(late_us, Ordering::AcqRel);
         // A late tick counts at once; the memory of it fades by a quarter every tick.
         LOOP_LAG_US.with(|lag| lag.set(late_us.max(lag.get() - lag.get() / 4)));
     }
@@ -80,7 +90,8 @@ impl Shed {
     }
 }
 
-/// Admission of buy requests.
+/// Admission of buy requests (clones share the count).
+#[derive(Clone)]
 pub struct Admission {
     now: Arc<AtomicUsize>,
     max_in_flight: usize,
@@ -108,6 +119,17 @@ impl Admission {
         }
         let before = self.now.fetch_add(1, Ordering::AcqRel);
         if before >= self.max_in_flight {
+            self.now.fetch_sub(1, Ordering::AcqRel);
+            return Err(Shed::InFlight);
+        }
+        Ok(Slot(self.now.clone()))
+    }
+
+    /// A slot for a buyer a waiting room admitted (a valid ticket): the room already paces
+    /// these buyers, so they are shed only past twice `max_in_flight`, and never for loop lag.
+    pub fn admit_ticket_holder(&self) -> Result<Slot, Shed> {
+        let before = self.now.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max_in_flight.saturating_mul(2) {
             self.now.fetch_sub(1, Ordering::AcqRel);
             return Err(Shed::InFlight);
         }

@@ -24,16 +24,35 @@ pub struct Placed {
     pub status: OrderStatus,
 }
 
+/// A buy request, parsed.
+#[derive(Debug, Clone)]
+pub struct Order {
+    /// The buyer.
+    pub user: UserId,
+    /// The sale.
+    pub sku: SkuId,
+    /// The buyer's key for this request.
+    pub key: IdempotencyKey,
+    /// Units.
+    pub quantity: Quantity,
+    /// Whether the buy carries a valid admission ticket of the sale's waiting room.
+    pub admitted: bool,
+}
+
 /// Places an order: the whole contract of `POST /v1/sales/{sku_id}/orders`. The order message
 /// carries `trace`, the request's context, to the worker.
 pub async fn place_order(
     state: &AppState,
-    user: UserId,
-    sku: SkuId,
-    key: IdempotencyKey,
-    quantity: Quantity,
+    order: Order,
     trace: &TraceContext,
 ) -> Result<Placed, ApiError> {
+    let Order {
+        user,
+        sku,
+        key,
+        quantity,
+        admitted,
+    } = order;
     let now = chrono::Utc::now();
     let now_ms = now.timestamp_millis();
     let ask = Ask {
@@ -62,7 +81,7 @@ pub async fn place_order(
     };
     let (outcome, entry) = state
         .ledger
-        .reserve(&mut candidate, Some(trace.traceparent()))
+        .reserve(&mut candidate, Some(trace.traceparent()), admitted)
         .await?;
     let label = match &outcome {
         ReserveOutcome::Accepted(_) => "accepted",
@@ -72,6 +91,7 @@ pub async fn place_order(
         ReserveOutcome::LimitExceeded => "limit_exceeded",
         ReserveOutcome::NotFound => "not_found",
         ReserveOutcome::NotActive => "not_active",
+        ReserveOutcome::AdmissionRequired => "admission_required",
     };
     state.metrics.reservations.with_label_values(&[label]).inc();
     if let ReserveOutcome::Accepted(id) | ReserveOutcome::Duplicate { order_id: id, .. } = &outcome
@@ -85,16 +105,27 @@ pub async fn place_order(
                 .sold_out
                 .sold_out(&state.ledger, sku, *seen, now_ms)
                 .await;
+            if let Some(room) = state.rooms.known(sku) {
+                room.sold_out(now_ms);
+            }
         }
         // A known order is answered before the stock is looked at: it says nothing of it.
         ReserveOutcome::Duplicate { .. } | ReserveOutcome::KeyReused { .. } => {}
         ReserveOutcome::Accepted(_)
         | ReserveOutcome::LimitExceeded
         | ReserveOutcome::NotFound
-        | ReserveOutcome::NotActive => state.sold_out.clear(&candidate.sku_id),
+        | ReserveOutcome::NotActive
+        | ReserveOutcome::AdmissionRequired => state.sold_out.clear(&candidate.sku_id),
     }
     match outcome {
-        ReserveOutcome::Accepted(_) => enqueue(state, candidate, &entry.payload, trace).await,
+        ReserveOutcome::Accepted(_) => {
+            let placed = enqueue(state, candidate, &entry.payload, trace).await;
+            if admitted && placed.is_ok() {
+                let tickets = &state.metrics.room_tickets;
+                tickets.with_label_values(&["used"]).inc();
+            }
+            placed
+        }
         ReserveOutcome::Duplicate { order_id, state: s } => {
             match settled(state, &order_id, s) {
                 ReservationState::Reserved => Err(ApiError::RequestInProgress),
@@ -122,6 +153,7 @@ pub async fn place_order(
         ReserveOutcome::SoldOut(_) => Err(ApiError::SoldOut),
         ReserveOutcome::LimitExceeded => Err(ApiError::LimitExceeded),
         ReserveOutcome::NotActive => Err(ApiError::SaleNotActive),
+        ReserveOutcome::AdmissionRequired => Err(ApiError::AdmissionRequired),
         ReserveOutcome::NotFound => match state.store.sale(&candidate.sku_id).await? {
             Some(_) => Err(ApiError::SaleNotReady),
             None => Err(ApiError::SaleNotFound),

@@ -77,6 +77,11 @@ impl Settings {
                 "SECKILL__PAYMENTS__WEBHOOK_SECRET",
                 &self.payments.webhook_secret,
             ),
+            (
+                "waiting_room.ticket_secret",
+                "SECKILL__WAITING_ROOM__TICKET_SECRET",
+                &self.waiting_room.ticket_secret,
+            ),
         ];
         for (key, variable, secret) in secrets {
             if identity_provider && key == "auth.jwt_secret" {
@@ -117,7 +122,8 @@ mod tests {
         let issuer = ("T__AUTH__ISSUER", "https://id.example.com/");
         let audience = ("T__AUTH__AUDIENCE", "seckill");
         let webhook = ("T__PAYMENTS__WEBHOOK_SECRET", own);
-        let cases: [Case; 6] = [
+        let ticket = ("T__WAITING_ROOM__TICKET_SECRET", own);
+        let cases: [Case; 7] = [
             (
                 "production",
                 &[],
@@ -130,13 +136,34 @@ mod tests {
             ),
             (
                 "staging",
-                &[("T__AUTH__JWT_SECRET", "only-twenty-bytes-ok"), webhook],
+                &[
+                    ("T__AUTH__JWT_SECRET", "only-twenty-bytes-ok"),
+                    webhook,
+                    ticket,
+                ],
                 Some("`auth.jwt_secret`: is shorter than 32 bytes"),
             ),
-            ("production", &[("T__AUTH__JWT_SECRET", own), webhook], None),
+            (
+                "production",
+                &[("T__AUTH__JWT_SECRET", own), webhook],
+                Some("`waiting_room.ticket_secret`: is the development default"),
+            ),
+            (
+                "production",
+                &[("T__AUTH__JWT_SECRET", own), webhook, ticket],
+                None,
+            ),
             // With an identity provider the HS256 secret is unused, and iss and aud are required.
-            ("production", &[provider, webhook], Some("`auth.issuer`")),
-            ("production", &[provider, issuer, audience, webhook], None),
+            (
+                "production",
+                &[provider, webhook, ticket],
+                Some("`auth.issuer`"),
+            ),
+            (
+                "production",
+                &[provider, issuer, audience, webhook, ticket],
+                None,
+            ),
         ];
         let development = DEVELOPMENT_ENVIRONMENTS.map(|name| (name, &[][..], None));
         for (name, vars, expected) in cases.into_iter().chain(development) {
@@ -162,12 +189,14 @@ mod tests {
         let base = [
             ("T__AUTH__JWKS_URL", "https://id.example.com/jwks.json"),
             ("T__PAYMENTS__WEBHOOK_SECRET", secret),
+            ("T__WAITING_ROOM__TICKET_SECRET", secret),
         ];
         let missing = load_with(&base).unwrap().require_deployed_secrets();
         assert!(missing.unwrap_err().to_string().contains("`auth.issuer`"));
         let complete = [
             base[0],
             base[1],
+            base[2],
             ("T__AUTH__ISSUER", "https://id.example.com/"),
             ("T__AUTH__AUDIENCE", "seckill"),
         ];

@@ -30,6 +30,7 @@ mod replayer;
 mod shutdown;
 mod sweeper;
 mod tls;
+mod waiting_room;
 mod worker;
 
 pub use auth::AuthSettings;
@@ -50,6 +51,7 @@ pub use replayer::ReplayerSettings;
 pub use shutdown::ShutdownSettings;
 pub use sweeper::SweeperSettings;
 pub use tls::TlsFiles;
+pub use waiting_room::WaitingRoomSettings;
 pub use worker::WorkerSettings;
 
 /// All settings.
@@ -85,6 +87,8 @@ pub struct Settings {
     pub payments: PaymentSettings,
     /// The expirer of unpaid orders (runs in the order worker).
     pub expiry: ExpirySettings,
+    /// The waiting rooms of the sales that have one (gateway).
+    pub waiting_room: WaitingRoomSettings,
 }
 
 impl Settings {
@@ -99,6 +103,7 @@ impl Settings {
         self.payments.validate()?;
         self.expiry.validate()?;
         self.database.validate()?;
+        self.waiting_room.validate()?;
         self.auth.validate()
     }
 }

@@ -35,6 +35,15 @@ pub struct StockKeys {
     /// Set, in a bucketed sale: the transfers this bucket lent that were received (so a lend the
     /// client sends again after its transfer was completed lends nothing).
     pub settled: String,
+    /// Hash, in bucket 0 of a sale with a waiting room: the line's counters (`epoch`, `joined`,
+    /// `served`, `pre_queue`, `seed`, `rate`, `opened_ms`, `tick_ms`, `cut_ms`, `admitted`).
+    pub room: String,
+    /// Hash, in bucket 0 of a sale with a waiting room: user id -> `<seq>|<joined ms>`, the
+    /// buyer's place in the order of joining.
+    pub places: String,
+    /// Hash, in bucket 0 of a sale with a waiting room: user id -> when (ms since the epoch) the
+    /// buyer's admission ticket expires, set when the buyer first learns of it.
+    pub tickets: String,
 }
 
 /// One of the keys of a sale's bucket, by the name the scripts know it by in Lua (the local
@@ -62,6 +71,12 @@ pub enum Key {
     Received,
     /// [`StockKeys::settled`].
     Settled,
+    /// [`StockKeys::room`].
+    Room,
+    /// [`StockKeys::places`].
+    Places,
+    /// [`StockKeys::tickets`].
+    Tickets,
 }
 
 impl Key {
@@ -107,6 +122,9 @@ impl StockKeys {
             lent: format!("{base}:lent"),
             received: format!("{base}:received"),
             settled: format!("{base}:settled"),
+            room: format!("{base}:room"),
+            places: format!("{base}:places"),
+            tickets: format!("{base}:tickets"),
         }
     }
 
@@ -123,6 +141,9 @@ impl StockKeys {
             Key::Lent => &self.lent,
             Key::Received => &self.received,
             Key::Settled => &self.settled,
+            Key::Room => &self.room,
+            Key::Places => &self.places,
+            Key::Tickets => &self.tickets,
         }
     }
 

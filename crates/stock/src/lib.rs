@@ -26,12 +26,15 @@ pub use keys::{home_bucket, Key, StockKeys};
 pub use marks::{Mark, Marks, MarksTask};
 pub use outbox::{CorruptEntry, OutboxEntry};
 pub use record::{CorruptRecord, ReservationRecord};
+pub use scripts::admit::{AutoRate, RoomState, Tick, TickOutcome};
 pub use scripts::advance::ClaimOutcome;
+pub use scripts::join::{JoinOutcome, Place};
 pub use scripts::release::{ReleaseMode, ReleaseOutcome};
 pub use scripts::reserve::{ReserveOutcome, SoldOut};
 pub use scripts::restore::{RestoreOutcome, RestoredOrder};
 pub use scripts::retire::RetireOutcome;
 pub use scripts::sweep::StaleReservation;
+pub use scripts::ticket::TicketOutcome;
 pub use scripts::warm::WarmOutcome;
 pub use scripts::{script_source, SCRIPT_NAMES};
 

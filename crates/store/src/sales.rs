@@ -87,6 +87,7 @@ impl Store {
     /// remaining stock, refused if it would go below what is sold.
     pub async fn upsert_sale(&self, sku: &SkuId, spec: &SaleSpec) -> Result<(), StoreError> {
         let now = Utc::now();
+        let admission = spec.admission.map(|room| room.encode());
         let txn = self.begin_write().await?;
         let mut find = sales::Entity::find_by_id(sku.as_str());
         if self.backend() == DbBackend::Postgres {
@@ -122,6 +123,7 @@ impl Store {
                             spec.payment.price.map(|p| p.currency.to_string()).into(),
                         ),
                         (sales::Column::Buckets, i16::from(spec.buckets).into()),
+                        (sales::Column::Admission, admission.clone().into()),
                     ]],
                 );
                 self.write(&txn, &insert).await?;
@@ -156,6 +158,7 @@ impl Store {
                         sales::Column::Currency,
                         spec.payment.price.map(|p| p.currency.to_string()),
                     )
+                    .value(sales::Column::Admission, admission)
                     .value(sales::Column::UpdatedAt, now)
                     .and_where(Expr::col(sales::Column::SkuId).eq(sku.as_str()))
                     .to_owned();

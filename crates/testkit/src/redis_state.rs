@@ -53,7 +53,7 @@ pub fn fresh_ledger() -> stock::StockLedger {
 pub async fn reserve(ledger: &stock::StockLedger, order: &OrderRequested) -> stock::ReserveOutcome {
     let mut reserved = order.clone();
     let (outcome, _) = ledger
-        .reserve(&mut reserved, None)
+        .reserve(&mut reserved, None, false)
         .await
         .expect("redis answers");
     assert_eq!(

@@ -60,6 +60,7 @@ async fn the_generator_counts_every_answer_by_outcome_and_paces_an_open_loop() {
         address,
         Target::Get {
             path: "/healthz".into(),
+            headers: Vec::new(),
         },
     );
     paced.rate = Some(400.0);

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod load;
+mod room;
 mod trace;
 
 use flash_sim::Scenario;

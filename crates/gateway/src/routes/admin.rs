@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use domain::{PaymentTerms, SaleSpec, SkuId};
+use domain::{Admission, AdmissionMode, AdmissionRate, PaymentTerms, SaleSpec, SkuId};
 use serde::{Deserialize, Serialize};
 use stock::WarmOutcome;
 
@@ -56,6 +56,77 @@ pub struct SaleBody {
     /// the sale exists.
     #[schema(minimum = 1, maximum = 64, example = 1)]
     buckets: Option<i64>,
+    /// A waiting room in front of the sale (absent: none; buyers buy directly). Can be added,
+    /// changed or removed while the sale runs.
+    admission: Option<AdmissionBody>,
+}
+
+/// A sale's waiting room.
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionBody {
+    /// `fifo`: places in the order buyers joined; `random_at_open`: those who joined during the
+    /// pre-queue window get a random place at the opening, later arrivals join behind them.
+    mode: AdmissionMode,
+    /// Buyers admitted per second (1 to 1,000,000), or `"auto"`: as fast as the gateways and the
+    /// worker sustain (bounds in `[waiting_room]` of the gateway's settings).
+    #[serde(deserialize_with = "rate", serialize_with = "rate_out")]
+    #[schema(schema_with = rate_schema)]
+    rate_per_sec: AdmissionRate,
+    /// How long an admission ticket lasts, 10 to 3600 seconds (default 120), from the admitted
+    /// buyer's first poll that finds it.
+    #[schema(minimum = 10, maximum = 3600, example = 120)]
+    ticket_secs: Option<i64>,
+    /// How long before `starts_at` buyers may join, 0 to 86,400 seconds (default 0).
+    #[schema(minimum = 0, maximum = 86_400, example = 600)]
+    pre_queue_secs: Option<i64>,
+}
+
+fn rate<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<AdmissionRate, D::Error> {
+    AdmissionRate::deserialize(deserializer)
+}
+
+fn rate_out<S: serde::Serializer>(rate: &AdmissionRate, serializer: S) -> Result<S::Ok, S::Error> {
+    rate.serialize(serializer)
+}
+
+/// `rate_per_sec` in the OpenAPI document: an integer or `"auto"`.
+fn rate_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(AdmissionRate::MAX_PER_SEC)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["auto"])),
+        )
+        .build();
+    Schema::OneOf(one_of)
+}
+
+impl AdmissionBody {
+    fn admission(&self) -> Result<Admission, domain::AdmissionError> {
+        Admission::new(
+            self.mode,
+            self.rate_per_sec,
+            self.ticket_secs.unwrap_or(120),
+            self.pre_queue_secs.unwrap_or(0),
+        )
+    }
+
+    fn of(room: &Admission) -> Self {
+        Self {
+            mode: room.mode,
+            rate_per_sec: room.rate_per_sec,
+            ticket_secs: Some(i64::from(room.ticket_secs)),
+            pre_queue_secs: Some(i64::from(room.pre_queue_secs)),
+        }
+    }
 }
 
 /// A sale as saved.
@@ -81,6 +152,9 @@ pub struct SaleView {
     currency: Option<String>,
     /// Stock buckets in Redis.
     buckets: u8,
+    /// The waiting room (when the sale has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admission: Option<AdmissionBody>,
     /// Units Redis can still reserve.
     redis_remaining: i64,
 }
@@ -122,7 +196,14 @@ pub async fn put_sale(
     )
     .and_then(|spec| spec.with_buckets(body.buckets.unwrap_or(1)))
     .map_err(|e| ApiError::invalid("invalid_sale", e))?
-    .with_payment(terms);
+    .with_payment(terms)
+    .with_admission(
+        body.admission
+            .as_ref()
+            .map(AdmissionBody::admission)
+            .transpose()
+            .map_err(|e| ApiError::invalid("invalid_sale", e))?,
+    );
     let previous = state.store.sale(&sku).await?;
     // A change keeps the number of buckets; asking for another is refused.
     let spec = match &previous {
@@ -173,6 +254,7 @@ pub async fn put_sale(
         price_minor: spec.payment.price.map(|p| p.minor_per_unit),
         currency: spec.payment.price.map(|p| p.currency.to_string()),
         buckets: spec.buckets,
+        admission: spec.admission.as_ref().map(AdmissionBody::of),
         redis_remaining: remaining,
     }))
 }

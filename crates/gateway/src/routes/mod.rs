@@ -5,6 +5,7 @@ pub mod health;
 pub mod orders;
 pub mod payments;
 pub mod problems;
+pub mod queue;
 
 use crate::error::ApiError;
 use actix_web::{web, HttpResponse};
@@ -56,6 +57,9 @@ pub struct BuyHeaders {
     idempotency_key: String,
     /// W3C Trace Context: the gateway continues this trace.
     traceparent: Option<String>,
+    /// A sale with a waiting room: the admission ticket its poll answered.
+    #[param(rename = "Admission-Ticket")]
+    admission_ticket: Option<String>,
 }
 
 /// A resource at `path`: the methods it is given routes for, and `405 method_not_allowed` for

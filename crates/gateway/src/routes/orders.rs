@@ -4,7 +4,8 @@ use super::problems::{problems, PayloadTooLarge, SaleNotFound, Unauthorized, Una
 use super::{parse_json, read_body};
 use crate::auth::Buyer;
 use crate::error::ApiError;
-use crate::service::{place_order, Placed};
+use crate::service::{place_order, Order, Placed};
+use crate::waiting_room::tokens::TicketRefusal;
 use crate::AppState;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use domain::{IdempotencyKey, OrderId, OrderStatus, Quantity, ReasonCode, ReservationState, SkuId};
@@ -15,7 +16,7 @@ problems! {
     /// The error answers of a buy besides the shared ones.
     BuyProblems {
         400 => "`invalid_sku`, `missing_idempotency_key`, `invalid_idempotency_key`, `invalid_body`, `invalid_quantity`",
-        403 => "`sale_not_active`: before the start or after the end",
+        403 => "`sale_not_active`: before the start or after the end; `admission_required`: the sale has a waiting room and the buy carries no valid ticket of it; `admission_expired`: the ticket has expired",
         409 => "`sold_out`, `limit_exceeded`, `request_in_progress` (retry after `Retry-After`)",
         422 => "`idempotency_key_reused`: the key names an order of another quantity; nothing reserved",
         429 => "`rate_limited`",
@@ -27,6 +28,9 @@ problems! {
         404 => "`order_not_found` (also for another buyer's order)",
     }
 }
+
+/// The header a buy carries its admission ticket in (sales with a waiting room).
+pub const ADMISSION_TICKET: &str = "Admission-Ticket";
 
 /// The largest buy request body read.
 pub const MAX_BODY: usize = 1024;
@@ -93,10 +97,37 @@ pub async fn buy(
     if !state.allow(&buyer.0) {
         return Err(ApiError::RateLimited);
     }
+    let admitted = match req.headers().get(ADMISSION_TICKET) {
+        None => false,
+        Some(ticket) => {
+            let ticket = ticket.to_str().map_err(|_| ApiError::AdmissionRequired)?;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            match state
+                .rooms
+                .tokens
+                .admits(ticket, buyer.0.as_str(), sku.as_str(), now_ms)
+            {
+                Ok(_) => true,
+                Err(TicketRefusal::Expired) => {
+                    let tickets = &state.metrics.room_tickets;
+                    tickets.with_label_values(&["expired"]).inc();
+                    return Err(ApiError::AdmissionExpired);
+                }
+                Err(TicketRefusal::Invalid) => return Err(ApiError::AdmissionRequired),
+            }
+        }
+    };
     // The request middleware always puts one there; a new trace is the harmless fallback.
     let trace = req.extensions().get::<TraceContext>().cloned();
     let trace = trace.unwrap_or_else(TraceContext::start);
-    let placed: Placed = place_order(&state, buyer.0, sku, key, quantity, &trace).await?;
+    let order = Order {
+        user: buyer.0,
+        sku,
+        key,
+        quantity,
+        admitted,
+    };
+    let placed: Placed = place_order(&state, order, &trace).await?;
     Ok(HttpResponse::Accepted().json(placed))
 }
 

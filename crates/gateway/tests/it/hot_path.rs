@@ -9,7 +9,7 @@ use stock::ReleaseMode;
 use tokio_util::sync::CancellationToken;
 
 /// A second gateway process's worth of state, in the same world as `gw`.
-async fn replica(
+pub(super) async fn replica(
     gw: &Running,
 ) -> (
     String,

@@ -7,6 +7,7 @@ mod hot_path;
 mod payments;
 mod process;
 mod reconcile;
+mod waiting_room;
 
 use domain::SkuId;
 use kafka::rdkafka::Message;

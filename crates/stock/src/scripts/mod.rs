@@ -16,8 +16,10 @@
 //! name the script reads it by. Lua that several scripts share is in `prelude/`, put after the
 //! header of each script that lists it.
 
+pub(crate) mod admit;
 pub(crate) mod advance;
 pub(crate) mod finish;
+pub(crate) mod join;
 pub(crate) mod lend;
 pub(crate) mod receive;
 pub(crate) mod release;
@@ -26,6 +28,7 @@ pub(crate) mod restore;
 pub(crate) mod retire;
 pub(crate) mod settle;
 pub(crate) mod sweep;
+pub(crate) mod ticket;
 pub(crate) mod warm;
 
 use crate::keys::{Key, StockKeys};
@@ -104,9 +107,9 @@ fn compile<S: LuaScript>() -> Script {
 }
 
 /// The names of the ledger's scripts.
-pub const SCRIPT_NAMES: [&str; 11] = [
-    "advance", "finish", "lend", "receive", "release", "reserve", "restore", "retire", "settle",
-    "sweep", "warm",
+pub const SCRIPT_NAMES: [&str; 14] = [
+    "admit", "advance", "finish", "join", "lend", "receive", "release", "reserve", "restore",
+    "retire", "settle", "sweep", "ticket", "warm",
 ];
 
 /// The Lua Redis runs for the script named `name` (its header, preludes and body), for a tool
@@ -114,8 +117,10 @@ pub const SCRIPT_NAMES: [&str; 11] = [
 /// for a name not in [`SCRIPT_NAMES`].
 pub fn script_source(name: &str) -> Option<String> {
     Some(match name {
+        "admit" => source::<admit::Admit>(),
         "advance" => source::<advance::Advance>(),
         "finish" => source::<finish::Finish>(),
+        "join" => source::<join::Join>(),
         "lend" => source::<lend::Lend>(),
         "receive" => source::<receive::Receive>(),
         "release" => source::<release::Release>(),
@@ -124,6 +129,7 @@ pub fn script_source(name: &str) -> Option<String> {
         "retire" => source::<retire::Retire>(),
         "settle" => source::<settle::Settle>(),
         "sweep" => source::<sweep::Sweep>(),
+        "ticket" => source::<ticket::Ticket>(),
         "warm" => source::<warm::Warm>(),
         _ => return None,
     })
@@ -140,7 +146,7 @@ fn compiled<S: LuaScript>() -> &'static Script {
         .copied();
     known.unwrap_or_else(|| {
         let mut compiled = COMPILED.write().unwrap_or_else(PoisonError::into_inner);
-        // Eleven scripts, each made once: leaking them gives every call a plain reference.
+        // A dozen scripts, each made once: leaking them gives every call a plain reference.
         compiled
             .entry(S::NAME)
             .or_insert_with(|| Box::leak(Box::new(compile::<S>())))
@@ -177,12 +183,14 @@ impl Args<'_, '_> {
         self
     }
 
-    /// Pushes the sale's terms (`starts_at`, `ends_at`, `per_user_limit`), as the scripts that
-    /// write them hand them to `set_sale_terms` (`prelude/sale.lua`).
+    /// Pushes the sale's terms (`starts_at`, `ends_at`, `per_user_limit`, `room`), as the scripts
+    /// that write them hand them to `set_sale_terms` (`prelude/sale.lua`).
     pub(crate) fn terms(&mut self, spec: &domain::SaleSpec) -> &mut Self {
+        let room = spec.admission.map(|room| room.encode()).unwrap_or_default();
         self.arg("starts_at", spec.window.starts_at.timestamp_millis())
             .arg("ends_at", spec.window.ends_at.timestamp_millis())
             .arg("per_user_limit", spec.per_user_limit)
+            .arg("room", room)
     }
 
     /// Pushes one more argument past the named ones (a variadic script's list).

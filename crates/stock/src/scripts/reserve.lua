@@ -2,6 +2,7 @@
 -- Keys: all of one bucket of one SKU (one hash tag). Arguments: see reserve.rs.
 -- Answers: accepted <id> | duplicate <id> <state> | key_reused <id> <quantity> |
 --   sold_out <left> <reserved> <ends_at> | limit_exceeded | not_found | not_active |
+--   admission_required (the sale has a waiting room and `admitted` is not 1) |
 --   buckets <n> (the sale has n buckets, not what the caller believed: the buyer's orders live
 --   in another bucket, nothing was reserved)
 -- A known (user, key) is answered before anything else: with its order when the request is the
@@ -23,7 +24,7 @@ if existing then
   return {'duplicate', existing, r.state}
 end
 local sale = redis.call('HMGET', sale_key, 'starts_at', 'ends_at', 'per_user_limit', 'reserved',
-  'buckets')
+  'buckets', 'room')
 if not sale[1] then
   return {'not_found'}
 end
@@ -43,6 +44,10 @@ if tonumber(stock) < qty then
   -- What a gateway needs to answer the same from memory: units left, units ever reserved (moves
   -- with every accepted order) and the end of the sale.
   return {'sold_out', stock, sale[4] or '0', sale[2]}
+end
+-- A sale with a waiting room sells to the buyers it admitted: the caller checked their ticket.
+if sale[6] and sale[6] ~= '' and admitted ~= '1' then
+  return {'admission_required'}
 end
 local held = tonumber(redis.call('HGET', buyers_key, user) or '0')
 if held + qty > tonumber(sale[3]) then

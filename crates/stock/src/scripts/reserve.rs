@@ -37,6 +37,8 @@ pub enum ReserveOutcome {
     NotFound,
     /// Before the start or after the end of the sale.
     NotActive,
+    /// The sale has a waiting room and the buyer brought no valid admission ticket.
+    AdmissionRequired,
 }
 
 /// What Redis saw when it answered `sold_out`: enough for a gateway to answer the same from
@@ -58,6 +60,8 @@ pub(super) struct Reserve<'a> {
     entry: &'a OutboxEntry,
     /// The number of buckets the caller believes the sale has.
     buckets: u8,
+    /// Whether the buyer holds a valid admission ticket of the sale's waiting room.
+    admitted: bool,
 }
 
 /// What one call answered.
@@ -80,6 +84,7 @@ impl LuaScript for Reserve<'_> {
         "now",
         "entry",
         "buckets",
+        "admitted",
     ];
     type Raw = Vec<String>;
     type Reply = Reply;
@@ -92,7 +97,8 @@ impl LuaScript for Reserve<'_> {
             .arg("quantity", order.quantity.get())
             .arg("now", order.requested_at.timestamp_millis())
             .arg("entry", self.entry.encode())
-            .arg("buckets", self.buckets);
+            .arg("buckets", self.buckets)
+            .arg("admitted", u8::from(self.admitted));
     }
 
     fn decode(reply: &Vec<String>) -> Option<Reply> {
@@ -117,6 +123,7 @@ impl LuaScript for Reserve<'_> {
             "limit_exceeded" => ReserveOutcome::LimitExceeded,
             "not_found" => ReserveOutcome::NotFound,
             "not_active" => ReserveOutcome::NotActive,
+            "admission_required" => ReserveOutcome::AdmissionRequired,
             "buckets" => {
                 let buckets = word(1)?.parse::<u8>().ok().filter(|&n| n >= 1)?;
                 return Some(Reply::Buckets(buckets));
@@ -154,11 +161,14 @@ impl StockLedger {
     /// or released. The order's id is moved to its buyer's stock bucket first (a sale of one bucket
     /// leaves it as it is), so the returned outbox entry (the message to produce, with
     /// `traceparent`) is made here. In a bucketed sale a buyer whose bucket ran out borrows from
-    /// the others before being answered `sold_out` (see the `buckets` module).
+    /// the others before being answered `sold_out` (see the `buckets` module). `admitted` says
+    /// whether the caller checked the buyer's admission ticket: a sale with a waiting room
+    /// answers [`ReserveOutcome::AdmissionRequired`] without one.
     pub async fn reserve(
         &self,
         order: &mut OrderRequested,
         traceparent: Option<String>,
+        admitted: bool,
     ) -> Result<(ReserveOutcome, OutboxEntry), StockError> {
         let sku = order.sku_id.clone();
         let mut buckets = self.believed_buckets(&sku);
@@ -170,6 +180,7 @@ impl StockLedger {
                 order,
                 entry: &entry,
                 buckets,
+                admitted,
             };
             let outcome = match self.run(&self.bucket_keys(&sku, home), &call).await? {
                 Reply::Buckets(actual) if !relearned => {

@@ -13,5 +13,5 @@ end
 redis.call('SET', stock_key, remaining)
 redis.call('HSET', sale_key, 'initial', initial, 'reserved', reserved, 'released', released,
   'buckets', buckets, 'lent', lent, 'borrowed', borrowed)
-set_sale_terms(starts_at, ends_at, per_user_limit)
+set_sale_terms(starts_at, ends_at, per_user_limit, room)
 return {'restored', tonumber(remaining)}

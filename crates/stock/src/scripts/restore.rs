@@ -58,6 +58,7 @@ impl LuaScript for Restore<'_> {
         "starts_at",
         "ends_at",
         "per_user_limit",
+        "room",
         "reserved",
         "released",
         "buckets",

@@ -14,7 +14,7 @@ if not old then
   left = units
   redis.call('SET', stock_key, left)
   redis.call('HSET', sale_key, 'initial', units, 'reserved', 0, 'released', 0, 'buckets', buckets)
-  set_sale_terms(starts_at, ends_at, per_user_limit)
+  set_sale_terms(starts_at, ends_at, per_user_limit, room)
   return {'created', left}
 end
 left = tonumber(redis.call('GET', stock_key) or '0')
@@ -30,5 +30,5 @@ for _, key in ipairs(per_order_keys()) do
   redis.call('PERSIST', key)
 end
 redis.call('HSET', sale_key, 'initial', units)
-set_sale_terms(starts_at, ends_at, per_user_limit)
+set_sale_terms(starts_at, ends_at, per_user_limit, room)
 return {'updated', left}

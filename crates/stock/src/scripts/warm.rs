@@ -47,6 +47,7 @@ impl LuaScript for Warm<'_> {
         "starts_at",
         "ends_at",
         "per_user_limit",
+        "room",
         "buckets",
     ];
     type Raw = (String, i64);

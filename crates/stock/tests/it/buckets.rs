@@ -64,7 +64,7 @@ async fn n_buckets_sell_exactly_their_m_units_to_a_racing_crowd() {
         tokio::spawn(async move {
             let user = format!("u{i}");
             let mut order = candidate(&sku, &user, "k", 1);
-            let reserved = ledger.reserve(&mut order, None).await;
+            let reserved = ledger.reserve(&mut order, None, false).await;
             (user, order, reserved)
         })
     });

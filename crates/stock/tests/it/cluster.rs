@@ -93,7 +93,7 @@ async fn a_primary_killed_mid_sale_is_replaced_and_the_same_ledger_goes_on_selli
                 i += 1;
                 let mut order = testkit::order(&sku, &format!("u{i}"), "k", 1);
                 match ledger
-                    .reserve(&mut order, None)
+                    .reserve(&mut order, None, false)
                     .await
                     .map(|(outcome, _)| outcome)
                 {

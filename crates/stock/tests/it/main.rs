@@ -13,6 +13,7 @@ use testkit::{fresh_ledger, open_spec};
 
 mod buckets;
 mod cluster;
+mod room;
 mod tls;
 
 fn sku() -> SkuId {
@@ -44,7 +45,7 @@ async fn reserve(
     quantity: i64,
 ) -> ReserveOutcome {
     let mut order = candidate(sku, user, key, quantity);
-    ledger.reserve(&mut order, None).await.unwrap().0
+    ledger.reserve(&mut order, None, false).await.unwrap().0
 }
 
 /// [`reserve`], expected to be accepted: the new order.
@@ -318,7 +319,7 @@ async fn a_reservation_record_that_cannot_be_read_is_a_permanent_error_never_a_d
         .await
         .unwrap_err();
     let mut retry = candidate(&sku, "alice", "k", 1);
-    let again = ledger.reserve(&mut retry, None).await.unwrap_err();
+    let again = ledger.reserve(&mut retry, None, false).await.unwrap_err();
     for error in [&read, &released, &again] {
         assert!(matches!(error, StockError::Corrupt(_)), "{error}");
         assert!(!error.is_transient(), "{error}");

@@ -27,6 +27,9 @@ pub struct Model {
     pub currency: Option<String>,
     /// Stock buckets of the sale in Redis (fixed once the sale exists).
     pub buckets: i16,
+    /// The waiting room's definition (`<mode>|<rate or auto>|<ticket ms>|<pre-queue ms>`, as
+    /// [`domain::Admission::encode`] writes it); `NULL`: none.
+    pub admission: Option<String>,
     /// Row creation.
     pub created_at: DateTimeUtc,
     /// Last change.
@@ -58,6 +61,22 @@ impl Model {
         .with_payment(self.payment_terms()?)
         .with_buckets(i64::from(self.buckets))
         .map_err(corrupt)
+        .and_then(|spec| Ok(spec.with_admission(self.admission()?)))
+    }
+
+    /// The sale's waiting room; a stored definition this build cannot read is an error.
+    pub fn admission(&self) -> Result<Option<domain::Admission>, crate::StoreError> {
+        let Some(stored) = self.admission.as_deref() else {
+            return Ok(None);
+        };
+        match domain::Admission::decode(stored) {
+            Some(room) => Ok(Some(room)),
+            None => Err(crate::StoreError::Corrupt {
+                order_id: format!("(the sale {})", self.sku_id),
+                column: "admission",
+                value: stored.to_owned(),
+            }),
+        }
     }
 
     /// The sale's payment terms; stored values this build cannot read are an error.
