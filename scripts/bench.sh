@@ -249,6 +249,10 @@ if want room; then
   for run in $(seq 1 "$RUNS"); do
     "$sim" room --compare --output "$out/room-$run.json" > "$out/room-$run.txt" 2> "$out/room-$run.log" || true
     grep -E "^(PASS|FAIL)" "$out/room-$run.txt" | sed 's/^/  /' || tail -n 5 "$out/room-$run.txt"
+    # The order: a FIFO room, 500 buyers arriving 2 ms apart, admitted at 200 per second.
+    "$sim" room --mode fifo --rate 200 --polite 500 --greedy 0 --stock 500 --pre-queue-secs 0 \
+      --stagger-ms 2 --poll-cost-secs 0 --output "$out/order-$run.json" > "$out/order-$run.txt" 2>&1 || true
+    grep -E "^rank correlation" "$out/order-$run.txt" | sed 's/^/  /' || tail -n 5 "$out/order-$run.txt"
   done
 fi
 

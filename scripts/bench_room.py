@@ -23,7 +23,7 @@ def fmt(value, digits=2, unit=""):
     return "n/a" if value is None else f"{value:.{digits}f}{unit}"
 
 
-def section(runs, machine, commit):
+def section(runs, orders, machine, commit):
     shedding = [run[0] for run in runs]
     room = [run[1] for run in runs]
     n = len(runs)
@@ -52,6 +52,8 @@ def section(runs, machine, commit):
         f"| sold-out news: last unit to last waiting buyer told | | "
         f"{fmt(median([r['sold_out_news_ms'] for r in room]), 0, ' ms')} "
         f"(poll interval {fmt(median([r['poll_interval_ms'] for r in room]), 0, ' ms')}) | at most one poll interval |",
+        f"| order (a FIFO room, 500 buyers arriving 2 ms apart, 200 admitted per second): rank correlation of join and admission | | "
+        f"{fmt(median([o[0]['rank_correlation'] for o in orders]), 4)} (runs: {', '.join(fmt(o[0]['rank_correlation'], 4) for o in orders)}) | at least 0.99 |",
         f"| wait, median | | {fmt(median([r['wait_secs'] for r in room]), 2, ' s')} | |",
         f"| estimate error, median | | {fmt(median([r['estimate_error_secs'] for r in room]), 2, ' s')} | |",
         f"| polling cost: poll answers/s vs `/healthz`/s, same generator | | "
@@ -70,6 +72,10 @@ def main():
     for path in sorted(glob.glob(os.path.join(bench, "room-*.json"))):
         with open(path) as f:
             runs.append(json.load(f))
+    orders = []
+    for path in sorted(glob.glob(os.path.join(bench, "order-*.json"))):
+        with open(path) as f:
+            orders.append(json.load(f))
     if not runs:
         return
     machine = open(os.path.join(bench, "machine.txt")).read().strip()
@@ -79,7 +85,7 @@ def main():
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < 0:
         sys.exit(f"{target} has no {BEGIN} ... {END} block")
-    text = text[:start] + section(runs, machine, commit) + text[end + len(END):]
+    text = text[:start] + section(runs, orders, machine, commit) + text[end + len(END):]
     with open(target, "w") as f:
         f.write(text)
 

@@ -177,6 +177,7 @@ impl Application {
             max_loop_lag: Duration::from_millis(gateway.max_loop_lag_ms / 2),
             worker_lag,
             max_worker_lag: room_settings.auto_max_worker_lag,
+            last: Arc::default(),
         };
         let rooms = Arc::new(waiting_room::Rooms::new(
             deps.ledger.clone(),

@@ -105,8 +105,11 @@ pub async fn place_order(
                 .sold_out
                 .sold_out(&state.ledger, sku, *seen, now_ms)
                 .await;
-            if let Some(room) = state.rooms.known(sku) {
-                room.sold_out(now_ms);
+            // Nothing left at all (not merely fewer units than asked): the line learns it now.
+            if seen.remaining <= 0 {
+                if let Some(room) = state.rooms.known(sku) {
+                    room.sold_out(now_ms);
+                }
             }
         }
         // A known order is answered before the stock is looked at: it says nothing of it.

@@ -47,7 +47,8 @@ impl WaitingRoomSettings {
         if self.ticket_secret.expose_secret().len() < 16 {
             return invalid("waiting_room.ticket_secret", "must be at least 16 bytes");
         }
-        between("waiting_room.tick_ms", self.tick_ms, 10, 5_000)?;
+        // A tick admits at most a second's worth (admit.lua): a longer one would slow the rate.
+        between("waiting_room.tick_ms", self.tick_ms, 10, 1_000)?;
         between("waiting_room.poll_hold_ms", self.poll_hold_ms, 0, 60_000)?;
         between("waiting_room.poll_min_ms", self.poll_min_ms, 100, 60_000)?;
         between(

@@ -97,26 +97,17 @@ pub async fn buy(
     if !state.allow(&buyer.0) {
         return Err(ApiError::RateLimited);
     }
-    let admitted = match req.headers().get(ADMISSION_TICKET) {
-        None => false,
-        Some(ticket) => {
-            let ticket = ticket.to_str().map_err(|_| ApiError::AdmissionRequired)?;
-            let now_ms = chrono::Utc::now().timestamp_millis();
-            match state
-                .rooms
-                .tokens
-                .admits(ticket, buyer.0.as_str(), sku.as_str(), now_ms)
-            {
-                Ok(_) => true,
-                Err(TicketRefusal::Expired) => {
-                    let tickets = &state.metrics.room_tickets;
-                    tickets.with_label_values(&["expired"]).inc();
-                    return Err(ApiError::AdmissionExpired);
-                }
-                Err(TicketRefusal::Invalid) => return Err(ApiError::AdmissionRequired),
-            }
-        }
-    };
+    // A ticket that does not admit is as none: the sale decides (a sale without a room, or a
+    // retry of an accepted order, needs none), and only then is an expired one named.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let ticket = req.headers().get(ADMISSION_TICKET).map(|ticket| {
+        let ticket = ticket.to_str().map_err(|_| TicketRefusal::Invalid)?;
+        state
+            .rooms
+            .tokens
+            .admits(ticket, buyer.0.as_str(), sku.as_str(), now_ms)
+    });
+    let admitted = matches!(ticket, Some(Ok(_)));
     // The request middleware always puts one there; a new trace is the harmless fallback.
     let trace = req.extensions().get::<TraceContext>().cloned();
     let trace = trace.unwrap_or_else(TraceContext::start);
@@ -127,7 +118,14 @@ pub async fn buy(
         quantity,
         admitted,
     };
-    let placed: Placed = place_order(&state, order, &trace).await?;
+    let placed = match place_order(&state, order, &trace).await {
+        Err(ApiError::AdmissionRequired) if matches!(ticket, Some(Err(TicketRefusal::Expired))) => {
+            let tickets = &state.metrics.room_tickets;
+            tickets.with_label_values(&["expired"]).inc();
+            return Err(ApiError::AdmissionExpired);
+        }
+        placed => placed?,
+    };
     Ok(HttpResponse::Accepted().json(placed))
 }
 

@@ -253,6 +253,9 @@ pub async fn poll(
         standing = room
             .standing(&claims, Utc::now().timestamp_millis(), false)
             .0;
+    } else if !early_by.is_zero() && matches!(standing, Standing::Admitted { .. }) {
+        // An admitted buyer's poll asks Redis for the ticket: paced like the others.
+        tokio::time::sleep(early_by).await;
     }
     let now_ms = Utc::now().timestamp_millis();
     let view = answer(&state, &sku, &room, &claims, standing, now_ms).await?;

@@ -60,16 +60,30 @@ pub struct Pressure {
     pub worker_lag: Arc<AtomicI64>,
     /// Past this lag (0: ignored).
     pub max_worker_lag: i64,
+    /// The last reading, and when it was taken: every room's clock of the gateway shares one
+    /// reading per tick (the loops' worst lateness is read and reset by it).
+    pub last: Arc<Mutex<Option<(std::time::Instant, bool)>>>,
 }
 
 impl Pressure {
-    /// Whether the gateway is near its limits now (reads and resets the loops' worst lateness,
-    /// so call it once per tick).
-    fn now(&self, shed_since: bool) -> bool {
+    /// Whether the gateway is near its limits now: one reading per `tick`, shared by the rooms.
+    fn now(&self, shed_since: bool, tick: Duration) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, pressure)) = *last {
+            if at.elapsed() < tick {
+                return pressure || shed_since;
+            }
+        }
+        let pressure = self.read();
+        *last = Some((std::time::Instant::now(), pressure));
+        pressure || shed_since
+    }
+
+    /// Reads the signals (and resets the loops' worst lateness).
+    fn read(&self) -> bool {
         let lag = overload::take_worst_loop_lag();
         let worker_lag = self.worker_lag.load(Ordering::Relaxed);
-        shed_since
-            || self.admission.current() > self.max_in_flight
+        self.admission.current() > self.max_in_flight
             || (!self.max_loop_lag.is_zero() && lag > self.max_loop_lag)
             || (self.max_worker_lag > 0 && worker_lag > self.max_worker_lag)
     }
@@ -163,7 +177,27 @@ impl Room {
             None => u64::MAX,
         };
         let (tx, rx) = oneshot::channel();
-        waiters.entry(wake_at).or_default().push(tx);
+        // A place the last tick served but the view has not let in yet: woken when it does.
+        let due = {
+            let ticks = self.ticks.read().unwrap_or_else(PoisonError::into_inner);
+            (view.opened_ms.is_some() && (wake_at as f64) <= ticks.last.served)
+                .then(|| ticks.admits_at(wake_at, self.tick_ms))
+        };
+        if let Some(due) = due {
+            drop(waiters);
+            tokio::spawn(async move {
+                let wait = due - chrono::Utc::now().timestamp_millis();
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                }
+                let _ = tx.send(());
+            });
+            return (standing, Some(rx));
+        }
+        let held = waiters.entry(wake_at).or_default();
+        // The polls of this place whose hold ended are gone: their senders go with them.
+        held.retain(|tx| !tx.is_closed());
+        held.push(tx);
         (standing, Some(rx))
     }
 
@@ -376,7 +410,8 @@ impl Rooms {
                 break;
             }
             let shed = self.shed_count();
-            let pressure = self.pressure.now(shed > shed_before);
+            let tick = Duration::from_millis(self.settings.tick_ms);
+            let pressure = self.pressure.now(shed > shed_before, tick);
             shed_before = shed;
             match self.tick(&sku, now_ms, pressure).await {
                 Ok(state) => {

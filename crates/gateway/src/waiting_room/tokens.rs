@@ -14,6 +14,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 /// Most place tokens remembered; past it the memory starts over.
 const REMEMBERED_PLACES: usize = 200_000;
 
+/// Place tokens that verified, by a fingerprint of their signature: the token whole, and what it
+/// says.
+type Remembered = HashMap<u64, (Arc<str>, Arc<PlaceClaims>)>;
+
 /// What a place token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlaceClaims {
@@ -69,7 +73,7 @@ pub struct Tokens {
     validation: Validation,
     /// Place tokens that verified, by a fingerprint of their signature: a waiting buyer sends
     /// the same one with every poll, and a poll is the room's hot path.
-    places: RwLock<HashMap<u64, (Arc<str>, Arc<PlaceClaims>)>>,
+    places: RwLock<Remembered>,
 }
 
 impl Tokens {

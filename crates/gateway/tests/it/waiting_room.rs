@@ -240,12 +240,12 @@ async fn sold_out_ends_every_wait_at_once_and_units_that_come_back_resume_admiss
     }
     // The last buyers wait in held polls.
     let mut held = Vec::new();
-    for i in 15..20 {
+    for (i, place) in places.iter().enumerate().skip(15) {
         let (client, token, sku, place, base) = (
             gw.client.clone(),
             gw.token(&format!("w{i}")),
             sku.clone(),
-            places[i].clone(),
+            place.clone(),
             gw.url.clone(),
         );
         held.push(tokio::spawn(async move {
