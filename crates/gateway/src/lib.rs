@@ -330,6 +330,7 @@ impl Application {
                     routes::resource("/v1/sales/{sku_id}/orders")
                         .wrap_fn({
                             let state = state.clone();
+                            let verifier = verifier.clone();
                             move |req, srv| {
                                 // Shed before anything costly (the token is not verified yet).
                                 // A buyer a waiting room admitted is paced by the room already.
@@ -340,7 +341,24 @@ impl Application {
                                     .and_then(|v| v.to_str().ok())
                                     .zip(req.match_info().get("sku_id"))
                                     .is_some_and(|(ticket, sku)| {
-                                        state.rooms.tokens.is_current_ticket(ticket, sku, now_ms)
+                                        // The caller's own ticket (the bearer token is
+                                        // remembered once verified, so this costs a lookup).
+                                        let user = req
+                                            .headers()
+                                            .get(actix_web::http::header::AUTHORIZATION)
+                                            .and_then(|v| v.to_str().ok())
+                                            .and_then(|v| v.strip_prefix("Bearer "))
+                                            .and_then(|token| {
+                                                verifier
+                                                    .verify_token(token.trim(), now_ms / 1000)
+                                                    .ok()
+                                            });
+                                        user.is_some_and(|who| {
+                                            let tokens = &state.rooms.tokens;
+                                            tokens
+                                                .admits(ticket, who.user.as_str(), sku, now_ms)
+                                                .is_ok()
+                                        })
                                     });
                                 let slot = match ticket {
                                     true => state.admission.admit_ticket_holder(),

@@ -126,8 +126,9 @@ impl Ticks {
 pub struct Room {
     ticks: RwLock<Ticks>,
     tick_ms: i64,
-    /// Held polls, by the place whose admission wakes them.
-    waiters: Mutex<BTreeMap<u64, Vec<oneshot::Sender<()>>>>,
+    /// Held polls, by the place whose admission wakes them; `None` once the room's clock
+    /// stopped on this gateway (a poll that still holds the room is answered at once).
+    waiters: Mutex<Option<BTreeMap<u64, Vec<oneshot::Sender<()>>>>>,
     last_poll_ms: AtomicI64,
 }
 
@@ -141,7 +142,7 @@ impl Room {
                 at_ms: now_ms,
             }),
             tick_ms,
-            waiters: Mutex::default(),
+            waiters: Mutex::new(Some(BTreeMap::new())),
             last_poll_ms: AtomicI64::new(now_ms),
         }
     }
@@ -165,10 +166,13 @@ impl Room {
         hold: bool,
     ) -> (Standing, Option<oneshot::Receiver<()>>) {
         self.last_poll_ms.fetch_max(now_ms, Ordering::Relaxed);
-        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
         let view = self.view();
         let standing = standing::standing(&view, place, now_ms);
-        if !hold || !matches!(standing, Standing::Waiting { .. }) {
+        let Some(waiters) = guard.as_mut().filter(|_| hold) else {
+            return (standing, None);
+        };
+        if !matches!(standing, Standing::Waiting { .. }) {
             return (standing, None);
         }
         // Before the opening a place is woken by the opening itself (every waiter is).
@@ -184,7 +188,7 @@ impl Room {
                 .then(|| ticks.admits_at(wake_at, self.tick_ms))
         };
         if let Some(due) = due {
-            drop(waiters);
+            drop(guard);
             tokio::spawn(async move {
                 let wait = due - chrono::Utc::now().timestamp_millis();
                 if wait > 0 {
@@ -223,15 +227,18 @@ impl Room {
             || (old.left > 0) != (new.left > 0)
             || (now_ms >= new.ends_ms)
             || new.served < old.served;
-        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(waiters) = guard.as_mut() else {
+            return;
+        };
         let woken = if everyone {
-            std::mem::take(&mut *waiters)
+            std::mem::take(waiters)
         } else {
             let served = new.served.max(0.0).floor() as u64;
             let later = waiters.split_off(&served.saturating_add(1));
-            std::mem::replace(&mut *waiters, later)
+            std::mem::replace(waiters, later)
         };
-        drop(waiters);
+        drop(guard);
         if everyone || woken.is_empty() {
             for tx in woken.into_values().flatten() {
                 let _ = tx.send(());
@@ -444,9 +451,13 @@ impl Rooms {
             rooms.remove(&sku);
         }
         drop(rooms);
-        // Held polls are answered with what is known.
-        let waiters =
-            std::mem::take(&mut *room.waiters.lock().unwrap_or_else(PoisonError::into_inner));
+        // Held polls are answered with what is known, and no poll is held any more.
+        let waiters = room
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or_default();
         for tx in waiters.into_values().flatten() {
             let _ = tx.send(());
         }

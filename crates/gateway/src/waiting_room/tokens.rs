@@ -153,14 +153,6 @@ impl Tokens {
         })
     }
 
-    /// Whether `token` is a current ticket of the sale of `sku`, whoever it names: what the load
-    /// shedding asks before the caller's own token is verified (the buy then checks the buyer).
-    pub fn is_current_ticket(&self, token: &str, sku: &str, now_ms: i64) -> bool {
-        self.read::<TicketClaims>(token).is_some_and(|claims| {
-            claims.typ == TICKET && claims.sku == sku && now_ms < claims.exp_ms
-        })
-    }
-
     /// Whether `token` admits `user` to buy in the sale of `sku` at `now_ms`.
     pub fn admits(
         &self,

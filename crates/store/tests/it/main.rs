@@ -469,8 +469,8 @@ async fn the_payment_window_migration_keeps_confirmed_orders_sold_and_goes_back_
     );
     assert_eq!(sale.buckets, 1, "a sale made before stock buckets has one");
 
-    // Down past the checks, the stock buckets and the payment window.
-    Migrator::down(&db, Some(3)).await.unwrap();
+    // Down past the waiting room, the checks, the stock buckets and the payment window.
+    Migrator::down(&db, Some(4)).await.unwrap();
     let status: String = db
         .query_one(store::statement(
             db.get_database_backend(),
