@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -46,9 +46,9 @@ pub enum Target {
     Get {
         /// The path, e.g. `/healthz`.
         path: String,
-        /// Sets of header names and values, request `i` sending set `i % len` (a waiting room's
-        /// polls: each buyer's bearer token and place token); empty: no headers.
-        headers: Vec<Vec<(String, String)>>,
+        /// Sets of headers, request `i` sending set `i % len` (a waiting room's polls: each
+        /// buyer's place token), made once so that sending them costs a clone; empty: none.
+        headers: Vec<Vec<(HeaderName, HeaderValue)>>,
     },
 }
 
@@ -376,7 +376,7 @@ async fn drive(shared: Arc<Shared>, mut sender: Sender) -> anyhow::Result<()> {
                         .method(Method::GET)
                         .uri(path.as_str())
                         .header(HOST, host.clone()),
-                    |request, (name, value)| request.header(name.as_str(), value.as_str()),
+                    |request, (name, value)| request.header(name.clone(), value.clone()),
                 )
                 .body(Full::new(Bytes::new())),
         }

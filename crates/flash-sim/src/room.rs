@@ -737,10 +737,12 @@ async fn poll_cost(plan: &RoomPlan, client: &Client) -> anyhow::Result<(f64, f64
                 .with_context(|| format!("a poller's join: {joined}"))?
                 .to_owned();
             // A poll's credential is its place token alone.
-            anyhow::Ok(vec![("place-token".to_owned(), place)])
+            let name = hyper::header::HeaderName::from_static("place-token");
+            anyhow::Ok(vec![(name, hyper::header::HeaderValue::from_str(&place)?)])
         }
     });
-    let headers: Vec<Vec<(String, String)>> = futures::stream::iter(joins)
+    type Headers = Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>;
+    let headers: Vec<Headers> = futures::stream::iter(joins)
         .buffer_unordered(64)
         .collect::<Vec<_>>()
         .await
@@ -751,7 +753,7 @@ async fn poll_cost(plan: &RoomPlan, client: &Client) -> anyhow::Result<(f64, f64
         .strip_prefix("http://")
         .context("the gateway URL must be http://")?
         .to_owned();
-    let round = |path: String, headers: Vec<Vec<(String, String)>>| {
+    let round = |path: String, headers: Vec<Headers>| {
         let address = address.clone();
         async move {
             let report = load::run(load::Plan {
