@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 mod extract;
 mod key_source;
 mod keys;
+mod memory;
 mod verifier;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod tests;
 pub use extract::{Admin, Buyer};
 pub use key_source::KeySource;
 pub use keys::KeysError;
+pub use memory::TokenMemory;
 pub use verifier::{Verified, Verifier};
 
 /// The claims the gateway reads.

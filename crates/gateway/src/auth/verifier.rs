@@ -5,14 +5,13 @@
 
 use super::key_source::KeySource;
 use super::keys::{load_public_key, KeysError};
+use super::memory::TokenMemory;
 use super::Claims;
 use crate::error::ApiError;
 use actix_web::HttpRequest;
 use domain::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use std::collections::HashMap;
-use std::hash::Hasher;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 /// The keys tokens are verified with.
 enum Keys {
@@ -34,12 +33,11 @@ pub struct Verifier {
     validation: Validation,
     role_claim: String,
     admin_role: String,
-    verified: RwLock<HashMap<u64, Arc<Verified>>>,
+    verified: TokenMemory<Verified>,
 }
 
 /// A verified token's buyer and claims.
 pub struct Verified {
-    token: Box<str>,
     /// The generation of the provider's keys it was verified with (0 without a provider).
     generation: u64,
     /// The buyer (`sub`).
@@ -67,7 +65,7 @@ impl Verifier {
             validation,
             role_claim: "role".into(),
             admin_role: "admin".into(),
-            verified: RwLock::default(),
+            verified: TokenMemory::new(REMEMBERED_TOKENS),
         }
     }
 
@@ -186,17 +184,7 @@ impl Verifier {
 
     /// Verifies `token` at `now` (seconds since the epoch).
     pub fn verify_token(&self, token: &str, now: i64) -> Result<Arc<Verified>, ApiError> {
-        // The signature alone tells tokens apart; a remembered one is compared whole below.
-        let signature = token.rsplit('.').next().unwrap_or(token);
-        let mut hasher = std::hash::DefaultHasher::new();
-        hasher.write(signature.as_bytes());
-        let fingerprint = hasher.finish();
-        let remembered = self
-            .verified
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&fingerprint)
-            .cloned();
+        let remembered = self.verified.recall(token);
         // As jsonwebtoken would: expired once `exp` is more than the leeway in the past.
         let unexpired = |claims: &Claims| {
             now <= i64::try_from(claims.exp.saturating_add(self.validation.leeway))
@@ -204,7 +192,7 @@ impl Verifier {
         };
         let generation = self.key_generation();
         if let Some(known) = remembered {
-            if *known.token == *token && known.generation == generation {
+            if known.generation == generation {
                 return match unexpired(&known.claims) {
                     true => Ok(known),
                     false => Err(ApiError::Unauthorized),
@@ -217,20 +205,12 @@ impl Verifier {
         }
         let user = UserId::from_subject(&claims.sub).map_err(|_| ApiError::Unauthorized)?;
         let known = Arc::new(Verified {
-            token: token.into(),
             generation,
             user,
             admin: self.is_admin(&claims),
             claims,
         });
-        let mut verified = self
-            .verified
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if verified.len() >= REMEMBERED_TOKENS {
-            verified.clear();
-        }
-        verified.insert(fingerprint, known.clone());
+        self.verified.remember(token, known.clone());
         Ok(known)
     }
 }

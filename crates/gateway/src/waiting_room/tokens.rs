@@ -4,19 +4,14 @@
 //! its buyer (`sub`) and its sale (`sku`), and says which it is (`typ`), so neither passes for the
 //! other.
 
+use crate::auth::TokenMemory;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::hash::Hasher;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 /// Most place tokens remembered; past it the memory starts over.
 const REMEMBERED_PLACES: usize = 200_000;
-
-/// Place tokens that verified, by a fingerprint of their signature: the token whole, and what it
-/// says.
-type Remembered = HashMap<u64, (Arc<str>, Arc<PlaceClaims>)>;
 
 /// What a place token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +68,7 @@ pub struct Tokens {
     validation: Validation,
     /// Place tokens that verified, by a fingerprint of their signature: a waiting buyer sends
     /// the same one with every poll, and a poll is the room's hot path.
-    places: RwLock<Remembered>,
+    places: TokenMemory<PlaceClaims>,
 }
 
 impl Tokens {
@@ -88,7 +83,7 @@ impl Tokens {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
             validation,
-            places: RwLock::default(),
+            places: TokenMemory::new(REMEMBERED_PLACES),
         }
     }
 
@@ -112,29 +107,14 @@ impl Tokens {
     /// The place `token` gives in the room of `sku`, if it is one. A token that verified before
     /// is remembered (and compared whole), not verified again.
     pub fn place(&self, token: &str, sku: &str) -> Option<Arc<PlaceClaims>> {
-        let signature = token.rsplit('.').next().unwrap_or(token);
-        let mut hasher = std::hash::DefaultHasher::new();
-        hasher.write(signature.as_bytes());
-        let fingerprint = hasher.finish();
-        let remembered = self
-            .places
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&fingerprint)
-            .filter(|(known, _)| **known == *token)
-            .map(|(_, claims)| claims.clone());
-        let claims = match remembered {
+        let claims = match self.places.recall(token) {
             Some(claims) => claims,
             None => {
                 let claims = Arc::new(
                     self.read::<PlaceClaims>(token)
                         .filter(|claims| claims.typ == PLACE)?,
                 );
-                let mut places = self.places.write().unwrap_or_else(PoisonError::into_inner);
-                if places.len() >= REMEMBERED_PLACES {
-                    places.clear();
-                }
-                places.insert(fingerprint, (token.into(), claims.clone()));
+                self.places.remember(token, claims.clone());
                 claims
             }
         };
