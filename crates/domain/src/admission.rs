@@ -183,11 +183,6 @@ impl Admission {
         }
         Self::new(mode, rate, ticket_ms / 1000, pre_queue_ms / 1000).ok()
     }
-
-    /// The ticket's lifetime.
-    pub fn ticket(&self) -> Duration {
-        Duration::from_secs(u64::from(self.ticket_secs))
-    }
 }
 
 /// The place of the buyer who joined `seq`-th (from 1) in a room whose first `pre_queue` joins

@@ -34,14 +34,6 @@ pub enum Standing {
     Lost,
 }
 
-impl Standing {
-    /// Whether a change from `self` to `other` is news for a held poll (a move in the line is
-    /// not).
-    pub fn same_kind(&self, other: &Standing) -> bool {
-        std::mem::discriminant(self) == std::mem::discriminant(other)
-    }
-}
-
 /// The place a token's order of joining has in `room`.
 pub fn place_of(room: &RoomState, seq: u64) -> u64 {
     match room.admission.mode {

@@ -13,21 +13,14 @@
 -- in the sale's other buckets.
 -- Returns: {"room", epoch, joined, served, pre_queue, seed, rate, opened_ms (0: not yet),
 --   left, starts_at, ends_at, room definition} | {"not_found"} | {"no_room"}
-local sale = redis.call('HMGET', sale_key, 'starts_at', 'ends_at', 'room')
-if not sale[1] then
-  return {'not_found'}
-end
-if not sale[3] or sale[3] == '' then
-  return {'no_room'}
+local sale, refusal = room_sale()
+if not sale then
+  return refusal
 end
 local rate_word = string.match(sale[3], '^[%w_]+|(%w+)|')
 local r = redis.call('HMGET', room_key, 'epoch', 'joined', 'served', 'pre_queue', 'seed', 'rate',
   'opened_ms', 'tick_ms', 'cut_ms')
-local room_epoch = r[1]
-if not room_epoch then
-  room_epoch = epoch
-  redis.call('HSET', room_key, 'epoch', epoch)
-end
+local line = room_epoch(r[1], epoch)
 local now_ms = tonumber(now)
 local joined = tonumber(r[2] or '0')
 local served = tonumber(r[3] or '0')
@@ -61,6 +54,6 @@ if now_ms >= tonumber(sale[1]) then
       'rate', string.format('%.3f', rate))
   end
 end
-return {'room', room_epoch, tostring(joined), string.format('%.4f', served), r[4] or '0',
+return {'room', line, tostring(joined), string.format('%.4f', served), r[4] or '0',
   room_seed or '0', string.format('%.3f', rate), opened or '0', tostring(left), sale[1], sale[2],
   sale[3]}

@@ -1,7 +1,7 @@
 //! `admit.lua`: the waiting room's clock, which admits places at the room's rate and reports the
 //! line; and [`StockLedger::tick_room`].
 
-use super::{Args, LuaScript};
+use super::{prelude, Args, LuaScript};
 use crate::keys::Key;
 use crate::{StockError, StockLedger};
 use domain::{Admission, SkuId};
@@ -80,7 +80,7 @@ pub(super) struct Admit<'a> {
 
 impl LuaScript for Admit<'_> {
     const NAME: &'static str = "admit";
-    const PRELUDES: &'static [&'static str] = &[];
+    const PRELUDES: &'static [&'static str] = &[prelude::ROOM];
     const BODY: &'static str = include_str!("admit.lua");
     const KEYS: &'static [Key] = &[Key::Sale, Key::Stock, Key::Room];
     const ARGS: &'static [&'static str] = &[

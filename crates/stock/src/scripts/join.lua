@@ -3,27 +3,20 @@
 -- A join before the opening (within the pre-queue window) counts into `pre_queue`, the joins a
 -- `random_at_open` room shuffles at the opening; once the room has opened (`opened_ms`, set by
 -- admit.lua) no join adds to it.
--- The room's `epoch` is made by the first join or admission (the caller's candidate): a room
--- Redis lost starts with another, so a place token of the lost line is told so.
+-- The room's `epoch` is made by the first join or admission (the caller's candidate; see
+-- prelude/room.lua).
 -- Keys: sale, room, places (bucket 0). Arguments: see join.rs.
 -- Returns: {"joined", seq, joined_ms, epoch} | {"again", seq, joined_ms, epoch} | {"not_found"} |
 --   {"no_room"} | {"too_early", opens_ms} | {"ended"}
-local sale = redis.call('HMGET', sale_key, 'starts_at', 'ends_at', 'room')
-if not sale[1] then
-  return {'not_found'}
+local sale, refusal = room_sale()
+if not sale then
+  return refusal
 end
-if not sale[3] or sale[3] == '' then
-  return {'no_room'}
-end
-local room_epoch = redis.call('HGET', room_key, 'epoch')
-if not room_epoch then
-  room_epoch = epoch
-  redis.call('HSET', room_key, 'epoch', epoch)
-end
+local line = room_epoch(redis.call('HGET', room_key, 'epoch'), epoch)
 local place = redis.call('HGET', places_key, user)
 if place then
   local seq, joined = string.match(place, '^(%d+)|(%d+)$')
-  return {'again', seq, joined, room_epoch}
+  return {'again', seq, joined, line}
 end
 local now_ms = tonumber(now)
 if now_ms >= tonumber(sale[2]) then
@@ -38,4 +31,4 @@ redis.call('HSET', places_key, user, seq .. '|' .. now)
 if now_ms < tonumber(sale[1]) and not redis.call('HGET', room_key, 'opened_ms') then
   redis.call('HSET', room_key, 'pre_queue', seq)
 end
-return {'joined', tostring(seq), now, room_epoch}
+return {'joined', tostring(seq), now, line}

@@ -1,6 +1,6 @@
 //! `join.lua`: a buyer takes a place in a sale's waiting room; and [`StockLedger::join_room`].
 
-use super::{Args, LuaScript};
+use super::{prelude, Args, LuaScript};
 use crate::keys::Key;
 use crate::{StockError, StockLedger};
 use domain::{SkuId, UserId};
@@ -43,7 +43,7 @@ pub(super) struct Join<'a> {
 
 impl LuaScript for Join<'_> {
     const NAME: &'static str = "join";
-    const PRELUDES: &'static [&'static str] = &[];
+    const PRELUDES: &'static [&'static str] = &[prelude::ROOM];
     const BODY: &'static str = include_str!("join.lua");
     const KEYS: &'static [Key] = &[Key::Sale, Key::Room, Key::Places];
     const ARGS: &'static [&'static str] = &["user", "now", "epoch"];

@@ -50,6 +50,8 @@ pub(crate) mod prelude {
     pub(crate) const PER_ORDER: &str = include_str!("prelude/per_order.lua");
     /// The transfer record between buckets: `encode_transfer`, `decode_transfer`.
     pub(crate) const TRANSFER: &str = include_str!("prelude/transfer.lua");
+    /// `room_sale()`, `room_epoch(known, candidate)`: needs the sale's and the room's keys.
+    pub(crate) const ROOM: &str = include_str!("prelude/room.lua");
 }
 
 /// One Lua script of the ledger, called with the value of its argument struct.
