@@ -18,14 +18,16 @@
 #   partition, written one batch at a time);
 # - end to end: `seckill-sim demo`, 100,000 buyers for 10,000 units;
 # - the waiting room: `seckill-sim room --compare` (polite buyers and greedy clients, load
-#   shedding alone then behind a room), written by scripts/bench_room.py.
+#   shedding alone then behind a room), written by scripts/bench_room.py;
+# - abuse: `seckill-sim hostile` (honest buyers under each attack against a clean round) and
+#   `seckill-sim pow` (solving a challenge against checking it), written by scripts/bench_abuse.py.
 # For every load run, the CPU time the stack process (in all, and by thread group) and Redis
 # spent (from /proc) is kept.
 # scripts/bench_report.py turns it all into the generated part of docs/benchmarks.md and
 # docs/bench/chart.svg.
 #
 # Usage: make bench        RUNS=5 SECS=10 scripts/bench.sh        SKIP_DEMO=1 scripts/bench.sh
-#        ONLY="worker" scripts/bench.sh   (groups: http, worker, demo, room; the report of a part goes
+#        ONLY="worker" scripts/bench.sh   (groups: http, worker, demo, room, abuse; the report of a part goes
 #                                          to target/bench/benchmarks.md, not docs/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +35,8 @@ cd "$(dirname "$0")/.."
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 for group in ${ONLY:-}; do
   case $group in
-    http | worker | demo | room) ;;
-    *) echo "ONLY: unknown group '$group' (groups: http, worker, demo, room, separated by spaces)"; exit 2 ;;
+    http | worker | demo | room | abuse) ;;
+    *) echo "ONLY: unknown group '$group' (groups: http, worker, demo, room, abuse, separated by spaces)"; exit 2 ;;
   esac
 done
 RUNS=${RUNS:-3}
@@ -77,11 +79,11 @@ load() {
   local name=$1; shift
   local s0 r0
   python3 scripts/bench_report.py thread-ticks "$stack" > "$out/$name.threads"
-  python3 scripts/bench_report.py fetch "$gateway/metrics" > "$out/$name.metrics0"
+  python3 scripts/bench_report.py fetch "$admin/metrics" > "$out/$name.metrics0"
   s0=$(ticks "$stack"); r0=$(ticks "$redis_pid")
   "$sim" load --url "$gateway" --admin-url "$admin" --quiet --output "$out/$name.json" "$@" > "$out/$name.txt"
   echo "$(( $(ticks "$stack") - s0 )) $(( $(ticks "$redis_pid") - r0 )) $(getconf CLK_TCK)" > "$out/$name.cpu"
-  python3 scripts/bench_report.py fetch "$gateway/metrics" > "$out/$name.metrics1"
+  python3 scripts/bench_report.py fetch "$admin/metrics" > "$out/$name.metrics1"
   python3 scripts/bench_report.py thread-ticks "$stack" >> "$out/$name.threads"
   printf '  %-22s %s\n' "$name" "$(head -n 1 "$out/$name.txt")"
   # The next run must not share the cores with the worker writing this one's orders.
@@ -256,13 +258,28 @@ if want room; then
   done
 fi
 
+if want abuse; then
+  echo
+  echo "== abuse: seckill-sim hostile, $RUNS runs; seckill-sim pow"
+  for run in $(seq 1 "$RUNS"); do
+    "$sim" hostile --output "$out/hostile-$run.json" > "$out/hostile-$run.txt" 2> "$out/hostile-$run.log" || true
+    grep -E "^(PASS|FAIL)" "$out/hostile-$run.txt" | sed 's/^/  /' || tail -n 5 "$out/hostile-$run.txt"
+  done
+  for max in 50000 200000; do
+    "$sim" pow --max-number "$max" --runs 100 --json > "$out/pow-$max.json"
+    printf '  pow %s\n' "$("$sim" pow --max-number "$max" --runs 20)"
+  done
+fi
+
 echo
 if [ -z "${ONLY:-}" ]; then
   python3 scripts/bench_report.py write "$out" docs/benchmarks.md docs/bench/chart.svg
   python3 scripts/bench_room.py "$out" docs/benchmarks.md
+  python3 scripts/bench_abuse.py "$out" docs/benchmarks.md
 else
   # Part of the scenarios: the report goes to target/bench, docs/benchmarks.md stays as it is.
   cp docs/benchmarks.md "$out/benchmarks.md"
-  want room || python3 scripts/bench_report.py write "$out" "$out/benchmarks.md" "$out/chart.svg"
+  want room || want abuse || python3 scripts/bench_report.py write "$out" "$out/benchmarks.md" "$out/chart.svg"
   python3 scripts/bench_room.py "$out" "$out/benchmarks.md"
+  python3 scripts/bench_abuse.py "$out" "$out/benchmarks.md"
 fi

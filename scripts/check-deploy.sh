@@ -5,7 +5,7 @@
 #  1. renders every overlay in deploy/k8s/overlays with `kubectl kustomize`;
 #  2. validates the renderings (deploy/validate/deploy_check.py): the built-in kinds strictly
 #     against the Kubernetes $K8S_VERSION JSON schemas shipped by kubernetes-validate, the custom
-#     kinds (ScaledObject, ServiceMonitor, PrometheusRule, KafkaTopic, RedisCluster) against the
+#     kinds (ScaledObject, TriggerAuthentication, ServiceMonitor, PrometheusRule, KafkaTopic, RedisCluster) against the
 #     project's schemas in deploy/validate/schemas, then the references between objects (ports, selectors,
 #     ConfigMap/Secret names, topics and partitions against the settings);
 #  3. checks deploy/prometheus/rules.yml with promtool, runs its unit tests, and checks that the

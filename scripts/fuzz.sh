@@ -27,6 +27,7 @@ export SECKILL__DATABASE__URL=""
 export SECKILL__DATABASE__SQLITE_PATH="$out/seckill.db"
 export SECKILL__REDIS__KEY_PREFIX="fuzz$$"
 export SECKILL__GATEWAY__PER_USER_RATE_PER_SEC=0
+export SECKILL__GATEWAY__PER_USER_READ_RATE_PER_SEC=0
 export SECKILL__LOG__FILTER="error"
 cargo build -q -p flash-sim --bin seckill-sim
 ./target/debug/seckill-sim stack > "$out/stack.out" 2> "$out/stack.log" &
@@ -75,12 +76,12 @@ export PYTHONPATH=scripts SCHEMATHESIS_HOOKS=fuzz_hooks
 # The admin API is served on its own port (`http.admin_port`): its runs go there.
 status=0
 run buyer "$gateway" -H "Authorization: Bearer $buyer" --include-tag buyers --include-tag operations || status=1
-run admin "$admin_api" -H "Authorization: Bearer $admin" --include-tag admin || status=1
+run admin "$admin_api" -H "Authorization: Bearer $admin" --include-tag admin --include-tag ops || status=1
 SECKILL_FUZZ_WEBHOOK_SECRET=$(awk '/^webhook_secret/{gsub(/"/, "", $3); print $3}' config/default.toml) \
   run signed-payments "$gateway" --include-tag payments || status=1
-run forged "$gateway" -H "Authorization: Bearer a.forged.token" --exclude-tag admin || status=1
+run forged "$gateway" -H "Authorization: Bearer a.forged.token" --exclude-tag admin --exclude-tag ops || status=1
 run forged-admin "$admin_api" -H "Authorization: Bearer a.forged.token" --include-tag admin || status=1
-run no-token "$gateway" --exclude-tag admin || status=1
+run no-token "$gateway" --exclude-tag admin --exclude-tag ops || status=1
 run no-token-admin "$admin_api" --include-tag admin || status=1
 
 generated=$( (grep -hoE '[0-9]+ generated' "$out"/*.txt || true) | awk '{n += $1} END {print n + 0}')

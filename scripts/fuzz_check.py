@@ -1,7 +1,7 @@
 """After the fuzzer (scripts/fuzz.sh): once the pipeline is at rest, every unit of the sale is
 accounted for. A unit reserved by a request that got no order would show as a unit Redis holds
 that no order in the database holds. Usage: fuzz_check.py [--create] <gateway url> <admin token>
-<sku> (--create: put the sale on sale first, 100,000 units, open for an hour)."""
+<sku> (--create: put the sale on sale first, 100,000 units at 199.99 EUR, open for an hour)."""
 
 import datetime
 import json
@@ -27,6 +27,8 @@ def create(gateway, admin, sku):
             "starts_at": (now - datetime.timedelta(minutes=1)).isoformat(),
             "ends_at": (now + datetime.timedelta(hours=1)).isoformat(),
             "payment_window_secs": 900,
+            "price_minor": 19_999,
+            "currency": "EUR",
         }
     ).encode()
     request = urllib.request.Request(

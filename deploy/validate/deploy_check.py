@@ -10,7 +10,9 @@ Subcommands (each prints what it checked and exits 1 on the first run with any e
                            it names is one the services export
   manifests FILE ...       a `kubectl kustomize` rendering: built-in kinds strictly against the
                            Kubernetes JSON schemas of kubernetes-validate, the custom kinds against
-                           deploy/validate/schemas, then the cross-references between objects
+                           deploy/validate/schemas, then the cross-references between objects and,
+                           for SECKILL_ENV=production, verified transport (Kafka over TLS, egress
+                           NetworkPolicies, no opt-out but for an in-cluster Redis)
   dashboard OUT            the Grafana dashboard; writes its queries as a rule file to OUT so
                            that promtool can parse every one of them
   compose OUTDIR           the compose file; copies its Prometheus config and rules.yml into
@@ -55,6 +57,7 @@ CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring.coreos.com-v1.json",
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "kafkatopic-kafka.strimzi.io-v1beta2.json",
     ("redis.redis.opstreelabs.in/v1beta2", "RedisCluster"): "rediscluster-redis.redis.opstreelabs.in-v1beta2.json",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda.sh-v1alpha1.json",
 }
 
 
@@ -386,7 +389,7 @@ def check_rendering(path: Path, args) -> int:
     checker.expect(config.get("SECKILL__LOG__FORMAT") in {"json", "pretty"}, "SECKILL__LOG__FORMAT must be json or pretty")
     for secret_key in ("SECKILL__REDIS__URL", "SECKILL__DATABASE__URL", "SECKILL__AUTH__JWT_SECRET",
                        "SECKILL__PAYMENTS__WEBHOOK_SECRET", "SECKILL__WAITING_ROOM__TICKET_SECRET",
-                       "SECKILL__KAFKA__SECURITY__SASL_PASSWORD"):
+                       "SECKILL__KAFKA__SECURITY__SASL_PASSWORD", "SECKILL__MESSAGES__SIGNING_KEYS"):
         checker.expect(secret_key not in config, f"{secret_key} is a secret: it belongs in seckill-secrets, not the ConfigMap")
     grace = int(config.get("SECKILL__SHUTDOWN__GRACE_SECS", "20"))
     partitions = int(config.get("SECKILL__KAFKA__PARTITIONS", "0"))
@@ -535,6 +538,8 @@ def check_rendering(path: Path, args) -> int:
                            f"{where}: {workload['kind']}/{workload['metadata']['name']} cannot reach Redis and PostgreSQL")
         checker.ok(f"{where}: admits the {len(workloads)} seckill workloads and nothing unnamed")
 
+    check_verified_transport(checker, config, objects, by_kind, workloads, secrets, args.external_secret)
+
     topics = {config.get("SECKILL__KAFKA__ORDERS_TOPIC"), config.get("SECKILL__KAFKA__DLQ_TOPIC")}
     for scaled in by_kind.get("ScaledObject", []):
         where = f"ScaledObject/{scaled['metadata']['name']}"
@@ -628,7 +633,7 @@ def check_rendering(path: Path, args) -> int:
                 checker.expect(endpoint.get("path", "/metrics") == "/metrics", f"{where}: the services serve /metrics")
             checker.ok(f"{where}: scrapes Service/{matched[0]['metadata']['name']} on a named port")
     scraped = {m["spec"]["selector"].get("matchLabels", {}).get("app.kubernetes.io/name") for m in by_kind.get("ServiceMonitor", [])}
-    checker.expect({"seckill-gateway", "seckill-order-worker", "seckill-dlq-replayer"} <= scraped,
+    checker.expect({"seckill-gateway-admin", "seckill-order-worker", "seckill-dlq-replayer"} <= scraped,
                    "each of the three services needs a ServiceMonitor")
 
     rules = by_kind.get("PrometheusRule", [])
@@ -643,6 +648,145 @@ def check_rendering(path: Path, args) -> int:
     kinds = sorted({(d["kind"], "builtin" if is_builtin_group(d["apiVersion"]) else "custom") for d in docs})
     print("   kinds: " + ", ".join(f"{k} ({how})" for k, how in kinds))
     return checker.finish()
+
+
+# ---------------------------------------------------------------- verified transport
+
+# What deployment.allow_unverified_transport may name.
+BACKENDS = {"database", "redis", "kafka"}
+# The kafka.security.protocol values that are TLS.
+TLS_PROTOCOLS = {"ssl", "sasl_ssl"}
+# The label of the pods that talk to Kafka, which the Kafka listener's networkPolicyPeers admit
+# (docs/production.md, "Verified transport").
+KAFKA_CLIENT_LABEL = ("seckill.io/kafka-client", "true")
+
+
+def kafka_ports(config: dict) -> set[int]:
+    """The ports of SECKILL__KAFKA__BOOTSTRAP_SERVERS (host:port, comma-separated)."""
+    ports = set()
+    for server in config.get("SECKILL__KAFKA__BOOTSTRAP_SERVERS", "").split(","):
+        port = server.strip().rpartition(":")[2]
+        if port.isdigit():
+            ports.add(int(port))
+    return ports
+
+
+def secret_reference_problem(name: str, keys: list[str], secrets: dict, external: list[str]) -> str | None:
+    """Why a reference to the keys of Secret `name` cannot hold, or None."""
+    if name in secrets:
+        data = {**secrets[name].get("data", {}), **secrets[name].get("stringData", {})}
+        missing = [key for key in keys if key not in data]
+        return f"Secret {name} has no key {', '.join(missing)}" if missing else None
+    return None if name in external else f"Secret {name} is neither rendered nor declared external"
+
+
+def check_verified_transport(checker: Checker, config: dict, objects: dict, by_kind: dict, workloads: list[dict],
+                             secrets: dict, external: list[str]) -> None:
+    """The pods can read the files their TLS settings name, KEDA speaks the brokers' protocol and
+    the opt-out names known backends; a production rendering (SECKILL_ENV=production) also
+    reaches Kafka over TLS, accepts no unverified Kafka or database, and limits where its pods
+    may connect with egress NetworkPolicies (the services refuse an unverified backend at start,
+    docs/production.md)."""
+    production = config.get("SECKILL_ENV") == "production"
+    before = len(checker.errors)
+    opt_out_key = "SECKILL__DEPLOYMENT__ALLOW_UNVERIFIED_TRANSPORT"
+    opt_out = {name.strip() for name in config.get(opt_out_key, "").split(",") if name.strip()}
+    checker.expect(opt_out <= BACKENDS, f"{opt_out_key} names {sorted(opt_out - BACKENDS)}: the backends are {sorted(BACKENDS)}")
+    protocol = config.get("SECKILL__KAFKA__SECURITY__PROTOCOL", "plaintext")
+    tls = protocol in TLS_PROTOCOLS
+    if production:
+        checker.expect(tls, f"SECKILL__KAFKA__SECURITY__PROTOCOL is {protocol!r}: a production rendering reaches Kafka over "
+                            "TLS (ssl or sasl_ssl; deploy/k8s/components/verified-transport)")
+        for backend in sorted(opt_out & {"kafka", "database"}):
+            checker.error(f"{opt_out_key} names {backend}: a production rendering verifies its {backend} peer")
+        if "redis" in opt_out:
+            # Only for a Redis this rendering runs itself, in the namespace, behind seckill-datastores.
+            if checker.expect(bool(by_kind.get("RedisCluster")),
+                              f"{opt_out_key} names redis, but no in-cluster Redis is rendered: verify the Redis you reach"):
+                checker.note(f"{opt_out_key}=redis: the in-cluster Redis Cluster is plaintext; every service logs it at start")
+
+    # The TLS files of Redis and Kafka (CA, certificate, key): every pod that reads seckill-config
+    # must have them, since loading the settings checks that each can be read.
+    files = {key: value for key, value in config.items() if "__TLS__" in key and key.endswith("_FILE") and value}
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+        for volume in volumes.values():
+            secret = volume.get("secret")
+            if secret:
+                problem = secret_reference_problem(secret["secretName"], [i["key"] for i in secret.get("items", [])], secrets, external)
+                checker.expect(secret.get("optional") or problem is None,
+                               f"{workload['kind']}/{workload['metadata']['name']} volume {volume['name']}: {problem}")
+        for container in pod.get("containers", []):
+            cw = f"{workload['kind']}/{workload['metadata']['name']} container {container['name']}"
+            reads_config = any(source.get("configMapRef", {}).get("name", "").startswith("seckill-config")
+                               for source in container.get("envFrom", []))
+            if not reads_config:
+                continue
+            mounts = [m for m in container.get("volumeMounts", []) if m.get("name") in volumes]
+            for key, path in sorted(files.items()):
+                covered = any(path.startswith(m["mountPath"].rstrip("/") + "/") for m in mounts)
+                checker.expect(covered, f"{cw}: {key}={path} is under no volumeMount of the pod (loading the settings checks that it can be read)")
+
+    # KEDA reads the worker's lag from the same brokers: over TLS when they are, verified.
+    for scaled in by_kind.get("ScaledObject", []):
+        for trigger in scaled["spec"]["triggers"]:
+            if trigger["type"] != "kafka":
+                continue
+            where = f"ScaledObject/{scaled['metadata']['name']} kafka trigger"
+            meta = trigger["metadata"]
+            checker.expect(meta.get("tls", "disable") == ("enable" if tls else "disable"),
+                           f"{where}: tls {meta.get('tls', 'disable')!r}, but SECKILL__KAFKA__SECURITY__PROTOCOL is {protocol!r}")
+            checker.expect(str(meta.get("unsafeSsl", "false")).lower() != "true", f"{where}: unsafeSsl turns off the check of the brokers")
+            if not (tls and config.get("SECKILL__KAFKA__SECURITY__TLS__CA_FILE")):
+                continue
+            # A private CA (Strimzi's cluster CA): KEDA needs it too, from a TriggerAuthentication.
+            ref = trigger.get("authenticationRef", {}).get("name")
+            auth = objects.get(("TriggerAuthentication", ref)) if ref else None
+            if checker.expect(auth is not None, f"{where}: the brokers' CA is private (SECKILL__KAFKA__SECURITY__TLS__CA_FILE): "
+                                                "give KEDA its `ca` through an authenticationRef to a rendered TriggerAuthentication"):
+                targets = auth["spec"].get("secretTargetRef", [])
+                checker.expect(any(t.get("parameter") == "ca" for t in targets), f"TriggerAuthentication/{ref}: no `ca` parameter")
+                for target in targets:
+                    problem = secret_reference_problem(target["name"], [target["key"]], secrets, external)
+                    checker.expect(problem is None, f"TriggerAuthentication/{ref}: {problem}")
+
+    if production:
+        # Where the pods may connect: egress policies select every seckill pod, every rule names
+        # its ports, and Kafka's port is open towards named peers only.
+        egress = [p for p in by_kind.get("NetworkPolicy", []) if "Egress" in p["spec"].get("policyTypes", [])]
+        ports = kafka_ports(config)
+
+        def numbered(rule: dict) -> set[int]:
+            return {int(port["port"]) for port in rule.get("ports", []) if str(port.get("port", "")).isdigit()}
+
+        for policy in egress:
+            name = policy["metadata"]["name"]
+            for rule in policy["spec"].get("egress", []):
+                checker.expect(bool(rule.get("ports")), f"NetworkPolicy/{name}: an egress rule without ports opens every port")
+                if numbered(rule) & ports:
+                    checker.expect(bool(rule.get("to")), f"NetworkPolicy/{name}: Kafka's port {sorted(numbered(rule) & ports)} is "
+                                                         "open towards any address: name the brokers (`to`)")
+        for workload in workloads:
+            where = f"{workload['kind']}/{workload['metadata']['name']}"
+            labels = workload["spec"]["template"]["metadata"].get("labels", {})
+            selecting = [p for p in egress if all(labels.get(k) == v for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())]
+            if not checker.expect(bool(selecting), f"{where}: no egress NetworkPolicy selects its pods: a production pod connects to its backends only"):
+                continue
+            reach = set().union(*(numbered(rule) for p in selecting for rule in p["spec"].get("egress", [])))
+            if workload["kind"] == "Deployment":
+                checker.expect(bool(ports & reach), f"{where}: its egress NetworkPolicies open no port of the brokers {sorted(ports)}")
+                checker.expect(labels.get(KAFKA_CLIENT_LABEL[0]) == KAFKA_CLIENT_LABEL[1],
+                               f"{where}: its pods need the label {KAFKA_CLIENT_LABEL[0]}: \"{KAFKA_CLIENT_LABEL[1]}\", "
+                               "which the Kafka listener's networkPolicyPeers admit")
+
+    if len(checker.errors) == before:
+        if production:
+            checker.ok(f"verified transport: Kafka over {protocol} (KEDA too), TLS files mounted in every pod, egress "
+                       f"NetworkPolicies on every pod, Kafka's port towards named peers only, opt-out {sorted(opt_out) or 'none'}")
+        else:
+            checker.ok(f"transport: TLS files mounted in every pod, KEDA speaks {protocol}, opt-out {sorted(opt_out) or 'none'} "
+                       f"(SECKILL_ENV {config.get('SECKILL_ENV')!r}: no production requirements)")
 
 
 # ---------------------------------------------------------------- dashboard

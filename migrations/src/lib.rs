@@ -9,6 +9,7 @@ mod m20261126_000002_payment_window;
 mod m20261126_000003_stock_buckets;
 mod m20261127_000004_enum_checks;
 mod m20261207_000005_waiting_room;
+mod m20261207_000006_sale_pricing;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_stock_buckets::Migration),
             Box::new(m20261127_000004_enum_checks::Migration),
             Box::new(m20261207_000005_waiting_room::Migration),
+            Box::new(m20261207_000006_sale_pricing::Migration),
         ]
     }
 }

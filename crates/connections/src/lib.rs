@@ -1,7 +1,8 @@
 //! The connections every seckill service opens (the Redis stock ledger, the database, an
 //! idempotent Kafka producer, and where the brokers are for the consumers a service opens),
 //! opened the same way by the gateway and the consumers, and the one readiness check over them
-//! that every service's `/readyz` answers with.
+//! that every service's `/readyz` answers with. Before any of them is opened, a deployment
+//! checks that each one verifies its peer ([`require_verified_transport`]).
 
 use anyhow::Context;
 use rdkafka::producer::FutureProducer;
@@ -12,6 +13,27 @@ use store::Store;
 
 /// How long the brokers may take to answer the readiness check's metadata request.
 const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Refuses, in a deployment, settings under which a connection to a backend would not verify
+/// its peer ([`Settings::require_verified_transport`]), and logs a warning for each backend that
+/// `deployment.allow_unverified_transport` lets through anyway: at every start, so that the
+/// opt-out cannot be forgotten in a log from months ago. [`Connections::connect`] runs it; a
+/// command that connects on its own runs it before it does.
+pub fn require_verified_transport(settings: &Settings) -> anyhow::Result<()> {
+    let accepted = settings
+        .require_verified_transport()
+        .context("checking that every backend's peer is verified")?;
+    for unverified in accepted {
+        tracing::warn!(
+            backend = %unverified.backend,
+            key = unverified.key,
+            problem = %unverified.problem,
+            environment = %settings.environment,
+            "backend peer NOT verified (deployment.allow_unverified_transport): whoever is on the network path can read and change this traffic"
+        );
+    }
+    Ok(())
+}
 
 /// Redis, the database and a producer, connected, and the brokers' endpoint.
 #[derive(Clone)]
@@ -29,10 +51,12 @@ pub struct Connections {
 
 impl Connections {
     /// Connects to everything the settings name; `bootstrap` overrides the settings' Kafka
-    /// servers (an embedded broker). Redis is connected now if it answers within a second, and
-    /// on first use otherwise, so this succeeds while Redis is down; the database is connected
-    /// (and migrated, if the settings say so) now.
+    /// servers (an embedded broker). In a deployment it first refuses a backend whose peer would
+    /// not be verified ([`require_verified_transport`]). Redis is connected now if it answers
+    /// within a second, and on first use otherwise, so this succeeds while Redis is down; the
+    /// database is connected (and migrated, if the settings say so) now.
     pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
+        require_verified_transport(settings)?;
         let endpoint = kafka::Endpoint::from_settings(&settings.kafka, bootstrap);
         let ledger = StockLedger::new(&settings.redis)
             .context("redis connection")?

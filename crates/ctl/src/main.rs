@@ -114,6 +114,8 @@ enum Dlq {
     ///
     /// Commits nothing for the replayer, which still settles each letter afterwards without a
     /// second effect; stop the replayer first if the replay must win over a compensation.
+    /// Letters of forged messages, and letters without a valid signature of a worker, are
+    /// refused: the orders republished are signed with this shell's `messages.signing_keys`.
     Replay {
         /// The reason code of the letters to replay (`dlq inspect` counts them by reason).
         #[arg(long, value_parser = reason_parser())]
@@ -145,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
     // The settings' filter, not RUST_LOG: SECKILL__LOG__FILTER changes it, as for the services.
     telemetry::try_init_tracing(&settings.log, std::io::stderr)
         .map_err(|error| anyhow::anyhow!(error).context("installing the log"))?;
+    connections::require_verified_transport(&settings)?;
     match cli.command {
         Command::Migrate { action } => migrate(&settings, action).await,
         Command::Topics => {
@@ -275,21 +278,28 @@ async fn dlq(settings: &Settings, action: Dlq) -> anyhow::Result<()> {
         ),
         Dlq::Replay { reason, dry_run } => {
             let producer = kafka::producer(&endpoint).context("kafka producer")?;
+            // The orders replayed are signed with these keys: in a deployment, its own (the
+            // workers there refuse the development keys' signatures as forged).
+            settings.require_deployed_message_keys()?;
+            let keyring = settings.messages.keyring()?;
             let orders_topic = &settings.kafka.orders_topic;
             let report = dlq_replayer::letters::replay(
                 &letters,
                 reason,
                 &producer,
                 orders_topic,
+                &keyring,
                 dry_run,
                 std::io::stderr().is_terminal(),
             )
             .await?;
             println!(
-                "{} {} dead letters ({reason}) to {orders_topic}; {} not orders, skipped",
+                "{} {} dead letters ({reason}) to {orders_topic}; {} not orders, skipped; {} \
+                 forged or not signed by a worker, refused",
                 if dry_run { "would replay" } else { "replayed" },
                 report.replayed,
-                report.skipped
+                report.skipped,
+                report.refused
             );
         }
     }

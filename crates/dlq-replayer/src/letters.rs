@@ -3,13 +3,15 @@
 //!
 //! Both read with a throwaway consumer group from the replayer group's committed offsets to the
 //! end of each partition, and neither commits anything for the replayer: the running replayer
-//! still settles every letter afterwards. That second handling has no second effect: the worker
+//! still settles every letter afterwards. `replay` never republishes the letter of a forged
+//! message, nor a letter no worker signed: republished, its bytes would be signed with the
+//! operator's keys and written as an order. That second handling has no second effect: the worker
 //! writes an order once, a compensation never overrides a written order, and a released
 //! reservation stays released. To have a replay win over a compensation, stop `run` first.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use domain::{DeadLetter, OrderRequested, ReasonCode};
+use domain::{DeadLetter, Keyring, OrderRequested, ReasonCode};
 use indicatif::{ProgressBar, ProgressStyle};
 use kafka::consume::header as message_header;
 use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
@@ -177,15 +179,21 @@ pub struct ReplayReport {
     pub replayed: usize,
     /// Letters of the reason that are not orders and cannot be replayed.
     pub skipped: usize,
+    /// Letters of the reason refused: letters of forged messages, or letters without a valid
+    /// signature of a worker (logged each).
+    pub refused: usize,
 }
 
 /// Republishes the orders of the pending letters with `reason` to the orders topic, with the
-/// replay count the replayer's own retries give (the letter's attempts so far), showing a progress bar when `progress`. `dry_run` only counts them.
+/// replay count the replayer's own retries give (the letter's attempts so far), signed with
+/// `keyring`, showing a progress bar when `progress`. `dry_run` only counts them. The letters
+/// of forged messages and those whose signature does not check out are refused.
 pub async fn replay(
     letters: &[PendingLetter],
     reason: ReasonCode,
     producer: &FutureProducer,
     orders_topic: &str,
+    keyring: &Keyring,
     dry_run: bool,
     progress: bool,
 ) -> anyhow::Result<ReplayReport> {
@@ -203,6 +211,21 @@ pub async fn replay(
     };
     let mut report = ReplayReport::default();
     for letter in chosen {
+        let signed = kafka::signature::dead_letter_of(&letter.message);
+        let verified = kafka::signature::verify(&letter.message, keyring, &signed);
+        if let Err(forgery) = &verified {
+            tracing::warn!(
+                partition = letter.partition,
+                offset = letter.offset,
+                error = %forgery,
+                "dead letter without a valid signature; not replayed"
+            );
+        }
+        if verified.is_err() || reason == ReasonCode::Forged {
+            report.refused += 1;
+            bar.inc(1);
+            continue;
+        }
         let Some(order) = &letter.order else {
             report.skipped += 1;
             bar.inc(1);
@@ -211,9 +234,16 @@ pub async fn replay(
         if !dry_run {
             let replays = letter.letter.as_ref().map_or(1, |l| l.attempts.max(1));
             let trace = kafka::trace::continued(&letter.message);
-            crate::republish(producer, orders_topic, &letter.message, replays, &trace)
-                .await
-                .with_context(|| format!("replaying {}", order.order_id))?;
+            crate::republish(
+                producer,
+                orders_topic,
+                keyring,
+                &letter.message,
+                replays,
+                &trace,
+            )
+            .await
+            .with_context(|| format!("replaying {}", order.order_id))?;
             tracing::info!(
                 order_id = %order.order_id,
                 trace_id = %trace.trace_id(),

@@ -1,9 +1,17 @@
 //! The dead-letter replayer: drains the dead-letter topic and settles every letter exactly once
 //! in effect.
 //!
+//! - A letter a worker did not sign (`messages.signing_keys`, see `domain::signing`) is acted on
+//!   in no way: anyone who can write to the dead-letter topic could otherwise have a buyer's
+//!   order failed, or any bytes republished, signed by the replayer, to the orders topic. It is
+//!   logged, counted as `unauthentic` and skipped.
+//! - A letter of a message the worker refused as `forged` is neither republished nor
+//!   compensated: its bytes may copy a real buyer's order, whose reservation is not this
+//!   letter's to give back. It is logged, counted as `forged` and skipped.
 //! - A retryable letter (`retries_exhausted`: the database or Redis was down for too long) is
 //!   republished to the orders topic once it has aged `replayer.replay_delay_secs`, carrying its
-//!   replay count, at most `replayer.max_replays` times.
+//!   replay count and signed again (the count is signed too), at most `replayer.max_replays`
+//!   times.
 //! - Any other letter, and a retryable one out of replays, is compensated: the order is recorded
 //!   as failed with its reason (unless it was written after all) and its Redis reservation is
 //!   released. Both steps are idempotent, so a replayer killed half-way simply repeats them.
@@ -32,7 +40,7 @@ pub mod metrics;
 use connections::Connections;
 use consumer_runtime::{Handled, Handler, Service, Spec};
 use domain::dead_letter::header;
-use domain::{Backoff, DeadLetter, OrderRequested, ReasonCode};
+use domain::{Backoff, DeadLetter, Keyring, OrderRequested, ReasonCode, Signed};
 use kafka::consume::header as message_header;
 use kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use kafka::rdkafka::producer::{FutureProducer, FutureRecord};
@@ -67,6 +75,12 @@ pub enum Settled {
     /// is republished as its last replay. Logged at error with the letter's place and order id,
     /// and counted.
     Unreadable,
+    /// The letter of a message the worker refused as forged: neither republished nor
+    /// compensated (the order it names may be a real buyer's); logged and counted.
+    Forged,
+    /// A letter without a valid signature of a worker: nothing it says is acted on; logged and
+    /// counted.
+    Unauthentic,
 }
 
 /// Why settling a letter failed.
@@ -105,6 +119,8 @@ impl Replayer {
     /// Connects to everything the settings name (`bootstrap` overrides the Kafka servers) and
     /// binds the ops port.
     pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
+        settings.require_deployed_message_keys()?;
+        let keyring = settings.messages.keyring()?;
         let connections = Connections::connect(settings, bootstrap).await?;
         let metrics = ReplayerMetrics::new(telemetry::new_registry());
         let config = &settings.replayer;
@@ -114,6 +130,7 @@ impl Replayer {
                 store: connections.store.clone(),
                 producer: connections.producer.clone(),
                 orders_topic: settings.kafka.orders_topic.clone(),
+                keyring,
                 config: config.clone(),
             },
             backoff: Backoff {
@@ -226,6 +243,8 @@ pub struct Settler {
     pub producer: FutureProducer,
     /// Where retried orders go.
     pub orders_topic: String,
+    /// Verifies the letters' signatures and signs the orders republished.
+    pub keyring: Keyring,
     /// Replay policy.
     pub config: ReplayerSettings,
 }
@@ -240,7 +259,24 @@ impl Settler {
         trace: &TraceContext,
         shutdown: &CancellationToken,
     ) -> Result<Option<Settled>, SettleError> {
+        let signed = kafka::signature::dead_letter_of(message);
+        if let Err(forgery) = kafka::signature::verify(message, &self.keyring, &signed) {
+            tracing::warn!(
+                problem = forgery.kind().as_str(),
+                key_id = forgery.key_id().map_or("-", |id| id.as_str()),
+                error = %forgery,
+                "dead letter without a valid signature; nothing done (see the runbook)"
+            );
+            return Ok(Some(Settled::Unauthentic));
+        }
         let letter = DeadLetter::from_headers(|name| message_header(message, name));
+        if letter
+            .as_ref()
+            .is_ok_and(|letter| letter.reason == ReasonCode::Forged)
+        {
+            tracing::warn!("letter of a forged message; nothing retried or compensated");
+            return Ok(Some(Settled::Forged));
+        }
         let Ok(order) = OrderRequested::decode(message.payload().unwrap_or_default()) else {
             tracing::warn!(
                 offset = message.offset(),
@@ -266,6 +302,7 @@ impl Settler {
                 republish(
                     &self.producer,
                     &self.orders_topic,
+                    &self.keyring,
                     message,
                     self.config.max_replays,
                     trace,
@@ -282,9 +319,16 @@ impl Settler {
                 _ = shutdown.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(wait) => {}
             }
-            republish(&self.producer, &self.orders_topic, message, attempts, trace)
-                .await
-                .map_err(SettleError::Republish)?;
+            republish(
+                &self.producer,
+                &self.orders_topic,
+                &self.keyring,
+                message,
+                attempts,
+                trace,
+            )
+            .await
+            .map_err(SettleError::Republish)?;
             tracing::info!(replay = attempts, "order republished");
             return Ok(Some(Settled::Retried));
         }
@@ -297,12 +341,16 @@ impl Settler {
     }
 
     /// Marks `order` failed (unless it has a row already) and releases its reservation.
-    /// Idempotent.
+    /// Idempotent. A forged order is neither: it is nobody's, and the reservation its id names
+    /// may be a buyer's.
     pub async fn compensate(
         &self,
         order: &OrderRequested,
         reason: ReasonCode,
     ) -> Result<Settled, SettleError> {
+        if reason == ReasonCode::Forged {
+            return Ok(Settled::Forged);
+        }
         if self.store.mark_failed(order, reason).await?.took_stock() {
             return Ok(Settled::AlreadyWritten);
         }
@@ -329,11 +377,14 @@ pub fn letter_span(message: &OwnedMessage, trace: &TraceContext) -> tracing::Spa
 }
 
 /// Republishes a dead letter's order (its original key and bytes) to `orders_topic`, carrying
-/// its replay count and the republisher's `trace` (the order's trace, continued). Used by the
-/// replayer's retries and by the operator's `replay`.
+/// its replay count and the republisher's `trace` (the order's trace, continued), signed with
+/// `keyring` (key, bytes and count). Used by the replayer's retries and by the operator's
+/// `replay`, each only for a letter whose signature it checked: whatever is passed here gets
+/// the worker's trust.
 pub async fn republish(
     producer: &FutureProducer,
     orders_topic: &str,
+    keyring: &Keyring,
     message: &OwnedMessage,
     replays: u32,
     trace: &TraceContext,
@@ -344,6 +395,12 @@ pub async fn republish(
         value: Some(count.as_bytes()),
     });
     let headers = kafka::trace::with_trace(headers, trace);
+    let signed = Signed::Order {
+        key: message.key().unwrap_or_default(),
+        payload: message.payload().unwrap_or_default(),
+        replays: count.as_bytes(),
+    };
+    let headers = kafka::signature::with_signature(headers, keyring, &signed);
     let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(orders_topic).headers(headers);
     if let Some(key) = message.key() {
         record = record.key(key);

@@ -20,7 +20,7 @@ impl ReplayerMetrics {
         let settled = counter_by(
             &registry,
             "seckill_dead_letters_settled_total",
-            "Dead letters settled, by outcome (retried, compensated, already_written, unrecoverable, abandoned, unreadable).",
+            "Dead letters settled, by outcome (retried, compensated, already_written, unrecoverable, abandoned, unreadable, forged, unauthentic).",
             "outcome",
             [
                 "retried",
@@ -29,6 +29,8 @@ impl ReplayerMetrics {
                 "unrecoverable",
                 "abandoned",
                 "unreadable",
+                "forged",
+                "unauthentic",
             ],
         );
         Self { registry, settled }
@@ -43,6 +45,8 @@ impl ReplayerMetrics {
             Settled::Unrecoverable => "unrecoverable",
             Settled::Abandoned => "abandoned",
             Settled::Unreadable => "unreadable",
+            Settled::Forged => "forged",
+            Settled::Unauthentic => "unauthentic",
         };
         self.settled.with_label_values(&[outcome]).inc();
     }

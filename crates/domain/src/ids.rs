@@ -148,6 +148,14 @@ string_id!(
     |c: char| c.is_ascii_graphic()
 );
 
+string_id!(
+    /// The id of a key that signs messages (`messages.signing_key_id`): it travels in the
+    /// signature header and names the secret to check it with, so keys can be rotated. Without
+    /// `:` and `,`, which separate it from the signature and the keys from each other.
+    KeyId, "key id", 64, "lower-case ASCII letters, digits, '-', '_' and '.'",
+    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+);
+
 /// An order's id: `<sku_id>.<32 hex digits>`.
 ///
 /// It carries its SKU so that a pending order, which so far only exists as a reservation in the

@@ -7,20 +7,23 @@ pub mod dead_letter;
 pub mod ids;
 pub mod order;
 pub mod payment;
+pub mod pow;
 pub mod reason;
 pub mod reservation;
 pub mod retry;
 pub mod sale;
+pub mod signing;
 
 pub use admission::{Admission, AdmissionError, AdmissionMode, AdmissionRate};
 pub use dead_letter::{DeadLetter, DeadLetterError};
-pub use ids::{IdError, IdempotencyKey, OrderId, Quantity, SkuId, UserId};
+pub use ids::{IdError, IdempotencyKey, KeyId, OrderId, Quantity, SkuId, UserId};
 pub use order::{DecodeError, OrderRequested, OrderStatus, ORDER_SCHEMA_VERSION};
 pub use payment::{PaymentId, PaymentNotice, PaymentOutcome, RefundReason};
 pub use reason::ReasonCode;
 pub use reservation::ReservationState;
 pub use retry::Backoff;
 pub use sale::{Currency, PaymentTerms, Price, SaleError, SaleSpec, SaleWindow};
+pub use signing::{Forgery, Keyring, Signed};
 
 /// Default name of the topic that carries accepted orders from the gateway to the worker.
 pub const ORDERS_TOPIC: &str = "seckill.orders";

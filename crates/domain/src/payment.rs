@@ -154,7 +154,7 @@ pub enum SignatureError {
 }
 
 fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    let mut mac = crate::signing::hmac_sha256(secret);
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);

@@ -35,6 +35,10 @@ pub enum ReasonCode {
     UnreadableState,
     /// The buyer did not pay within the sale's payment window; the units went back on sale.
     PaymentWindowElapsed,
+    /// The message's signature is missing or does not check out ([`crate::signing`]): nobody
+    /// of ours wrote it. It is never written, retried nor compensated: the order it names may
+    /// be a real buyer's, whose reservation is not this message's to give back.
+    Forged,
 }
 
 impl ReasonCode {
@@ -60,7 +64,8 @@ impl ReasonCode {
             | ReasonCode::ReplayAttemptsExhausted
             | ReasonCode::IdempotencyConflict
             | ReasonCode::UnreadableState
-            | ReasonCode::PaymentWindowElapsed => false,
+            | ReasonCode::PaymentWindowElapsed
+            | ReasonCode::Forged => false,
         }
     }
 }
@@ -85,6 +90,7 @@ mod tests {
             "idempotency_conflict",
             "unreadable_state",
             "payment_window_elapsed",
+            "forged",
         ]);
         assert_serde_is_the_string::<ReasonCode>();
     }

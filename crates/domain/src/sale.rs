@@ -25,8 +25,14 @@ pub enum SaleError {
         max: u32,
     },
     /// A price without a currency, a currency without a price, or a price out of range.
-    #[error("price_minor (0 to 10000000000000) and currency (ISO 4217, e.g. \"EUR\") go together")]
+    #[error("price_minor (1 to 10000000000000) and currency (ISO 4217, e.g. \"EUR\") go together; a sale that costs nothing says \"free\": true instead")]
     Price,
+    /// Neither a price nor `free`.
+    #[error("a sale must name its price: price_minor (1 to 10000000000000) with currency (ISO 4217, e.g. \"EUR\"), or \"free\": true")]
+    Unpriced,
+    /// `free` with a price or a currency.
+    #[error("a free sale (\"free\": true) takes neither price_minor nor currency")]
+    FreeWithPrice,
     /// Not three upper-case ASCII letters.
     #[error("currency must be an ISO 4217 code of three upper-case letters, e.g. \"EUR\"")]
     Currency,
@@ -86,15 +92,44 @@ pub struct Price {
     pub currency: Currency,
 }
 
+/// What a payment that pays an order of the sale must amount to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pricing {
+    /// Exactly `quantity x price`, in the price's currency.
+    Priced(Price),
+    /// Nothing: the sale says it is free, and a notice that pays one of its orders carries
+    /// `amount_minor` 0. Its currency is not checked: a free sale names none.
+    Free,
+    /// Neither a price nor free: a sale stored before a sale had to say which. No payment pays
+    /// its orders until it is put again with a price or as free (fail closed: nothing tells what
+    /// its orders cost). [`PaymentTerms::new`] never makes it.
+    Unpriced,
+}
+
+impl Pricing {
+    /// The price, when the sale has one.
+    pub fn price(&self) -> Option<Price> {
+        match self {
+            Pricing::Priced(price) => Some(*price),
+            Pricing::Free | Pricing::Unpriced => None,
+        }
+    }
+
+    /// Whether the sale says it is free.
+    pub fn is_free(&self) -> bool {
+        matches!(self, Pricing::Free)
+    }
+}
+
 /// How a sale is paid: the time a buyer has, and what a payment must amount to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentTerms {
     /// Seconds a buyer has to pay, counted from when the order is written (the moment it can be
     /// paid).
     pub window_secs: u32,
-    /// When set, a payment must be exactly `quantity x price` in this currency; when not, the
-    /// amount is the shop's checkout's business and is not checked.
-    pub price: Option<Price>,
+    /// What a payment must amount to.
+    pub pricing: Pricing,
 }
 
 impl PaymentTerms {
@@ -106,32 +141,61 @@ impl PaymentTerms {
     /// the largest amount a payment notice may carry.
     pub const MAX_PRICE_MINOR: i64 = 10_000_000_000_000;
 
-    /// Validates terms: a window of `1..=MAX_WINDOW_SECS` seconds; a price and a currency
-    /// together or neither.
+    /// Validates terms as an admin sets them: a window of `1..=MAX_WINDOW_SECS` seconds, and
+    /// either a price of `1..=MAX_PRICE_MINOR` with its currency or `free` (never both, never
+    /// neither).
     pub fn new(
         window_secs: i64,
         price_minor: Option<i64>,
         currency: Option<&str>,
+        free: bool,
     ) -> Result<Self, SaleError> {
-        if !(1..=i64::from(Self::MAX_WINDOW_SECS)).contains(&window_secs) {
-            return Err(SaleError::PaymentWindow {
-                max: Self::MAX_WINDOW_SECS,
-            });
-        }
-        let price = match (price_minor, currency) {
-            (None, None) => None,
-            (Some(minor), Some(currency)) if (0..=Self::MAX_PRICE_MINOR).contains(&minor) => {
-                Some(Price {
+        let window_secs = Self::window_of(window_secs)?;
+        let pricing = match (price_minor, currency, free) {
+            (None, None, true) => Pricing::Free,
+            (_, _, true) => return Err(SaleError::FreeWithPrice),
+            (None, None, false) => return Err(SaleError::Unpriced),
+            (Some(minor), Some(currency), false)
+                if (1..=Self::MAX_PRICE_MINOR).contains(&minor) =>
+            {
+                Pricing::Priced(Price {
                     minor_per_unit: minor,
                     currency: Currency::parse(currency)?,
                 })
             }
-            _ => return Err(SaleError::Price),
+            (_, _, false) => return Err(SaleError::Price),
         };
         Ok(Self {
-            window_secs: window_secs as u32,
-            price,
+            window_secs,
+            pricing,
         })
+    }
+
+    /// Reads terms as a stored sale holds them: as [`PaymentTerms::new`] validates them, except
+    /// that neither a price nor `free` is [`Pricing::Unpriced`] (a sale stored before a sale had
+    /// to say which) instead of an error.
+    pub fn stored(
+        window_secs: i64,
+        price_minor: Option<i64>,
+        currency: Option<&str>,
+        free: bool,
+    ) -> Result<Self, SaleError> {
+        match (price_minor, currency, free) {
+            (None, None, false) => Ok(Self {
+                window_secs: Self::window_of(window_secs)?,
+                pricing: Pricing::Unpriced,
+            }),
+            _ => Self::new(window_secs, price_minor, currency, free),
+        }
+    }
+
+    fn window_of(window_secs: i64) -> Result<u32, SaleError> {
+        u32::try_from(window_secs)
+            .ok()
+            .filter(|secs| (1..=Self::MAX_WINDOW_SECS).contains(secs))
+            .ok_or(SaleError::PaymentWindow {
+                max: Self::MAX_WINDOW_SECS,
+            })
     }
 
     /// The window as a duration.
@@ -140,11 +204,14 @@ impl PaymentTerms {
     }
 }
 
+/// The terms a sale built in code starts with ([`SaleSpec::new`]) until
+/// [`SaleSpec::with_payment`] names its own: the default window, free. The admin API and a
+/// stored sale always name theirs.
 impl Default for PaymentTerms {
     fn default() -> Self {
         Self {
             window_secs: Self::DEFAULT_WINDOW_SECS,
-            price: None,
+            pricing: Pricing::Free,
         }
     }
 }
@@ -315,39 +382,73 @@ mod tests {
 
     #[test]
     fn payment_terms_bound_the_window_and_take_a_price_only_with_its_currency() {
-        let terms = PaymentTerms::new(60, Some(1999), Some("EUR")).unwrap();
+        let terms = PaymentTerms::new(60, Some(1999), Some("EUR"), false).unwrap();
         assert_eq!(terms.window_secs, 60);
-        assert_eq!(terms.price.unwrap().currency.as_str(), "EUR");
-        assert_eq!(PaymentTerms::new(60, None, None).unwrap().price, None);
+        assert_eq!(terms.pricing.price().unwrap().currency.as_str(), "EUR");
         let max = PaymentTerms::MAX_WINDOW_SECS;
         assert_eq!(
-            PaymentTerms::new(0, None, None),
+            PaymentTerms::new(0, None, None, true),
             Err(SaleError::PaymentWindow { max })
         );
         assert_eq!(
-            PaymentTerms::new(i64::from(max) + 1, None, None),
+            PaymentTerms::new(i64::from(max) + 1, None, None, true),
             Err(SaleError::PaymentWindow { max })
         );
-        assert_eq!(PaymentTerms::new(60, Some(5), None), Err(SaleError::Price));
         assert_eq!(
-            PaymentTerms::new(60, None, Some("EUR")),
+            PaymentTerms::new(60, Some(5), None, false),
             Err(SaleError::Price)
         );
         assert_eq!(
-            PaymentTerms::new(60, Some(-1), Some("EUR")),
+            PaymentTerms::new(60, None, Some("EUR"), false),
             Err(SaleError::Price)
         );
         let too_dear = PaymentTerms::MAX_PRICE_MINOR + 1;
-        assert_eq!(
-            PaymentTerms::new(60, Some(too_dear), Some("EUR")),
-            Err(SaleError::Price)
-        );
+        for minor in [-1, 0, too_dear] {
+            assert_eq!(
+                PaymentTerms::new(60, Some(minor), Some("EUR"), false),
+                Err(SaleError::Price),
+                "{minor}"
+            );
+        }
         for bad in ["eur", "EU", "EURO", "€UR"] {
             assert_eq!(
-                PaymentTerms::new(60, Some(5), Some(bad)),
+                PaymentTerms::new(60, Some(5), Some(bad), false),
                 Err(SaleError::Currency),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_sale_names_its_price_or_says_it_is_free_and_only_a_stored_one_may_do_neither() {
+        let free = PaymentTerms::new(60, None, None, true).unwrap();
+        assert_eq!(free.pricing, Pricing::Free);
+        assert!(free.pricing.is_free() && free.pricing.price().is_none());
+        assert_eq!(
+            PaymentTerms::new(60, None, None, false),
+            Err(SaleError::Unpriced)
+        );
+        for (minor, currency) in [(Some(5), Some("EUR")), (Some(5), None), (None, Some("EUR"))] {
+            assert_eq!(
+                PaymentTerms::new(60, minor, currency, true),
+                Err(SaleError::FreeWithPrice),
+                "{minor:?} {currency:?}"
+            );
+        }
+        let legacy = PaymentTerms::stored(60, None, None, false).unwrap();
+        assert_eq!(legacy.pricing, Pricing::Unpriced);
+        assert_eq!(
+            PaymentTerms::stored(60, Some(1999), Some("EUR"), false),
+            PaymentTerms::new(60, Some(1999), Some("EUR"), false)
+        );
+        assert_eq!(
+            PaymentTerms::stored(60, None, None, true).unwrap().pricing,
+            Pricing::Free
+        );
+        assert_eq!(
+            PaymentTerms::stored(60, Some(5), Some("EUR"), true),
+            Err(SaleError::FreeWithPrice)
+        );
+        assert_eq!(PaymentTerms::default().pricing, Pricing::Free);
     }
 }

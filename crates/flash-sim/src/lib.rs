@@ -5,7 +5,9 @@
 //! queue, and prints a verdict on the invariants. It is what `make demo` runs.
 
 pub mod crowd;
+pub mod hostile;
 pub mod load;
+pub mod pow;
 pub mod provider;
 pub mod room;
 pub mod stack;
@@ -97,7 +99,7 @@ pub async fn run_sale(stack: &LocalStack, scenario: &Scenario) -> anyhow::Result
     let settings = &stack.settings;
     let sku = SkuId::parse(format!("demo-{}", chrono::Utc::now().timestamp_millis()))?;
     let secret = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
-    wait_ready(&stack.gateway_url()).await?;
+    wait_ready(&stack.admin_url()).await?;
     create_sale(&stack.admin_url(), &secret, &sku, scenario).await?;
     println!(
         "sale {sku}: {} units in {} stock bucket(s) at {} (minor units of EUR), limit {} per buyer, {} s to pay; {} buyers send {} requests, {} at a time",
@@ -417,10 +419,11 @@ pub async fn total_lag(consumer: &Arc<StreamConsumer>, topic: &str) -> i64 {
     kafka::lag::total_lag(consumer.clone(), topic).await
 }
 
-async fn wait_ready(base_url: &str) -> anyhow::Result<()> {
+/// Waits for the gateway whose admin port (where `/readyz` is served) is at `admin_url`.
+async fn wait_ready(admin_url: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for _ in 0..100 {
-        if let Ok(response) = client.get(format!("{base_url}/readyz")).send().await {
+        if let Ok(response) = client.get(format!("{admin_url}/readyz")).send().await {
             if response.status().is_success() {
                 return Ok(());
             }
@@ -457,7 +460,7 @@ pub async fn create_sale(
 
 /// Puts `sku` on sale through the admin API at `admin_url` with `admin_token`: `stock` units in
 /// `buckets` stock buckets, at most `per_user_limit` per buyer, open from a second ago for an
-/// hour, with the default payment window and no price.
+/// hour, with the default payment window, free (its orders are not paid).
 pub async fn put_sale(
     admin_url: &str,
     admin_token: &str,
@@ -472,13 +475,13 @@ pub async fn put_sale(
         sku,
         stock,
         per_user_limit,
-        serde_json::json!({ "buckets": buckets }),
+        serde_json::json!({ "buckets": buckets, "free": true }),
     )
     .await
 }
 
-/// [`put_sale`] with `terms` (`payment_window_secs`, `price_minor`, `currency`, `buckets`) added
-/// to the body.
+/// [`put_sale`] with `terms` (`payment_window_secs`, `price_minor` and `currency` or `free`,
+/// `buckets`) added to the body.
 pub(crate) async fn put_sale_with(
     admin_url: &str,
     admin_token: &str,

@@ -101,6 +101,10 @@ pub struct Plan {
     pub run_id: String,
     /// Show progress.
     pub progress: bool,
+    /// The local addresses the connections come from, connection `i` from `sources[i % len]`
+    /// (on loopback any of 127.0.0.0/8: a crowd of client addresses on one machine); empty:
+    /// the system's choice.
+    pub sources: Vec<std::net::IpAddr>,
 }
 
 /// The outcome classes of answers.
@@ -220,8 +224,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     }
     // Every connection is open before the clock starts.
     let mut connections = Vec::with_capacity(plan.connections);
-    for _ in 0..plan.connections.max(1) {
-        connections.push(connect(&plan.address).await?);
+    for i in 0..plan.connections.max(1) {
+        let source = plan.sources.get(i % plan.sources.len().max(1)).copied();
+        connections.push((connect(&plan.address, source).await?, source));
     }
     let bar = if plan.progress {
         let bar = match plan.until.requests() {
@@ -254,7 +259,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     });
     let tasks: Vec<_> = connections
         .into_iter()
-        .map(|sender| tokio::spawn(drive(shared.clone(), sender)))
+        .map(|(sender, source)| tokio::spawn(drive(shared.clone(), sender, source)))
         .collect();
     for task in tasks {
         task.await.context("a connection task failed")??;
@@ -302,12 +307,27 @@ fn percentiles(histogram: &Histogram<u64>) -> Percentiles {
     }
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+/// One HTTP/1.1 connection's request sender.
+pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn connect(address: &str) -> anyhow::Result<Sender> {
-    let stream = TcpStream::connect(address)
-        .await
-        .with_context(|| format!("cannot connect to {address}"))?;
+/// A connection to `address`, from `source` when given.
+pub async fn connect(address: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<Sender> {
+    let stream = match source {
+        None => TcpStream::connect(address).await,
+        Some(source) => {
+            let remote = tokio::net::lookup_host(address)
+                .await?
+                .next()
+                .with_context(|| format!("{address} resolves to no address"))?;
+            let socket = match remote {
+                std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            socket.bind(std::net::SocketAddr::new(source, 0))?;
+            socket.connect(remote).await
+        }
+    }
+    .with_context(|| format!("cannot connect to {address}"))?;
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -322,7 +342,11 @@ async fn connect(address: &str) -> anyhow::Result<Sender> {
 
 /// One connection's loop: take the next request number, wait for its due time (open loop),
 /// send, classify, record.
-async fn drive(shared: Arc<Shared>, mut sender: Sender) -> anyhow::Result<()> {
+async fn drive(
+    shared: Arc<Shared>,
+    mut sender: Sender,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<()> {
     let plan = &shared.plan;
     let host = HeaderValue::from_str(&plan.address).context("address as a Host header")?;
     let body = Bytes::from_static(b"{\"quantity\":1}");
@@ -385,7 +409,7 @@ async fn drive(shared: Arc<Shared>, mut sender: Sender) -> anyhow::Result<()> {
             Some(outcome) => outcome,
             None => {
                 // The connection is gone: count the request unanswered and open a new one.
-                if let Ok(fresh) = connect(&plan.address).await {
+                if let Ok(fresh) = connect(&plan.address, source).await {
                     sender = fresh;
                 }
                 OUTCOMES.len() - 1

@@ -73,6 +73,65 @@ enum Command {
     ///   seckill-sim room --url http://127.0.0.1:8080 --admin-url http://127.0.0.1:8081 --rate auto
     #[command(verbatim_doc_comment)]
     Room(Box<RoomArgs>),
+    /// Attack the gateway while honest buyers buy, one attack at a time, and compare the
+    /// honest buyers' success rate and p99 with a clean run of the same load.
+    ///
+    /// The attacks: slow request bodies on the buy route, a /readyz flood, an order-status
+    /// flood from one token, many tokens from one address, and order messages forged straight
+    /// into the orders topic. Each comes from a client address of its own (127.0.0.66 and up);
+    /// the honest buyers from many (127.0.1.x). The whole pipeline starts on this machine with
+    /// a per-address limit; the exit code is 1 when a verdict line fails.
+    ///
+    /// Example:
+    ///   seckill-sim hostile --round-secs 5 --honest-rate 500
+    #[command(verbatim_doc_comment)]
+    Hostile(HostileArgs),
+    /// Measure the proof of work at the door: the time a client takes to solve challenges of a
+    /// difficulty (`proof_of_work.max_number`), against the time the gateway takes to check a
+    /// solution, on one core of this machine.
+    Pow {
+        /// The difficulty: the largest number a client may have to try.
+        #[arg(long, default_value_t = 50_000)]
+        max_number: u64,
+        /// Challenges to solve.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The options of `seckill-sim hostile`.
+#[derive(clap::Args)]
+struct HostileArgs {
+    /// Seconds of honest load per round.
+    #[arg(long, default_value_t = 5)]
+    round_secs: u64,
+    /// Honest buys per second (open loop).
+    #[arg(long, default_value_t = 500.0)]
+    honest_rate: f64,
+    /// Honest buyers (tokens).
+    #[arg(long, default_value_t = 500)]
+    honest_buyers: usize,
+    /// Client addresses the honest buyers come from.
+    #[arg(long, default_value_t = 100)]
+    honest_addresses: usize,
+    /// Requests per second of each flood.
+    #[arg(long, default_value_t = 5_000.0)]
+    flood_rate: f64,
+    /// Connections of the slow-body attack.
+    #[arg(long, default_value_t = 64)]
+    slow_connections: usize,
+    /// Forged order messages written to the topic.
+    #[arg(long, default_value_t = 200)]
+    forged: usize,
+    /// The gateway's per-address limit (requests per second; the burst is twice it).
+    #[arg(long, default_value_t = 200)]
+    per_address_rate: u32,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
 }
 
 /// The options of `seckill-sim room`.
@@ -285,6 +344,19 @@ async fn main() -> anyhow::Result<()> {
         print!("{source}");
         return Ok(());
     }
+    if let Command::Pow {
+        max_number,
+        runs,
+        json,
+    } = &cli.command
+    {
+        let cost = flash_sim::pow::measure(*max_number, *runs);
+        match json {
+            true => println!("{}", serde_json::to_string(&cost)?),
+            false => println!("{cost}"),
+        }
+        return Ok(());
+    }
     let mut settings = settings::Settings::load().context("loading settings")?;
     if std::env::var_os("SECKILL__HTTP__PORT").is_none() {
         settings.http.port = 0;
@@ -314,7 +386,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Load(args) => load(&settings, *args).await,
         Command::Room(args) => room(settings, *args).await,
-        Command::Script { .. } => Ok(()),
+        Command::Hostile(args) => hostile(settings, args).await,
+        Command::Script { .. } | Command::Pow { .. } => Ok(()),
         Command::Stack { without_worker } => {
             let stack = LocalStack::start_with(settings, !without_worker).await?;
             let secret = stack
@@ -364,6 +437,47 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// `seckill-sim hostile`: the attacks, one round each, on a pipeline started here.
+async fn hostile(mut settings: settings::Settings, args: HostileArgs) -> anyhow::Result<()> {
+    settings.gateway.per_address_rate_per_sec = args.per_address_rate;
+    settings.gateway.per_address_burst = args.per_address_rate.saturating_mul(2);
+    let stack = LocalStack::start_with(settings.clone(), true).await?;
+    let plan = flash_sim::hostile::HostilePlan {
+        url: stack.gateway_url(),
+        admin_url: stack.admin_url(),
+        secret: settings.auth.jwt_secret.expose_secret().as_bytes().to_vec(),
+        bootstrap_servers: stack.settings.kafka.bootstrap_servers.clone(),
+        orders_topic: stack.settings.kafka.orders_topic.clone(),
+        worker_metrics: Some(format!(
+            "http://127.0.0.1:{}/metrics",
+            stack.worker_ops_port
+        )),
+        honest_rate: args.honest_rate,
+        honest_buyers: args.honest_buyers,
+        honest_addresses: args.honest_addresses,
+        round: Duration::from_secs(args.round_secs.max(1)),
+        flood_rate: args.flood_rate,
+        slow_connections: args.slow_connections,
+        forged: args.forged,
+    };
+    let report = flash_sim::hostile::run(plan).await;
+    stack.stop().await?;
+    let report = report?;
+    print!("{}", report.render());
+    let verdict = report.verdict();
+    println!("== verdict");
+    for (line, holds) in &verdict {
+        println!("{} {line}", if *holds { "PASS" } else { "FAIL" });
+    }
+    if let Some(path) = args.output {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if verdict.iter().any(|(_, holds)| !holds) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
 /// `seckill-sim room`: the crowd at a sale behind a waiting room (and, with --compare, without
 /// one first), on a running gateway or on a pipeline started here.
 async fn room(mut settings: settings::Settings, args: RoomArgs) -> anyhow::Result<()> {
@@ -561,6 +675,7 @@ async fn load(settings: &settings::Settings, args: LoadArgs) -> anyhow::Result<(
         },
         run_id,
         progress: !quiet,
+        sources: Vec::new(),
     };
     let report = load::run(plan).await?;
     print!("{}", report.render());

@@ -265,6 +265,7 @@ pub async fn run(plan: RoomPlan) -> anyhow::Result<RoomReport> {
     let starts = chrono::Utc::now() + chrono::Duration::from_std(opens_in)?;
     let mut terms = json!({
         "starts_at": starts - chrono::Duration::milliseconds(if opens_in.is_zero() { 1000 } else { 0 }),
+        "free": true,
     });
     if let Some(admission) = &plan.admission {
         let mut admission = admission.clone();
@@ -722,6 +723,7 @@ async fn poll_cost(plan: &RoomPlan, client: &Client) -> anyhow::Result<(f64, f64
     let admin = gateway::auth::sign(&plan.secret, "room-admin", Some("admin"), 3_600);
     let terms = json!({
         "starts_at": chrono::Utc::now() + chrono::Duration::hours(1),
+        "free": true,
         "admission": {"mode": "fifo", "rate_per_sec": 100, "pre_queue_secs": 7_200},
     });
     crate::put_sale_with(&plan.admin_url, &admin, &sku, plan.stock, 1, terms).await?;
@@ -764,6 +766,7 @@ async fn poll_cost(plan: &RoomPlan, client: &Client) -> anyhow::Result<(f64, f64
                 until: load::Until::Elapsed(Duration::from_secs_f64(plan.poll_cost_secs)),
                 run_id: "room-poll-cost".into(),
                 progress: false,
+                sources: Vec::new(),
             })
             .await?;
             anyhow::Ok(report.ok_per_sec())

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The amount or currency is not what the order costs; nothing was recorded (422).
     #[error("{0}")]
     AmountMismatch(String),
+    /// The order's sale names no price and does not say it is free; nothing was recorded (422).
+    #[error("the sale names no price and does not say it is free (it was saved before a sale had to), so no payment can pay its orders: put it again with price_minor and currency, or \"free\": true; nothing was recorded")]
+    SaleUnpriced,
     /// Token valid but not allowed (403).
     #[error("this token may not do that")]
     Forbidden,
@@ -95,6 +98,15 @@ pub enum ApiError {
     /// Body too large (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// A proof of work is asked and the request carries none (403).
+    #[error("solve a challenge (GET /v1/sales/{{sku_id}}/challenge) and send the solution in the Proof-Of-Work header")]
+    ProofOfWorkRequired,
+    /// The proof of work does not pass (403).
+    #[error("{0}")]
+    ProofOfWorkInvalid(domain::pow::PowError),
+    /// The body was not all sent within `http.body_timeout_ms` (408).
+    #[error("the request body was not all sent in time")]
+    RequestTimeout,
     /// Too many requests from this buyer (429).
     #[error("too many requests; slow down")]
     RateLimited,
@@ -137,6 +149,7 @@ impl ApiError {
             ApiError::RefundDue(reason) => reason.as_str(),
             ApiError::PaymentConflict => "payment_conflict",
             ApiError::AmountMismatch(_) => "amount_mismatch",
+            ApiError::SaleUnpriced => "sale_unpriced",
             ApiError::Forbidden => "forbidden",
             ApiError::SaleNotActive => "sale_not_active",
             ApiError::AdmissionRequired => "admission_required",
@@ -156,6 +169,9 @@ impl ApiError {
             ApiError::BucketsFixed(_) => "buckets_fixed",
             ApiError::SaleNeedsReconcile => "sale_needs_reconcile",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::ProofOfWorkRequired => "proof_of_work_required",
+            ApiError::ProofOfWorkInvalid(_) => "proof_of_work_invalid",
             ApiError::RateLimited => "rate_limited",
             ApiError::Overloaded => "overloaded",
             ApiError::BrokerUnavailable => "broker_unavailable",
@@ -204,13 +220,16 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized | ApiError::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
-            ApiError::PaymentConflict | ApiError::AmountMismatch(_) | ApiError::KeyReused(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::PaymentConflict
+            | ApiError::AmountMismatch(_)
+            | ApiError::SaleUnpriced
+            | ApiError::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Forbidden
             | ApiError::SaleNotActive
             | ApiError::AdmissionRequired
             | ApiError::AdmissionExpired
+            | ApiError::ProofOfWorkRequired
+            | ApiError::ProofOfWorkInvalid(_)
             | ApiError::QueueNotOpen(_) => StatusCode::FORBIDDEN,
             ApiError::SaleNotFound | ApiError::OrderNotFound | ApiError::RouteNotFound => {
                 StatusCode::NOT_FOUND
@@ -227,6 +246,7 @@ impl ResponseError for ApiError {
             | ApiError::OrderPending
             | ApiError::RefundDue(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded
             | ApiError::BrokerUnavailable

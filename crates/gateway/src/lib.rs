@@ -9,9 +9,11 @@
 
 pub mod auth;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod overload;
+pub mod proof_of_work;
 pub mod reconcile;
 pub mod routes;
 pub mod service;
@@ -24,14 +26,11 @@ use actix_web::HttpMessage;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use connections::Connections;
-use domain::UserId;
 use futures::future::Either;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics::GatewayMetrics;
 use rdkafka::producer::FutureProducer;
 use settings::Settings;
 use std::net::TcpListener;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stock::StockLedger;
@@ -54,6 +53,8 @@ pub struct AppState {
     pub producer: FutureProducer,
     /// Where orders go.
     pub orders_topic: String,
+    /// Signs the order messages: `messages.signing_key_id` of `messages.signing_keys`.
+    pub keyring: domain::Keyring,
     /// How long a produce may take before the buyer gets 503.
     pub produce_timeout: Duration,
     /// Metrics.
@@ -66,20 +67,36 @@ pub struct AppState {
     pub acknowledger: stock::Marks,
     /// Admission of buy requests (load shedding).
     pub admission: overload::Admission,
+    /// Admission of order-status reads, apart: they take a database connection, and fewer of
+    /// them than the pool holds run at once, so payments always find one.
+    pub reads: overload::Admission,
+    /// The rate limits per client address and per buyer.
+    pub limits: Arc<limits::Limits>,
+    /// The proof of work asked at the door.
+    pub proof_of_work: proof_of_work::ProofOfWork,
     /// The payment webhook's secret and tolerance, and the default payment window of sales.
     pub payments: settings::PaymentSettings,
     /// The waiting rooms of the sales that have one.
     pub rooms: Arc<waiting_room::Rooms>,
-    limiter: Option<Arc<DefaultKeyedRateLimiter<UserId>>>,
 }
 
 impl AppState {
-    /// Whether `user` may make one more buy request now.
-    pub fn allow(&self, user: &UserId) -> bool {
-        self.limiter
-            .as_ref()
-            .is_none_or(|limiter| limiter.check_key(user).is_ok())
+    /// The refusal of a request past `limit`, counted.
+    pub fn rate_limited(&self, limit: limits::Limit) -> error::ApiError {
+        let label: &'static str = limit.into();
+        self.metrics.rate_limited.with_label_values(&[label]).inc();
+        error::ApiError::RateLimited
     }
+}
+
+/// Whether a request that came in on `local_port` for `path` counts against its client
+/// address's allowance: the buyer API on the public port (not the payment provider's notices,
+/// which are signed, nor liveness).
+fn limited_by_address(admin: AdminAccess, local_port: u16, path: &str) -> bool {
+    local_port != admin.port
+        && path.starts_with("/v1/")
+        && !path.starts_with("/v1/payments")
+        && !path.starts_with("/v1/admin")
 }
 
 /// Where the admin API (`/v1/admin/...`) is served: its own listener's port, and on the public
@@ -97,6 +114,44 @@ impl AdminAccess {
     }
 }
 
+/// The middleware of what only the admin port serves: the public port answers its paths like
+/// unknown ones (404 `not_found`).
+fn admin_only<S>(
+    admin: AdminAccess,
+) -> impl Fn(
+    actix_web::dev::ServiceRequest,
+    &S,
+) -> Either<
+    S::Future,
+    futures::future::Ready<Result<actix_web::dev::ServiceResponse, actix_web::Error>>,
+> + Clone
+where
+    S: Service<
+        actix_web::dev::ServiceRequest,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    >,
+{
+    move |req, srv| {
+        if admin.allows(req.app_config().local_addr().port()) {
+            Either::Left(srv.call(req))
+        } else {
+            let refused = req.into_response(actix_web::ResponseError::error_response(
+                &error::ApiError::RouteNotFound,
+            ));
+            Either::Right(futures::future::ok(refused))
+        }
+    }
+}
+
+/// How the HTTP server serves its connections.
+struct Listening {
+    workers: usize,
+    grace: Duration,
+    header_timeout: Duration,
+    body_timeout: Duration,
+}
+
 /// A bound, not yet running gateway.
 pub struct Application {
     listener: TcpListener,
@@ -107,6 +162,8 @@ pub struct Application {
     verifier: web::Data<auth::Verifier>,
     workers: usize,
     grace: Duration,
+    header_timeout: Duration,
+    body_timeout: Duration,
     acknowledger: stock::MarksTask,
     /// Stops the refresh of the identity provider's keys, the waiting rooms' clocks and the
     /// reading of the worker's lag when the gateway is gone.
@@ -118,6 +175,7 @@ impl Application {
     /// Must be called inside a Tokio runtime (it starts the acknowledger task).
     pub fn build(settings: &Settings, deps: Connections) -> anyhow::Result<Self> {
         settings.require_deployed_secrets()?;
+        settings.require_deployed_message_keys()?;
         let address = format!("{}:{}", settings.http.host, settings.http.port);
         let listener =
             TcpListener::bind(&address).with_context(|| format!("cannot bind {address}"))?;
@@ -129,12 +187,10 @@ impl Application {
             port: admin_listener.local_addr()?.port(),
             on_public: settings.http.admin_on_public,
         };
-        let limiter = NonZeroU32::new(settings.gateway.per_user_rate_per_sec).map(|rate| {
-            let burst = NonZeroU32::new(settings.gateway.per_user_burst).unwrap_or(rate);
-            Arc::new(RateLimiter::keyed(
-                Quota::per_second(rate).allow_burst(burst),
-            ))
-        });
+        let limits = Arc::new(limits::Limits::from_settings(
+            &settings.http,
+            &settings.gateway,
+        )?);
         let verifier = web::Data::new(auth::Verifier::from_settings(&settings.auth)?);
         let key_source = verifier.key_source();
         let mut readiness = deps.readiness(&settings.kafka.orders_topic);
@@ -159,6 +215,15 @@ impl Application {
             gateway.max_in_flight,
             Duration::from_millis(gateway.max_loop_lag_ms),
         );
+        let reads = overload::Admission::new(
+            gateway.reads_in_flight(settings.database.max_connections),
+            Duration::from_millis(gateway.max_loop_lag_ms),
+        );
+        tokio::spawn(limits.clone().keep_pruned(
+            Duration::from_secs(gateway.limiter_prune_secs),
+            metrics.limiter_callers.clone(),
+            background.clone(),
+        ));
         let room_settings = &settings.waiting_room;
         let worker_lag = Arc::new(std::sync::atomic::AtomicI64::new(-1));
         if room_settings.auto_max_worker_lag > 0 {
@@ -194,15 +259,18 @@ impl Application {
             ),
             acknowledger,
             admission,
+            reads,
+            limits,
+            proof_of_work: proof_of_work::ProofOfWork::from_settings(settings),
             readiness,
             payments: settings.payments.clone(),
             ledger: deps.ledger,
             store: deps.store,
             producer: deps.producer,
             orders_topic: settings.kafka.orders_topic.clone(),
+            keyring: settings.messages.keyring()?,
             produce_timeout: Duration::from_millis(u64::from(settings.kafka.delivery_timeout_ms)),
             metrics,
-            limiter,
         });
         if let Some(keys) = key_source {
             tokio::spawn(keys.keep_fresh(
@@ -221,6 +289,8 @@ impl Application {
             verifier,
             workers: settings.http.workers,
             grace: Duration::from_secs(settings.shutdown.grace_secs),
+            header_timeout: Duration::from_millis(settings.http.header_timeout_ms),
+            body_timeout: Duration::from_millis(settings.http.body_timeout_ms),
             acknowledger: acknowledger_task,
             background: background.drop_guard(),
         })
@@ -251,8 +321,12 @@ impl Application {
             self.verifier,
             [self.listener, self.admin_listener],
             self.admin,
-            self.workers,
-            self.grace,
+            Listening {
+                workers: self.workers,
+                grace: self.grace,
+                header_timeout: self.header_timeout,
+                body_timeout: self.body_timeout,
+            },
         )?;
         let handle = server.handle();
         let stopping = background.clone();
@@ -279,10 +353,10 @@ impl Application {
         verifier: web::Data<auth::Verifier>,
         [public, admin_listener]: [TcpListener; 2],
         admin: AdminAccess,
-        workers: usize,
-        grace: Duration,
+        listening: Listening,
     ) -> anyhow::Result<actix_web::dev::Server> {
         let openapi = openapi::document();
+        let body_timeout = listening.body_timeout;
         let mut server = HttpServer::new(move || {
             // Runs on each HTTP worker's thread: watch that worker's event loop.
             actix_web::rt::spawn(overload::watch_this_loop());
@@ -290,6 +364,36 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(verifier.clone())
+                // The cheapest limit first: the client address's allowance; then the body,
+                // given a deadline, so that a client trickling it is answered 408.
+                .wrap_fn({
+                    let state = state.clone();
+                    move |mut req, srv| {
+                        let local_port = req.app_config().local_addr().port();
+                        if limited_by_address(admin, local_port, req.path()) {
+                            let forwarded = req
+                                .headers()
+                                .get("x-forwarded-for")
+                                .and_then(|v| v.to_str().ok());
+                            let refused = req.peer_addr().is_some_and(|peer| {
+                                let client = state.limits.client_address(peer.ip(), forwarded);
+                                !state.limits.allow_address(client)
+                            });
+                            if refused {
+                                let error = state.rate_limited(limits::Limit::Address);
+                                let refused = req.into_response(
+                                    actix_web::ResponseError::error_response(&error),
+                                );
+                                return Either::Right(futures::future::ok(refused));
+                            }
+                        }
+                        if routes::has_body(req.headers()) {
+                            let payload = req.take_payload();
+                            req.set_payload(routes::with_deadline(payload, body_timeout));
+                        }
+                        Either::Left(srv.call(req))
+                    }
+                })
                 .wrap_fn(move |req, srv| {
                     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
                     let method = req.method().as_str().to_owned();
@@ -330,54 +434,27 @@ impl Application {
                     routes::resource("/v1/sales/{sku_id}/orders")
                         .wrap_fn({
                             let state = state.clone();
-                            let verifier = verifier.clone();
                             move |req, srv| {
-                                // Shed before anything costly (the token is not verified yet).
-                                // A buyer a waiting room admitted is paced by the room already.
-                                let now_ms = chrono::Utc::now().timestamp_millis();
-                                let ticket = req
-                                    .headers()
-                                    .get(routes::orders::ADMISSION_TICKET)
-                                    .and_then(|v| v.to_str().ok())
-                                    .zip(req.match_info().get("sku_id"))
-                                    .is_some_and(|(ticket, sku)| {
-                                        // The caller's own ticket (the bearer token is
-                                        // remembered once verified, so this costs a lookup).
-                                        let user = req
-                                            .headers()
-                                            .get(actix_web::http::header::AUTHORIZATION)
-                                            .and_then(|v| v.to_str().ok())
-                                            .and_then(|v| v.strip_prefix("Bearer "))
-                                            .and_then(|token| {
-                                                verifier
-                                                    .verify_token(token.trim(), now_ms / 1000)
-                                                    .ok()
-                                            });
-                                        user.is_some_and(|who| {
-                                            let tokens = &state.rooms.tokens;
-                                            tokens
-                                                .admits(ticket, who.user.as_str(), sku, now_ms)
-                                                .is_ok()
-                                        })
-                                    });
-                                let slot = match ticket {
-                                    true => state.admission.admit_ticket_holder(),
-                                    false => state.admission.admit(),
-                                };
-                                let call = match &slot {
-                                    Ok(_) => Either::Left(srv.call(req)),
-                                    Err(why) => {
+                                // Shed before anything costly (the token is not verified yet):
+                                // a look at the count, no slot taken. The handler takes its
+                                // slot once the body is in, so a slow body holds none. A ticket
+                                // (not checked yet) looks for room under its holders' bound.
+                                let ticket =
+                                    req.headers().contains_key(routes::orders::ADMISSION_TICKET);
+                                match state.admission.would_shed(ticket) {
+                                    None => Either::Left(srv.call(req)),
+                                    Some(why) => {
                                         state.metrics.shed.with_label_values(&[why.label()]).inc();
                                         Either::Right(overload::refuse(req))
                                     }
-                                };
-                                async move {
-                                    let _slot = slot;
-                                    call.await
                                 }
                             }
                         })
                         .route(web::post().to(routes::orders::buy)),
+                )
+                .service(
+                    routes::resource("/v1/sales/{sku_id}/challenge")
+                        .route(web::get().to(routes::challenge::challenge)),
                 )
                 .service(
                     routes::resource("/v1/sales/{sku_id}/queue")
@@ -390,18 +467,7 @@ impl Application {
                 )
                 .service(
                     web::scope("/v1/admin")
-                        // The public port answers admin paths like unknown ones.
-                        .wrap_fn(move |req, srv| {
-                            if admin.allows(req.app_config().local_addr().port()) {
-                                Either::Left(srv.call(req))
-                            } else {
-                                let refused =
-                                    req.into_response(actix_web::ResponseError::error_response(
-                                        &error::ApiError::RouteNotFound,
-                                    ));
-                                Either::Right(futures::future::ok(refused))
-                            }
-                        })
+                        .wrap_fn(admin_only(admin))
                         .service(
                             routes::resource("/refunds")
                                 .route(web::get().to(routes::admin::refunds)),
@@ -421,14 +487,21 @@ impl Application {
                         .url("/openapi.json", openapi.clone()),
                 )
                 .route("/healthz", web::get().to(routes::health::healthz))
-                .route("/readyz", web::get().to(routes::health::readyz))
-                .route("/metrics", web::get().to(routes::health::metrics))
+                // Readiness and metrics are the operators' (the kubelet's, Prometheus's): on the
+                // admin port. Last, since this scope takes every path the others did not.
+                .service(
+                    web::scope("")
+                        .wrap_fn(admin_only(admin))
+                        .route("/readyz", web::get().to(routes::health::readyz))
+                        .route("/metrics", web::get().to(routes::health::metrics)),
+                )
                 .default_service(web::to(routes::not_found))
         })
         .disable_signals()
-        .shutdown_timeout(grace.as_secs());
-        if workers > 0 {
-            server = server.workers(workers);
+        .client_request_timeout(listening.header_timeout)
+        .shutdown_timeout(listening.grace.as_secs());
+        if listening.workers > 0 {
+            server = server.workers(listening.workers);
         }
         Ok(server.listen(public)?.listen(admin_listener)?.run())
     }

@@ -43,6 +43,9 @@ async fn serve(settings: settings::Settings) -> anyhow::Result<()> {
     settings
         .require_deployed_secrets()
         .context("checking the gateway's secrets")?;
+    settings
+        .require_deployed_message_keys()
+        .context("checking the keys order messages are signed with")?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signalled = telemetry::terminate_signal();
     let stop = shutdown.clone();

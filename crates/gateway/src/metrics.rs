@@ -22,10 +22,16 @@ pub struct GatewayMetrics {
     pub produce_failures: IntCounter,
     /// `seckill_reservation_releases_total{outcome}`
     pub releases: IntCounterVec,
-    /// Buy requests refused at once (`overloaded`), by reason (`in_flight`, `loop_lag`).
+    /// Buy and order-status requests refused at once (`overloaded`), by reason (`in_flight`,
+    /// `loop_lag`).
     pub shed: IntCounterVec,
     /// Buy requests answered `sold_out` from the local flag, without Redis.
     pub sold_out_local: IntCounter,
+    /// `seckill_gateway_rate_limited_total{limit}`: requests refused 429 by a cheap limit
+    /// (`address`, `buy`, `read`).
+    pub rate_limited: IntCounterVec,
+    /// `seckill_gateway_limiter_callers`: the callers the rate limiters remember.
+    pub limiter_callers: IntGauge,
     /// `seckill_payments_total{outcome}`: payment notices by how they were answered.
     pub payments: IntCounterVec,
     /// `seckill_refunds_due_total`: payments recorded as needing a refund.
@@ -66,7 +72,7 @@ pub const KEY_READ_OUTCOMES: [&str; 3] = ["changed", "unchanged", "failed"];
 
 /// Payment notice outcomes, pre-registered: `paid`, the refund reasons, `replayed` (the same
 /// notice again), and the refusals.
-pub const PAYMENT_OUTCOMES: [&str; 10] = [
+pub const PAYMENT_OUTCOMES: [&str; 11] = [
     "paid",
     "order_expired",
     "order_already_paid",
@@ -75,6 +81,7 @@ pub const PAYMENT_OUTCOMES: [&str; 10] = [
     "order_pending",
     "order_not_found",
     "amount_mismatch",
+    "sale_unpriced",
     "payment_conflict",
     "invalid_signature",
 ];
@@ -138,7 +145,7 @@ impl GatewayMetrics {
             shed: counter_by(
                 r,
                 "seckill_gateway_shed_total",
-                "Buy requests refused with 503 overloaded, by reason: in_flight (gateway.max_in_flight served already) or loop_lag (the HTTP worker ran later than gateway.max_loop_lag_ms).",
+                "Buy and order-status requests refused with 503 overloaded, by reason: in_flight (gateway.max_in_flight buys or gateway.max_reads_in_flight reads served already) or loop_lag (the HTTP worker ran later than gateway.max_loop_lag_ms).",
                 "reason",
                 ["in_flight", "loop_lag"],
             ),
@@ -146,6 +153,18 @@ impl GatewayMetrics {
                 r,
                 "seckill_gateway_sold_out_local_total",
                 "Buy requests answered sold_out from the gateway's memory, without a Redis call.",
+            ),
+            rate_limited: counter_by(
+                r,
+                "seckill_gateway_rate_limited_total",
+                "Requests refused with 429 rate_limited, by the limit: address (gateway.per_address_rate_per_sec), buy (gateway.per_user_rate_per_sec) or read (gateway.per_user_read_rate_per_sec).",
+                "limit",
+                <crate::limits::Limit as strum::VariantNames>::VARIANTS,
+            ),
+            limiter_callers: gauge(
+                r,
+                "seckill_gateway_limiter_callers",
+                "Callers (addresses and buyers) the rate limiters remember after their last pruning.",
             ),
             payments: counter_by(
                 r,

@@ -20,6 +20,7 @@ lists the codes it can carry. Every answer carries a `traceresponse` header (W3C
         license(name = "Apache-2.0"),
     ),
     paths(
+        routes::challenge::challenge,
         routes::queue::join,
         routes::queue::poll,
         routes::orders::buy,
@@ -39,7 +40,8 @@ lists the codes it can carry. Every answer carries a `traceresponse` header (W3C
         (name = "buyers", description = "Waiting in a sale's waiting room, buying and following an order (a buyer's JWT)"),
         (name = "payments", description = "The payment provider's webhook (signed with the webhook secret)"),
         (name = "admin", description = "Sales and refunds (a JWT with `role: admin`), served on the admin port (`http.admin_port`); the public port answers these paths `404 not_found` unless `http.admin_on_public` is set"),
-        (name = "operations", description = "Probes and metrics"),
+        (name = "operations", description = "Liveness"),
+        (name = "ops", description = "Readiness and Prometheus metrics, served on the admin port (`http.admin_port`) only"),
     )
 )]
 pub struct ApiDoc;

@@ -1,6 +1,8 @@
 //! Load shedding: a buy request the gateway cannot serve in time is refused at once (503
 //! `overloaded`, `Retry-After: 1`), before its token is verified and before anything is
-//! reserved, so that the requests it does serve are answered quickly.
+//! reserved, so that the requests it does serve are answered quickly. The first look
+//! ([`Admission::would_shed`]) takes no slot; the handler takes one once the request's body is
+//! in, so a client that sends its body slowly holds a connection, never a slot.
 //!
 //! Two signals, either of which sheds:
 //! - **Buy requests in flight** past `gateway.max_in_flight`: work piling up behind a slow
@@ -136,6 +138,27 @@ impl Admission {
         Ok(Slot(self.now.clone()))
     }
 
+    /// Why a request would be shed now, without taking a slot: the first look, before the
+    /// token and the body are read. `ticket_holder`: the request carries a ticket (not checked
+    /// yet), so it is held to [`admit_ticket_holder`](Self::admit_ticket_holder)'s bound.
+    pub fn would_shed(&self, ticket_holder: bool) -> Option<Shed> {
+        if ticket_holder {
+            return (self.current() >= self.max_in_flight.saturating_mul(2))
+                .then_some(Shed::InFlight);
+        }
+        if !self.max_loop_lag.is_zero() && loop_lag() > self.max_loop_lag {
+            return Some(Shed::LoopLag);
+        }
+        (self.current() >= self.max_in_flight).then_some(Shed::InFlight)
+    }
+
+    /// Whether the gateway is under load: half its slots taken, or the calling thread's event
+    /// loop late by half the bound (the proof of work asks more then).
+    pub fn busy(&self) -> bool {
+        let lagging = !self.max_loop_lag.is_zero() && loop_lag() > self.max_loop_lag / 2;
+        lagging || self.current() >= self.max_in_flight / 2
+    }
+
     /// Requests being served now.
     pub fn current(&self) -> usize {
         self.now.load(Ordering::Acquire)
@@ -184,6 +207,8 @@ mod tests {
         let second = admission.admit().ok();
         assert!(first.is_some() && second.is_some());
         assert!(matches!(admission.admit(), Err(Shed::InFlight)));
+        assert_eq!(admission.would_shed(false), Some(Shed::InFlight));
+        assert_eq!(admission.would_shed(true), None);
         assert_eq!(admission.current(), 2);
         drop(first);
         assert!(admission.admit().is_ok());

@@ -5,7 +5,8 @@ use crate::error::ApiError;
 use crate::sold_out::Ask;
 use crate::AppState;
 use domain::{
-    IdempotencyKey, OrderId, OrderRequested, OrderStatus, Quantity, ReservationState, SkuId, UserId,
+    IdempotencyKey, OrderId, OrderRequested, OrderStatus, Quantity, ReservationState, Signed,
+    SkuId, UserId,
 };
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureRecord;
@@ -183,10 +184,22 @@ async fn enqueue(
     payload: &[u8],
     trace: &TraceContext,
 ) -> Result<Placed, ApiError> {
+    // Signed over the key and the very bytes produced: the worker writes no order it cannot
+    // verify, so nobody else who can write to the topic can order for a buyer.
+    let signed = Signed::Order {
+        key: order.sku_id.as_str().as_bytes(),
+        payload,
+        replays: b"",
+    };
+    let headers = kafka::trace::with_trace(OwnedHeaders::new(), trace);
     let record = FutureRecord::to(&state.orders_topic)
         .key(order.sku_id.as_str())
         .payload(payload)
-        .headers(kafka::trace::with_trace(OwnedHeaders::new(), trace));
+        .headers(kafka::signature::with_signature(
+            headers,
+            &state.keyring,
+            &signed,
+        ));
     let started = Instant::now();
     let sent = state
         .producer

@@ -74,6 +74,10 @@ impl Endpoint {
                 }
             }
         }
+        // After the security properties, so that tuning can change librdkafka's defaults. In a
+        // deployment, an extra property that turns a check of the brokers off does not get this
+        // far: the services refuse to start (`Settings::require_verified_transport`) unless
+        // `deployment.allow_unverified_transport` names kafka.
         for (key, value) in &self.extra {
             config.set(key, value);
         }

@@ -1,8 +1,8 @@
 //! Kafka for seckill. Every client is built here with the project's safe defaults (idempotent
 //! producer with `acks=all`; consumers that never auto-commit and never skip a new group's
 //! backlog), so a service cannot get them wrong. Also: the embedded broker for one-machine runs,
-//! topic provisioning, the one way offsets are committed, dead-letter publishing, lag, and the
-//! trace context carried in message headers.
+//! topic provisioning, the one way offsets are committed, dead-letter publishing, lag, and what
+//! message headers carry: the trace context and the signature.
 
 pub mod client;
 pub mod commit;
@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod group_lag;
 pub mod health;
 pub mod lag;
+pub mod signature;
 pub mod topics;
 pub mod trace;
 

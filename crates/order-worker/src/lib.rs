@@ -3,10 +3,13 @@
 //! It runs on the consumer runtime (`consumer-runtime`), which reads the orders topic in a
 //! consumer group and hands over each partition's messages as one run. For a run the worker
 //! first prepares (while the run before is still being written): dead-letters the messages that
-//! are not valid orders and claims the orders' reservations in Redis. Then, one run at a time,
-//! it writes the orders and takes their stock in one database transaction, gives back the
-//! reservations of orders the database refused, and returns; the runtime then commits the
-//! partition's offset. A redelivered run changes nothing (every step is idempotent); a
+//! are not valid orders and claims the orders' reservations in Redis. A message whose signature
+//! (`messages.signing_keys`, see `domain::signing`) is missing or does not check out is not
+//! even decoded: anyone who can write to the topic could otherwise order for any buyer. It is
+//! dead-lettered as `forged`, counted and logged with the key id it named, and never written.
+//! Then, one run at a time, it writes the orders and takes their stock in one database
+//! transaction, gives back the reservations of orders the database refused, and returns; the
+//! runtime then commits the partition's offset. A redelivered run changes nothing (every step is idempotent); a
 //! transient failure is retried in place with bounded backoff while the partition waits; when
 //! the retries run out the orders go to the dead-letter topic as retryable.
 //!
@@ -25,7 +28,7 @@ pub mod sweeper;
 use connections::Connections;
 use consumer_runtime::{Handled, Handler, Periodic, Service, Spec};
 use domain::dead_letter::header;
-use domain::{Backoff, DeadLetter, OrderId, OrderRequested, ReasonCode, SkuId};
+use domain::{Backoff, DeadLetter, Forgery, Keyring, OrderId, OrderRequested, ReasonCode, SkuId};
 use kafka::consume::header as message_header;
 use kafka::rdkafka::message::OwnedMessage;
 use kafka::rdkafka::Message;
@@ -51,6 +54,8 @@ impl Worker {
     /// Connects to everything the settings name (`bootstrap` overrides the Kafka servers) and
     /// binds the ops port (`http.ops_port`, 0 = any free port).
     pub async fn connect(settings: &Settings, bootstrap: Option<&str>) -> anyhow::Result<Self> {
+        settings.require_deployed_message_keys()?;
+        let keyring = settings.messages.keyring()?;
         let connections = Connections::connect(settings, bootstrap).await?;
         let metrics = WorkerMetrics::new(telemetry::new_registry());
         let (finished, finishing) = stock::Marks::start(
@@ -65,7 +70,9 @@ impl Worker {
             dead_letters: DeadLetterPublisher::new(
                 connections.producer.clone(),
                 settings.kafka.dlq_topic.clone(),
+                keyring.clone(),
             ),
+            keyring: keyring.clone(),
             backoff: backoff(&settings.worker),
             max_attempts: settings.worker.max_attempts,
             metrics: metrics.clone(),
@@ -82,6 +89,7 @@ impl Worker {
             connections.store.clone(),
             connections.producer.clone(),
             settings.kafka.orders_topic.clone(),
+            keyring,
             settings.sweeper.clone(),
             Duration::from_millis(u64::from(settings.kafka.delivery_timeout_ms)),
             metrics.clone(),
@@ -169,6 +177,8 @@ struct Processor {
     finished: stock::Marks,
     store: Store,
     dead_letters: DeadLetterPublisher,
+    /// Verifies the signature of every message before anything of it is believed.
+    keyring: Keyring,
     backoff: Backoff,
     max_attempts: u32,
     metrics: WorkerMetrics,
@@ -246,7 +256,7 @@ impl Handler for Processor {
 
 impl Processor {
     /// The orders of the run, each with its message's position and trace; every message that
-    /// is not one is dead-lettered with its reason.
+    /// is not one (forged, or not a valid order) is dead-lettered with its reason.
     async fn decode(
         &self,
         run: &[OwnedMessage],
@@ -255,16 +265,26 @@ impl Processor {
         let mut orders = Vec::with_capacity(run.len());
         for (at, message) in run.iter().enumerate() {
             let trace = kafka::trace::continued(message);
+            let span = || {
+                tracing::info_span!(
+                    "message",
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    trace_id = %trace.trace_id(),
+                    span_id = %trace.span_id(),
+                )
+            };
+            let signed = kafka::signature::order_of(message);
+            if let Err(forgery) = kafka::signature::verify(message, &self.keyring, &signed) {
+                self.forged(message, &forgery, &trace, shutdown)
+                    .instrument(span())
+                    .await?;
+                continue;
+            }
             match OrderRequested::decode(message.payload().unwrap_or_default()) {
                 Ok(order) => orders.push((at, order, trace)),
                 Err(error) => {
-                    let span = tracing::info_span!(
-                        "message",
-                        partition = message.partition(),
-                        offset = message.offset(),
-                        trace_id = %trace.trace_id(),
-                        span_id = %trace.span_id(),
-                    );
+                    let span = span();
                     span.in_scope(|| tracing::warn!(%error, "poison message"));
                     self.dead_letter(
                         message,
@@ -279,6 +299,36 @@ impl Processor {
             }
         }
         Ok(orders)
+    }
+
+    /// Dead-letters a message whose signature does not check out as `forged`, after counting
+    /// it and logging the key id it named. Its bytes are not decoded: the order they may name,
+    /// its buyer and its reservation are nobody's word. Nor is it taken out of the outbox, so a
+    /// real order that only lost its signature (a producer of an older build) is published
+    /// again, signed, by the sweeper.
+    async fn forged(
+        &self,
+        message: &OwnedMessage,
+        forgery: &Forgery,
+        trace: &TraceContext,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let kind = forgery.kind().as_str();
+        self.metrics.forged.with_label_values(&[kind]).inc();
+        tracing::warn!(
+            problem = kind,
+            key_id = forgery.key_id().map_or("-", |id| id.as_str()),
+            error = %forgery,
+            "forged message: dead-lettered, never written"
+        );
+        self.dead_letter(
+            message,
+            ReasonCode::Forged,
+            &forgery.to_string(),
+            trace,
+            shutdown,
+        )
+        .await
     }
 
     /// Writes the orders, retrying a transient failure in place with backoff; once the
@@ -449,7 +499,8 @@ impl Processor {
                     | ReasonCode::ReplayAttemptsExhausted
                     | ReasonCode::IdempotencyConflict
                     | ReasonCode::UnreadableState
-                    | ReasonCode::PaymentWindowElapsed => {}
+                    | ReasonCode::PaymentWindowElapsed
+                    | ReasonCode::Forged => {}
                 }
             }
             Written::Unreadable => {

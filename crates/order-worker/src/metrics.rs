@@ -1,7 +1,9 @@
 //! The worker's own metrics (the consumer runtime adds lag, assignment, batch and commit
 //! metrics to the same registry).
 
+use domain::signing::ForgeryKind;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+use strum::VariantArray;
 use telemetry::metrics::{counter, counter_by, exponential_buckets, gauge, histogram};
 
 /// Every metric the worker records.
@@ -13,6 +15,8 @@ pub struct WorkerMetrics {
     pub persisted: IntCounterVec,
     /// `seckill_dlq_published_total{reason}`
     pub dead_letters: IntCounterVec,
+    /// `seckill_worker_forged_messages_total{problem}`
+    pub forged: IntCounterVec,
     /// `seckill_worker_retries_total`
     pub retries: IntCounter,
     /// `seckill_worker_compensations_total`
@@ -58,6 +62,13 @@ impl WorkerMetrics {
                 "Messages sent to the dead-letter topic, by reason.",
                 "reason",
                 reasons.iter().map(|reason| reason.as_str()),
+            ),
+            forged: counter_by(
+                r,
+                "seckill_worker_forged_messages_total",
+                "Messages of the orders topic whose signature is missing or does not check out, dead-lettered as forged and never written, by problem (missing, malformed, unknown_key, mismatch).",
+                "problem",
+                ForgeryKind::VARIANTS.iter().map(|kind| kind.as_str()),
             ),
             retries: counter(
                 r,

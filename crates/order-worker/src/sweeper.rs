@@ -19,10 +19,15 @@
 //! Once a sale has ended and nothing of it is pending, its per-order Redis keys (buyer counts,
 //! idempotency entries, reservation records) are set to expire `sweeper.retain_after_end_secs`
 //! after its end.
+//!
+//! A republished order is signed as the gateway signs it (`messages.signing_keys`): the outbox
+//! keeps the bytes, not the signature, which is made with the key of the moment. So the sweeper
+//! also brings back an order the worker refused as forged because its producer did not sign it
+//! (a gateway of an older build during an upgrade).
 
 use crate::metrics::WorkerMetrics;
 use chrono::{DateTime, Utc};
-use domain::{OrderId, OrderRequested, SkuId};
+use domain::{Keyring, OrderId, OrderRequested, Signed, SkuId};
 use futures::future::join_all;
 use kafka::rdkafka::message::OwnedHeaders;
 use kafka::rdkafka::producer::{FutureProducer, FutureRecord};
@@ -60,19 +65,24 @@ pub struct Sweeper {
     store: Store,
     producer: FutureProducer,
     orders_topic: String,
+    keyring: Keyring,
     config: SweeperSettings,
     produce_timeout: Duration,
     metrics: WorkerMetrics,
 }
 
 impl Sweeper {
-    /// A sweeper publishing to `orders_topic` through `producer`; a produce not acknowledged
-    /// within `produce_timeout` is tried again next round.
+    /// A sweeper publishing to `orders_topic` through `producer`, signing with `keyring`; a
+    /// produce not acknowledged within `produce_timeout` is tried again next round.
+    // Each argument is a handle or a setting the worker already holds: a struct of them would
+    // only rename this list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ledger: StockLedger,
         store: Store,
         producer: FutureProducer,
         orders_topic: String,
+        keyring: Keyring,
         config: SweeperSettings,
         produce_timeout: Duration,
         metrics: WorkerMetrics,
@@ -82,6 +92,7 @@ impl Sweeper {
             store,
             producer,
             orders_topic,
+            keyring,
             config,
             produce_timeout,
             metrics,
@@ -234,10 +245,20 @@ impl Sweeper {
             })
             .map(|sender| sender.child())
             .unwrap_or_else(TraceContext::start);
+        let signed = Signed::Order {
+            key: sku.as_str().as_bytes(),
+            payload: &entry.payload,
+            replays: b"",
+        };
+        let headers = kafka::trace::with_trace(OwnedHeaders::new(), &trace);
         let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.orders_topic)
             .key(sku.as_str())
             .payload(entry.payload.as_slice())
-            .headers(kafka::trace::with_trace(OwnedHeaders::new(), &trace));
+            .headers(kafka::signature::with_signature(
+                headers,
+                &self.keyring,
+                &signed,
+            ));
         let span = tracing::info_span!(
             "sweep",
             order_id = %reservation.order_id,

@@ -16,6 +16,8 @@ pub struct AuthSettings {
     pub jwt_secret: SecretString,
     /// Clock skew tolerance in seconds.
     pub leeway_secs: u64,
+    /// Oldest token accepted, counted from its `iat`, in seconds, whatever its `exp` says.
+    pub max_token_age_secs: u64,
     /// A JWKS document of the identity provider's public keys (empty: HS256 with the secret).
     pub jwks_file: PathBuf,
     /// The identity provider's JWKS URL, fetched instead of a file (empty: none).
@@ -80,6 +82,12 @@ impl AuthSettings {
             return invalid("auth.jwks_url", "must be an https:// URL");
         }
         between("auth.jwks_refresh_secs", self.jwks_refresh_secs, 10, 86_400)?;
+        between(
+            "auth.max_token_age_secs",
+            self.max_token_age_secs,
+            60,
+            30 * 86_400,
+        )?;
         if self.jwks_min_refetch_secs == 0 {
             return invalid(
                 "auth.jwks_min_refetch_secs",

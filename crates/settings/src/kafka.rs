@@ -2,8 +2,10 @@
 //! two topics and their provisioning, the consumer groups, and how the clients reach the
 //! brokers. The checks refuse what librdkafka would take and then ignore or misuse: SASL
 //! credentials without a SASL protocol, TLS files without TLS, security properties slipped into
-//! `kafka.client` past the checked keys.
+//! `kafka.client` past the checked keys; and, for a deployment, what leaves the brokers
+//! unverified (a protocol without TLS, a `kafka.client` property that turns a check off).
 
+use crate::deployment::{Backend, UnverifiedTransport};
 use crate::error::{at_least_one, invalid, SettingsError};
 use crate::tls::TlsFiles;
 use secrecy::{ExposeSecret, SecretString};
@@ -166,7 +168,7 @@ impl KafkaSettings {
             "sasl.username",
             "sasl.password",
         ] {
-            if self.client.contains_key(property) {
+            if self.client_values(property).next().is_some() {
                 return invalid(
                     "kafka.client",
                     format!("sets {property}: use the kafka.security keys, which are checked"),
@@ -175,6 +177,66 @@ impl KafkaSettings {
         }
         self.security.validate(development)
     }
+
+    /// The values `kafka.client` gives `property`, its name compared without case or the
+    /// spaces around it: a check must not miss a property that another spelling slips past.
+    fn client_values<'a>(&'a self, property: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.client
+            .iter()
+            .filter(move |(name, _)| name.trim().eq_ignore_ascii_case(property))
+            .map(|(_, value)| value.trim())
+    }
+
+    /// Why the clients would not verify the brokers, if they would not: a protocol without TLS,
+    /// or a `kafka.client` property that turns off the check of the certificate or of the host
+    /// name (the clients set both on; the properties of `kafka.client` come after them). The
+    /// embedded broker runs inside the process and passes.
+    pub(crate) fn unverified_transport(&self) -> Option<UnverifiedTransport> {
+        if self.is_embedded() {
+            return None;
+        }
+        let protocol = self.security.protocol;
+        if !protocol.uses_tls() {
+            return Some(UnverifiedTransport::new(
+                Backend::Kafka,
+                "kafka.security.protocol",
+                format!(
+                    "is {}, so the orders, and any SASL credentials, travel in the clear: use ssl or sasl_ssl (the brokers' certificates and host names are checked against kafka.security.tls.ca_file or the system's CAs)",
+                    protocol.as_librdkafka()
+                ),
+            ));
+        }
+        // librdkafka reads a boolean as true from `true`, `t` or `1`, and anything else either
+        // as false or as an error: only those three leave the check on.
+        let mut verification = self.client_values("enable.ssl.certificate.verification");
+        if let Some(value) = verification.find(|value| !is_true(value)) {
+            return Some(UnverifiedTransport::new(
+                Backend::Kafka,
+                "kafka.client",
+                format!(
+                    "sets enable.ssl.certificate.verification = {value:?}, which turns off the check of the brokers' certificates: remove it, and give the brokers' CA in kafka.security.tls.ca_file"
+                ),
+            ));
+        }
+        let mut identification = self.client_values("ssl.endpoint.identification.algorithm");
+        if let Some(value) = identification.find(|v| !v.eq_ignore_ascii_case("https")) {
+            return Some(UnverifiedTransport::new(
+                Backend::Kafka,
+                "kafka.client",
+                format!(
+                    "sets ssl.endpoint.identification.algorithm = {value:?}, which turns off the check of the brokers' host names, so any certificate of their CA passes: remove it (the clients set https)"
+                ),
+            ));
+        }
+        None
+    }
+}
+
+/// Whether librdkafka reads `value` as a true boolean.
+fn is_true(value: &str) -> bool {
+    ["true", "t", "1"]
+        .iter()
+        .any(|truth| value.eq_ignore_ascii_case(truth))
 }
 
 impl KafkaSecurity {

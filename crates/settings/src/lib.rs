@@ -6,7 +6,11 @@
 //!
 //! One module per section of `config/default.toml` holds its struct and the checks of its keys;
 //! [`load`](Settings::load) layers the sources, and the checks that only a deployment needs are
-//! in [`require_deployed_secrets`](Settings::require_deployed_secrets).
+//! in [`require_deployed_secrets`](Settings::require_deployed_secrets) (the gateway's),
+//! [`require_deployed_message_keys`](Settings::require_deployed_message_keys) (the services that
+//! sign or verify messages) and
+//! [`require_verified_transport`](Settings::require_verified_transport) (every service, before
+//! it connects to a backend).
 
 use serde::Deserialize;
 
@@ -24,7 +28,9 @@ mod http;
 mod kafka;
 mod load;
 mod log;
+mod messages;
 mod payments;
+mod proof_of_work;
 mod redis;
 mod replayer;
 mod shutdown;
@@ -35,7 +41,10 @@ mod worker;
 
 pub use auth::AuthSettings;
 pub use database::DatabaseSettings;
-pub use deployment::{DEVELOPMENT_ENVIRONMENTS, MIN_DEPLOYED_SECRET_BYTES};
+pub use deployment::{
+    Backend, DeploymentSettings, UnverifiedTransport, DEVELOPMENT_ENVIRONMENTS,
+    MIN_DEPLOYED_SECRET_BYTES,
+};
 pub use error::SettingsError;
 pub use expiry::ExpirySettings;
 #[cfg(feature = "test-util")]
@@ -45,7 +54,9 @@ pub use http::HttpSettings;
 pub use kafka::{KafkaSecurity, KafkaSecurityProtocol, KafkaSettings, SaslMechanism};
 pub use load::DEFAULT_TOML;
 pub use log::{LogFormat, LogSettings};
+pub use messages::MessageSettings;
 pub use payments::PaymentSettings;
+pub use proof_of_work::ProofOfWorkSettings;
 pub use redis::{RedisMode, RedisSettings};
 pub use replayer::ReplayerSettings;
 pub use shutdown::ShutdownSettings;
@@ -89,6 +100,13 @@ pub struct Settings {
     pub expiry: ExpirySettings,
     /// The waiting rooms of the sales that have one (gateway).
     pub waiting_room: WaitingRoomSettings,
+    /// The proof of work asked at the door (gateway).
+    pub proof_of_work: ProofOfWorkSettings,
+    /// The keys order messages and dead letters are signed with (gateway, worker, replayer).
+    pub messages: MessageSettings,
+    /// What a deployment accepts that it should not (the opt-outs, loudly named).
+    #[serde(default)]
+    pub deployment: DeploymentSettings,
 }
 
 impl Settings {
@@ -96,6 +114,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate(self.is_development())?;
         self.redis.validate()?;
+        self.http.validate()?;
         self.gateway.validate()?;
         self.worker.validate()?;
         self.replayer.validate()?;
@@ -104,6 +123,8 @@ impl Settings {
         self.expiry.validate()?;
         self.database.validate()?;
         self.waiting_room.validate()?;
+        self.proof_of_work.validate()?;
+        self.messages.validate()?;
         self.auth.validate()
     }
 }
@@ -120,7 +141,7 @@ mod tests {
     #[test]
     fn every_range_check_names_its_key_and_says_what_is_wrong() {
         let short = || SecretString::from("fifteen-bytes!!".to_owned());
-        let cases: [Case; 30] = [
+        let cases: [Case; 36] = [
             (|s| s.kafka.partitions = 0, "`kafka.partitions`: must be at least 1"),
             (|s| s.kafka.replication_factor = 0, "`kafka.replication_factor`: must be at least 1"),
             (|s| s.kafka.min_insync_replicas = 2, "`kafka.min_insync_replicas`: must be between 1 and kafka.replication_factor"),
@@ -133,6 +154,12 @@ mod tests {
             (|s| s.gateway.max_in_flight = 0, "`gateway.max_in_flight`: must be at least 1"),
             (|s| s.gateway.sold_out_recheck_ms = 0, "`gateway.sold_out_recheck_ms`: must be between 1 and 60000"),
             (|s| s.gateway.ack_flush_ms = 1_001, "`gateway.ack_flush_ms`: must be between 1 and 1000"),
+            (|s| s.gateway.limiter_prune_secs = 0, "`gateway.limiter_prune_secs`: must be between 1 and 3600"),
+            (|s| s.http.header_timeout_ms = 99, "`http.header_timeout_ms`: must be between 100 and 60000"),
+            (|s| s.http.body_timeout_ms = 60_001, "`http.body_timeout_ms`: must be between 100 and 60000"),
+            (|s| s.http.trusted_proxies = "10.0.0.0/8, proxy.example.com".into(), "`http.trusted_proxies`: \"proxy.example.com\" is neither an IP address nor a CIDR block such as 10.0.0.0/8"),
+            (|s| s.auth.max_token_age_secs = 59, "`auth.max_token_age_secs`: must be between 60 and 2592000"),
+            (|s| s.gateway.max_reads_in_flight = 0, "`gateway.max_reads_in_flight`: must be at least 1"),
             (|s| s.worker.finish_flush_ms = 0, "`worker.finish_flush_ms`: must be between 1 and 1000"),
             (|s| s.worker.batch_max = 0, "`worker.batch_max`: must be at least 1"),
             (|s| s.worker.max_attempts = 0, "`worker.max_attempts`: must be at least 1"),

@@ -2,6 +2,7 @@
 //! keep the URL, the mode and the TLS files consistent, since a mismatch would otherwise show
 //! only as failing connections once the sale is on.
 
+use crate::deployment::{Backend, UnverifiedTransport};
 use crate::error::{at_least_one, invalid, SettingsError};
 use crate::tls::TlsFiles;
 use secrecy::{ExposeSecret, SecretString};
@@ -83,6 +84,32 @@ impl RedisSettings {
         }
         self.tls
             .validate("redis.tls", tls, "redis.url is not a rediss:// URL")
+    }
+
+    /// Why a connection to these nodes would not verify the server, if it would not: a
+    /// `redis://` URL is plaintext, and the client reads a `#insecure` fragment of a
+    /// `rediss://` one as "skip the certificate check". A Unix socket is no network connection.
+    /// The URLs hold the password, so the problem never quotes them.
+    pub(crate) fn unverified_transport(&self) -> Option<UnverifiedTransport> {
+        let problem = self.node_urls().into_iter().find_map(|url| {
+            let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+            let fragment = url.split_once('#').map(|(_, fragment)| fragment);
+            match scheme.to_ascii_lowercase().as_str() {
+                "unix" | "redis+unix" => None,
+                "rediss" if fragment.is_some_and(|f| f.eq_ignore_ascii_case("insecure")) => Some(
+                    "ends in #insecure, which turns off the check of the server's certificate: remove it, and give the server's CA in redis.tls.ca_file unless the system's CAs sign it",
+                ),
+                "rediss" => None,
+                _ => Some(
+                    "is not a rediss:// URL, so the stock ledger and its password travel in the clear: use rediss:// (TLS; the server's certificate and host name are checked against redis.tls.ca_file or the system's CAs)",
+                ),
+            }
+        })?;
+        Some(UnverifiedTransport::new(
+            Backend::Redis,
+            "redis.url",
+            problem,
+        ))
     }
 }
 

@@ -8,6 +8,7 @@ use crate::expiry::expire_rows;
 use crate::{insert_rows, Store, StoreError};
 use chrono::{DateTime, Utc};
 use domain::payment::PaymentOutcomeKind;
+use domain::sale::Pricing;
 use domain::{Currency, OrderStatus, PaymentNotice, PaymentOutcome, RefundReason, SkuId};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
@@ -28,14 +29,18 @@ pub enum Paid {
     Conflict,
     /// No such order in the database (it may still be queued).
     OrderNotFound,
-    /// The sale has a price, and the amount or the currency is not `quantity x price`; nothing
-    /// is recorded.
+    /// The amount or the currency is not what the order costs: `quantity x price` in the
+    /// price's currency, or 0 for an order of a free sale; nothing is recorded.
     AmountMismatch {
         /// What the order costs.
         expected_minor: i64,
-        /// In this currency.
-        currency: Currency,
+        /// In this currency; `None` for a free sale, whose payments may name any.
+        currency: Option<Currency>,
     },
+    /// The order's sale names no price and does not say it is free (it was stored before a
+    /// sale had to), so nothing tells what the order costs; nothing is recorded until the
+    /// sale is put again with a price or as free.
+    SaleUnpriced,
 }
 
 /// A payment that pays no order and must be refunded.
@@ -59,8 +64,9 @@ pub struct RefundDue {
 }
 
 impl Store {
-    /// Applies a payment notice at `now`: pays its order if it awaits payment and its window is
-    /// open; else records the payment as a refund due (the order expired, was paid by another
+    /// Applies a payment notice at `now`: pays its order if it awaits payment, its window is
+    /// open and the notice pays exactly what the order costs (else refuses it, recording
+    /// nothing); else records the payment as a refund due (the order expired, was paid by another
     /// payment, or failed). An order found past its `pay_by` and not yet expired is expired
     /// here, so the answer and the order agree at once. Idempotent on the payment id.
     pub async fn pay(
@@ -101,8 +107,8 @@ impl Store {
         }
         let outcome = match order.order_status()? {
             OrderStatus::AwaitingPayment if order.pay_by.is_some_and(|pay_by| now < pay_by) => {
-                if let Some(mismatch) = self.check_amount(&txn, &order, notice).await? {
-                    return Ok(mismatch);
+                if let Some(refused) = self.check_amount(&txn, &order, notice).await? {
+                    return Ok(refused);
                 }
                 self.mark_paid(&txn, &order, notice, now).await?;
                 PaymentOutcome::Paid
@@ -134,7 +140,7 @@ impl Store {
         Ok(Paid::Recorded(outcome))
     }
 
-    /// `None` when the amount is right for the order (or the sale has no price).
+    /// `None` when the notice pays exactly what the order costs; else why it does not.
     async fn check_amount(
         &self,
         txn: &impl ConnectionTrait,
@@ -144,23 +150,30 @@ impl Store {
         let sale = sales::Entity::find_by_id(order.sku_id.as_str())
             .one(txn)
             .await?;
-        let Some(price) = sale
-            .map(|s| s.payment_terms())
-            .transpose()?
-            .and_then(|t| t.price)
-        else {
-            return Ok(None);
+        // An order whose sale is gone has no price either: refused the same way.
+        let pricing = match sale {
+            Some(sale) => sale.payment_terms()?.pricing,
+            None => Pricing::Unpriced,
         };
-        // Both factors are bounded (a price, a quantity), so the product fits.
-        let expected_minor = price
-            .minor_per_unit
-            .saturating_mul(i64::from(order.quantity));
-        let right = notice.currency == price.currency
-            && i64::try_from(notice.amount_minor).is_ok_and(|amount| amount == expected_minor);
-        Ok((!right).then_some(Paid::AmountMismatch {
-            expected_minor,
-            currency: price.currency,
-        }))
+        let amount = i64::try_from(notice.amount_minor).ok();
+        Ok(match pricing {
+            Pricing::Priced(price) => {
+                // Both factors are bounded (a price, a quantity), so the product fits.
+                let expected_minor = price
+                    .minor_per_unit
+                    .saturating_mul(i64::from(order.quantity));
+                let right = notice.currency == price.currency && amount == Some(expected_minor);
+                (!right).then_some(Paid::AmountMismatch {
+                    expected_minor,
+                    currency: Some(price.currency),
+                })
+            }
+            Pricing::Free => (amount != Some(0)).then_some(Paid::AmountMismatch {
+                expected_minor: 0,
+                currency: None,
+            }),
+            Pricing::Unpriced => Some(Paid::SaleUnpriced),
+        })
     }
 
     async fn mark_paid(

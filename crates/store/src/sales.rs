@@ -88,6 +88,10 @@ impl Store {
     pub async fn upsert_sale(&self, sku: &SkuId, spec: &SaleSpec) -> Result<(), StoreError> {
         let now = Utc::now();
         let admission = spec.admission.map(|room| room.encode());
+        let price = spec.payment.pricing.price();
+        let price_minor = price.map(|p| p.minor_per_unit);
+        let currency = price.map(|p| p.currency.to_string());
+        let free = spec.payment.pricing.is_free();
         let txn = self.begin_write().await?;
         let mut find = sales::Entity::find_by_id(sku.as_str());
         if self.backend() == DbBackend::Postgres {
@@ -114,14 +118,9 @@ impl Store {
                             sales::Column::PaymentWindowSecs,
                             (spec.payment.window_secs as i32).into(),
                         ),
-                        (
-                            sales::Column::PriceMinor,
-                            spec.payment.price.map(|p| p.minor_per_unit).into(),
-                        ),
-                        (
-                            sales::Column::Currency,
-                            spec.payment.price.map(|p| p.currency.to_string()).into(),
-                        ),
+                        (sales::Column::PriceMinor, price_minor.into()),
+                        (sales::Column::Currency, currency.clone().into()),
+                        (sales::Column::Free, free.into()),
                         (sales::Column::Buckets, i16::from(spec.buckets).into()),
                         (sales::Column::Admission, admission.clone().into()),
                     ]],
@@ -150,14 +149,9 @@ impl Store {
                         sales::Column::PaymentWindowSecs,
                         spec.payment.window_secs as i32,
                     )
-                    .value(
-                        sales::Column::PriceMinor,
-                        spec.payment.price.map(|p| p.minor_per_unit),
-                    )
-                    .value(
-                        sales::Column::Currency,
-                        spec.payment.price.map(|p| p.currency.to_string()),
-                    )
+                    .value(sales::Column::PriceMinor, price_minor)
+                    .value(sales::Column::Currency, currency)
+                    .value(sales::Column::Free, free)
                     .value(sales::Column::Admission, admission)
                     .value(sales::Column::UpdatedAt, now)
                     .and_where(Expr::col(sales::Column::SkuId).eq(sku.as_str()))

@@ -4,6 +4,10 @@
 //! Every service answers `/readyz` the same way: `200 {"status":"ok"}`, or
 //! `503 {"status":"unavailable","failing":["redis",...]}` naming the dependencies that did not
 //! answer. Why they did not answer goes to the log, not to the caller.
+//!
+//! An answer is at most [`Readiness::MAX_AGE`] old: the checks run for the first `/readyz`
+//! after that, and every request meanwhile gets the same answer, so however often `/readyz` is
+//! asked, each dependency sees about one ping a second.
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures::future::{join_all, BoxFuture};
@@ -11,17 +15,26 @@ use prometheus::Registry;
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
-/// The named checks that say whether a service can do its work now.
+/// The last answer: when the checks ran, and what failed.
+type Answer = Option<(Instant, Vec<&'static str>)>;
+
+/// The named checks that say whether a service can do its work now (clones share the last
+/// answer).
 #[derive(Clone, Default)]
 pub struct Readiness {
     checks: Vec<(&'static str, Probe)>,
+    last: Arc<tokio::sync::Mutex<Answer>>,
 }
 
 impl Readiness {
+    /// The oldest answer `/readyz` gives before running the checks again.
+    pub const MAX_AGE: Duration = Duration::from_secs(1);
+
     /// No checks yet: always ready.
     pub fn new() -> Self {
         Self::default()
@@ -68,9 +81,24 @@ impl Readiness {
             .collect()
     }
 
+    /// What [`failing`](Self::failing) answered at most [`MAX_AGE`](Self::MAX_AGE) ago, or
+    /// answers now. While the checks run, other callers wait for their answer instead of
+    /// running their own.
+    pub async fn recently_failing(&self) -> Vec<&'static str> {
+        let mut last = self.last.lock().await;
+        if let Some((at, failing)) = last.as_ref() {
+            if at.elapsed() < Self::MAX_AGE {
+                return failing.clone();
+            }
+        }
+        let failing = self.failing().await;
+        *last = Some((Instant::now(), failing.clone()));
+        failing
+    }
+
     /// The `/readyz` answer.
     pub async fn respond(&self) -> HttpResponse {
-        let failing = self.failing().await;
+        let failing = self.recently_failing().await;
         if failing.is_empty() {
             HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
         } else {
@@ -142,5 +170,24 @@ mod tests {
         assert_eq!(ready.failing().await, vec!["redis", "kafka"]);
         let all_good = Readiness::new().check("redis", || async { Ok::<(), String>(()) });
         assert!(all_good.failing().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_readiness_requests_runs_the_checks_about_once_a_second() {
+        let pings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = pings.clone();
+        let ready = Readiness::new().check("database", move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<(), String>(()) }
+        });
+        let answers = join_all((0..1_000).map(|_| ready.recently_failing())).await;
+        assert!(answers.iter().all(Vec::is_empty));
+        assert_eq!(pings.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A clone (another HTTP worker) shares the answer.
+        assert!(ready.clone().recently_failing().await.is_empty());
+        assert_eq!(pings.load(std::sync::atomic::Ordering::SeqCst), 1);
+        tokio::time::sleep(Readiness::MAX_AGE).await;
+        ready.recently_failing().await;
+        assert_eq!(pings.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

@@ -1,7 +1,10 @@
-//! The tests' window on Kafka: producing raw messages, reading a topic from a group of the
-//! test's own, and a group's lag.
+//! The tests' window on Kafka: producing raw messages (signed as the gateway signs orders, or
+//! not at all, as a forger would), reading a topic from a group of the test's own, and a group's
+//! lag.
 
 use crate::{eventually, unique};
+use domain::signing::SIGNATURE_HEADER;
+use settings::Settings;
 use std::time::Duration;
 
 /// Produces `payload` with `key` to `topic` and waits for the acknowledgement.
@@ -12,6 +15,40 @@ pub async fn produce(
     payload: &[u8],
 ) -> anyhow::Result<()> {
     produce_with_headers(endpoint, topic, key, payload, &[]).await
+}
+
+/// The `seckill-signature` header value of the order message `payload` keyed `key`, signed as
+/// the gateway signs one with the keys of `settings`: what a test that produces orders by hand
+/// adds, or the worker dead-letters them as forged.
+pub fn order_signature(settings: &Settings, key: &[u8], payload: &[u8]) -> String {
+    let keyring = settings
+        .messages
+        .keyring()
+        .expect("the test's message keys are valid");
+    keyring.sign(&domain::Signed::Order {
+        key,
+        payload,
+        replays: b"",
+    })
+}
+
+/// Produces `payload` with `key` to the orders topic of `settings`, signed as the gateway signs
+/// an order ([`order_signature`]), and waits for the acknowledgement.
+pub async fn produce_signed(
+    endpoint: &kafka::Endpoint,
+    settings: &Settings,
+    key: &[u8],
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    let signature = order_signature(settings, key, payload);
+    produce_with_headers(
+        endpoint,
+        &settings.kafka.orders_topic,
+        key,
+        payload,
+        &[(SIGNATURE_HEADER, signature.as_str())],
+    )
+    .await
 }
 
 /// Like [`produce`], with `headers` (name, value) on the message.

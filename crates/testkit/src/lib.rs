@@ -25,7 +25,8 @@ mod redis_state;
 pub mod tls;
 
 pub use kafka_probe::{
-    group_lag, next_message, probe, produce, produce_with_headers, until_committed,
+    group_lag, next_message, order_signature, probe, produce, produce_signed, produce_with_headers,
+    until_committed,
 };
 pub use redis_state::{
     delete_keys, fresh_ledger, overwrite_reservation, raw_redis, reserve, set_back_reservations,
@@ -306,7 +307,8 @@ pub fn notice(payment_id: &str, order: &OrderId, amount_minor: u64) -> domain::P
     }
 }
 
-/// A sale open from a second ago for an hour.
+/// A sale open from a second ago for an hour, free, with the default payment window
+/// (`PaymentTerms::default`); `with_payment` gives it a price, for payments of more than 0.
 pub fn open_spec(stock: i64, per_user_limit: i64) -> SaleSpec {
     let now = Utc::now();
     SaleSpec::new(

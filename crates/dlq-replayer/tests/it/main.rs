@@ -7,7 +7,8 @@ mod process;
 
 use dlq_replayer::{Settled, Settler};
 use domain::dead_letter::header;
-use domain::{DeadLetter, OrderRequested, ReasonCode, SkuId};
+use domain::signing::SIGNATURE_HEADER;
+use domain::{DeadLetter, Keyring, OrderRequested, ReasonCode, Signed, SkuId};
 use kafka::rdkafka::consumer::StreamConsumer;
 use kafka::rdkafka::message::{Header, OwnedHeaders};
 use kafka::rdkafka::producer::FutureRecord;
@@ -92,9 +93,34 @@ fn orders_probe(ctx: &TestContext) -> StreamConsumer {
     testkit::probe(&ctx.endpoint(), &ctx.settings.kafka.orders_topic)
 }
 
+/// The test's keys: those of its settings, which the worker signs its letters with.
+fn keyring(ctx: &TestContext) -> Keyring {
+    ctx.settings.messages.keyring().unwrap()
+}
+
+/// The signature header value of a letter keyed `k` with `payload` and the raw `reason` and
+/// `attempts` headers, made with `keys`.
+fn letter_signature(keys: &Keyring, payload: &[u8], reason: &str, attempts: &str) -> String {
+    keys.sign(&Signed::DeadLetter {
+        key: b"k",
+        payload,
+        reason: reason.as_bytes(),
+        attempts: attempts.as_bytes(),
+    })
+}
+
 /// Produces dead letters (payload, reason, attempts) with one producer, all in flight at once,
-/// each with [`LETTER_TRACEPARENT`].
+/// each with [`LETTER_TRACEPARENT`] and signed as the worker signs them.
 async fn send_letters(ctx: &TestContext, letters: &[(Vec<u8>, ReasonCode, u32)]) {
+    send_letters_signed_with(ctx, &keyring(ctx), letters).await;
+}
+
+/// [`send_letters`], signed with `keys`.
+async fn send_letters_signed_with(
+    ctx: &TestContext,
+    keys: &Keyring,
+    letters: &[(Vec<u8>, ReasonCode, u32)],
+) {
     let producer = kafka::producer(&ctx.endpoint()).unwrap();
     let sends = letters.iter().map(|(payload, reason, attempts)| {
         let letter = DeadLetter {
@@ -106,10 +132,21 @@ async fn send_letters(ctx: &TestContext, letters: &[(Vec<u8>, ReasonCode, u32)])
             original_offset: 0,
             failed_at: chrono::Utc::now(),
         };
-        let mut headers = OwnedHeaders::new().insert(Header {
-            key: TRACEPARENT,
-            value: Some(LETTER_TRACEPARENT.as_bytes()),
-        });
+        let signature = letter_signature(
+            keys,
+            payload,
+            letter.reason.as_str(),
+            &letter.attempts.to_string(),
+        );
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: TRACEPARENT,
+                value: Some(LETTER_TRACEPARENT.as_bytes()),
+            })
+            .insert(Header {
+                key: SIGNATURE_HEADER,
+                value: Some(signature.as_bytes()),
+            });
         for (name, value) in letter.to_headers() {
             headers = headers.insert(Header {
                 key: name,
@@ -145,6 +182,7 @@ async fn compensating_the_same_dead_letter_twice_has_one_effect() {
         store: ctx.store().await,
         producer: kafka::producer(&ctx.endpoint()).unwrap(),
         orders_topic: ctx.settings.kafka.orders_topic.clone(),
+        keyring: keyring(&ctx),
         config: ctx.settings.replayer.clone(),
     };
     for _ in 0..2 {
@@ -294,14 +332,23 @@ async fn inspect_lists_the_unsettled_letters_and_replay_republishes_one_reason_c
     };
     let producer = kafka::producer(&endpoint).unwrap();
     let orders_topic = &kafka_settings.orders_topic;
+    let keys = keyring(&ctx);
     let replay = |reason, dry_run| {
-        letters::replay(&pending, reason, &producer, orders_topic, dry_run, false)
+        letters::replay(
+            &pending,
+            reason,
+            &producer,
+            orders_topic,
+            &keys,
+            dry_run,
+            false,
+        )
     };
     let dry = replay(ReasonCode::RetriesExhausted, true).await.unwrap();
-    assert_eq!((dry.replayed, dry.skipped), (2, 0));
+    assert_eq!((dry.replayed, dry.skipped, dry.refused), (2, 0, 0));
     assert_eq!(in_orders_topic().await, 0, "a dry run publishes nothing");
     let done = replay(ReasonCode::RetriesExhausted, false).await.unwrap();
-    assert_eq!((done.replayed, done.skipped), (2, 0));
+    assert_eq!((done.replayed, done.skipped, done.refused), (2, 0, 0));
     assert_eq!(in_orders_topic().await, 2);
     let garbage = replay(ReasonCode::Undecodable, false).await.unwrap();
     assert_eq!((garbage.replayed, garbage.skipped), (0, 1));
@@ -388,14 +435,18 @@ async fn a_valid_order_whose_letter_headers_cannot_be_read_goes_back_to_the_work
     let (ctx, sku) = TestContext::with_sale(10, 5).await;
     let unreadable = reserved(&ctx, &sku, "u", 1).await;
     let behind = reserved(&ctx, &sku, "f", 2).await;
-    // A reason this build does not know, as a newer build may write, under the key of the letter
-    // behind it.
+    // A reason this build does not know, as a newer build may write (and sign), under the key of
+    // the letter behind it.
+    let signature = letter_signature(&keyring(&ctx), &unreadable.encode(), "gremlins", "");
     testkit::produce_with_headers(
         &ctx.endpoint(),
         &ctx.settings.kafka.dlq_topic,
         b"k",
         &unreadable.encode(),
-        &[(header::REASON, "gremlins")],
+        &[
+            (header::REASON, "gremlins"),
+            (SIGNATURE_HEADER, signature.as_str()),
+        ],
     )
     .await
     .unwrap();
@@ -419,6 +470,68 @@ async fn a_valid_order_whose_letter_headers_cannot_be_read_goes_back_to_the_work
         kafka::consume::header(&message, header::REPLAYS),
         Some(max_replays.as_bytes())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_of_forged_messages_and_letters_no_worker_signed_are_neither_retried_nor_compensated(
+) {
+    let (ctx, sku) = TestContext::with_sale(10, 5).await;
+    // Real buyers' reservations, which the letters below name: their units must stay theirs.
+    let [copied, targeted, laundered] = reserved_each(&ctx, &sku, ["c", "t", "l"]).await;
+    // The worker refused a copy of a real order as forged: a letter it signed.
+    send_letters(&ctx, &[(copied.encode(), ReasonCode::Forged, 1)]).await;
+    // Letters a forger wrote to the dead-letter topic: one to have a buyer's order failed, one to
+    // have bytes republished (and signed) to the orders topic, one without any signature.
+    let forger = Keyring::parse("dev:a-secret-the-forger-guessed", "dev").unwrap();
+    send_letters_signed_with(
+        &ctx,
+        &forger,
+        &[
+            (targeted.encode(), ReasonCode::UnknownSku, 1),
+            (laundered.encode(), ReasonCode::RetriesExhausted, 1),
+        ],
+    )
+    .await;
+    testkit::produce_with_headers(
+        &ctx.endpoint(),
+        &ctx.settings.kafka.dlq_topic,
+        b"k",
+        &targeted.encode(),
+        &[
+            (header::REASON, "idempotency_conflict"),
+            (header::ATTEMPTS, "1"),
+        ],
+    )
+    .await
+    .unwrap();
+
+    let running = Running::drain(&ctx).await;
+    assert_eq!(
+        (running.settled("forged"), running.settled("unauthentic")),
+        (1, 3)
+    );
+    for outcome in ["retried", "compensated", "already_written", "unreadable"] {
+        assert_eq!(running.settled(outcome), 0, "{outcome}");
+    }
+    let snapshot = ctx.snapshot(&sku).await;
+    assert_eq!(
+        (snapshot.remaining, snapshot.released),
+        (7, 0),
+        "every unit stays with its buyer"
+    );
+    let store = ctx.store().await;
+    for named in [&copied, &targeted, &laundered] {
+        assert_eq!(store.order(&named.order_id).await.unwrap(), None);
+    }
+    let kafka_settings = &ctx.settings.kafka;
+    let on_the_orders_topic = testkit::group_lag(
+        &ctx.endpoint(),
+        &testkit::unique("count-"),
+        &kafka_settings.orders_topic,
+    )
+    .await;
+    assert_eq!(on_the_orders_topic, 0, "nothing was republished");
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

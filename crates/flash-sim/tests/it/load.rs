@@ -12,6 +12,7 @@ fn plan(address: String, target: Target) -> Plan {
         until: Until::Requests(200),
         run_id: testkit::unique("load"),
         progress: false,
+        sources: Vec::new(),
     }
 }
 

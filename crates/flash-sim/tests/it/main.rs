@@ -172,7 +172,7 @@ async fn every_service_exports_metrics_promtool_accepts_and_they_add_up() {
             .await
             .unwrap()
     };
-    let gateway = get(stack.gateway_port).await;
+    let gateway = get(stack.admin_port).await;
     // The worker's lag gauge is refreshed on a timer; wait for it to show the drained queue.
     let orders_topic = format!("topic=\"{}\"", stack.settings.kafka.orders_topic);
     let worker = testkit::eventually(Duration::from_secs(30), "the lag gauge at 0", || {

@@ -141,12 +141,17 @@ async fn a_buy_requests_trace_travels_in_kafka_headers_into_the_worker_and_repla
         "k",
         1,
     );
+    let key = stray.sku_id.as_str().as_bytes();
+    let signature = testkit::order_signature(&stack.settings, key, &stray.encode());
     testkit::produce_with_headers(
         &kafka::Endpoint::from_settings(&stack.settings.kafka, None),
         &stack.settings.kafka.orders_topic,
-        stray.sku_id.as_str().as_bytes(),
+        key,
         &stray.encode(),
-        &[(TRACEPARENT, &format!("00-{STRAY_TRACE}-{BUYER_SPAN}-01"))],
+        &[
+            (TRACEPARENT, &format!("00-{STRAY_TRACE}-{BUYER_SPAN}-01")),
+            (domain::signing::SIGNATURE_HEADER, signature.as_str()),
+        ],
     )
     .await
     .unwrap();

@@ -6,7 +6,8 @@
 //! an identity provider from its JWKS document (`auth.jwks_file` or `auth.jwks_url`), chosen by
 //! each token's `kid` and read again every `auth.jwks_refresh_secs`, and soon after a token names
 //! a key the document lacks ([`KeySource::keep_fresh`]). `auth.issuer` and `auth.audience`,
-//! when set, must match `iss` and `aud`.
+//! when set, must match `iss` and `aud` (a deployment must set them). Every token carries `iat`,
+//! and none works longer than `auth.max_token_age_secs` after it.
 //!
 //! The parts: `keys` reads keys from a JWKS document or a PEM file, `key_source` keeps an
 //! identity provider's keys fresh, `verifier` checks tokens and remembers the good ones,
@@ -37,6 +38,9 @@ pub struct Claims {
     pub sub: String,
     /// Expiry (seconds since epoch).
     pub exp: u64,
+    /// When it was issued (seconds since epoch): required, and with `auth.max_token_age_secs`
+    /// it bounds how long a token works whatever its `exp` says.
+    pub iat: u64,
     /// The other claims: the role claim among them.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
@@ -48,9 +52,11 @@ pub fn sign(secret: &[u8], sub: &str, role: Option<&str>, ttl_secs: u64) -> Stri
     if let Some(role) = role {
         other.insert("role".into(), role.into());
     }
+    let now = chrono::Utc::now().timestamp() as u64;
     let claims = Claims {
         sub: sub.to_owned(),
-        exp: chrono::Utc::now().timestamp() as u64 + ttl_secs,
+        exp: now + ttl_secs,
+        iat: now,
         other,
     };
     jsonwebtoken::encode(

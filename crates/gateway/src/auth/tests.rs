@@ -50,6 +50,39 @@ fn a_remembered_token_is_accepted_only_while_valid_and_only_byte_for_byte() {
 }
 
 #[test]
+fn a_token_without_iat_or_older_than_the_largest_age_is_refused_whatever_its_exp() {
+    let mut auth = settings::Settings::defaults().auth;
+    auth.jwt_secret = String::from_utf8(SECRET.to_vec()).unwrap().into();
+    auth.leeway_secs = 0;
+    auth.max_token_age_secs = 3_600;
+    let verifier = Verifier::from_settings(&auth).expect("HS256");
+    let now = chrono::Utc::now().timestamp();
+    let token = |claims: serde_json::Value| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .expect("signs")
+    };
+    let year = 365 * 86_400;
+    let fresh = token(serde_json::json!({"sub": "alice", "exp": now + year, "iat": now}));
+    assert!(verifier.verify_token(&fresh, now).is_ok());
+    // The same token an hour and a second later: too old, from memory or afresh.
+    assert!(verifier.verify_token(&fresh, now + 3_601).is_err());
+    assert!(Verifier::from_settings(&auth)
+        .unwrap()
+        .verify_token(&fresh, now + 3_601)
+        .is_err());
+    let old = token(serde_json::json!({"sub": "bob", "exp": now + year, "iat": now - 3_601}));
+    assert!(verifier.verify_token(&old, now).is_err());
+    let undated = token(serde_json::json!({"sub": "carol", "exp": now + year}));
+    assert!(verifier.verify_token(&undated, now).is_err());
+    let future = token(serde_json::json!({"sub": "dave", "exp": now + year, "iat": now + 600}));
+    assert!(verifier.verify_token(&future, now).is_err());
+}
+
+#[test]
 fn keys_a_gateway_cannot_verify_with_are_skipped_and_only_a_document_without_any_is_refused() {
     let signing = Provider::new("sig-1").key();
     let others = [
@@ -89,7 +122,7 @@ fn a_single_public_key_verifies_its_algorithms_tokens_only() {
     auth.public_key_algorithm = "ES256".into();
     let verifier = Verifier::from_settings(&auth).expect("the key loads");
     let now = chrono::Utc::now().timestamp();
-    let claims = serde_json::json!({"sub": "alice", "exp": now + 60});
+    let claims = serde_json::json!({"sub": "alice", "exp": now + 60, "iat": now});
     let der = {
         use p256::pkcs8::EncodePrivateKey;
         signing.to_pkcs8_der().expect("DER")
@@ -212,7 +245,7 @@ fn identity_provider_tokens_are_verified_by_kid_issuer_and_audience_and_map_role
     let provider = Provider::new("key-1");
     let verifier = Verifier::from_settings(&settings_for(&provider)).expect("keys load");
     let now = chrono::Utc::now().timestamp();
-    let claims = |iss: &str, aud: &str, roles: serde_json::Value| serde_json::json!({"sub": "alice", "exp": now + 60, "iss": iss, "aud": aud, "roles": roles});
+    let claims = |iss: &str, aud: &str, roles: serde_json::Value| serde_json::json!({"sub": "alice", "exp": now + 60, "iat": now, "iss": iss, "aud": aud, "roles": roles});
     let good = provider.token(
         "key-1",
         claims(
@@ -388,7 +421,9 @@ async fn a_jwks_url_is_fetched_refetched_for_a_new_kid_at_a_bounded_rate_and_out
     let verifier = Arc::new(Verifier::from_settings(&auth).expect("a URL verifier"));
     let keys = verifier.key_source().expect("a provider's keys");
     let claims = |sub: &str| {
-        serde_json::json!({"sub": sub, "exp": chrono::Utc::now().timestamp() + 60,
+        // Issued a minute ago: the test checks them at its start, and minutes pass.
+        let now = chrono::Utc::now().timestamp();
+        serde_json::json!({"sub": sub, "exp": now + 60, "iat": now - 60,
             "iss": "https://id.example.com/", "aud": "seckill"})
     };
     let token = first.token("key-1", claims("alice"));

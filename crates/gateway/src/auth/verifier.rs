@@ -33,6 +33,8 @@ pub struct Verifier {
     validation: Validation,
     role_claim: String,
     admin_role: String,
+    /// Oldest token accepted, counted from its `iat`, in seconds.
+    max_age_secs: u64,
     verified: TokenMemory<Verified>,
 }
 
@@ -52,11 +54,14 @@ pub struct Verified {
 const REMEMBERED_TOKENS: usize = 100_000;
 
 impl Verifier {
+    /// The oldest token [`Verifier::new`] accepts: a day after its `iat`.
+    pub const DEFAULT_MAX_AGE_SECS: u64 = 86_400;
+
     /// A verifier of HS256 tokens signed with `secret`, with `leeway_secs` of clock skew.
     pub fn new(secret: &[u8], leeway_secs: u64) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = leeway_secs;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
         // Expiry is checked by `verify_token` against its `now`, for remembered tokens too.
         validation.validate_exp = false;
         validation.validate_aud = false;
@@ -65,6 +70,7 @@ impl Verifier {
             validation,
             role_claim: "role".into(),
             admin_role: "admin".into(),
+            max_age_secs: Self::DEFAULT_MAX_AGE_SECS,
             verified: TokenMemory::new(REMEMBERED_TOKENS),
         }
     }
@@ -86,7 +92,8 @@ impl Verifier {
             let (key, algorithm) = load_public_key(auth)?;
             verifier.keys = Keys::PublicKey(key, algorithm);
         }
-        let mut required = vec!["exp", "sub"];
+        verifier.max_age_secs = auth.max_token_age_secs;
+        let mut required = vec!["exp", "sub", "iat"];
         if !auth.issuer.is_empty() {
             verifier.validation.set_issuer(&[auth.issuer.as_str()]);
             required.push("iss");
@@ -185,10 +192,18 @@ impl Verifier {
     /// Verifies `token` at `now` (seconds since the epoch).
     pub fn verify_token(&self, token: &str, now: i64) -> Result<Arc<Verified>, ApiError> {
         let remembered = self.verified.recall(token);
-        // As jsonwebtoken would: expired once `exp` is more than the leeway in the past.
+        // As jsonwebtoken would: expired once `exp` is more than the leeway in the past; and
+        // too old once `iat` is more than the largest age and the leeway in the past, or not
+        // issued yet (a future `iat` would stretch the age).
+        let leeway = self.validation.leeway;
         let unexpired = |claims: &Claims| {
-            now <= i64::try_from(claims.exp.saturating_add(self.validation.leeway))
-                .unwrap_or(i64::MAX)
+            let ends = claims
+                .exp
+                .min(claims.iat.saturating_add(self.max_age_secs))
+                .saturating_add(leeway);
+            let issued = claims.iat.saturating_sub(leeway);
+            let now = u64::try_from(now).unwrap_or(0);
+            issued <= now && now <= ends
         };
         let generation = self.key_generation();
         if let Some(known) = remembered {

@@ -15,7 +15,7 @@ use stock::WarmOutcome;
 problems! {
     /// The error answers of `PUT /v1/admin/sales/{sku_id}` besides the shared ones.
     PutSaleProblems {
-        400 => "`invalid_sku`, `invalid_body`, `invalid_sale`",
+        400 => "`invalid_sku`, `invalid_body`, `invalid_sale` (the title names the field; a sale names `price_minor` with `currency`, or says `free: true`)",
         409 => "`stock_conflict`: below what is reserved or sold; `buckets_fixed`: the number of stock buckets cannot change; `sale_needs_reconcile`: Redis lost the sale",
     }
     /// The error answers of `GET /v1/admin/sales/{sku_id}` besides the shared ones.
@@ -45,12 +45,18 @@ pub struct SaleBody {
     /// Seconds a buyer has to pay, 1 to 604,800 (default `payments.default_window_secs`).
     #[schema(minimum = 1, maximum = 604_800, example = 900)]
     payment_window_secs: Option<i64>,
-    /// Price of one unit in minor units, 0 to 10^13; with `currency`, payments must match it.
-    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64, example = 19999)]
+    /// Price of one unit in minor units, 1 to 10^13, with `currency`: a payment must be exactly
+    /// quantity x this. Required unless `free` is true.
+    #[schema(minimum = 1, maximum = 10_000_000_000_000_i64, example = 19999)]
     price_minor: Option<i64>,
-    /// ISO 4217 code of the price.
+    /// ISO 4217 code of the price (with `price_minor`).
     #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     currency: Option<String>,
+    /// True for a sale that costs nothing, with neither `price_minor` nor `currency`: a payment
+    /// of one of its orders is of 0 (in any currency). Default false: the sale names its price.
+    #[serde(default)]
+    #[schema(default = false, example = false)]
+    free: bool,
     /// Stock buckets in Redis, 1 to 64 (default 1, or the sale's number when it exists): more
     /// than one splits the units of a SKU whose buyers need more than one Redis core. Fixed once
     /// the sale exists.
@@ -144,12 +150,14 @@ pub struct SaleView {
     ends_at: DateTime<Utc>,
     /// Seconds a buyer has to pay.
     payment_window_secs: u32,
-    /// Price of one unit in minor units (when the sale has a price).
+    /// Price of one unit in minor units (absent for a free sale).
     #[serde(skip_serializing_if = "Option::is_none")]
     price_minor: Option<i64>,
-    /// Its currency.
+    /// Its currency (absent for a free sale).
     #[serde(skip_serializing_if = "Option::is_none")]
     currency: Option<String>,
+    /// Whether the sale is free.
+    free: bool,
     /// Stock buckets in Redis.
     buckets: u8,
     /// The waiting room (when the sale has one).
@@ -186,8 +194,13 @@ pub async fn put_sale(
     let window = body
         .payment_window_secs
         .unwrap_or(i64::from(state.payments.default_window_secs));
-    let terms = PaymentTerms::new(window, body.price_minor, body.currency.as_deref())
-        .map_err(|e| ApiError::invalid("invalid_sale", e))?;
+    let terms = PaymentTerms::new(
+        window,
+        body.price_minor,
+        body.currency.as_deref(),
+        body.free,
+    )
+    .map_err(|e| ApiError::invalid("invalid_sale", e))?;
     let spec = SaleSpec::new(
         body.stock,
         body.per_user_limit,
@@ -251,19 +264,30 @@ pub async fn put_sale(
         starts_at: spec.window.starts_at,
         ends_at: spec.window.ends_at,
         payment_window_secs: spec.payment.window_secs,
-        price_minor: spec.payment.price.map(|p| p.minor_per_unit),
-        currency: spec.payment.price.map(|p| p.currency.to_string()),
+        price_minor: spec.payment.pricing.price().map(|p| p.minor_per_unit),
+        currency: spec.payment.pricing.price().map(|p| p.currency.to_string()),
+        free: spec.payment.pricing.is_free(),
         buckets: spec.buckets,
         admission: spec.admission.as_ref().map(AdmissionBody::of),
         redis_remaining: remaining,
     }))
 }
 
-/// A sale's figures as Redis and the database see them.
+/// A sale's price and figures as Redis and the database see them.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SaleStatsView {
     /// The SKU.
     sku_id: String,
+    /// Price of one unit in minor units, as stored (absent for a free sale, and for a sale saved
+    /// before a sale had to name its price or say it is free).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price_minor: Option<i64>,
+    /// Its currency, as stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    currency: Option<String>,
+    /// Whether the sale is free. Neither a price nor `free`: the sale was saved before a sale had
+    /// to say which, and no payment pays its orders (`sale_unpriced`) until it is put again.
+    free: bool,
     /// The database's figures.
     database: store::SaleStats,
     /// Redis's (absent when Redis has lost the sale).
@@ -274,15 +298,16 @@ pub struct SaleStatsView {
     in_flight_units: Option<i64>,
 }
 
-/// `GET /v1/admin/sales/{sku_id}`: the sale as Redis and the database see it.
+/// `GET /v1/admin/sales/{sku_id}`: the sale's price, and its figures as Redis and the database
+/// see them.
 #[utoipa::path(
     get,
     path = "/v1/admin/sales/{sku_id}",
     tag = "admin",
-    summary = "A sale's figures",
+    summary = "A sale's price and figures",
     params(super::SkuPath, super::TraceHeaders),
     responses(
-        (status = 200, description = "Stock and orders by status, from both sides", body = SaleStatsView),
+        (status = 200, description = "The price, and stock and orders by status from both sides", body = SaleStatsView),
         GetSaleProblems, AdminOnly, SaleNotFound, Unavailable,
     ),
     security(("admin" = []))
@@ -293,6 +318,12 @@ pub async fn get_sale(
     _admin: Admin,
 ) -> Result<HttpResponse, ApiError> {
     let sku = SkuId::parse(path.into_inner()).map_err(|e| ApiError::invalid("invalid_sku", e))?;
+    // The stored columns, not the terms they make: a row this build cannot read still shows.
+    let sale = state
+        .store
+        .sale(&sku)
+        .await?
+        .ok_or(ApiError::SaleNotFound)?;
     let database = state
         .store
         .sale_stats(&sku)
@@ -302,6 +333,9 @@ pub async fn get_sale(
     let in_flight_units = redis.map(|r| r.reserved - r.released - database.held_units());
     Ok(HttpResponse::Ok().json(SaleStatsView {
         sku_id: sku.to_string(),
+        price_minor: sale.price_minor,
+        currency: sale.currency,
+        free: sale.free,
         database,
         redis,
         in_flight_units,

@@ -1,4 +1,4 @@
-//! Liveness, readiness and metrics.
+//! Liveness (public port), readiness and metrics (admin port).
 
 use crate::AppState;
 use actix_web::{web, HttpResponse};
@@ -22,9 +22,11 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: Redis, the broker and the database all answer. While one does not, the
-/// gateway is taken out of the load balancer instead of answering 503 to every buyer.
-#[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness: Redis, the broker and the database answer",
+/// `GET /readyz` (admin port): Redis, the broker and the database all answered within the last
+/// second. While one does not, the gateway is taken out of the load balancer instead of
+/// answering 503 to every buyer.
+#[utoipa::path(get, path = "/readyz", tag = "ops", summary = "Readiness: Redis, the broker and the database answer (admin port)",
+    description = "Served on the admin port (`http.admin_port`) only. The answer is at most a second old: however often it is asked, each dependency is checked about once a second.",
     responses(
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "Not ready; `failing` names what does not answer", body = Health),
@@ -33,8 +35,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     state.readiness.respond().await
 }
 
-/// `GET /metrics`
-#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
+/// `GET /metrics` (admin port)
+#[utoipa::path(get, path = "/metrics", tag = "ops", summary = "Prometheus metrics (admin port)",
+    description = "Served on the admin port (`http.admin_port`) only.",
     responses((status = 200, description = "The text exposition format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()

@@ -1,9 +1,10 @@
 //! The buyer endpoints.
 
-use super::problems::{problems, PayloadTooLarge, SaleNotFound, Unauthorized, Unavailable};
+use super::problems::{problems, PayloadTooLarge, SaleNotFound, Unauthorized};
 use super::{parse_json, read_body};
 use crate::auth::Buyer;
 use crate::error::ApiError;
+use crate::limits::Limit;
 use crate::service::{place_order, Order, Placed};
 use crate::waiting_room::tokens::TicketRefusal;
 use crate::AppState;
@@ -16,16 +17,18 @@ problems! {
     /// The error answers of a buy besides the shared ones.
     BuyProblems {
         400 => "`invalid_sku`, `missing_idempotency_key`, `invalid_idempotency_key`, `invalid_body`, `invalid_quantity`",
-        403 => "`sale_not_active`: before the start or after the end; `admission_required`: the sale has a waiting room and the buy carries no valid ticket of it; `admission_expired`: the ticket has expired",
+        403 => "`sale_not_active`: before the start or after the end; `admission_required`: the sale has a waiting room and the buy carries no valid ticket of it; `admission_expired`: the ticket has expired; `proof_of_work_required`, `proof_of_work_invalid`: the gateway asks a proof of work of a buy without a ticket (`GET /v1/sales/{sku_id}/challenge?key=…`) and the request carries none that passes",
         409 => "`sold_out`, `limit_exceeded`, `request_in_progress` (retry after `Retry-After`)",
         422 => "`idempotency_key_reused`: the key names an order of another quantity; nothing reserved",
-        429 => "`rate_limited`",
+        429 => "`rate_limited`: past the buyer's (`gateway.per_user_rate_per_sec`) or the client address's (`gateway.per_address_rate_per_sec`) allowance; retry after `Retry-After`",
         503 => "`overloaded`, `broker_unavailable`, `stock_unavailable`, `database_unavailable`, `sale_not_ready`: nothing stays reserved; retry",
     }
     /// The error answers of `GET /v1/orders/{order_id}` besides the shared ones.
     GetOrderProblems {
         400 => "`invalid_order_id`",
         404 => "`order_not_found` (also for another buyer's order)",
+        429 => "`rate_limited`: past the buyer's allowance of reads (`gateway.per_user_read_rate_per_sec`) or the client address's; retry after `Retry-After`",
+        503 => "`overloaded`: `gateway.max_reads_in_flight` reads are being served; `stock_unavailable`, `database_unavailable`: retry",
     }
 }
 
@@ -85,6 +88,9 @@ pub async fn buy(
         .and_then(|v| {
             IdempotencyKey::parse(v).map_err(|e| ApiError::invalid("invalid_idempotency_key", e))
         })?;
+    if !state.limits.allow_buy(&buyer.0) {
+        return Err(state.rate_limited(Limit::Buy));
+    }
     let body = read_body(payload, MAX_BODY).await?;
     let quantity = if body.iter().all(u8::is_ascii_whitespace) {
         Quantity::ONE
@@ -94,9 +100,6 @@ pub async fn buy(
             Some(q) => Quantity::new(q).map_err(|e| ApiError::invalid("invalid_quantity", e))?,
         }
     };
-    if !state.allow(&buyer.0) {
-        return Err(ApiError::RateLimited);
-    }
     // A ticket that does not admit is as none: the sale decides (a sale without a room, or a
     // retry of an accepted order, needs none), and only then is an expired one named.
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -108,6 +111,26 @@ pub async fn buy(
             .admits(ticket, buyer.0.as_str(), sku.as_str(), now_ms)
     });
     let admitted = matches!(ticket, Some(Ok(_)));
+    // A buyer a waiting room admitted proved its work at the join.
+    if !admitted {
+        let purpose = domain::pow::Purpose {
+            user: buyer.0.as_str(),
+            sku: sku.as_str(),
+            key: Some(key.as_str()),
+        };
+        let proof = req.headers().get(domain::pow::HEADER);
+        state.proof_of_work.check(proof, purpose, now_ms / 1000)?;
+    }
+    // The slot, now that the body is in: a buyer a waiting room admitted is paced by the room
+    // already, and is shed only past twice the bound.
+    let slot = match admitted {
+        true => state.admission.admit_ticket_holder(),
+        false => state.admission.admit(),
+    };
+    let _slot = slot.map_err(|why| {
+        state.metrics.shed.with_label_values(&[why.label()]).inc();
+        ApiError::Overloaded
+    })?;
     // The request middleware always puts one there; a new trace is the harmless fallback.
     let trace = req.extensions().get::<TraceContext>().cloned();
     let trace = trace.unwrap_or_else(TraceContext::start);
@@ -162,7 +185,7 @@ pub struct OrderView {
     params(super::OrderPath, super::TraceHeaders),
     responses(
         (status = 200, description = "The order: pending (queued), awaiting_payment (with pay_by), paid, expired or failed (with a reason)", body = OrderView),
-        GetOrderProblems, Unauthorized, Unavailable,
+        GetOrderProblems, Unauthorized,
     ),
     security(("buyer" = []))
 )]
@@ -173,6 +196,13 @@ pub async fn get_order(
 ) -> Result<HttpResponse, ApiError> {
     let id =
         OrderId::parse(path.into_inner()).map_err(|e| ApiError::invalid("invalid_order_id", e))?;
+    if !state.limits.allow_read(&buyer.0) {
+        return Err(state.rate_limited(Limit::Read));
+    }
+    let _slot = state.reads.admit().map_err(|why| {
+        state.metrics.shed.with_label_values(&[why.label()]).inc();
+        ApiError::Overloaded
+    })?;
     if let Some(row) = state.store.order(&id).await? {
         if row.user_id != buyer.0.as_str() {
             return Err(ApiError::OrderNotFound);

@@ -8,9 +8,11 @@
 //! - `409 order_expired | order_already_paid | order_failed`: the money pays nothing and is
 //!   recorded as a refund due (`GET /v1/admin/refunds`); no unit moves;
 //! - `409 order_pending` (with `Retry-After`): the order is still queued; retry;
-//! - `404 order_not_found`, `422 amount_mismatch` (the sale has a price and the notice does not
-//!   match it), `422 payment_conflict` (the id was used for another notice), `401
-//!   invalid_signature`; none of these records anything.
+//! - `404 order_not_found`, `422 amount_mismatch` (not quantity x the sale's price in its
+//!   currency, or not 0 for a free sale), `422 sale_unpriced` (the sale was stored before a sale
+//!   had to name its price or say it is free: no payment pays its orders until it is put again),
+//!   `422 payment_conflict` (the id was used for another notice), `401 invalid_signature`; none
+//!   of these records anything.
 
 use super::problems::{problems, PayloadTooLarge, Unavailable};
 use super::{parse_json, read_body};
@@ -31,7 +33,7 @@ problems! {
         401 => "`invalid_signature`: missing, malformed, outside the tolerance, or not matching the body; nothing recorded",
         404 => "`order_not_found`; nothing recorded",
         409 => "`order_expired`, `order_already_paid`, `order_failed`: recorded as a refund due, no unit moves; `order_pending`: still queued, retry after `Retry-After`",
-        422 => "`payment_conflict`: the id was used with another order, amount or currency; `amount_mismatch`: not quantity x the sale's price; nothing recorded",
+        422 => "`payment_conflict`: the id was used with another order, amount or currency; `amount_mismatch`: not quantity x the sale's price in its currency, or not 0 for a free sale; `sale_unpriced`: the sale names no price and is not free (stored before sales had to), put it again with one; nothing recorded",
     }
 }
 
@@ -122,11 +124,8 @@ async fn apply(
         Paid::AmountMismatch {
             expected_minor,
             currency,
-        } => {
-            return Err(ApiError::AmountMismatch(format!(
-            "the order costs {expected_minor} in minor units of {currency}; nothing was recorded"
-        )))
-        }
+        } => return Err(amount_mismatch(expected_minor, currency)),
+        Paid::SaleUnpriced => return Err(ApiError::SaleUnpriced),
         Paid::OrderNotFound => return Err(not_written(state, &notice.order_id).await?),
     };
     let span = tracing::info_span!(
@@ -144,6 +143,21 @@ async fn apply(
     });
     Ok((notice, outcome, replayed))
 }
+
+/// The answer for a notice that does not pay what its order costs: `expected_minor` in
+/// `currency`, or 0 in any currency for an order of a free sale.
+fn amount_mismatch(expected_minor: i64, currency: Option<domain::Currency>) -> ApiError {
+    ApiError::AmountMismatch(match currency {
+        Some(currency) => format!(
+            "the order costs {expected_minor} in minor units of {currency}; nothing was recorded"
+        ),
+        None => FREE_SALE_PAYMENT.to_owned(),
+    })
+}
+
+/// The title of `amount_mismatch` for an order of a free sale.
+const FREE_SALE_PAYMENT: &str =
+    "the sale is free: its orders are paid with amount_minor 0; nothing was recorded";
 
 /// The answer for an order the database does not have: still queued (its reservation stands),
 /// or unknown.

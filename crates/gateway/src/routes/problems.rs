@@ -54,8 +54,12 @@ problems! {
     AdminOnly { 401 => UNAUTHORIZED, 403 => "`forbidden`: not an admin token" }
     /// A route that names a sale the database does not have.
     SaleNotFound { 404 => "`sale_not_found`" }
-    /// A route whose body is over its limit (the request body's description gives the limit).
-    PayloadTooLarge { 413 => "`payload_too_large`: the body is over the route's limit" }
+    /// A route that reads a body: one over its limit (the request body's description gives
+    /// the limit), or one not all sent within `http.body_timeout_ms`.
+    PayloadTooLarge {
+        408 => "`request_timeout`: the body was not all sent in time (`http.body_timeout_ms`)",
+        413 => "`payload_too_large`: the body is over the route's limit",
+    }
     /// A route that reads Redis and the database, while one of them does not answer.
     Unavailable { 503 => "`stock_unavailable`, `database_unavailable`: retry" }
 }

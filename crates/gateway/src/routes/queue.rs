@@ -19,7 +19,7 @@ problems! {
     /// The error answers of a join besides the shared ones.
     JoinProblems {
         400 => "`invalid_sku`",
-        403 => "`queue_not_open`: before the pre-queue window; `sale_not_active`: the sale has ended",
+        403 => "`queue_not_open`: before the pre-queue window; `sale_not_active`: the sale has ended; `proof_of_work_required`, `proof_of_work_invalid`: the gateway asks a proof of work (`GET /v1/sales/{sku_id}/challenge`) and the request carries none that passes",
         409 => "`no_waiting_room`: the sale has none, buy directly",
         429 => "`rate_limited`",
         503 => "`stock_unavailable`, `database_unavailable`, `sale_not_ready`: retry",
@@ -132,7 +132,7 @@ pub struct PlaceHeaders {
 same place). Answers the place token, which every poll carries, and the buyer's standing. Joins open \
 `pre_queue_secs` before the sale; in a `random_at_open` room everyone who joined before the opening gets a \
 random place at the opening.",
-    params(super::SkuPath, super::TraceHeaders),
+    params(super::SkuPath, super::ProofHeaders),
     responses(
         (status = 200, description = "The place and where it stands", body = QueueView),
         JoinProblems, Unauthorized, SaleNotFound,
@@ -141,13 +141,23 @@ random place at the opening.",
 )]
 pub async fn join(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
     buyer: Buyer,
 ) -> Result<HttpResponse, ApiError> {
     let sku = SkuId::parse(path.into_inner()).map_err(|e| ApiError::invalid("invalid_sku", e))?;
-    if !state.allow(&buyer.0) {
-        return Err(ApiError::RateLimited);
+    if !state.limits.allow_buy(&buyer.0) {
+        return Err(state.rate_limited(crate::limits::Limit::Buy));
     }
+    let purpose = domain::pow::Purpose {
+        user: buyer.0.as_str(),
+        sku: sku.as_str(),
+        key: None,
+    };
+    let proof = req.headers().get(domain::pow::HEADER);
+    state
+        .proof_of_work
+        .check(proof, purpose, Utc::now().timestamp())?;
     let room = open(&state, &sku).await?;
     let now_ms = Utc::now().timestamp_millis();
     let epoch = room.view().epoch.clone();

@@ -173,7 +173,7 @@ async fn a_sale_in_stock_buckets_sells_exactly_its_units_over_http_and_keeps_its
     let sku = sku();
     let sale = |stock: i64, extra: serde_json::Value| {
         let mut body = json!({
-            "stock": stock, "per_user_limit": 2,
+            "stock": stock, "per_user_limit": 2, "free": true,
             "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"
         });
         body.as_object_mut()

@@ -3,6 +3,7 @@
 // Test helpers panic to report, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod abuse;
 mod hot_path;
 mod payments;
 mod process;
@@ -122,9 +123,9 @@ impl Running {
             .unwrap()
     }
 
-    /// `GET /readyz`: its status and body.
+    /// `GET /readyz` (on the admin port): its status and body.
     async fn readyz(&self) -> (u16, Value) {
-        answer(self.client.get(format!("{}/readyz", self.url))).await
+        answer(self.client.get(format!("{}/readyz", self.admin_url))).await
     }
 
     /// `PUT /v1/admin/sales/{sku}` of `sale` as an admin: the status and the body.
@@ -275,7 +276,7 @@ async fn bad_input_gets_a_4xx_with_a_stable_code_and_reserves_nothing() {
             c.put(format!("{url}/v1/admin/sales/{sku}"))
                 .bearer_auth(gw.admin())
                 .json(&json!({
-                    "stock": 5, "per_user_limit": 1,
+                    "stock": 5, "per_user_limit": 1, "free": true,
                     "starts_at": "2030-01-02T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z"
                 })),
             400,
@@ -438,7 +439,7 @@ async fn an_admin_creates_a_sale_and_sees_it_from_both_sides() {
     let gw = Running::start().await;
     let sku = sku();
     let sale = json!({
-        "stock": 7, "per_user_limit": 1,
+        "stock": 7, "per_user_limit": 1, "price_minor": 1999, "currency": "EUR",
         "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z"
     });
     assert_eq!(gw.put_sale(&sku, &sale).await.0, 200);
@@ -633,7 +634,7 @@ async fn the_admin_api_listens_on_its_own_port_and_the_public_one_does_not_revea
     let sku = sku();
     let now = chrono::Utc::now();
     let sale = json!({
-        "stock": 5, "per_user_limit": 1,
+        "stock": 5, "per_user_limit": 1, "free": true,
         "starts_at": now - chrono::Duration::minutes(1),
         "ends_at": now + chrono::Duration::hours(1),
     });

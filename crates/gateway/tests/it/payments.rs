@@ -1,8 +1,11 @@
 //! The payment webhook over real HTTP: paid in time, the same notice twice, late, for a paid,
-//! failed, queued or unknown order, with a bad signature or a wrong amount; and units an
-//! expiry returns sold again at once, through the sold-out flag.
+//! failed, queued or unknown order, with a bad signature or a wrong amount; a priced sale's
+//! orders paid only with their exact price, a free sale's only with 0, a sale saved before
+//! sales had to name a price not at all; and units an expiry returns sold again at once,
+//! through the sold-out flag.
 
 use super::{answer, assert_problem, sku, Running};
+use domain::sale::Pricing;
 use domain::{OrderId, PaymentTerms, SkuId};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -88,6 +91,9 @@ async fn sale_with_orders(
     (sku, orders.into_iter().map(|o| o.order_id).collect())
 }
 
+/// The price of a unit of the sales [`window`] makes, in minor units of EUR.
+const PRICE: u64 = 100;
+
 /// [`sale_with_orders`] giving a second to pay, once that second has passed.
 async fn overdue_orders(gw: &Running, stock: i64, n: usize) -> (SkuId, Vec<OrderId>) {
     let sale = sale_with_orders(gw, stock, window(1), n).await;
@@ -105,9 +111,28 @@ pub(super) fn expirer(gw: &Running, store: &store::Store) -> order_worker::expir
     )
 }
 
-/// Payment terms of `secs` to pay, at no set price.
+/// Payment terms of `secs` to pay, at [`PRICE`] EUR a unit.
 fn window(secs: i64) -> PaymentTerms {
-    PaymentTerms::new(secs, None, None).unwrap()
+    PaymentTerms::new(secs, Some(PRICE as i64), Some("EUR"), false).unwrap()
+}
+
+/// Payment terms of a free sale, 600 seconds to pay.
+fn free() -> PaymentTerms {
+    PaymentTerms::new(600, None, None, true).unwrap()
+}
+
+/// A sale body for the admin API, open now for an hour, with `pricing`'s fields added.
+fn sale_body(pricing: Value) -> Value {
+    let now = chrono::Utc::now();
+    let mut body = json!({
+        "stock": 5, "per_user_limit": 2,
+        "starts_at": now - chrono::Duration::minutes(1),
+        "ends_at": now + chrono::Duration::hours(1),
+    });
+    body.as_object_mut()
+        .unwrap()
+        .extend(pricing.as_object().unwrap().clone());
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +144,7 @@ async fn a_payment_in_time_pays_the_order_once_and_the_same_notice_again_changes
     assert_eq!(before["status"], "awaiting_payment", "{before}");
     assert!(before["pay_by"].is_string(), "{before}");
 
-    let (status, paid) = gw.pay("pay-1", id, 100, "EUR").await;
+    let (status, paid) = gw.pay("pay-1", id, PRICE, "EUR").await;
     assert_eq!(status, 200, "{paid}");
     assert_eq!(
         paid,
@@ -130,7 +155,7 @@ async fn a_payment_in_time_pays_the_order_once_and_the_same_notice_again_changes
     assert!(after["paid_at"].is_string(), "{after}");
 
     // The provider retries: same answer, nothing moves.
-    assert_eq!(gw.pay("pay-1", id, 100, "EUR").await, (200, paid.clone()));
+    assert_eq!(gw.pay("pay-1", id, PRICE, "EUR").await, (200, paid.clone()));
     assert_eq!(gw.payments_counted("paid"), 1);
     assert_eq!(gw.payments_counted("replayed"), 1);
     // The same id for another amount is a client bug.
@@ -141,7 +166,7 @@ async fn a_payment_in_time_pays_the_order_once_and_the_same_notice_again_changes
     );
     // A second payment of a paid order is money to give back.
     assert_problem(
-        &gw.pay("pay-2", id, 100, "EUR").await,
+        &gw.pay("pay-2", id, PRICE, "EUR").await,
         409,
         "order_already_paid",
     );
@@ -183,12 +208,12 @@ async fn a_payment_after_expiry_is_409_recorded_as_a_refund_and_moves_no_unit() 
     assert_eq!((stock_before, remaining_before), (3, 3));
 
     assert_problem(
-        &gw.pay("late-1", &orders[0], 100, "EUR").await,
+        &gw.pay("late-1", &orders[0], PRICE, "EUR").await,
         409,
         "order_expired",
     );
     assert_eq!(
-        gw.pay("late-1", &orders[0], 100, "EUR").await.0,
+        gw.pay("late-1", &orders[0], PRICE, "EUR").await.0,
         409,
         "a retry answers the same"
     );
@@ -216,7 +241,7 @@ async fn a_late_payment_that_beats_the_expirer_expires_the_order_itself() {
     let store = gw.ctx.store().await;
 
     assert_problem(
-        &gw.pay("late-1", &orders[0], 100, "EUR").await,
+        &gw.pay("late-1", &orders[0], PRICE, "EUR").await,
         409,
         "order_expired",
     );
@@ -239,7 +264,7 @@ async fn notices_without_a_valid_signature_are_401_and_record_nothing() {
     let gw = Running::start().await;
     let (_, orders) = sale_with_orders(&gw, 2, window(600), 1).await;
     let id = &orders[0];
-    let (body, good) = signed_notice(&gw.webhook_secret(), "pay-1", id, 100, "EUR");
+    let (body, good) = signed_notice(&gw.webhook_secret(), "pay-1", id, PRICE, "EUR");
     let now = chrono::Utc::now().timestamp();
     let cases = [
         ("no header", None),
@@ -282,7 +307,7 @@ async fn notices_without_a_valid_signature_are_401_and_record_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_unknown_failed_and_mispriced_orders_each_get_their_own_answer() {
     let gw = Running::start().await;
-    let terms = PaymentTerms::new(600, Some(1999), Some("EUR")).unwrap();
+    let terms = PaymentTerms::new(600, Some(1999), Some("EUR"), false).unwrap();
     let (sku, orders) = sale_with_orders(&gw, 5, terms, 1).await;
     // Mispriced: nothing recorded, the right amount then pays.
     for (amount, currency) in [(1000, "EUR"), (1999, "USD")] {
@@ -332,6 +357,162 @@ async fn queued_unknown_failed_and_mispriced_orders_each_get_their_own_answer() 
 
     let stats = store.sale_stats(&sku).await.unwrap().unwrap();
     assert_eq!((stats.paid.orders, stats.refunds_due), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_of_a_priced_sale_is_paid_only_by_its_exact_price_never_by_0() {
+    let gw = Running::start().await;
+    let terms = PaymentTerms::new(600, Some(1999), Some("EUR"), false).unwrap();
+    let (sku, orders) = sale_with_orders(&gw, 5, terms, 1).await;
+    let id = &orders[0];
+    let wrong = [
+        (0, "EUR"),
+        (1999, "USD"),
+        (0, "USD"),
+        (1998, "EUR"),
+        (2000, "EUR"),
+    ];
+    for (n, (amount, currency)) in wrong.into_iter().enumerate() {
+        let (status, problem) = gw.pay(&format!("pay-{n}"), id, amount, currency).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (422, Some("amount_mismatch")),
+            "{amount} {currency}: {problem}"
+        );
+        let title = problem["title"].as_str().unwrap();
+        assert!(title.contains("1999 in minor units of EUR"), "{title}");
+    }
+    let view = gw.order_of("buyer-0", id).await;
+    assert_eq!(view["status"], "awaiting_payment", "{view}");
+    let store = gw.ctx.store().await;
+    assert!(
+        store.payments_of_sku(&sku).await.unwrap().is_empty(),
+        "nothing recorded"
+    );
+    assert_eq!(gw.payments_counted("amount_mismatch"), 5);
+    // A refused notice records nothing, its payment id included: the right amount then pays
+    // under it.
+    assert_eq!(gw.pay("pay-0", id, 1999, "EUR").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_of_a_free_sale_is_paid_by_0_and_by_nothing_else() {
+    let gw = Running::start().await;
+    let (sku, orders) = sale_with_orders(&gw, 5, free(), 1).await;
+    let id = &orders[0];
+    let refused = gw.pay("pay-1", id, PRICE, "EUR").await;
+    assert_problem(&refused, 422, "amount_mismatch");
+    let title = refused.1["title"].as_str().unwrap();
+    assert!(title.contains("amount_minor 0"), "{title}");
+    let view = gw.order_of("buyer-0", id).await;
+    assert_eq!(view["status"], "awaiting_payment", "{view}");
+
+    // The notice's currency is not checked: a free sale names none.
+    let (status, paid) = gw.pay("pay-2", id, 0, "USD").await;
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(gw.order_of("buyer-0", id).await["status"], "paid");
+    let stats = gw.ctx.sale_stats(&sku).await;
+    assert_eq!((stats.paid.orders, stats.refunds_due), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_saved_before_sales_named_a_price_refuses_every_payment_until_it_is_put_again() {
+    let gw = Running::start().await;
+    // The row a sale saved by an earlier build holds: no price, not free.
+    let legacy = PaymentTerms {
+        window_secs: 600,
+        pricing: Pricing::Unpriced,
+    };
+    let (sku, orders) = sale_with_orders(&gw, 5, legacy, 1).await;
+    let id = &orders[0];
+    let row = gw.ctx.store().await.sale(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (row.price_minor, &row.currency, row.free),
+        (None, &None, false)
+    );
+
+    for (n, amount) in [0, PRICE].into_iter().enumerate() {
+        let (status, problem) = gw.pay(&format!("pay-{n}"), id, amount, "EUR").await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (422, Some("sale_unpriced")),
+            "{amount}: {problem}"
+        );
+        let title = problem["title"].as_str().unwrap();
+        assert!(
+            title.contains("price_minor") && title.contains("free"),
+            "the title tells the operator what to do: {problem}"
+        );
+    }
+    let view = gw.order_of("buyer-0", id).await;
+    assert_eq!(view["status"], "awaiting_payment", "{view}");
+    assert_eq!(gw.payments_counted("sale_unpriced"), 2);
+    let view = gw.sale_view(&sku).await;
+    assert_eq!(view["free"], false, "{view}");
+    assert!(view.get("price_minor").is_none(), "{view}");
+
+    // The operator puts it again with its price: the order can be paid.
+    let priced = sale_body(json!({"price_minor": PRICE, "currency": "EUR"}));
+    assert_eq!(gw.put_sale(&sku, &priced).await.0, 200);
+    assert_eq!(gw.pay("pay-2", id, PRICE, "EUR").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_is_put_with_a_price_or_as_free_and_anything_else_is_400_naming_the_fields() {
+    let gw = Running::start().await;
+    let cases = [
+        ("neither price nor free", json!({})),
+        ("free false, no price", json!({"free": false})),
+        ("a price of 0", json!({"price_minor": 0, "currency": "EUR"})),
+        ("a price without currency", json!({"price_minor": 100})),
+        ("a currency without price", json!({"currency": "EUR"})),
+        (
+            "free with a price",
+            json!({"free": true, "price_minor": 100, "currency": "EUR"}),
+        ),
+        (
+            "free with a currency",
+            json!({"free": true, "currency": "EUR"}),
+        ),
+    ];
+    for (what, pricing) in cases {
+        let sku = sku();
+        let (status, problem) = gw.put_sale(&sku, &sale_body(pricing)).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (400, Some("invalid_sale")),
+            "{what}: {problem}"
+        );
+        let title = problem["title"].as_str().unwrap();
+        assert!(
+            title.contains("price_minor") && title.contains("free"),
+            "{what}: the title names the fields: {problem}"
+        );
+        let saved = gw.admin_get(&format!("/v1/admin/sales/{sku}")).await;
+        assert_eq!(saved.status(), 404, "{what}: nothing saved");
+    }
+
+    let sku = sku();
+    let (status, saved) = gw.put_sale(&sku, &sale_body(json!({"free": true}))).await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["free"], true, "{saved}");
+    assert!(saved.get("price_minor").is_none(), "{saved}");
+    assert_eq!(gw.sale_view(&sku).await["free"], true);
+    // Put again with a price: no longer free.
+    let priced = sale_body(json!({"price_minor": 1999, "currency": "EUR"}));
+    let (status, saved) = gw.put_sale(&sku, &priced).await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(
+        (&saved["price_minor"], &saved["currency"], &saved["free"]),
+        (&json!(1999), &json!("EUR"), &json!(false)),
+        "{saved}"
+    );
+    let view = gw.sale_view(&sku).await;
+    assert_eq!(
+        (&view["price_minor"], &view["currency"], &view["free"]),
+        (&json!(1999), &json!("EUR"), &json!(false)),
+        "{view}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,7 +127,7 @@ async fn after_redis_lost_a_sale_reconcile_rebuilds_it_from_the_database_without
     // Re-saving the sale through the admin API would hand out the four units again: refused.
     let now = chrono::Utc::now();
     let sale = json!({
-        "stock": STOCK, "per_user_limit": 2,
+        "stock": STOCK, "per_user_limit": 2, "free": true,
         "starts_at": now - chrono::Duration::minutes(1),
         "ends_at": now + chrono::Duration::hours(1),
     });
@@ -181,8 +181,8 @@ async fn orders_that_expire_while_redis_has_lost_their_sale_are_given_back_once_
     let gw = Running::start().await;
     let sku = sku();
     let store = gw.ctx.store().await;
-    let spec =
-        testkit::open_spec(5, 1).with_payment(domain::PaymentTerms::new(1, None, None).unwrap());
+    let spec = testkit::open_spec(5, 1)
+        .with_payment(domain::PaymentTerms::new(1, None, None, true).unwrap());
     gw.ctx.open_sale_as(&sku, spec).await;
     let orders: Vec<_> = ["ann", "ben", "cat"]
         .iter()

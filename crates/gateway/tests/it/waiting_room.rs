@@ -16,6 +16,7 @@ async fn room_sale(gw: &Running, stock: i64, admission: Value, starts_in: Durati
     let sale = json!({
         "stock": stock,
         "per_user_limit": 1,
+        "free": true,
         "starts_at": starts - chrono::Duration::milliseconds(if starts_in.is_zero() { 1000 } else { 0 }),
         "ends_at": starts + chrono::Duration::hours(1),
         "admission": admission,
@@ -287,7 +288,7 @@ async fn sold_out_ends_every_wait_at_once_and_units_that_come_back_resume_admiss
     assert_eq!(sale["redis"]["remaining"], 0, "{sale}");
     let now = Utc::now();
     let raised = json!({
-        "stock": 2, "per_user_limit": 1,
+        "stock": 2, "per_user_limit": 1, "free": true,
         "starts_at": now - chrono::Duration::seconds(5),
         "ends_at": now + chrono::Duration::hours(1),
         "admission": room,
@@ -400,7 +401,7 @@ async fn a_room_is_refused_where_it_makes_no_sense_with_clear_codes() {
     ] {
         let sale = json!({
             "stock": 5, "per_user_limit": 1, "starts_at": now, "ends_at": now + chrono::Duration::hours(1),
-            "admission": bad,
+            "free": true, "admission": bad,
         });
         let (status, body) = gw.put_sale(&sku(), &sale).await;
         assert_eq!(status, 400, "{body}");

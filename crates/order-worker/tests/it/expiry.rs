@@ -32,7 +32,7 @@ async fn written(
     n: usize,
 ) -> Vec<OrderRequested> {
     let spec = testkit::open_spec(stock, 1)
-        .with_payment(PaymentTerms::new(window_secs, None, None).unwrap());
+        .with_payment(PaymentTerms::new(window_secs, Some(100), Some("EUR"), false).unwrap());
     ctx.open_sale_as(sku, spec).await;
     let orders: Vec<_> = (0..n)
         .map(|i| order(sku, &format!("buyer-{i}"), "k-1", 1))

@@ -5,12 +5,14 @@
 
 mod expiry;
 mod faults;
+mod forged;
 mod process;
 mod sweeper;
 
 use domain::dead_letter::header;
+use domain::signing::SIGNATURE_HEADER;
 use domain::{OrderRequested, ReservationState, SkuId};
-use kafka::rdkafka::message::OwnedMessage;
+use kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use kafka::rdkafka::producer::FutureRecord;
 use kafka::rdkafka::Message;
 use std::time::Duration;
@@ -56,15 +58,22 @@ impl Running {
     }
 }
 
-/// Produces `(key, payload)` messages to the orders topic, all in flight at once on one producer
-/// (an idempotent one, so the messages of a key stay in this order).
+/// Produces `(key, payload)` messages to the orders topic, signed as the gateway signs them,
+/// all in flight at once on one producer (an idempotent one, so the messages of a key stay in
+/// this order).
 async fn produce(ctx: &TestContext, messages: &[(&str, Vec<u8>)]) {
     let producer = kafka::producer(&ctx.endpoint()).unwrap();
     let sends = messages.iter().map(|(key, payload)| {
+        let signature = testkit::order_signature(&ctx.settings, key.as_bytes(), payload);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: SIGNATURE_HEADER,
+            value: Some(signature.as_bytes()),
+        });
         producer.send(
             FutureRecord::to(&ctx.settings.kafka.orders_topic)
                 .key(*key)
-                .payload(payload.as_slice()),
+                .payload(payload.as_slice())
+                .headers(headers),
             Duration::from_secs(10),
         )
     });

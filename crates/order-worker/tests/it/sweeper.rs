@@ -40,6 +40,7 @@ async fn sweeper(ctx: &TestContext, batch_max: usize) -> Sweeper {
         ctx.store().await,
         kafka::producer(&ctx.endpoint()).unwrap(),
         ctx.settings.kafka.orders_topic.clone(),
+        ctx.settings.messages.keyring().unwrap(),
         config,
         Duration::from_secs(5),
         order_worker::metrics::WorkerMetrics::new(prometheus::Registry::new()),
@@ -163,7 +164,8 @@ async fn orders_the_broker_lost_become_rows_and_the_gap_is_counted() {
     let lost = accept("lost", 50).await;
     let producer = kafka::producer(&ctx.endpoint()).unwrap();
     let topic = ctx.settings.kafka.orders_topic.clone();
-    // Large poison messages reach the broker's limit with few dead letters to write later.
+    // Large poison messages (unsigned: dead-lettered as forged) reach the broker's limit with few
+    // dead letters to write later.
     let filler = vec![b'x'; 60_000];
     let sends = futures::stream::iter(0..100)
         .map(|_| {

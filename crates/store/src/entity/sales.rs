@@ -21,10 +21,14 @@ pub struct Model {
     pub ends_at: DateTimeUtc,
     /// Seconds a buyer has to pay once the order is written.
     pub payment_window_secs: i32,
-    /// Price of one unit in the currency's minor unit; `NULL`: payments are not checked.
+    /// Price of one unit in the currency's minor unit, at least 1; `NULL` for a free sale, and
+    /// for a sale stored before a sale had to name its price or say it is free (whose orders no
+    /// payment pays until it is put again).
     pub price_minor: Option<i64>,
     /// ISO 4217 code of the price (set with `price_minor`).
     pub currency: Option<String>,
+    /// The sale says it is free: a payment of its orders is of 0 (no price then).
+    pub free: bool,
     /// Stock buckets of the sale in Redis (fixed once the sale exists).
     pub buckets: i16,
     /// The waiting room's definition (`<mode>|<rate or auto>|<ticket ms>|<pre-queue ms>`, as
@@ -79,12 +83,14 @@ impl Model {
         }
     }
 
-    /// The sale's payment terms; stored values this build cannot read are an error.
+    /// The sale's payment terms ([`domain::sale::Pricing::Unpriced`] for a sale with neither a
+    /// price nor `free`); stored values this build cannot read are an error.
     pub fn payment_terms(&self) -> Result<domain::PaymentTerms, crate::StoreError> {
-        domain::PaymentTerms::new(
+        domain::PaymentTerms::stored(
             i64::from(self.payment_window_secs),
             self.price_minor,
             self.currency.as_deref(),
+            self.free,
         )
         .map_err(|error| crate::StoreError::Corrupt {
             order_id: format!("(the sale {})", self.sku_id),

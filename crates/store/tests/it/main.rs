@@ -10,6 +10,7 @@ use store::{SaleStats, Store, StoreError, Written};
 use testkit::{fresh_database, open_spec, order};
 
 mod enum_checks;
+mod pricing;
 mod tls;
 
 /// A store on a new PostgreSQL database, its settings changed by `change` first.
@@ -60,11 +61,24 @@ macro_rules! on_both_databases {
 }
 pub(crate) use on_both_databases;
 
-/// Opens a sale of `stock` units, at most `per_user` for each buyer, in `store`; its SKU.
+/// What a unit of the sales [`open_sale`] opens costs, in minor units of EUR: what
+/// `testkit::notice` pays for an order of one unit in the tests.
+const PRICE: i64 = 100;
+
+/// Opens a sale of `stock` units at [`PRICE`] EUR, at most `per_user` for each buyer, in
+/// `store`; its SKU.
 async fn open_sale(store: &Store, stock: i64, per_user: i64) -> SkuId {
     let sku = testkit::sku();
+    let spec = open_spec(stock, per_user);
+    let priced = domain::PaymentTerms::new(
+        spec.payment.window_secs.into(),
+        Some(PRICE),
+        Some("EUR"),
+        false,
+    )
+    .unwrap();
     store
-        .upsert_sale(&sku, &open_spec(stock, per_user))
+        .upsert_sale(&sku, &spec.with_payment(priced))
         .await
         .unwrap();
     sku
@@ -465,12 +479,17 @@ async fn the_payment_window_migration_keeps_confirmed_orders_sold_and_goes_back_
         .unwrap();
     assert_eq!(
         sale.payment_terms().unwrap(),
-        domain::PaymentTerms::default()
+        domain::PaymentTerms {
+            window_secs: domain::PaymentTerms::DEFAULT_WINDOW_SECS,
+            pricing: domain::sale::Pricing::Unpriced,
+        },
+        "a sale made before payment terms has the default window and no price: unpriced"
     );
     assert_eq!(sale.buckets, 1, "a sale made before stock buckets has one");
 
-    // Down past the waiting room, the checks, the stock buckets and the payment window.
-    Migrator::down(&db, Some(4)).await.unwrap();
+    // Down past the pricing, the waiting room, the checks, the stock buckets and the payment
+    // window.
+    Migrator::down(&db, Some(5)).await.unwrap();
     let status: String = db
         .query_one(store::statement(
             db.get_database_backend(),
