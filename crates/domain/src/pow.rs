@@ -9,12 +9,15 @@
 //! matches and sends back base64 JSON `{algorithm, challenge, number, salt, signature}`. On
 //! average the client hashes `maxnumber / 2` times.
 //!
-//! Stateless and single use by construction: the salt carries its expiry and what the solution
-//! is for (the buyer, the sale, and for a buy its idempotency key), inside the signed challenge.
-//! Those actions are idempotent (one place per buyer and sale; one order per buyer and key), so
-//! a solution used twice repeats its first effect and gains nothing; no memory of used
-//! solutions is needed.
+//! Stateless, and one effect per solution: the salt carries its expiry, its difficulty and what
+//! the solution is for (the buyer, the sale, and for a buy its idempotency key), inside the
+//! signed challenge. Those actions are idempotent (one place per buyer and sale; one order per
+//! buyer and key), so a solution sent again (a retry after `503`, say) repeats the same join or
+//! the same order and buys no second one; no memory of used solutions is needed. What it does
+//! not stop: solving ahead of time, within the expiry. The salt's parameters end with `&`, so
+//! that digits of a number moved into the salt (ALTCHA's splicing) name no other purpose.
 
+use crate::signing::hmac_sha256;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -41,13 +44,14 @@ pub struct Purpose<'a> {
 
 impl Purpose<'_> {
     /// The salt's parameters: the purpose in a form no user id, SKU or hashed key can forge
-    /// (none of them holds `&` or `=`; the key, which may, is hashed).
+    /// (none of them holds `&` or `=`; the key, which may, is hashed), ended by `&`.
     fn parameters(&self) -> String {
-        let mut text = format!("sub={}&sku={}", self.user, self.sku);
+        let mut text = format!("sub={}&sku={}&", self.user, self.sku);
         if let Some(key) = self.key {
             let digest = Sha256::digest(key.as_bytes());
-            text.push_str("&key=");
+            text.push_str("key=");
             text.push_str(&hex::encode(&digest[..16]));
+            text.push('&');
         }
         text
     }
@@ -65,7 +69,7 @@ pub struct Challenge {
     /// The largest number to try.
     #[cfg_attr(feature = "openapi", schema(example = 50000))]
     pub maxnumber: u64,
-    /// A random part, then `?expires=<unix seconds>&sub=..&sku=..[&key=..]`.
+    /// A random part, then `?expires=<unix seconds>&max=<maxnumber>&sub=..&sku=..&[key=..&]`.
     pub salt: String,
     /// `hex(HMAC-SHA256(key, challenge))`.
     pub signature: String,
@@ -92,7 +96,7 @@ pub enum PowError {
     /// Not base64 of the JSON of a solution, or another algorithm.
     #[error("the Proof-Of-Work header is not base64 JSON of a solution with algorithm SHA-256")]
     Malformed,
-    /// The gateway did not sign this challenge.
+    /// The gateway did not sign this challenge, or signed it for less work than it now asks.
     #[error("the challenge was not issued by this service")]
     Forged,
     /// The number does not hash to the challenge.
@@ -107,7 +111,7 @@ pub enum PowError {
 }
 
 fn signature(key: &[u8], challenge: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any size");
+    let mut mac = hmac_sha256(key);
     mac.update(challenge.as_bytes());
     mac
 }
@@ -131,7 +135,10 @@ impl Challenge {
         max_number: u64,
         number: u64,
     ) -> Self {
-        let salt = format!("{nonce}?expires={expires_at}&{}", purpose.parameters());
+        let salt = format!(
+            "{nonce}?expires={expires_at}&max={max_number}&{}",
+            purpose.parameters()
+        );
         let challenge = hex::encode(hash(&salt, number.min(max_number)));
         let signature = hex::encode(signature(key, &challenge).finalize().into_bytes());
         Self {
@@ -184,9 +191,16 @@ impl Solution {
     }
 
     /// Checks the solution for `purpose` at `now` (unix seconds) against `key`: the gateway
-    /// signed the challenge, the number solves it, it has not expired, and it was issued for
-    /// this purpose. Costs one HMAC and one SHA-256.
-    pub fn verify(&self, key: &[u8], purpose: Purpose<'_>, now: i64) -> Result<(), PowError> {
+    /// signed the challenge, for at least `least_work` (its `maxnumber`), the number solves
+    /// it, it has not expired, and it was issued for this purpose. Costs one HMAC and one
+    /// SHA-256.
+    pub fn verify(
+        &self,
+        key: &[u8],
+        purpose: Purpose<'_>,
+        now: i64,
+        least_work: u64,
+    ) -> Result<(), PowError> {
         let mut expected = [0u8; 32];
         hex::decode_to_slice(&self.signature, &mut expected).map_err(|_| PowError::Forged)?;
         signature(key, &self.challenge)
@@ -202,7 +216,15 @@ impl Solution {
             .strip_prefix("expires=")
             .and_then(|p| p.split_once('&'))
             .ok_or(PowError::Forged)?;
+        let (max, rest) = rest
+            .strip_prefix("max=")
+            .and_then(|p| p.split_once('&'))
+            .ok_or(PowError::Forged)?;
         let expires: i64 = expires.parse().map_err(|_| PowError::Forged)?;
+        let max: u64 = max.parse().map_err(|_| PowError::Forged)?;
+        if max < least_work {
+            return Err(PowError::Forged);
+        }
         if now > expires {
             return Err(PowError::Expired);
         }
@@ -230,7 +252,7 @@ mod tests {
         let solution = challenge.solve().expect("solvable");
         assert_eq!(solution.number, 4_321);
         let sent = Solution::decode(&solution.encode()).expect("decodes");
-        assert_eq!(sent.verify(KEY, JOIN, 1_000), Ok(()));
+        assert_eq!(sent.verify(KEY, JOIN, 1_000, 5_000), Ok(()));
     }
 
     #[test]
@@ -242,23 +264,29 @@ mod tests {
         let solution = Challenge::issue(KEY, buy, "77ab", 1_000, 100, 42)
             .solve()
             .unwrap();
-        assert_eq!(solution.verify(KEY, buy, 1_000), Ok(()));
+        assert_eq!(solution.verify(KEY, buy, 1_000, 100), Ok(()));
         assert_eq!(
-            solution.verify(b"another-key", buy, 1_000),
+            solution.verify(b"another-key", buy, 1_000, 100),
             Err(PowError::Forged)
         );
         let wrong = Solution {
             number: 41,
             ..solution.clone()
         };
-        assert_eq!(wrong.verify(KEY, buy, 1_000), Err(PowError::Unsolved));
+        assert_eq!(wrong.verify(KEY, buy, 1_000, 100), Err(PowError::Unsolved));
         // A salt changed to stretch the expiry no longer hashes to the signed challenge.
         let stretched = Solution {
             salt: solution.salt.replace("expires=1000", "expires=9999"),
             ..solution.clone()
         };
-        assert_eq!(stretched.verify(KEY, buy, 1_000), Err(PowError::Unsolved));
-        assert_eq!(solution.verify(KEY, buy, 1_001), Err(PowError::Expired));
+        assert_eq!(
+            stretched.verify(KEY, buy, 1_000, 100),
+            Err(PowError::Unsolved)
+        );
+        assert_eq!(
+            solution.verify(KEY, buy, 1_001, 100),
+            Err(PowError::Expired)
+        );
         for other in [
             Purpose { user: "bob", ..buy },
             Purpose {
@@ -272,10 +300,23 @@ mod tests {
             JOIN,
         ] {
             assert_eq!(
-                solution.verify(KEY, other, 1_000),
+                solution.verify(KEY, other, 1_000, 100),
                 Err(PowError::OtherPurpose)
             );
         }
+        // A challenge of less work than the gateway now asks is refused.
+        assert_eq!(solution.verify(KEY, buy, 1_000, 101), Err(PowError::Forged));
+        // Digits of the number moved into the salt (ALTCHA's splicing) name no other sale.
+        let spliced = Solution {
+            salt: format!("{}{}", solution.salt, solution.number / 10),
+            number: solution.number % 10,
+            ..solution.clone()
+        };
+        let other_sale = Purpose {
+            sku: "phone-x4",
+            ..buy
+        };
+        assert!(spliced.verify(KEY, other_sale, 1_000, 100).is_err());
         assert_eq!(Solution::decode("not base64!"), Err(PowError::Malformed));
         let md5 = Solution {
             algorithm: "MD5".into(),

@@ -31,7 +31,7 @@ pub const MIN_SECRET_BYTES: usize = 16;
 
 /// A MAC keyed with `secret`: where every HMAC-SHA256 of the project starts (the payment
 /// webhook's and the messages').
-pub(crate) fn hmac_sha256(secret: &[u8]) -> Hmac<Sha256> {
+pub fn hmac_sha256(secret: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length")
 }
 

@@ -104,6 +104,9 @@ pub enum ApiError {
     /// The proof of work does not pass (403).
     #[error("{0}")]
     ProofOfWorkInvalid(domain::pow::PowError),
+    /// A body without a `Content-Length` on the public port (411).
+    #[error("send the body with a Content-Length: the public port takes no chunked bodies")]
+    LengthRequired,
     /// The body was not all sent within `http.body_timeout_ms` (408).
     #[error("the request body was not all sent in time")]
     RequestTimeout,
@@ -170,6 +173,7 @@ impl ApiError {
             ApiError::SaleNeedsReconcile => "sale_needs_reconcile",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RequestTimeout => "request_timeout",
+            ApiError::LengthRequired => "length_required",
             ApiError::ProofOfWorkRequired => "proof_of_work_required",
             ApiError::ProofOfWorkInvalid(_) => "proof_of_work_invalid",
             ApiError::RateLimited => "rate_limited",
@@ -247,6 +251,7 @@ impl ResponseError for ApiError {
             | ApiError::RefundDue(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded
             | ApiError::BrokerUnavailable

@@ -21,7 +21,7 @@ pub mod sold_out;
 pub mod waiting_room;
 
 use actix_web::dev::Service;
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::HttpMessage;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
@@ -67,9 +67,10 @@ pub struct AppState {
     pub acknowledger: stock::Marks,
     /// Admission of buy requests (load shedding).
     pub admission: overload::Admission,
-    /// Admission of order-status reads, apart: they take a database connection, and fewer of
-    /// them than the pool holds run at once, so payments always find one.
-    pub reads: overload::Admission,
+    /// The order-status reads served at once, apart from the buys: each takes a database
+    /// connection, and fewer of them than the pool holds run at once, so that payment notices
+    /// always find one. A read waits a moment for its permit (a burst of polls), then is shed.
+    pub reads: Arc<tokio::sync::Semaphore>,
     /// The rate limits per client address and per buyer.
     pub limits: Arc<limits::Limits>,
     /// The proof of work asked at the door.
@@ -89,14 +90,11 @@ impl AppState {
     }
 }
 
-/// Whether a request that came in on `local_port` for `path` counts against its client
-/// address's allowance: the buyer API on the public port (not the payment provider's notices,
-/// which are signed, nor liveness).
+/// Whether a request that came in on `local_port` for `path` (decoded, as the router matches
+/// it) counts against its client address's allowance: everything on the public port but
+/// liveness and the payment provider's notices (signed, and from few addresses).
 fn limited_by_address(admin: AdminAccess, local_port: u16, path: &str) -> bool {
-    local_port != admin.port
-        && path.starts_with("/v1/")
-        && !path.starts_with("/v1/payments")
-        && !path.starts_with("/v1/admin")
+    local_port != admin.port && path != "/healthz" && !path.starts_with("/v1/payments")
 }
 
 /// Where the admin API (`/v1/admin/...`) is served: its own listener's port, and on the public
@@ -215,10 +213,9 @@ impl Application {
             gateway.max_in_flight,
             Duration::from_millis(gateway.max_loop_lag_ms),
         );
-        let reads = overload::Admission::new(
+        let reads = Arc::new(tokio::sync::Semaphore::new(
             gateway.reads_in_flight(settings.database.max_connections),
-            Duration::from_millis(gateway.max_loop_lag_ms),
-        );
+        ));
         tokio::spawn(limits.clone().keep_pruned(
             Duration::from_secs(gateway.limiter_prune_secs),
             metrics.limiter_callers.clone(),
@@ -370,13 +367,17 @@ impl Application {
                     let state = state.clone();
                     move |mut req, srv| {
                         let local_port = req.app_config().local_addr().port();
-                        if limited_by_address(admin, local_port, req.path()) {
+                        let public = local_port != admin.port;
+                        if limited_by_address(admin, local_port, req.match_info().as_str()) {
+                            // Every line of the header, in order: a proxy may add its own.
                             let forwarded = req
                                 .headers()
-                                .get("x-forwarded-for")
-                                .and_then(|v| v.to_str().ok());
+                                .get_all("x-forwarded-for")
+                                .filter_map(|v| v.to_str().ok())
+                                .collect::<Vec<_>>()
+                                .join(",");
                             let refused = req.peer_addr().is_some_and(|peer| {
-                                let client = state.limits.client_address(peer.ip(), forwarded);
+                                let client = state.limits.client_address(peer.ip(), &forwarded);
                                 !state.limits.allow_address(client)
                             });
                             if refused {
@@ -386,6 +387,16 @@ impl Application {
                                 );
                                 return Either::Right(futures::future::ok(refused));
                             }
+                        }
+                        // A body of unknown length could be drained at any pace once a handler
+                        // refuses without reading it: the public port takes lengths only (every
+                        // body of the API is a few KiB at most).
+                        if public && req.headers().contains_key(header::TRANSFER_ENCODING) {
+                            let refused =
+                                req.into_response(actix_web::ResponseError::error_response(
+                                    &error::ApiError::LengthRequired,
+                                ));
+                            return Either::Right(futures::future::ok(refused));
                         }
                         if routes::has_body(req.headers()) {
                             let payload = req.take_payload();
@@ -437,10 +448,18 @@ impl Application {
                             move |req, srv| {
                                 // Shed before anything costly (the token is not verified yet):
                                 // a look at the count, no slot taken. The handler takes its
-                                // slot once the body is in, so a slow body holds none. A ticket
-                                // (not checked yet) looks for room under its holders' bound.
-                                let ticket =
-                                    req.headers().contains_key(routes::orders::ADMISSION_TICKET);
+                                // slot once the body is in, so a slow body holds none. A current
+                                // ticket of this sale (one HMAC; its buyer is checked later)
+                                // looks for room under its holders' bound.
+                                let now_ms = chrono::Utc::now().timestamp_millis();
+                                let ticket = req
+                                    .headers()
+                                    .get(routes::orders::ADMISSION_TICKET)
+                                    .and_then(|v| v.to_str().ok())
+                                    .zip(req.match_info().get("sku_id"))
+                                    .is_some_and(|(ticket, sku)| {
+                                        state.rooms.tokens.is_current_ticket(ticket, sku, now_ms)
+                                    });
                                 match state.admission.would_shed(ticket) {
                                     None => Either::Left(srv.call(req)),
                                     Some(why) => {

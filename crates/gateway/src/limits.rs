@@ -101,14 +101,15 @@ impl Limits {
     }
 
     /// The address a request is counted under: see the module's header. `forwarded` is the
-    /// request's `X-Forwarded-For`, read only when `peer` is a trusted proxy.
-    pub fn client_address(&self, peer: IpAddr, forwarded: Option<&str>) -> IpAddr {
+    /// request's `X-Forwarded-For` (its lines joined with commas, in order), read only when
+    /// `peer` is a trusted proxy.
+    pub fn client_address(&self, peer: IpAddr, forwarded: &str) -> IpAddr {
         let trusted = |address: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(address));
-        let mut client = peer;
-        if trusted(&peer) {
-            for hop in forwarded.unwrap_or_default().rsplit(',').map(str::trim) {
+        let mut client = canonical(peer);
+        if trusted(&client) {
+            for hop in forwarded.rsplit(',').map(str::trim) {
                 // A hop that is no address ends what can be believed: the last proxy named it.
-                let Ok(address) = hop.parse::<IpAddr>() else {
+                let Some(address) = hop_address(hop) else {
                     break;
                 };
                 client = address;
@@ -145,18 +146,34 @@ impl Limits {
     }
 }
 
+/// An IPv4 address written as IPv6 (a dual-stack listener's peers), as IPv4.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        IpAddr::V4(_) => address,
+    }
+}
+
+/// The address of one hop of `X-Forwarded-For`: an address, or one with a port
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`), or a bracketed IPv6 address.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    let address = hop
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())?;
+    Some(canonical(address))
+}
+
 /// The key an address is counted under: an IPv4 address (also when written as IPv6), or the
 /// /64 of an IPv6 one.
 fn counted_as(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(Ipv6Addr::from(prefix))
-            }
-        },
+    match canonical(address) {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
     }
 }
 
@@ -181,38 +198,48 @@ mod tests {
         let none = limits("", 1);
         // No trusted proxy: the header is anyone's to write and is never read.
         assert_eq!(
-            none.client_address(ip("203.0.113.9"), Some("198.51.100.1")),
+            none.client_address(ip("203.0.113.9"), "198.51.100.1"),
             ip("203.0.113.9")
         );
         let behind = limits("10.0.0.0/8, 192.0.2.7", 1);
         // The balancer (trusted) names the client; what the client wrote before it is ignored.
         assert_eq!(
-            behind.client_address(ip("10.1.2.3"), Some("6.6.6.6, 198.51.100.1")),
+            behind.client_address(ip("10.1.2.3"), "6.6.6.6, 198.51.100.1"),
             ip("198.51.100.1")
         );
         // Two trusted hops, then the client.
         assert_eq!(
-            behind.client_address(ip("10.1.2.3"), Some("198.51.100.1, 192.0.2.7")),
+            behind.client_address(ip("10.1.2.3"), "198.51.100.1, 192.0.2.7"),
             ip("198.51.100.1")
         );
         // A peer outside the trusted networks is the client, whatever it forwards.
         assert_eq!(
-            behind.client_address(ip("198.51.100.2"), Some("10.0.0.1")),
+            behind.client_address(ip("198.51.100.2"), "10.0.0.1"),
             ip("198.51.100.2")
         );
         // A hop that is no address: the last believable one is the proxy that wrote it.
         assert_eq!(
-            behind.client_address(ip("10.1.2.3"), Some("198.51.100.1, junk")),
+            behind.client_address(ip("10.1.2.3"), "198.51.100.1, junk"),
             ip("10.1.2.3")
         );
         // An IPv6 client is counted by its /64.
         assert_eq!(
-            none.client_address(ip("2001:db8:1:2:aaaa::1"), None),
+            none.client_address(ip("2001:db8:1:2:aaaa::1"), ""),
             ip("2001:db8:1:2::")
         );
         assert_eq!(
-            none.client_address(ip("::ffff:192.0.2.1"), None),
+            none.client_address(ip("::ffff:192.0.2.1"), ""),
             ip("192.0.2.1")
+        );
+        // A proxy on a dual-stack listener (an IPv4 peer written as IPv6) is still trusted, and
+        // hops written with a port or in brackets are read.
+        assert_eq!(
+            behind.client_address(ip("::ffff:10.1.2.3"), "198.51.100.1:4711"),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            behind.client_address(ip("10.1.2.3"), "[2001:db8:1:2::7]:443"),
+            ip("2001:db8:1:2::")
         );
     }
 
@@ -228,16 +255,16 @@ mod tests {
 
     #[test]
     fn pruning_forgets_the_callers_whose_allowance_is_full_again() {
-        let limits = limits("", 1_000);
+        let limits = limits("", 10);
         for i in 0..=255u8 {
             assert!(limits.allow_address(IpAddr::from([198, 51, 100, i])));
             assert!(limits.allow_buy(&UserId::parse(format!("user-{i}")).unwrap()));
         }
         // Right away they are remembered (their allowance is not full yet)...
         assert_eq!(limits.prune(), 512);
-        // ...and forgotten once it is (an address at 1,000 per second is full again after a
-        // millisecond, a buyer at the default 20 per second after 50).
-        std::thread::sleep(Duration::from_millis(150));
+        // ...and forgotten once it is (an address at 10 per second is full again after 100 ms,
+        // a buyer at the default 20 per second after 50).
+        std::thread::sleep(Duration::from_millis(300));
         assert_eq!(limits.prune(), 0);
     }
 }

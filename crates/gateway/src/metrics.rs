@@ -145,9 +145,9 @@ impl GatewayMetrics {
             shed: counter_by(
                 r,
                 "seckill_gateway_shed_total",
-                "Buy and order-status requests refused with 503 overloaded, by reason: in_flight (gateway.max_in_flight buys or gateway.max_reads_in_flight reads served already) or loop_lag (the HTTP worker ran later than gateway.max_loop_lag_ms).",
+                "Requests refused with 503 overloaded, by reason: in_flight (gateway.max_in_flight buys served already), loop_lag (the HTTP worker ran later than gateway.max_loop_lag_ms), reads (order-status reads: gateway.max_reads_in_flight served for 100 ms).",
                 "reason",
-                ["in_flight", "loop_lag"],
+                ["in_flight", "loop_lag", "reads"],
             ),
             sold_out_local: counter(
                 r,

@@ -5,9 +5,8 @@
 
 use crate::error::ApiError;
 use domain::pow::{Challenge, PowError, Purpose, Solution};
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use secrecy::ExposeSecret;
-use sha2::Sha256;
 
 /// Issues and checks challenges.
 pub struct ProofOfWork {
@@ -20,8 +19,7 @@ impl ProofOfWork {
     pub fn from_settings(settings: &settings::Settings) -> Self {
         // A key of its own, derived, so that a challenge's signature is never a ticket's.
         let secret = settings.waiting_room.ticket_secret.expose_secret();
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-            .expect("HMAC takes a key of any size");
+        let mut mac = domain::signing::hmac_sha256(secret.as_bytes());
         mac.update(b"seckill proof of work");
         Self {
             key: mac.finalize().into_bytes().to_vec(),
@@ -60,8 +58,10 @@ impl ProofOfWork {
             .to_str()
             .map_err(|_| PowError::Malformed)
             .and_then(Solution::decode);
+        // A challenge issued for less than the calm difficulty (before it was raised) is refused.
+        let least_work = self.settings.difficulty(false);
         solution
-            .and_then(|solution| solution.verify(&self.key, purpose, now))
+            .and_then(|solution| solution.verify(&self.key, purpose, now, least_work))
             .map_err(ApiError::ProofOfWorkInvalid)
     }
 }

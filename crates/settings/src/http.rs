@@ -21,8 +21,9 @@ pub struct HttpSettings {
     pub admin_port: u16,
     /// Whether the public port serves the admin API too.
     pub admin_on_public: bool,
-    /// Longest wait for a request's head (line and headers) on a new connection or between
-    /// two requests of one, in ms; a slower client is answered 408 and closed.
+    /// Longest wait for the head (line and headers) of a connection's first request, in ms; a
+    /// slower client is answered 408 and closed. Later requests of a kept-alive connection are
+    /// not timed by actix-web: their slow heads hold the connection, never a buy slot.
     pub header_timeout_ms: u64,
     /// Longest wait for a request's whole body once its head is read, in ms; a slower client
     /// is answered 408 `request_timeout` without holding a buy slot.

@@ -39,6 +39,12 @@ impl ProofOfWorkSettings {
             0,
             MAX_DIFFICULTY,
         )?;
+        if self.max_number == 0 && self.max_number_under_load != 0 {
+            return invalid(
+                "proof_of_work.max_number_under_load",
+                "asks work under load only when proof_of_work.max_number asks some (0 turns the proof of work off)",
+            );
+        }
         if self.max_number_under_load != 0 && self.max_number_under_load < self.max_number {
             return invalid(
                 "proof_of_work.max_number_under_load",

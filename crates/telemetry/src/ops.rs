@@ -14,7 +14,7 @@ use futures::future::{join_all, BoxFuture};
 use prometheus::Registry;
 use std::future::Future;
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,10 @@ type Answer = Option<(Instant, Vec<&'static str>)>;
 #[derive(Clone, Default)]
 pub struct Readiness {
     checks: Vec<(&'static str, Probe)>,
-    last: Arc<tokio::sync::Mutex<Answer>>,
+    /// The last answer.
+    last: Arc<std::sync::Mutex<Answer>>,
+    /// Held by the one caller whose checks run; the others wait for their answer.
+    running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Readiness {
@@ -85,15 +88,30 @@ impl Readiness {
     /// answers now. While the checks run, other callers wait for their answer instead of
     /// running their own.
     pub async fn recently_failing(&self) -> Vec<&'static str> {
-        let mut last = self.last.lock().await;
-        if let Some((at, failing)) = last.as_ref() {
-            if at.elapsed() < Self::MAX_AGE {
-                return failing.clone();
-            }
+        if let Some(failing) = self.fresh() {
+            return failing;
         }
-        let failing = self.failing().await;
-        *last = Some((Instant::now(), failing.clone()));
-        failing
+        let _running = self.running.lock().await;
+        if let Some(failing) = self.fresh() {
+            return failing;
+        }
+        // In a task of its own, so that the answer is kept even when the caller gives up
+        // first (the kubelet's probe timeout), and the next caller finds it.
+        let checks = self.clone();
+        let ran = tokio::spawn(async move {
+            let failing = checks.failing().await;
+            let answer = Some((Instant::now(), failing.clone()));
+            *checks.last.lock().unwrap_or_else(PoisonError::into_inner) = answer;
+            failing
+        });
+        ran.await.unwrap_or_else(|_| vec!["readiness"])
+    }
+
+    /// The last answer, if it is younger than [`MAX_AGE`](Self::MAX_AGE).
+    fn fresh(&self) -> Option<Vec<&'static str>> {
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, failing) = last.as_ref()?;
+        (at.elapsed() < Self::MAX_AGE).then(|| failing.clone())
     }
 
     /// The `/readyz` answer.

@@ -28,12 +28,16 @@ problems! {
         400 => "`invalid_order_id`",
         404 => "`order_not_found` (also for another buyer's order)",
         429 => "`rate_limited`: past the buyer's allowance of reads (`gateway.per_user_read_rate_per_sec`) or the client address's; retry after `Retry-After`",
-        503 => "`overloaded`: `gateway.max_reads_in_flight` reads are being served; `stock_unavailable`, `database_unavailable`: retry",
+        503 => "`overloaded`: `gateway.max_reads_in_flight` reads were being served for 100 ms; `stock_unavailable`, `database_unavailable`: retry",
     }
 }
 
 /// The header a buy carries its admission ticket in (sales with a waiting room).
 pub const ADMISSION_TICKET: &str = "Admission-Ticket";
+
+/// How long an order-status read waits for one of the `gateway.max_reads_in_flight` permits
+/// before it is shed: long enough for a burst of polls, short against a flood.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The largest buy request body read.
 pub const MAX_BODY: usize = 1024;
@@ -199,10 +203,11 @@ pub async fn get_order(
     if !state.limits.allow_read(&buyer.0) {
         return Err(state.rate_limited(Limit::Read));
     }
-    let _slot = state.reads.admit().map_err(|why| {
-        state.metrics.shed.with_label_values(&[why.label()]).inc();
-        ApiError::Overloaded
-    })?;
+    let permit = tokio::time::timeout(READ_WAIT, state.reads.acquire()).await;
+    let Ok(Ok(_permit)) = permit else {
+        state.metrics.shed.with_label_values(&["reads"]).inc();
+        return Err(ApiError::Overloaded);
+    };
     if let Some(row) = state.store.order(&id).await? {
         if row.user_id != buyer.0.as_str() {
             return Err(ApiError::OrderNotFound);

@@ -58,6 +58,7 @@ problems! {
     /// the limit), or one not all sent within `http.body_timeout_ms`.
     PayloadTooLarge {
         408 => "`request_timeout`: the body was not all sent in time (`http.body_timeout_ms`)",
+        411 => "`length_required`: a chunked body (the public port takes a `Content-Length` only)",
         413 => "`payload_too_large`: the body is over the route's limit",
     }
     /// A route that reads Redis and the database, while one of them does not answer.

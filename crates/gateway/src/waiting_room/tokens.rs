@@ -133,6 +133,15 @@ impl Tokens {
         })
     }
 
+    /// Whether `token` is a current ticket of the sale of `sku`, whoever's: the first look of
+    /// load shedding, before the bearer token is verified (the handler then checks the buyer
+    /// with [`admits`](Self::admits)). One HMAC: a made-up header earns nothing.
+    pub fn is_current_ticket(&self, token: &str, sku: &str, now_ms: i64) -> bool {
+        self.read::<TicketClaims>(token).is_some_and(|claims| {
+            claims.typ == TICKET && claims.sku == sku && now_ms < claims.exp_ms
+        })
+    }
+
     /// Whether `token` admits `user` to buy in the sale of `sku` at `now_ms`.
     pub fn admits(
         &self,
@@ -170,6 +179,10 @@ mod tests {
             tokens.admits(&ticket, "alice", "phone", 10_500),
             Err(TicketRefusal::Expired)
         );
+        assert!(tokens.is_current_ticket(&ticket, "phone", 10_499));
+        assert!(!tokens.is_current_ticket(&ticket, "phone", 10_500));
+        assert!(!tokens.is_current_ticket(&ticket, "tablet", 0));
+        assert!(!tokens.is_current_ticket("made-up", "phone", 0));
         assert_eq!(
             tokens.admits(&ticket, "bob", "phone", 0),
             Err(TicketRefusal::Invalid)

@@ -88,20 +88,31 @@ async fn order_status_reads_past_a_buyers_allowance_are_refused_429_and_never_co
         order["order_id"].as_str().unwrap()
     );
     let token = gw.token("dora");
+    let started = Instant::now();
     let mut statuses = Vec::new();
     for _ in 0..8 {
         let (status, _) = answer(gw.client.get(&path).bearer_auth(&token)).await;
         statuses.push(status);
     }
+    // The burst of three, then one more per second the loop took (a loaded machine is slow).
+    let refilled = started.elapsed().as_secs() as usize;
+    let refused = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!(statuses[..3], [200, 200, 200], "{statuses:?}");
-    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
-    let refused = gw
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        refused >= 5 - refilled.min(4),
+        "{statuses:?} in {refilled} s"
+    );
+    let counted = gw
         .app
         .metrics
         .rate_limited
         .with_label_values(&["read"])
         .get();
-    assert_eq!(refused, 5);
+    assert_eq!(counted, refused as u64);
     // Another buyer reads; and the flood cost dora none of her buys.
     let other = gw.client.get(&path).bearer_auth(gw.token("erin"));
     assert_problem(&answer(other).await, 404, "order_not_found");
@@ -119,40 +130,63 @@ async fn one_address_past_its_allowance_is_refused_429_and_a_trusted_proxy_names
     };
     // Behind a trusted proxy (the test's own address): each forwarded client has its allowance.
     let gw = Running::with(limited("127.0.0.1")).await;
-    let read = |client: &'static str, n: usize| {
-        let request = gw
+    let read = |path: String, forwarded: Vec<&'static str>, n: usize| {
+        let mut request = gw
             .client
-            .get(format!("{}/v1/orders/{}.{:032x}", gw.url, sku(), n))
-            .bearer_auth(gw.token(&format!("user-{n}")))
-            .header("X-Forwarded-For", format!("6.6.6.6, {client}"));
+            .get(format!("{}{path}", gw.url))
+            .bearer_auth(gw.token(&format!("user-{n}")));
+        for line in forwarded {
+            request = request.header("X-Forwarded-For", line);
+        }
         async move { answer(request).await.0 }
     };
+    let order = |n: usize| format!("/v1/orders/{}.{n:032x}", sku());
+    let started = Instant::now();
     let mut flood = Vec::new();
     for n in 0..6 {
-        flood.push(read("198.51.100.1", n).await);
+        flood.push(read(order(n), vec!["6.6.6.6, 198.51.100.1"], n).await);
     }
+    // The burst of three, then one more per second the loop took (a loaded machine is slow).
+    let refilled = started.elapsed().as_secs() as usize;
+    let refused = flood.iter().filter(|s| **s == 429).count();
     assert_eq!(
-        flood,
-        [404, 404, 404, 429, 429, 429],
-        "many tokens, one address"
+        flood[..3],
+        [404, 404, 404],
+        "many tokens, one address: {flood:?}"
     );
-    assert_eq!(
-        read("198.51.100.2", 7).await,
-        404,
-        "another address has its own"
-    );
-    // What the client itself wrote before the proxy's entry is not believed.
-    assert_eq!(read("198.51.100.1", 8).await, 429);
-    assert_eq!(
-        gw.app
-            .metrics
-            .rate_limited
-            .with_label_values(&["address"])
-            .get(),
-        4
-    );
+    assert!(refused >= 3 - refilled.min(2), "{flood:?} in {refilled} s");
+    let other = read(order(7), vec!["198.51.100.2"], 7).await;
+    assert_eq!(other, 404, "another address has its own");
+    // Three reads of a fresh address, then one more: refused (unless a second passed, which
+    // refills one). The three are written with escapes in the path, or with the address in a
+    // second header line the proxy added: both count for the address.
+    let exhausts =
+        |label: &'static str, first: Vec<Vec<&'static str>>, path: fn(usize) -> String| {
+            let read = &read;
+            async move {
+                let started = Instant::now();
+                for (n, lines) in first.into_iter().enumerate() {
+                    assert_eq!(read(path(n), lines, n).await, 404, "{label}");
+                }
+                let fourth = read(order(99), vec![label], 99).await;
+                assert!(
+                    fourth == 429 || started.elapsed() >= Duration::from_secs(1),
+                    "{label}: the fourth read was answered {fourth}"
+                );
+            }
+        };
+    fn escaped(n: usize) -> String {
+        format!("/%76%31/orders/{}.{n:032x}", testkit::sku())
+    }
+    fn plain(n: usize) -> String {
+        format!("/v1/orders/{}.{n:032x}", testkit::sku())
+    }
+    exhausts("198.51.100.50", vec![vec!["198.51.100.50"]; 3], escaped).await;
+    let two_lines = vec!["198.51.100.77", "198.51.100.60"];
+    exhausts("198.51.100.60", vec![two_lines; 3], plain).await;
     // Without trusted proxies the header is never read: every request is the test's address.
     let direct = Running::with(limited("")).await;
+    let started = Instant::now();
     let mut statuses = Vec::new();
     for (n, client) in [
         "198.51.100.3",
@@ -165,13 +199,15 @@ async fn one_address_past_its_allowance_is_refused_429_and_a_trusted_proxy_names
     {
         let request = direct
             .client
-            .get(format!("{}/v1/orders/{}.{:032x}", direct.url, sku(), n))
+            .get(format!("{}{}", direct.url, order(n)))
             .bearer_auth(direct.token("frank"))
             .header("X-Forwarded-For", client);
         statuses.push(answer(request).await.0);
     }
-    assert_eq!(statuses, [404, 404, 404, 429]);
-    // Liveness and the payment provider's notices are not counted.
+    let refilled = started.elapsed().as_secs();
+    assert_eq!(statuses[..3], [404, 404, 404]);
+    assert!(refilled > 0 || statuses[3] == 429, "{statuses:?}");
+    // Liveness is not counted.
     assert_eq!(direct.get("/healthz").await.status(), 200);
 }
 
