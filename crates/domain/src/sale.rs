@@ -207,11 +207,13 @@ impl PaymentTerms {
 /// The terms a sale built in code starts with ([`SaleSpec::new`]) until
 /// [`SaleSpec::with_payment`] names its own: the default window, free. The admin API and a
 /// stored sale always name theirs.
+/// The terms of a sale built in code without any: the default window, and no price, so that a
+/// sale nobody priced takes no payment (fail closed) rather than counting as free.
 impl Default for PaymentTerms {
     fn default() -> Self {
         Self {
             window_secs: Self::DEFAULT_WINDOW_SECS,
-            pricing: Pricing::Free,
+            pricing: Pricing::Unpriced,
         }
     }
 }
@@ -449,6 +451,6 @@ mod tests {
             PaymentTerms::stored(60, Some(5), Some("EUR"), true),
             Err(SaleError::FreeWithPrice)
         );
-        assert_eq!(PaymentTerms::default().pricing, Pricing::Free);
+        assert_eq!(PaymentTerms::default().pricing, Pricing::Unpriced);
     }
 }

@@ -366,7 +366,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if std::env::var_os("SECKILL__LOG__FILTER").is_none() && std::env::var_os("RUST_LOG").is_none()
     {
-        settings.log.filter = "warn,rdkafka=error".into();
+        settings.log.filter = match cli.command {
+            // Every forged message of its attack is a warning: the report is the output.
+            Command::Hostile(_) => "error".into(),
+            _ => "warn,rdkafka=error".into(),
+        };
     }
     telemetry::init_tracing(&settings.log);
     match cli.command {
@@ -459,6 +463,7 @@ async fn hostile(mut settings: settings::Settings, args: HostileArgs) -> anyhow:
         flood_rate: args.flood_rate,
         slow_connections: args.slow_connections,
         forged: args.forged,
+        per_address_rate: args.per_address_rate,
     };
     let report = flash_sim::hostile::run(plan).await;
     stack.stop().await?;

@@ -8,7 +8,9 @@
 
 use anyhow::Context;
 use chrono::{Duration as ChronoDuration, Utc};
-use domain::{IdempotencyKey, OrderId, OrderRequested, Quantity, SaleSpec, SkuId, UserId};
+use domain::{
+    IdempotencyKey, OrderId, OrderRequested, PaymentTerms, Quantity, SaleSpec, SkuId, UserId,
+};
 use kafka::EmbeddedKafka;
 use sea_orm::{ConnectionTrait, Database};
 use settings::secrecy::{ExposeSecret, SecretString};
@@ -307,8 +309,8 @@ pub fn notice(payment_id: &str, order: &OrderId, amount_minor: u64) -> domain::P
     }
 }
 
-/// A sale open from a second ago for an hour, free, with the default payment window
-/// (`PaymentTerms::default`); `with_payment` gives it a price, for payments of more than 0.
+/// A sale open from a second ago for an hour, free (a payment of 0 pays its orders), with the
+/// default payment window; `with_payment` gives it a price, for payments of more than 0.
 pub fn open_spec(stock: i64, per_user_limit: i64) -> SaleSpec {
     let now = Utc::now();
     SaleSpec::new(
@@ -318,6 +320,15 @@ pub fn open_spec(stock: i64, per_user_limit: i64) -> SaleSpec {
         now + ChronoDuration::hours(1),
     )
     .expect("valid sale")
+    .with_payment(
+        PaymentTerms::new(
+            i64::from(PaymentTerms::DEFAULT_WINDOW_SECS),
+            None,
+            None,
+            true,
+        )
+        .expect("free terms"),
+    )
 }
 
 /// A valid order message for `user` buying `quantity` of `sku`.
