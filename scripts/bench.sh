@@ -116,15 +116,16 @@ if want http; then
     redis-cli DEL "${keys[@]}" >/dev/null
     redis-cli HSET "$base:sale" starts_at 0 ends_at 99999999999999 per_user_limit 1000 reserved 0 initial 1000000000 >/dev/null
     redis-cli SET "$base:stock" 1000000000 >/dev/null
-    # The arguments the gateway sends (the last two: the sale's number of stock buckets, and
-    # whether the buyer holds an admission ticket). A ceiling whose calls do not reserve would
-    # measure nothing: one call must answer `accepted`.
-    args=(1 "$(date +%s%3N)" "$entry" 1 0)
-    first=$(redis-cli EVALSHA "$sha" 7 "${keys[@]}" "buyer-check" "key-check" "ceiling.check" "${args[@]}" | head -n 1)
+    # The arguments the gateway sends for a group of one order: the sale's number of stock
+    # buckets, then the order (buyer, key, id, quantity, now, its message, whether the buyer
+    # holds an admission ticket). A ceiling whose calls do not reserve would measure nothing:
+    # one call must answer `accepted`.
+    now=$(date +%s%3N)
+    first=$(redis-cli EVALSHA "$sha" 7 "${keys[@]}" 1 "buyer-check" "key-check" "ceiling.check" 1 "$now" "$entry" 0 | head -n 1)
     [ "$first" = accepted ] || { echo "the reserve script answered '$first', not accepted"; exit 1; }
     r0=$(ticks "$redis_pid")
     redis-benchmark -n 200000 -c 50 -r 1000000000 --csv EVALSHA "$sha" 7 "${keys[@]}" \
-      "buyer-__rand_int__" "key-__rand_int__" "ceiling.__rand_int__" "${args[@]}" \
+      1 "buyer-__rand_int__" "key-__rand_int__" "ceiling.__rand_int__" 1 "$now" "$entry" 0 \
       | tail -n 1 > "$out/reserve_ceiling-$run.csv"
     echo "$(( $(ticks "$redis_pid") - r0 )) 200000 $(getconf CLK_TCK)" > "$out/reserve_ceiling-$run.cpu"
     printf '  %-22s %s\n' "reserve_ceiling-$run" "$(awk -F, '{print $(NF-6)}' "$out/reserve_ceiling-$run.csv" | tr -d '"') calls/s"

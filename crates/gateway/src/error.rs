@@ -311,7 +311,15 @@ impl ApiError {
 
 impl From<stock::StockError> for ApiError {
     fn from(error: stock::StockError) -> Self {
+        Self::from(&error)
+    }
+}
+
+impl From<&stock::StockError> for ApiError {
+    fn from(error: &stock::StockError) -> Self {
         match error {
+            // The error of the call that carried this order among others: as if it were its own.
+            stock::StockError::InGroup(error) => Self::from(&**error),
             stock::StockError::Corrupt(_) => {
                 tracing::error!(%error, "a reservation in redis cannot be read");
                 ApiError::Internal

@@ -29,6 +29,10 @@ pub enum StockError {
     /// other buyers there took them each time; it may try again.
     #[error("the stock buckets of {0} are contended; try again")]
     Contended(SkuId),
+    /// The call that carried this order among others failed (see the `group` module): the
+    /// error every member of the group is answered.
+    #[error(transparent)]
+    InGroup(std::sync::Arc<StockError>),
     /// Redis has some buckets of a bucketed sale and not the others (a shard lost its data):
     /// `seckill-ctl reconcile --rebuild` rebuilds the whole sale.
     #[error("redis has {present} of the {buckets} stock buckets of {sku}; rebuild the sale (seckill-ctl reconcile --rebuild)")]
@@ -56,6 +60,7 @@ impl StockError {
                 redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
             ),
             StockError::Contended(_) => true,
+            StockError::InGroup(error) => error.is_transient(),
             StockError::Config(_)
             | StockError::Reply { .. }
             | StockError::Corrupt(_)

@@ -8,12 +8,14 @@
 //! - `keys`: the Redis keys of a sale's bucket, and which bucket a buyer belongs to;
 //! - `buckets`: a sale split over several buckets, and the transfers of units between them;
 //! - `record`, `outbox`: what the scripts store per order (the reservation, the message);
+//! - `group`: the reservations of concurrent buyers of one bucket, sent in one call;
 //! - `marks`: marks that can wait, gathered into one call per SKU;
 //! - `connection`: the one connection to Redis or a Redis Cluster.
 
 mod buckets;
 mod connection;
 mod error;
+mod group;
 pub mod keys;
 pub mod marks;
 pub mod outbox;
@@ -22,6 +24,7 @@ mod scripts;
 
 pub use buckets::TRANSFER_STALE;
 pub use error::StockError;
+pub use group::GROUP_MAX;
 pub use keys::{home_bucket, Key, StockKeys};
 pub use marks::{Mark, Marks, MarksTask};
 pub use outbox::{CorruptEntry, OutboxEntry};
@@ -76,6 +79,8 @@ pub struct StockLedger {
     /// The number of stock buckets of each sale this process has seen (see the `buckets`
     /// module); a sale not in it is believed to have one.
     buckets: Arc<RwLock<HashMap<SkuId, u8>>>,
+    /// The reservations waiting for their bucket's next call (see the `group` module).
+    groups: Arc<group::Lanes>,
 }
 
 impl StockLedger {
@@ -86,6 +91,7 @@ impl StockLedger {
             conn: Connection::new(settings)?,
             queued_grace: Duration::ZERO,
             buckets: Arc::default(),
+            groups: Arc::default(),
             prefix: settings.key_prefix.clone(),
         })
     }

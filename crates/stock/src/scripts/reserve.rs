@@ -1,6 +1,8 @@
-//! `reserve.lua`: takes a buyer's units and keeps the order's message in the outbox, in one
-//! atomic step; and [`StockLedger::reserve`], which moves the order to its buyer's bucket and, in
-//! a bucketed sale, borrows from the other buckets before it answers `sold_out`.
+//! `reserve.lua`: takes the units of a group of orders of one bucket, each answered on its own,
+//! and keeps each accepted order's message in the outbox, in one atomic step; and
+//! [`StockLedger::reserve`], which moves the order to its buyer's bucket, sends it in a group
+//! (see the `group` module) and, in a bucketed sale, borrows from the other buckets before it
+//! answers `sold_out`.
 
 use super::{prelude, Args, LuaScript};
 use crate::buckets::{Borrowed, BORROW_ROUNDS};
@@ -54,20 +56,26 @@ pub struct SoldOut {
     pub ends_at_ms: i64,
 }
 
-/// One call of `reserve.lua`, in the bucket `keys` belong to.
-pub(super) struct Reserve<'a> {
-    order: &'a OrderRequested,
-    entry: &'a OutboxEntry,
-    /// The number of buckets the caller believes the sale has.
-    buckets: u8,
-    /// Whether the buyer holds a valid admission ticket of the sale's waiting room.
-    admitted: bool,
+/// One order of a group: the order, its message, and whether the buyer holds a valid admission
+/// ticket of the sale's waiting room.
+pub(crate) struct Member {
+    pub(crate) order: OrderRequested,
+    pub(crate) entry: OutboxEntry,
+    pub(crate) admitted: bool,
 }
 
-/// What one call answered.
-pub(super) enum Reply {
+/// One call of `reserve.lua`: a group of orders of the bucket `keys` belong to.
+pub(crate) struct Reserve<'a> {
+    pub(crate) members: &'a [Member],
+    /// The number of buckets the caller believes the sale has.
+    pub(crate) buckets: u8,
+}
+
+/// What one order of a call was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
     Outcome(ReserveOutcome),
-    /// The sale has this many buckets, not what the caller believed.
+    /// The sale has this many buckets, not what the caller believed (the whole group's answer).
     Buckets(u8),
 }
 
@@ -76,62 +84,63 @@ impl LuaScript for Reserve<'_> {
     const PRELUDES: &'static [&'static str] = &[prelude::RECORD];
     const BODY: &'static str = include_str!("reserve.lua");
     const KEYS: &'static [Key] = &Key::ORDER;
-    const ARGS: &'static [&'static str] = &[
-        "user",
-        "idempotency",
-        "order_id",
-        "quantity",
-        "now",
-        "entry",
-        "buckets",
-        "admitted",
-    ];
-    type Raw = Vec<String>;
-    type Reply = Reply;
+    const ARGS: &'static [&'static str] = &["buckets"];
+    /// Seven per order: user, idempotency, order_id, quantity, now, entry, admitted.
+    const VARIADIC: bool = true;
+    /// One reply per order (or the group's one `buckets` reply).
+    type Raw = Vec<Vec<String>>;
+    type Reply = Vec<Reply>;
 
     fn args(&self, args: &mut Args<'_, '_>) {
-        let order = self.order;
-        args.arg("user", order.user_id.as_str())
-            .arg("idempotency", order.idempotency_key.as_str())
-            .arg("order_id", order.order_id.as_str())
-            .arg("quantity", order.quantity.get())
-            .arg("now", order.requested_at.timestamp_millis())
-            .arg("entry", self.entry.encode())
-            .arg("buckets", self.buckets)
-            .arg("admitted", u8::from(self.admitted));
+        args.arg("buckets", self.buckets);
+        for member in self.members {
+            let order = &member.order;
+            args.rest(order.user_id.as_str())
+                .rest(order.idempotency_key.as_str())
+                .rest(order.order_id.as_str())
+                .rest(order.quantity.get())
+                .rest(order.requested_at.timestamp_millis())
+                .rest(member.entry.encode())
+                .rest(u8::from(member.admitted));
+        }
     }
 
-    fn decode(reply: &Vec<String>) -> Option<Reply> {
-        let word = |i: usize| reply.get(i).map(String::as_str);
-        let order = || word(1).and_then(|id| OrderId::parse(id).ok());
-        let number = |i: usize| word(i).and_then(|n| n.parse::<i64>().ok());
-        let outcome = match word(0)? {
-            "accepted" => ReserveOutcome::Accepted(order()?),
-            "duplicate" => ReserveOutcome::Duplicate {
-                order_id: order()?,
-                state: word(2)?.parse().ok()?,
-            },
-            "sold_out" => ReserveOutcome::SoldOut(SoldOut {
-                remaining: number(1)?,
-                reserved: number(2)?,
-                ends_at_ms: number(3)?,
-            }),
-            "key_reused" => ReserveOutcome::KeyReused {
-                order_id: order()?,
-                quantity: number(2)?,
-            },
-            "limit_exceeded" => ReserveOutcome::LimitExceeded,
-            "not_found" => ReserveOutcome::NotFound,
-            "not_active" => ReserveOutcome::NotActive,
-            "admission_required" => ReserveOutcome::AdmissionRequired,
-            "buckets" => {
-                let buckets = word(1)?.parse::<u8>().ok().filter(|&n| n >= 1)?;
-                return Some(Reply::Buckets(buckets));
-            }
-            _ => return None,
-        };
-        Some(Reply::Outcome(outcome))
+    fn decode(replies: &Vec<Vec<String>>) -> Option<Vec<Reply>> {
+        replies.iter().map(|reply| decode_one(reply)).collect()
     }
+}
+
+/// One order's reply.
+fn decode_one(reply: &[String]) -> Option<Reply> {
+    let word = |i: usize| reply.get(i).map(String::as_str);
+    let order = || word(1).and_then(|id| OrderId::parse(id).ok());
+    let number = |i: usize| word(i).and_then(|n| n.parse::<i64>().ok());
+    let outcome = match word(0)? {
+        "accepted" => ReserveOutcome::Accepted(order()?),
+        "duplicate" => ReserveOutcome::Duplicate {
+            order_id: order()?,
+            state: word(2)?.parse().ok()?,
+        },
+        "sold_out" => ReserveOutcome::SoldOut(SoldOut {
+            remaining: number(1)?,
+            reserved: number(2)?,
+            ends_at_ms: number(3)?,
+        }),
+        "key_reused" => ReserveOutcome::KeyReused {
+            order_id: order()?,
+            quantity: number(2)?,
+        },
+        "limit_exceeded" => ReserveOutcome::LimitExceeded,
+        "not_found" => ReserveOutcome::NotFound,
+        "not_active" => ReserveOutcome::NotActive,
+        "admission_required" => ReserveOutcome::AdmissionRequired,
+        "buckets" => {
+            let buckets = word(1)?.parse::<u8>().ok().filter(|&n| n >= 1)?;
+            return Some(Reply::Buckets(buckets));
+        }
+        _ => return None,
+    };
+    Some(Reply::Outcome(outcome))
 }
 
 /// Moves `order` to its buyer's bucket in a sale of `buckets`: the bucket, and whether its id
@@ -176,13 +185,10 @@ impl StockLedger {
         let mut entry = OutboxEntry::new(order, traceparent);
         let (mut relearned, mut rounds, mut waited) = (false, 0, false);
         loop {
-            let call = Reserve {
-                order,
-                entry: &entry,
-                buckets,
-                admitted,
-            };
-            let outcome = match self.run(&self.bucket_keys(&sku, home), &call).await? {
+            let reply = self
+                .reserve_in_group(&sku, home, buckets, order, &entry, admitted)
+                .await?;
+            let outcome = match reply {
                 Reply::Buckets(actual) if !relearned => {
                     self.learn_buckets(&sku, actual);
                     (buckets, relearned) = (actual, true);

@@ -585,3 +585,105 @@ async fn the_acknowledger_marks_what_it_gathered_and_what_is_left_when_it_finish
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn one_call_for_a_group_answers_each_buyer_as_if_alone_limits_keys_and_sold_out_included() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    // Three units, two per buyer.
+    ledger.warm(&sku, &open_spec(3, 2)).await.unwrap();
+    let ann_first = candidate(&sku, "ann", "k1", 1);
+    let ann_again = OrderRequested {
+        order_id: new_order(&sku),
+        ..ann_first.clone()
+    };
+    let group = [
+        ann_first.clone(),
+        // The same key of the same buyer, in the same group: the first order again.
+        ann_again,
+        // The same key with another quantity: reused.
+        candidate(&sku, "ann", "k1", 2),
+        candidate(&sku, "ann", "k2", 1),
+        // Ann holds two: over her limit.
+        candidate(&sku, "ann", "k3", 1),
+        candidate(&sku, "bob", "k1", 1),
+        // Three units taken: sold out in the middle of the group, for everyone after.
+        candidate(&sku, "cid", "k1", 1),
+        candidate(&sku, "dee", "k1", 1),
+    ];
+    let orders: Vec<_> = group.iter().map(|o| (o.clone(), false)).collect();
+    let outcomes = ledger.reserve_together(&orders).await.unwrap();
+    assert_eq!(outcomes.len(), 8);
+    assert_eq!(
+        outcomes[0],
+        ReserveOutcome::Accepted(ann_first.order_id.clone())
+    );
+    assert_eq!(
+        outcomes[1],
+        ReserveOutcome::Duplicate {
+            order_id: ann_first.order_id.clone(),
+            state: ReservationState::Reserved
+        }
+    );
+    assert_eq!(
+        outcomes[2],
+        ReserveOutcome::KeyReused {
+            order_id: ann_first.order_id.clone(),
+            quantity: 1
+        }
+    );
+    assert_eq!(
+        outcomes[3],
+        ReserveOutcome::Accepted(group[3].order_id.clone())
+    );
+    assert_eq!(outcomes[4], ReserveOutcome::LimitExceeded);
+    assert_eq!(
+        outcomes[5],
+        ReserveOutcome::Accepted(group[5].order_id.clone())
+    );
+    for outcome in &outcomes[6..] {
+        let ReserveOutcome::SoldOut(seen) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!((seen.remaining, seen.reserved), (0, 3));
+    }
+    let snapshot = ledger.snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!(
+        (snapshot.remaining, snapshot.reserved, snapshot.unfinished),
+        (0, 3, 3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_buyers_of_one_sku_share_calls_and_sell_exactly_the_stock() {
+    let ledger = fresh_ledger();
+    let sku = sku();
+    ledger.warm(&sku, &open_spec(100, 2)).await.unwrap();
+    // 400 requests of 200 buyers (two keys each), all at once.
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let (ledger, sku) = (ledger.clone(), sku.clone());
+            tokio::spawn(async move {
+                let user = format!("buyer-{}", i % 200);
+                let key = format!("k{}", (i / 200) % 2);
+                let mut order = candidate(&sku, &user, &key, 1);
+                ledger.reserve(&mut order, None, false).await.unwrap().0
+            })
+        })
+        .collect();
+    let mut accepted = std::collections::HashSet::new();
+    for task in tasks {
+        if let ReserveOutcome::Accepted(order) = task.await.unwrap() {
+            assert!(accepted.insert(order), "one order accepted twice");
+        }
+    }
+    assert_eq!(accepted.len(), 100, "exactly the stock, never one more");
+    let snapshot = ledger.snapshot(&sku).await.unwrap().unwrap();
+    assert_eq!((snapshot.remaining, snapshot.reserved), (0, 100));
+    let (calls, orders) = ledger.reserve_calls();
+    assert_eq!(orders, 400, "every request was in one call");
+    assert!(
+        calls < orders,
+        "{calls} calls for {orders} orders: none was grouped"
+    );
+}
