@@ -32,6 +32,10 @@ pub struct GatewayMetrics {
     pub rate_limited: IntCounterVec,
     /// `seckill_gateway_limiter_callers`: the callers the rate limiters remember.
     pub limiter_callers: IntGauge,
+    /// `seckill_reserve_calls_total`: calls of the reserve script (one per group of buyers).
+    pub reserve_calls: IntCounter,
+    /// `seckill_reserve_orders_total`: the orders those calls carried.
+    pub reserve_orders: IntCounter,
     /// `seckill_payments_total{outcome}`: payment notices by how they were answered.
     pub payments: IntCounterVec,
     /// `seckill_refunds_due_total`: payments recorded as needing a refund.
@@ -160,6 +164,16 @@ impl GatewayMetrics {
                 "Requests refused with 429 rate_limited, by the limit: address (gateway.per_address_rate_per_sec), buy (gateway.per_user_rate_per_sec) or read (gateway.per_user_read_rate_per_sec).",
                 "limit",
                 <crate::limits::Limit as strum::VariantNames>::VARIANTS,
+            ),
+            reserve_calls: counter(
+                r,
+                "seckill_reserve_calls_total",
+                "Calls of the reserve script; each carries a group of buyers of one bucket (orders / calls: the mean group).",
+            ),
+            reserve_orders: counter(
+                r,
+                "seckill_reserve_orders_total",
+                "Orders the calls of the reserve script carried.",
             ),
             limiter_callers: gauge(
                 r,

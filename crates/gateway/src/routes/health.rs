@@ -40,6 +40,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     description = "Served on the admin port (`http.admin_port`) only.",
     responses((status = 200, description = "The text exposition format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // The ledger counts its group calls itself; the counters catch up at each scrape.
+    let (calls, orders) = state.ledger.reserve_calls();
+    let metrics = &state.metrics;
+    metrics
+        .reserve_calls
+        .inc_by(calls.saturating_sub(metrics.reserve_calls.get()));
+    metrics
+        .reserve_orders
+        .inc_by(orders.saturating_sub(metrics.reserve_orders.get()));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(telemetry::render(&state.metrics.registry))
