@@ -65,7 +65,9 @@ def load_runs(out, name):
             }
         metrics_before = path[: -len(".json")] + ".metrics0"
         if os.path.exists(metrics_before):
-            report["gateway"] = gateway_latency(metrics_before, path[: -len(".json")] + ".metrics1")
+            metrics_after = path[: -len(".json")] + ".metrics1"
+            report["gateway"] = gateway_latency(metrics_before, metrics_after)
+            report["group"] = reserve_group(metrics_before, metrics_after)
         reports.append(report)
     return reports
 
@@ -94,6 +96,23 @@ def gateway_latency(before, after):
                 return 1000 * le
         return float("nan")
     return {"count": total, "p50": quantile(0.5), "p99": quantile(0.99), "p999": quantile(0.999)}
+
+
+def reserve_group(before, after):
+    """The calls of the reserve script the gateway made between two readings of its /metrics,
+    and the orders they carried (group reservation: their ratio is the mean group)."""
+    def counters(path):
+        values = {}
+        for line in open(path):
+            for name in ("seckill_reserve_calls_total", "seckill_reserve_orders_total"):
+                if line.startswith(name + " "):
+                    values[name] = float(line.rsplit(" ", 1)[1])
+        return values
+
+    start, end = counters(before), counters(after)
+    calls = end.get("seckill_reserve_calls_total", 0) - start.get("seckill_reserve_calls_total", 0)
+    orders = end.get("seckill_reserve_orders_total", 0) - start.get("seckill_reserve_orders_total", 0)
+    return {"calls": calls, "orders": orders}
 
 
 def ratio_of(value, ceiling):
@@ -250,6 +269,24 @@ def write(out, markdown, svg):
         if reports:
             cells = [median([r["threads_us"].get(g, 0.0) for r in reports]) for g in groups]
             lines.append(f"| {label} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+    grouped = [(label, [r["group"] for r in scenarios[name] if r.get("group", {}).get("calls")])
+               for label, name in (("accept, 1 SKU", "accept"), ("accept, 50 SKUs", "accept50"))]
+    if any(g for _, g in grouped):
+        lines += [
+            "",
+            "Group reservation: the calls of the reserve script and the orders they carried "
+            "(`seckill_reserve_calls_total`, `seckill_reserve_orders_total` of the gateway; "
+            "medians of the runs):",
+            "",
+            "| scenario | calls | orders | orders per call |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for label, groups_of in grouped:
+            if groups_of:
+                calls = median([g["calls"] for g in groups_of])
+                orders = median([g["orders"] for g in groups_of])
+                per = median([g["orders"] / g["calls"] for g in groups_of])
+                lines.append(f"| {label} | {calls:,.0f} | {orders:,.0f} | {per:.1f} |")
     lines += [
         "",
         "Ceiling of the accept path: the real reserve script (`seckill-sim script reserve`) under",
