@@ -368,16 +368,11 @@ impl Application {
                     move |mut req, srv| {
                         let local_port = req.app_config().local_addr().port();
                         let public = local_port != admin.port;
-                        if limited_by_address(admin, local_port, req.match_info().as_str()) {
-                            // Every line of the header, in order: a proxy may add its own.
-                            let forwarded = req
-                                .headers()
-                                .get_all("x-forwarded-for")
-                                .filter_map(|v| v.to_str().ok())
-                                .collect::<Vec<_>>()
-                                .join(",");
+                        if state.limits.counts_addresses()
+                            && limited_by_address(admin, local_port, req.match_info().as_str())
+                        {
                             let refused = req.peer_addr().is_some_and(|peer| {
-                                let client = state.limits.client_address(peer.ip(), &forwarded);
+                                let client = state.limits.client_of(peer.ip(), req.headers());
                                 !state.limits.allow_address(client)
                             });
                             if refused {

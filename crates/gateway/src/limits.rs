@@ -85,7 +85,13 @@ impl Limits {
         })
     }
 
-    /// Whether `limit` lets `user`, or the client at `address`, make one more request now.
+    /// Whether requests are counted per client address at all (`gateway.per_address_rate_per_sec`
+    /// above 0): when not, nothing of the request is read for it.
+    pub fn counts_addresses(&self) -> bool {
+        self.per_address.0.is_some()
+    }
+
+    /// Whether the client at `address` may make one more request now.
     pub fn allow_address(&self, address: IpAddr) -> bool {
         self.per_address.allow(&address)
     }
@@ -98,6 +104,22 @@ impl Limits {
     /// Whether `user` may read one more order's status now.
     pub fn allow_read(&self, user: &UserId) -> bool {
         self.reads.allow(user)
+    }
+
+    /// [`client_address`](Self::client_address) of a request from `peer` with `headers`: every
+    /// line of `X-Forwarded-For`, in order (a proxy may add its own), read only when the peer is
+    /// a trusted proxy.
+    pub fn client_of(&self, peer: IpAddr, headers: &actix_web::http::header::HeaderMap) -> IpAddr {
+        let peer = canonical(peer);
+        if !self.trusted_proxies.iter().any(|n| n.contains(&peer)) {
+            return counted_as(peer);
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.client_address(peer, &forwarded)
     }
 
     /// The address a request is counted under: see the module's header. `forwarded` is the
