@@ -5,11 +5,10 @@ the proof of work (`seckill-sim pow --json`, target/bench/pow-<maxnumber>.json).
 
 Usage: scripts/bench_abuse.py <bench dir> <benchmarks.md to update>
 """
-import glob
-import json
-import os
 import statistics
 import sys
+
+from bench_block import machine_and_commit, reports, rewrite
 
 BEGIN, END = "<!-- abuse:begin -->", "<!-- abuse:end -->"
 # The bounds `seckill-sim hostile` judges by (crates/flash-sim/src/hostile.rs).
@@ -70,26 +69,11 @@ def section(runs, pows, machine, commit):
 
 def main():
     bench, target = sys.argv[1], sys.argv[2]
-    runs = []
-    for path in sorted(glob.glob(os.path.join(bench, "hostile-*.json"))):
-        with open(path) as f:
-            runs.append(json.load(f))
-    pows = []
-    for path in sorted(glob.glob(os.path.join(bench, "pow-*.json"))):
-        with open(path) as f:
-            pows.append(json.load(f))
+    runs = reports(bench, "hostile-*.json")
     if not runs:
         return
-    machine = open(os.path.join(bench, "machine.txt")).read().strip()
-    commit = open(os.path.join(bench, "commit.txt")).read().strip()
-    with open(target) as f:
-        text = f.read()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < 0:
-        sys.exit(f"{target} has no {BEGIN} ... {END} block")
-    text = text[:start] + section(runs, pows, machine, commit) + text[end + len(END):]
-    with open(target, "w") as f:
-        f.write(text)
+    pows = reports(bench, "pow-*.json")
+    rewrite(target, BEGIN, END, section(runs, pows, *machine_and_commit(bench)))
 
 
 if __name__ == "__main__":

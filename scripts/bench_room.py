@@ -5,11 +5,10 @@ room-<run>.json, each a list of two reports: load shedding alone, then the waiti
 
 Usage: scripts/bench_room.py <bench dir> <benchmarks.md to update>
 """
-import glob
-import json
-import os
 import statistics
 import sys
+
+from bench_block import machine_and_commit, reports, rewrite
 
 BEGIN, END = "<!-- room:begin -->", "<!-- room:end -->"
 
@@ -68,26 +67,11 @@ def section(runs, orders, machine, commit):
 
 def main():
     bench, target = sys.argv[1], sys.argv[2]
-    runs = []
-    for path in sorted(glob.glob(os.path.join(bench, "room-*.json"))):
-        with open(path) as f:
-            runs.append(json.load(f))
-    orders = []
-    for path in sorted(glob.glob(os.path.join(bench, "order-*.json"))):
-        with open(path) as f:
-            orders.append(json.load(f))
+    runs = reports(bench, "room-*.json")
     if not runs:
         return
-    machine = open(os.path.join(bench, "machine.txt")).read().strip()
-    commit = open(os.path.join(bench, "commit.txt")).read().strip()
-    with open(target) as f:
-        text = f.read()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < 0:
-        sys.exit(f"{target} has no {BEGIN} ... {END} block")
-    text = text[:start] + section(runs, orders, machine, commit) + text[end + len(END):]
-    with open(target, "w") as f:
-        f.write(text)
+    orders = reports(bench, "order-*.json")
+    rewrite(target, BEGIN, END, section(runs, orders, *machine_and_commit(bench)))
 
 
 if __name__ == "__main__":
