@@ -98,3 +98,102 @@ async fn alter_each<C>(
     }
     Ok(())
 }
+
+/// A check a table's rows must pass: its name (the constraint's, and the triggers' prefix), the
+/// table, the columns it reads, and its condition over a row whose columns are named
+/// `<row><column>` (`NEW.` in a trigger, nothing in a constraint).
+pub struct RowCheck {
+    pub name: &'static str,
+    pub table: &'static str,
+    pub columns: &'static str,
+    pub condition: fn(row: &str) -> String,
+}
+
+/// The error of a check on a database seckill does not run on (MySQL).
+pub fn unsupported(check: &RowCheck) -> DbErr {
+    DbErr::Migration(format!(
+        "the check {} is written for PostgreSQL and SQLite only",
+        check.name
+    ))
+}
+
+async fn execute(manager: &SchemaManager<'_>, sql: String) -> Result<(), DbErr> {
+    use sea_orm_migration::sea_orm::ConnectionTrait;
+    manager.get_connection().execute_unprepared(&sql).await?;
+    Ok(())
+}
+
+/// Adds `check`: on PostgreSQL a named `CHECK` constraint (which checks the rows already
+/// there); on SQLite, which cannot add one to an existing table, a `BEFORE INSERT` and a
+/// `BEFORE UPDATE OF <columns>` trigger that refuse the same rows with `RAISE(ABORT)` (the rows
+/// already there are the caller's to check first, with [`count_failing`]).
+pub async fn add_check(manager: &SchemaManager<'_>, check: &RowCheck) -> Result<(), DbErr> {
+    use sea_orm_migration::sea_orm::DbBackend;
+    let RowCheck {
+        name,
+        table,
+        columns,
+        condition,
+    } = check;
+    match manager.get_database_backend() {
+        DbBackend::Sqlite => {
+            let refuse = format!(
+                "WHEN NOT ({}) BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: {name}'); END",
+                condition("NEW."),
+            );
+            let sql = format!("CREATE TRIGGER {name}_insert BEFORE INSERT ON {table} {refuse}");
+            execute(manager, sql).await?;
+            let sql = format!(
+                "CREATE TRIGGER {name}_update BEFORE UPDATE OF {columns} ON {table} {refuse}"
+            );
+            execute(manager, sql).await
+        }
+        DbBackend::Postgres => {
+            let sql = format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({})",
+                condition("")
+            );
+            execute(manager, sql).await
+        }
+        DbBackend::MySql => Err(unsupported(check)),
+    }
+}
+
+/// Drops `check` (what [`add_check`] made), if it is there.
+pub async fn drop_check(manager: &SchemaManager<'_>, check: &RowCheck) -> Result<(), DbErr> {
+    use sea_orm_migration::sea_orm::DbBackend;
+    match manager.get_database_backend() {
+        DbBackend::Sqlite => {
+            for event in ["insert", "update"] {
+                let sql = format!("DROP TRIGGER IF EXISTS {}_{event}", check.name);
+                execute(manager, sql).await?;
+            }
+            Ok(())
+        }
+        DbBackend::Postgres => {
+            let sql = format!(
+                "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}",
+                check.table, check.name
+            );
+            execute(manager, sql).await
+        }
+        DbBackend::MySql => Err(unsupported(check)),
+    }
+}
+
+/// How many rows of `table` fail `condition` (SQL over its columns).
+pub async fn count_failing(
+    manager: &SchemaManager<'_>,
+    table: &str,
+    condition: &str,
+) -> Result<i64, DbErr> {
+    use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
+    let sql = format!("SELECT COUNT(*) AS failing FROM {table} WHERE NOT ({condition})");
+    let backend = manager.get_database_backend();
+    manager
+        .get_connection()
+        .query_one(Statement::from_string(backend, sql))
+        .await?
+        .ok_or_else(|| DbErr::Migration("COUNT(*) returned no row".into()))?
+        .try_get("", "failing")
+}

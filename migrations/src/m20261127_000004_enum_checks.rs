@@ -21,7 +21,9 @@
 //! already there are checked. Widening a list later is a drop and a create on both.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm_migration::sea_orm::DbBackend;
+
+use crate::common::{add_check, count_failing, drop_check, RowCheck};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -38,23 +40,15 @@ const REASON_CODES: &str = "'undecodable', 'oversized', 'unsupported_version', \
 /// Every `RefundReason`.
 const REFUND_REASONS: &str = "'order_expired', 'order_already_paid', 'order_failed'";
 
-/// One table's check: its name (the constraint's, and the triggers' prefix), the table, the
-/// columns it reads, and its condition over a row whose columns are named `<row><column>`.
-struct Check {
-    name: &'static str,
-    table: &'static str,
-    columns: &'static str,
-    condition: fn(row: &str) -> String,
-}
-
-const CHECKS: [Check; 2] = [
-    Check {
+/// One check per table.
+const CHECKS: [RowCheck; 2] = [
+    RowCheck {
         name: "orders_known_status_and_reason",
         table: "orders",
         columns: "status, reason",
         condition: orders_condition,
     },
-    Check {
+    RowCheck {
         name: "payments_known_outcome_and_reason",
         table: "payments",
         columns: "outcome, reason",
@@ -78,31 +72,10 @@ fn payments_condition(row: &str) -> String {
     )
 }
 
-/// seckill runs on PostgreSQL and on the embedded SQLite only.
-fn unsupported() -> DbErr {
-    DbErr::Migration("the enum checks are written for PostgreSQL and SQLite only".into())
-}
-
-async fn execute(manager: &SchemaManager<'_>, sql: String) -> Result<(), DbErr> {
-    manager.get_connection().execute_unprepared(&sql).await?;
-    Ok(())
-}
-
 /// Refuses to go on when a row of the table breaks the check: SQLite's triggers see only the
 /// rows written after them, and PostgreSQL refuses such a row as it adds the constraint.
-async fn ensure_rows_pass(manager: &SchemaManager<'_>, check: &Check) -> Result<(), DbErr> {
-    let sql = format!(
-        "SELECT COUNT(*) AS failing FROM {} WHERE NOT ({})",
-        check.table,
-        (check.condition)("")
-    );
-    let backend = manager.get_database_backend();
-    let failing: i64 = manager
-        .get_connection()
-        .query_one(Statement::from_string(backend, sql))
-        .await?
-        .ok_or_else(|| DbErr::Migration("COUNT(*) returned no row".into()))?
-        .try_get("", "failing")?;
+async fn ensure_rows_pass(manager: &SchemaManager<'_>, check: &RowCheck) -> Result<(), DbErr> {
+    let failing = count_failing(manager, check.table, &(check.condition)("")).await?;
     if failing > 0 {
         return Err(DbErr::Migration(format!(
             "{failing} rows of {} hold a value outside {} ({}): correct them first",
@@ -116,77 +89,17 @@ async fn ensure_rows_pass(manager: &SchemaManager<'_>, check: &Check) -> Result<
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for check in &CHECKS {
-            match manager.get_database_backend() {
-                DbBackend::Sqlite => {
-                    ensure_rows_pass(manager, check).await?;
-                    let refuse = format!(
-                        "WHEN NOT ({}) BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: {}'); END",
-                        (check.condition)("NEW."),
-                        check.name
-                    );
-                    execute(
-                        manager,
-                        format!(
-                            "CREATE TRIGGER {name}_insert BEFORE INSERT ON {table} {refuse}",
-                            name = check.name,
-                            table = check.table,
-                        ),
-                    )
-                    .await?;
-                    execute(
-                        manager,
-                        format!(
-                            "CREATE TRIGGER {name}_update BEFORE UPDATE OF {columns} ON {table} \
-                             {refuse}",
-                            name = check.name,
-                            columns = check.columns,
-                            table = check.table,
-                        ),
-                    )
-                    .await?;
-                }
-                DbBackend::Postgres => {
-                    execute(
-                        manager,
-                        format!(
-                            "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})",
-                            check.table,
-                            check.name,
-                            (check.condition)("")
-                        ),
-                    )
-                    .await?;
-                }
-                DbBackend::MySql => return Err(unsupported()),
+            if manager.get_database_backend() == DbBackend::Sqlite {
+                ensure_rows_pass(manager, check).await?;
             }
+            add_check(manager, check).await?;
         }
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for check in &CHECKS {
-            match manager.get_database_backend() {
-                DbBackend::Sqlite => {
-                    for event in ["insert", "update"] {
-                        execute(
-                            manager,
-                            format!("DROP TRIGGER IF EXISTS {}_{event}", check.name),
-                        )
-                        .await?;
-                    }
-                }
-                DbBackend::Postgres => {
-                    execute(
-                        manager,
-                        format!(
-                            "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}",
-                            check.table, check.name
-                        ),
-                    )
-                    .await?;
-                }
-                DbBackend::MySql => return Err(unsupported()),
-            }
+            drop_check(manager, check).await?;
         }
         Ok(())
     }

@@ -16,9 +16,11 @@
 //! leaves the schema as it was.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm_migration::sea_orm::DbBackend;
 
-use crate::common::{add_columns, drop_columns};
+use crate::common::{
+    add_check, add_columns, count_failing, drop_check, drop_columns, unsupported, RowCheck,
+};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -31,11 +33,13 @@ enum Sales {
     Free,
 }
 
-/// The check's name: the constraint's, and the triggers' prefix.
-const CHECK: &str = "sales_priced_or_free";
-
-/// The columns the check reads.
-const COLUMNS: &str = "free, price_minor, currency";
+/// The check: a price of at least 1 with its currency, or no price and no currency.
+const CHECK: RowCheck = RowCheck {
+    name: "sales_priced_or_free",
+    table: "sales",
+    columns: "free, price_minor, currency",
+    condition,
+};
 
 /// The check over a row whose columns are named `<row><column>`. `price_minor IS NOT NULL` is
 /// spelled out: `NULL >= 1` is unknown, which a `CHECK` (and a trigger's `WHEN NOT`) lets pass.
@@ -47,16 +51,6 @@ fn condition(row: &str) -> String {
     )
 }
 
-/// seckill runs on PostgreSQL and on the embedded SQLite only.
-fn unsupported() -> DbErr {
-    DbErr::Migration("the sale pricing check is written for PostgreSQL and SQLite only".into())
-}
-
-async fn execute(manager: &SchemaManager<'_>, sql: String) -> Result<(), DbErr> {
-    manager.get_connection().execute_unprepared(&sql).await?;
-    Ok(())
-}
-
 /// The rows of the previous build that this migration brings within the check: a price of 0
 /// or more with its currency (0 becomes free), or neither.
 const CONVERTIBLE: &str = "(price_minor IS NULL AND currency IS NULL) \
@@ -65,18 +59,12 @@ const CONVERTIBLE: &str = "(price_minor IS NULL AND currency IS NULL) \
 /// Refuses to go on when a row cannot be brought within the check: PostgreSQL would refuse the
 /// constraint, and SQLite's triggers see only the rows written after them.
 async fn ensure_rows_convert(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
-    let sql = format!("SELECT COUNT(*) AS failing FROM sales WHERE NOT ({CONVERTIBLE})");
-    let backend = manager.get_database_backend();
-    let failing: i64 = manager
-        .get_connection()
-        .query_one(Statement::from_string(backend, sql))
-        .await?
-        .ok_or_else(|| DbErr::Migration("COUNT(*) returned no row".into()))?
-        .try_get("", "failing")?;
+    let failing = count_failing(manager, CHECK.table, CONVERTIBLE).await?;
     if failing > 0 {
         return Err(DbErr::Migration(format!(
             "{failing} rows of sales hold a price without a currency or the reverse, or a \
-             negative price, outside {CHECK} ({COLUMNS}): correct them first"
+             negative price, outside {} ({}): correct them first",
+            CHECK.name, CHECK.columns
         )));
     }
     Ok(())
@@ -86,7 +74,7 @@ async fn ensure_rows_convert(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         if manager.get_database_backend() == DbBackend::MySql {
-            return Err(unsupported());
+            return Err(unsupported(&CHECK));
         }
         ensure_rows_convert(manager).await?;
         add_columns(
@@ -107,54 +95,11 @@ impl MigrationTrait for Migration {
             .and_where(Expr::col(Sales::PriceMinor).eq(0))
             .to_owned();
         manager.exec_stmt(priced_at_nothing).await?;
-        match manager.get_database_backend() {
-            DbBackend::Sqlite => {
-                let refuse = format!(
-                    "WHEN NOT ({}) BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: {CHECK}'); \
-                     END",
-                    condition("NEW.")
-                );
-                let events = [
-                    ("insert", "INSERT".to_owned()),
-                    ("update", format!("UPDATE OF {COLUMNS}")),
-                ];
-                for (name, event) in events {
-                    let sql =
-                        format!("CREATE TRIGGER {CHECK}_{name} BEFORE {event} ON sales {refuse}");
-                    execute(manager, sql).await?;
-                }
-                Ok(())
-            }
-            DbBackend::Postgres => {
-                execute(
-                    manager,
-                    format!(
-                        "ALTER TABLE sales ADD CONSTRAINT {CHECK} CHECK ({})",
-                        condition("")
-                    ),
-                )
-                .await
-            }
-            DbBackend::MySql => Err(unsupported()),
-        }
+        add_check(manager, &CHECK).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        match manager.get_database_backend() {
-            DbBackend::Sqlite => {
-                for event in ["insert", "update"] {
-                    execute(manager, format!("DROP TRIGGER IF EXISTS {CHECK}_{event}")).await?;
-                }
-            }
-            DbBackend::Postgres => {
-                execute(
-                    manager,
-                    format!("ALTER TABLE sales DROP CONSTRAINT IF EXISTS {CHECK}"),
-                )
-                .await?;
-            }
-            DbBackend::MySql => return Err(unsupported()),
-        }
+        drop_check(manager, &CHECK).await?;
         drop_columns(manager, Sales::Table, [Sales::Free]).await
     }
 }
