@@ -444,18 +444,23 @@ impl Application {
                                 // Shed before anything costly (the token is not verified yet):
                                 // a look at the count, no slot taken. The handler takes its
                                 // slot once the body is in, so a slow body holds none. A current
-                                // ticket of this sale (one HMAC; its buyer is checked later)
-                                // looks for room under its holders' bound.
+                                // ticket of this sale (one HMAC; its buyer is checked by the
+                                // handler, from the claims kept here) looks for room under its
+                                // holders' bound.
                                 let now_ms = chrono::Utc::now().timestamp_millis();
                                 let ticket = req
                                     .headers()
                                     .get(routes::orders::ADMISSION_TICKET)
                                     .and_then(|v| v.to_str().ok())
                                     .zip(req.match_info().get("sku_id"))
-                                    .is_some_and(|(ticket, sku)| {
-                                        state.rooms.tokens.is_current_ticket(ticket, sku, now_ms)
+                                    .and_then(|(ticket, sku)| {
+                                        state.rooms.tokens.current_ticket(ticket, sku, now_ms)
                                     });
-                                match state.admission.would_shed(ticket) {
+                                let ticket_holder = ticket.is_some();
+                                if let Some(claims) = ticket {
+                                    req.extensions_mut().insert(claims);
+                                }
+                                match state.admission.would_shed(ticket_holder) {
                                     None => Either::Left(srv.call(req)),
                                     Some(why) => {
                                         state.metrics.shed.with_label_values(&[why.label()]).inc();

@@ -6,7 +6,7 @@ use crate::auth::Buyer;
 use crate::error::ApiError;
 use crate::limits::Limit;
 use crate::service::{place_order, Order, Placed};
-use crate::waiting_room::tokens::TicketRefusal;
+use crate::waiting_room::tokens::{TicketClaims, TicketRefusal, Tokens};
 use crate::AppState;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use domain::{IdempotencyKey, OrderId, OrderStatus, Quantity, ReasonCode, ReservationState, SkuId};
@@ -107,13 +107,21 @@ pub async fn buy(
     // A ticket that does not admit is as none: the sale decides (a sale without a room, or a
     // retry of an accepted order, needs none), and only then is an expired one named.
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let ticket = req.headers().get(ADMISSION_TICKET).map(|ticket| {
-        let ticket = ticket.to_str().map_err(|_| TicketRefusal::Invalid)?;
-        state
-            .rooms
-            .tokens
-            .admits(ticket, buyer.0.as_str(), sku.as_str(), now_ms)
-    });
+    // The load shedding's first look verified a current ticket of this sale already.
+    let checked = req.extensions_mut().remove::<TicketClaims>();
+    let ticket = req
+        .headers()
+        .get(ADMISSION_TICKET)
+        .map(|ticket| match checked {
+            Some(claims) => Tokens::admitted(claims, buyer.0.as_str(), sku.as_str(), now_ms),
+            None => {
+                let ticket = ticket.to_str().map_err(|_| TicketRefusal::Invalid)?;
+                state
+                    .rooms
+                    .tokens
+                    .admits(ticket, buyer.0.as_str(), sku.as_str(), now_ms)
+            }
+        });
     let admitted = matches!(ticket, Some(Ok(_)));
     // A buyer a waiting room admitted proved its work at the join.
     if !admitted {

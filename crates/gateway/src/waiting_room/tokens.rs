@@ -133,13 +133,13 @@ impl Tokens {
         })
     }
 
-    /// Whether `token` is a current ticket of the sale of `sku`, whoever's: the first look of
-    /// load shedding, before the bearer token is verified (the handler then checks the buyer
-    /// with [`admits`](Self::admits)). One HMAC: a made-up header earns nothing.
-    pub fn is_current_ticket(&self, token: &str, sku: &str, now_ms: i64) -> bool {
-        self.read::<TicketClaims>(token).is_some_and(|claims| {
-            claims.typ == TICKET && claims.sku == sku && now_ms < claims.exp_ms
-        })
+    /// The claims of `token` when it is a current ticket of the sale of `sku`, whoever's: the
+    /// first look of load shedding, before the bearer token is verified (the handler then
+    /// checks the buyer with [`admitted`](Self::admitted), without verifying the ticket again).
+    /// One HMAC: a made-up header earns nothing.
+    pub fn current_ticket(&self, token: &str, sku: &str, now_ms: i64) -> Option<TicketClaims> {
+        self.read::<TicketClaims>(token)
+            .filter(|claims| claims.typ == TICKET && claims.sku == sku && now_ms < claims.exp_ms)
     }
 
     /// Whether `token` admits `user` to buy in the sale of `sku` at `now_ms`.
@@ -152,8 +152,21 @@ impl Tokens {
     ) -> Result<TicketClaims, TicketRefusal> {
         let claims = self
             .read::<TicketClaims>(token)
-            .filter(|claims| claims.typ == TICKET && claims.sub == user && claims.sku == sku)
             .ok_or(TicketRefusal::Invalid)?;
+        Self::admitted(claims, user, sku, now_ms)
+    }
+
+    /// Whether the verified `claims` of a ticket admit `user` to buy in the sale of `sku` at
+    /// `now_ms`.
+    pub fn admitted(
+        claims: TicketClaims,
+        user: &str,
+        sku: &str,
+        now_ms: i64,
+    ) -> Result<TicketClaims, TicketRefusal> {
+        if claims.typ != TICKET || claims.sub != user || claims.sku != sku {
+            return Err(TicketRefusal::Invalid);
+        }
         if now_ms >= claims.exp_ms {
             return Err(TicketRefusal::Expired);
         }
@@ -179,10 +192,10 @@ mod tests {
             tokens.admits(&ticket, "alice", "phone", 10_500),
             Err(TicketRefusal::Expired)
         );
-        assert!(tokens.is_current_ticket(&ticket, "phone", 10_499));
-        assert!(!tokens.is_current_ticket(&ticket, "phone", 10_500));
-        assert!(!tokens.is_current_ticket(&ticket, "tablet", 0));
-        assert!(!tokens.is_current_ticket("made-up", "phone", 0));
+        assert!(tokens.current_ticket(&ticket, "phone", 10_499).is_some());
+        assert!(tokens.current_ticket(&ticket, "phone", 10_500).is_none());
+        assert!(tokens.current_ticket(&ticket, "tablet", 0).is_none());
+        assert!(tokens.current_ticket("made-up", "phone", 0).is_none());
         assert_eq!(
             tokens.admits(&ticket, "bob", "phone", 0),
             Err(TicketRefusal::Invalid)
